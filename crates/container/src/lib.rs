@@ -1,0 +1,9 @@
+//! # Layout
+//! Linux isolation for the wasm shim. Every `unsafe` block of the project lives in this crate,
+//! each with a `SAFETY:` note.
+//! - `cgroup`: cgroup v1 and v2 — create, limits, stats, freeze, OOM count, destroy.
+//! - `process`: spawning the container init, pidfds, signals, waiting (added by the shim work).
+//! - `rootfs`: mounts, pivot_root, masked paths (added by the shim work).
+//! - `security`: capabilities, no_new_privs, rlimits, users (added by the shim work).
+
+pub mod cgroup;
