@@ -1,1 +1,67 @@
-fn main() {}
+//! `containerd-shim-wasm-v1`: a containerd shim v2 (runtime type `io.containerd.wasm.v1`) that
+//! runs WebAssembly with wasmtime inside the container's namespaces and cgroup.
+//!
+//! # Layout
+//! - `shim`: the `start`/`delete` actions and serving until Shutdown.
+//! - `serve`: the ttrpc server under both Task API names containerd uses.
+//! - `service`: the ttrpc Task API containerd calls.
+//! - `container`: one container's rootfs, cgroup, stdio, init process and exit.
+//! - `task`: the task lifecycle state machine.
+//! - `init`: the hidden `init` mode, the container's first process, which runs the wasm.
+//! - `protocol`: messages between the shim and its init.
+//! - `events`: publishing task events to containerd in order.
+//! - `stats`: cgroup statistics as containerd's metrics types.
+//! - `errors`: errors to ttrpc status codes.
+
+mod container;
+mod errors;
+mod events;
+mod init;
+mod protocol;
+mod serve;
+mod service;
+mod shim;
+mod stats;
+mod task;
+
+/// The runtime type containerd knows this shim by.
+pub const RUNTIME_ID: &str = "io.containerd.wasm.v1";
+
+fn main() {
+    let mut args = std::env::args();
+    if args.nth(1).as_deref() == Some("init") {
+        let bundle = args.next().unwrap_or_default();
+        init::main(&bundle);
+    }
+    if std::env::args().any(|a| a == "-v" || a == "--version" || a == "-version") {
+        println!("containerd-shim-wasm-v1 {} (wasmtime 48)", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    let flags = containerd_shim::parse(&std::env::args_os().skip(1).collect::<Vec<_>>());
+    if let Ok(flags) = &flags {
+        if flags.action.is_empty() && !flags.socket.is_empty() {
+            if let Err(e) = serve::serve(flags) {
+                log::error!("{e:#}");
+                eprintln!("{RUNTIME_ID}: {e:#}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        if flags.action == "start" {
+            std::process::exit(match shim::start_action(flags) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("{RUNTIME_ID}: start: {e}");
+                    1
+                }
+            });
+        }
+    }
+    let config = containerd_shim::Config {
+        // Exits are collected per container through pidfds; a global waitpid(-1) reaper
+        // would steal them.
+        no_reaper: true,
+        ..Default::default()
+    };
+    containerd_shim::run::<shim::WasmShim>(RUNTIME_ID, Some(config));
+}

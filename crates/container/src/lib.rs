@@ -7,3 +7,7 @@
 //! - `security`: capabilities, no_new_privs, rlimits, users (added by the shim work).
 
 pub mod cgroup;
+pub mod namespaces;
+pub mod process;
+pub mod rootfs;
+pub mod security;

@@ -1,1 +1,44 @@
+//! wasmtime for the wasm shim: compile a WASI workload when the container is
+//! created, run it when the container starts, and turn how it ended into an
+//! exit status.
+//!
+//! ```no_run
+//! use wasm_shim_engine::{Engine, RunOptions};
+//! let engine = Engine::new()?;
+//! let bytes = std::fs::read("/hello.wasm").unwrap();
+//! let prepared = engine.prepare(&bytes, "/hello.wasm", None)?;   // at Create
+//! let opts = RunOptions {
+//!     args: vec!["hello.wasm".into()],
+//!     cwd: "/".into(),
+//!     preopens: vec![("/".into(), "/".into())],
+//!     ..Default::default()
+//! };
+//! let outcome = engine.run(&prepared, &opts);                    // at Start
+//! std::process::exit(outcome.exit_code());
+//! # Ok::<(), wasm_shim_engine::EngineError>(())
+//! ```
+//!
+//! # Layout
+//! - `engine`: the one `wasmtime::Config`, the WASI p1/p2 linkers, `interrupt`
+//!   (epoch bump) and the recorded signal.
+//! - `prepare`: format detection (module, component, WAT), compilation, entry
+//!   point choice and import resolution (`InstancePre`); `Prepared`.
+//! - `run`: `RunOptions` and `Stdio` to a WASI context, a fresh store with the
+//!   limiter and epoch deadline, calling the entry point.
+//! - `limits`: the `ResourceLimiter` enforcing the memory limit and noting
+//!   when it was hit.
+//! - `outcome`: `Outcome`, mapping errors/traps/exits to it, exit codes.
+//! - `error`: `EngineError`, one-line messages naming the file.
 
+mod engine;
+mod error;
+mod limits;
+mod outcome;
+mod prepare;
+mod run;
+
+pub use engine::Engine;
+pub use error::EngineError;
+pub use outcome::{Outcome, EXIT_CANNOT_RUN, EXIT_TRAP};
+pub use prepare::Prepared;
+pub use run::{Capture, RunOptions, Stdio};

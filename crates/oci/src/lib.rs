@@ -1,1 +1,41 @@
+//! The parsing side of the wasm shim: what a bundle asks to run, and how wasm images are built.
+//!
+//! Nothing here starts wasmtime or touches namespaces; the only system calls are the ones needed
+//! to read files (`open`, `read`, `lstat`, `readlink`). Every error is an [`OciError`] whose
+//! message is one line naming the path or value at fault, and whose [`OciError::kind`] tells the
+//! shim which ttrpc status code to answer with.
+//!
+//! # Layout
+//! - [`error`]: [`OciError`] and [`ErrorKind`] (NotFound, InvalidArgument, FailedPrecondition,
+//!   Internal).
+//! - [`spec`]: [`load_spec`] reads `<bundle>/config.json` into an `oci_spec::runtime::Spec`.
+//! - [`entrypoint`]: [`parse_entrypoint`] splits `file.wasm#export` into path and export.
+//! - [`runconfig`]: [`run_config`] turns the spec's `process` into a checked [`RunConfig`]
+//!   (args, env, cwd, user, terminal, entrypoint).
+//! - [`resolve`]: [`resolve_executable`] finds `args[0]` inside the container rootfs the way
+//!   `execvp` would (PATH search, symlinks resolved inside the root).
+//! - [`classify`]: [`classify`] tells a wasm module, a component, WAT text, an ELF binary and a
+//!   script apart from a file's first bytes.
+//! - [`image`]: [`write_image_tar`] writes an OCI image layout tarball (classic rootfs image or
+//!   wasm OCI artifact) that `ctr image import` and `nerdctl load` accept, byte-for-byte
+//!   deterministic.
+//! - `bin/wasm-image.rs`: the `wasm-image build` command line over [`image`].
 
+pub mod classify;
+pub mod entrypoint;
+pub mod error;
+pub mod image;
+pub mod resolve;
+pub mod runconfig;
+pub mod spec;
+
+pub use classify::{classify, Kind};
+pub use entrypoint::{parse_entrypoint, Entrypoint};
+pub use error::{ErrorKind, OciError};
+pub use image::{
+    host_architecture, write_image_tar, ArtifactConfig, ImageFile, ImageInfo, ImageSpec, Style,
+    WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE,
+};
+pub use resolve::{resolve_executable, DEFAULT_PATH};
+pub use runconfig::{run_config, RunConfig};
+pub use spec::load_spec;

@@ -1,0 +1,52 @@
+# containerd-shim-wasm-v1 — see README.md.
+#   make demo     build, start a private containerd, import a wasm image, ctr run it
+#   make test     unit tests and the end-to-end suite against a real containerd (root)
+#   make install  put the shim next to containerd's binary
+
+CARGO     ?= cargo
+PREFIX    ?= $(patsubst %/,%,$(dir $(shell command -v containerd 2>/dev/null || echo /usr/local/bin/containerd)))
+SHIM      := target/release/containerd-shim-wasm-v1
+GUESTS    := test/guests
+
+.PHONY: all build guests deps test unit e2e demo install clean
+
+all: build
+
+# containerd, runc and ctr from Debian's packages when missing; the wasm32-wasip1 target.
+deps:
+	@missing=""; \
+	for b in containerd:containerd ctr:containerd runc:runc; do \
+	  command -v $${b%%:*} >/dev/null 2>&1 || missing="$$missing $${b##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@rustup target list --installed 2>/dev/null | grep -q wasm32-wasip1 || rustup target add wasm32-wasip1
+
+build:
+	$(CARGO) build --release --bins
+
+guests:
+	$(CARGO) build --release --target wasm32-wasip1 --manifest-path $(GUESTS)/Cargo.toml
+
+unit: build
+	$(CARGO) test --release --workspace --exclude wasm-shim-e2e
+
+e2e: deps build guests
+	$(CARGO) test --release -p wasm-shim-e2e
+
+# The README's test command: everything, from a fresh Debian machine.
+test: deps build guests
+	$(CARGO) test --release --workspace
+
+demo: deps build guests
+	bash test/demo.sh
+
+install: build
+	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/containerd-shim-wasm-v1
+	@echo "installed $(DESTDIR)$(PREFIX)/containerd-shim-wasm-v1"
+
+clean:
+	$(CARGO) clean
+	$(CARGO) clean --manifest-path $(GUESTS)/Cargo.toml

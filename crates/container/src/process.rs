@@ -1,0 +1,297 @@
+//! Spawning the container init and watching it: the re-exec of the shim binary, the sync
+//! socket handed to it as fd 3, pidfds (so an exit can never be lost or confused with a reused
+//! pid), signals and waiting.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+/// The fd number at which the container init finds its sync socket.
+pub const SYNC_FD: RawFd = 3;
+
+/// A connected pair of unix stream sockets, both close-on-exec: one end for the shim, one for
+/// the init process it spawns.
+pub fn sync_pair() -> io::Result<(UnixStream, OwnedFd)> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    Ok((UnixStream::from(a), b))
+}
+
+/// Spawns `cmd` with `sync` as its fd 3 and the given stdio. The socket stays close-on-exec in
+/// the shim, so concurrent spawns on other threads never inherit it (that would keep the
+/// socket open and hide the init's death).
+pub fn spawn_with_sync(mut cmd: Command, sync: OwnedFd, stdio: [Option<OwnedFd>; 3]) -> io::Result<Child> {
+    let [stdin, stdout, stderr] = stdio;
+    cmd.stdin(stdin.map(Stdio::from).unwrap_or_else(Stdio::null));
+    cmd.stdout(stdout.map(Stdio::from).unwrap_or_else(Stdio::null));
+    cmd.stderr(stderr.map(Stdio::from).unwrap_or_else(Stdio::null));
+    let raw = sync.as_raw_fd();
+    // SAFETY: the closure runs in the child between fork and exec; it only calls dup2/fcntl,
+    // which are async-signal-safe, and touches no memory shared with other threads.
+    unsafe {
+        cmd.pre_exec(move || {
+            if raw == SYNC_FD {
+                let flags = libc::fcntl(raw, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, SYNC_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    drop(sync);
+    child
+}
+
+/// Takes ownership of the sync socket inherited as fd 3 (in the init process).
+pub fn inherited_sync() -> io::Result<UnixStream> {
+    let flags = nix::fcntl::fcntl(
+        // SAFETY: fd 3 is only borrowed for this fcntl call.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(SYNC_FD) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("sync fd {SYNC_FD} is not open: {e}")))?;
+    let _ = flags;
+    // SAFETY: the shim hands fd 3 to the init for exactly this purpose and nothing else in the
+    // process owns it; we take sole ownership here and mark it close-on-exec.
+    let fd = unsafe { OwnedFd::from_raw_fd(SYNC_FD) };
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+        .map_err(io::Error::from)?;
+    Ok(UnixStream::from(fd))
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// containerd's convention: the exit code, or 128 + the signal number.
+    pub fn code(self) -> u32 {
+        match self {
+            ExitStatus::Exited(c) => c as u32,
+            ExitStatus::Signaled(s) => 128 + s as u32,
+        }
+    }
+}
+
+/// A pidfd: a handle on one process that stays valid (and unambiguous) until dropped, even
+/// after the process exits and its pid is reused.
+#[derive(Debug)]
+pub struct PidFd {
+    fd: OwnedFd,
+    pid: i32,
+}
+
+impl PidFd {
+    /// Opens a pidfd for `pid`. Works on a zombie too, so an exit that happened before the
+    /// call is still observed by `wait`.
+    pub fn open(pid: i32) -> io::Result<PidFd> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is
+        // passed.
+        let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the syscall returned a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(ret as RawFd) };
+        Ok(PidFd { fd, pid })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Sends `signal` to the process; `ESRCH` once it has exited.
+    pub fn send_signal(&self, signal: i32) -> io::Result<()> {
+        // SAFETY: pidfd_send_signal with a null siginfo and flags 0 reads no memory of ours.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Blocks until the process exits and reaps it. The caller must be its parent (or the
+    /// subreaper it was reparented to).
+    pub fn wait(&self) -> io::Result<ExitStatus> {
+        loop {
+            // SAFETY: siginfo_t is plain data; zeroed is a valid value and waitid fills it.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: P_PIDFD waits on our own fd; `info` is a valid out pointer.
+            let ret = unsafe {
+                libc::waitid(
+                    libc::P_PIDFD,
+                    self.fd.as_raw_fd() as libc::id_t,
+                    &mut info,
+                    libc::WEXITED,
+                )
+            };
+            if ret < 0 {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Err(err);
+            }
+            // SAFETY: after a successful waitid with WEXITED, si_status and si_code are set.
+            let (code, status) = unsafe { (info.si_code, info.si_status()) };
+            return Ok(if code == libc::CLD_EXITED {
+                ExitStatus::Exited(status)
+            } else {
+                ExitStatus::Signaled(status)
+            });
+        }
+    }
+}
+
+impl AsFd for PidFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Sends a signal by pid (for processes we hold no pidfd of, such as the ones `delete` finds).
+pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::try_from(signal).map_err(io::Error::from)?,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Forks the (single-threaded) init process; used once to enter a new or joined pid
+/// namespace, whose first member must be a child of the process that entered it.
+pub enum Fork {
+    Parent(i32),
+    Child,
+}
+
+/// # Safety contract for callers
+/// Only call this from the container init before it has started any thread: the child
+/// continues running Rust code, which is sound only in a single-threaded process.
+pub fn fork_single_threaded() -> io::Result<Fork> {
+    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1);
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "refusing to fork: the init process has {threads} threads"
+        )));
+    }
+    // SAFETY: checked above that this process has exactly one thread, so the child gets a
+    // consistent copy of every lock and allocator state.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Fork::Parent(child.as_raw())),
+        nix::unistd::ForkResult::Child => Ok(Fork::Child),
+    }
+}
+
+/// Blocks the given signals in the calling thread (and so in every thread it spawns later).
+pub fn block_signals(signals: &[i32]) -> io::Result<nix::sys::signal::SigSet> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in signals {
+        set.add(nix::sys::signal::Signal::try_from(*s).map_err(io::Error::from)?);
+    }
+    set.thread_block().map_err(io::Error::from)?;
+    Ok(set)
+}
+
+/// Leaves the process immediately with `code`, without running destructors or atexit
+/// handlers (used when a signal must stop a guest blocked in a host call).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and is safe to call from any thread.
+    unsafe { libc::_exit(code) }
+}
+
+/// Marks the process as a child subreaper so that orphaned descendants (the container init,
+/// after its intermediate parent exits) are reparented to it.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Ignores `signal` process-wide (SIGPIPE in the shim: a vanished peer is an error, not death).
+pub fn ignore_signal(signal: i32) -> io::Result<()> {
+    let sig = nix::sys::signal::Signal::try_from(signal).map_err(io::Error::from)?;
+    // SAFETY: SIG_IGN installs no handler code, so no async-signal-safety concerns arise.
+    unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) }.map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// Points stdout at stderr: the shim's `start` action reads our stdout until it closes, which
+/// tells it the server is listening.
+pub fn stdout_to_stderr() -> io::Result<()> {
+    // SAFETY: dup2 on the two standard fds; both stay open and owned by the process.
+    let ret = unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pidfd_waits_for_exit_code_and_signal() {
+        let child = Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
+        let pidfd = PidFd::open(child.id() as i32).unwrap();
+        assert_eq!(pidfd.wait().unwrap(), ExitStatus::Exited(7));
+
+        let child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pidfd = PidFd::open(child.id() as i32).unwrap();
+        pidfd.send_signal(libc::SIGTERM).unwrap();
+        let status = pidfd.wait().unwrap();
+        assert_eq!(status, ExitStatus::Signaled(libc::SIGTERM));
+        assert_eq!(status.code(), 143);
+        // Signalling a reaped process fails instead of hitting a reused pid.
+        assert!(pidfd.send_signal(libc::SIGTERM).is_err());
+    }
+
+    #[test]
+    fn pidfd_sees_an_exit_that_happened_before_open() {
+        let child = Command::new("true").spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let pidfd = PidFd::open(child.id() as i32).unwrap();
+        assert_eq!(pidfd.wait().unwrap(), ExitStatus::Exited(0));
+    }
+
+    #[test]
+    fn sync_socket_reaches_the_child_as_fd_3() {
+        use std::io::Read;
+        let (mut ours, theirs) = sync_pair().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo ready >&3"]);
+        let mut child = spawn_with_sync(cmd, theirs, [None, None, None]).unwrap();
+        let mut buf = String::new();
+        ours.read_to_string(&mut buf).unwrap();
+        assert_eq!(buf, "ready\n");
+        assert!(child.wait().unwrap().success());
+    }
+}

@@ -1,0 +1,104 @@
+//! The store's `ResourceLimiter`: caps each linear memory at the container's
+//! memory limit (a denied growth traps and is recorded, so the outcome can say
+//! "out of memory" without guessing from text) and tables at a sane size.
+
+/// The largest table a guest may have, in elements (8 bytes each on 64-bit
+/// hosts, so at most 80 MB). Real programs use a few thousand.
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 10_000_000;
+
+/// The error a denied memory growth traps with.
+#[derive(Debug)]
+pub(crate) struct MemoryLimitExceeded {
+    pub(crate) limit: u64,
+    pub(crate) desired: u64,
+}
+
+impl std::fmt::Display for MemoryLimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "memory limit of {} bytes exceeded (a linear memory tried to grow to {} bytes)",
+            self.limit, self.desired
+        )
+    }
+}
+
+impl std::error::Error for MemoryLimitExceeded {}
+
+#[derive(Debug, Default)]
+pub(crate) struct Limiter {
+    /// Maximum bytes of each linear memory; `None` = unlimited.
+    memory_limit: Option<u64>,
+    /// Set when a memory growth was denied.
+    pub(crate) hit: Option<MemoryLimitExceeded>,
+}
+
+impl Limiter {
+    pub(crate) fn new(memory_limit: Option<u64>) -> Self {
+        Limiter {
+            memory_limit,
+            hit: None,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        match self.memory_limit {
+            Some(limit) if desired as u64 > limit => {
+                let exceeded = MemoryLimitExceeded {
+                    limit,
+                    desired: desired as u64,
+                };
+                let err = wasmtime::Error::msg(exceeded.to_string());
+                self.hit = Some(exceeded);
+                // An error (rather than `Ok(false)`, which makes memory.grow
+                // return -1) traps right at the growth, so the guest stops
+                // cleanly instead of limping on into an allocator abort.
+                Err(err)
+            }
+            _ => Ok(true),
+        }
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn denies_and_records_growth_past_the_limit() {
+        let mut l = Limiter::new(Some(2 * 65536));
+        assert!(l.memory_growing(65536, 2 * 65536, None).unwrap());
+        assert!(l.hit.is_none());
+        let err = l.memory_growing(2 * 65536, 3 * 65536, None).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("memory limit of 131072 bytes exceeded"));
+        assert_eq!(l.hit.as_ref().unwrap().desired, 3 * 65536);
+    }
+
+    #[test]
+    fn unlimited_memory_but_bounded_tables() {
+        let mut l = Limiter::new(None);
+        assert!(l.memory_growing(0, 1 << 32, None).unwrap());
+        assert!(l.table_growing(0, 1000, None).unwrap());
+        assert!(!l.table_growing(0, MAX_TABLE_ELEMENTS + 1, None).unwrap());
+        assert!(l.hit.is_none());
+    }
+}

@@ -1,0 +1,466 @@
+//! Create-time work: detect the format (core module, component, WAT text),
+//! compile, choose the export to call and resolve every import against the
+//! WASI linkers, so that a workload that cannot run fails at Create with a
+//! message naming the file and the cause.
+
+use std::borrow::Cow;
+
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, ComponentExportIndex};
+use wasmtime::{ExternType, Module};
+use wasmtime_wasi::p2::bindings::sync::CommandPre;
+
+use crate::engine::Engine;
+use crate::error::{one_line, EngineError};
+use crate::run::{P1State, P2State};
+
+/// The export a WASI p2 command runs; any 0.2.x version matches.
+pub(crate) const CLI_RUN: &str = "wasi:cli/run@0.2.0";
+
+/// A compiled workload whose imports are resolved: what `run` instantiates.
+pub struct Prepared {
+    pub(crate) file: String,
+    pub(crate) kind: Kind,
+}
+
+pub(crate) enum Kind {
+    Module {
+        pre: wasmtime::InstancePre<P1State>,
+        /// `_initialize`, called first for a WASI reactor.
+        init: Option<String>,
+        /// The export to call; its single i32 result, if any, is the exit code.
+        entry: String,
+    },
+    Component {
+        pre: wasmtime::component::InstancePre<P2State>,
+        entry: ComponentEntry,
+    },
+}
+
+pub(crate) enum ComponentEntry {
+    /// `wasi:cli/run.run`.
+    Run(CommandPre<P2State>),
+    /// A function export named by the user (`func` or `instance#func`).
+    Func {
+        name: String,
+        index: ComponentExportIndex,
+    },
+}
+
+impl Prepared {
+    /// True for a component (WASI p2), false for a core module (WASI p1).
+    pub fn is_component(&self) -> bool {
+        matches!(self.kind, Kind::Component { .. })
+    }
+
+    /// The file name given to `prepare`.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// What `run` calls, for logs: `_start`, `_initialize`, `wasi:cli/run`, ...
+    pub fn entry(&self) -> &str {
+        match &self.kind {
+            Kind::Module { entry, .. } => entry,
+            Kind::Component {
+                entry: ComponentEntry::Run(_),
+                ..
+            } => "wasi:cli/run",
+            Kind::Component {
+                entry: ComponentEntry::Func { name, .. },
+                ..
+            } => name,
+        }
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("file", &self.file)
+            .field("component", &self.is_component())
+            .field("entry", &self.entry())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Module,
+    Component,
+}
+
+impl Engine {
+    /// Compiles `bytes` (a core module, a component, or WAT text for either)
+    /// and checks everything that can be checked before running: the export
+    /// to call exists and takes no parameters, and every import is provided by
+    /// the WASI p1 (module) or p2 (component) linker. `name` is the file name
+    /// used in messages.
+    pub fn prepare(
+        &self,
+        bytes: &[u8],
+        name: &str,
+        export: Option<&str>,
+    ) -> Result<Prepared, EngineError> {
+        let (binary, format) = decode(bytes, name)?;
+        let kind = match format {
+            Format::Module => self.prepare_module(&binary, name, export)?,
+            Format::Component => self.prepare_component(&binary, name, export)?,
+        };
+        let prepared = Prepared {
+            file: name.to_string(),
+            kind,
+        };
+        log::debug!("prepared {prepared:?}");
+        Ok(prepared)
+    }
+
+    fn prepare_module(
+        &self,
+        binary: &[u8],
+        file: &str,
+        export: Option<&str>,
+    ) -> Result<Kind, EngineError> {
+        let engine = self.wasmtime();
+        let module = Module::from_binary(engine, binary).map_err(|e| {
+            if Module::validate(engine, binary).is_err() {
+                invalid(file, one_line(&e))
+            } else {
+                EngineError::Compile {
+                    file: file.to_string(),
+                    cause: one_line(&e),
+                }
+            }
+        })?;
+
+        let exports: Vec<(String, ExternType)> = module
+            .exports()
+            .map(|e| (e.name().to_string(), e.ty()))
+            .collect();
+        let find = |name: &str| exports.iter().find(|(n, _)| n == name).map(|(_, ty)| ty);
+        let not_found = |export: &str| EngineError::ExportNotFound {
+            file: file.to_string(),
+            export: export.to_string(),
+            available: sorted(exports.iter().map(|(n, _)| n.clone())),
+        };
+
+        // A command runs `_start`; a reactor (no `_start`) is initialized by
+        // `_initialize`, which also runs before a named export.
+        let (init, entry) = match export {
+            Some(name) => {
+                let init = (name != "_initialize" && find("_initialize").is_some())
+                    .then(|| "_initialize".to_string());
+                (init, name.to_string())
+            }
+            None if find("_start").is_some() => (None, "_start".to_string()),
+            None if find("_initialize").is_some() => (None, "_initialize".to_string()),
+            None => return Err(not_found("_start")),
+        };
+        for name in init.iter().chain(std::iter::once(&entry)) {
+            let ty = find(name).ok_or_else(|| not_found(name))?;
+            check_core_entry(file, name, ty)?;
+        }
+
+        let pre = self.inner.p1_linker.instantiate_pre(&module).map_err(|e| {
+            let imports = module
+                .imports()
+                .map(|i| format!("{}::{}", i.module(), i.name()));
+            if let Some(unknown) = e.downcast_ref::<wasmtime::UnknownImportError>() {
+                EngineError::UnsatisfiedImport {
+                    file: file.to_string(),
+                    import: format!("{}::{}", unknown.module(), unknown.name()),
+                    detail: None,
+                }
+            } else {
+                link_error(file, &e, imports)
+            }
+        })?;
+        Ok(Kind::Module { pre, init, entry })
+    }
+
+    fn prepare_component(
+        &self,
+        binary: &[u8],
+        file: &str,
+        export: Option<&str>,
+    ) -> Result<Kind, EngineError> {
+        let engine = self.wasmtime();
+        let component =
+            Component::from_binary(engine, binary).map_err(|e| invalid(file, one_line(&e)))?;
+        let ty = component.component_type();
+        let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+        let not_found = |export: &str| EngineError::ExportNotFound {
+            file: file.to_string(),
+            export: export.to_string(),
+            available: sorted(exports.iter().cloned()),
+        };
+
+        // Check the export before linking: a missing entry point is the more
+        // useful message.
+        let named = match export {
+            None => {
+                if component.get_export_index(None, CLI_RUN).is_none() {
+                    return Err(not_found("wasi:cli/run@0.2.x"));
+                }
+                None
+            }
+            Some(name) => {
+                let (parent, func) = match name.rsplit_once('#') {
+                    Some((instance, func)) => {
+                        let index = component
+                            .get_export_index(None, instance)
+                            .ok_or_else(|| not_found(instance))?;
+                        (Some(index), func)
+                    }
+                    None => (None, name),
+                };
+                let (item, index) = component
+                    .get_export(parent.as_ref(), func)
+                    .ok_or_else(|| not_found(name))?;
+                match item {
+                    ComponentItem::ComponentFunc(f) if f.params().len() == 0 => {}
+                    ComponentItem::ComponentFunc(f) => {
+                        return Err(bad_export(
+                            file,
+                            name,
+                            format!(
+                                "it takes {} parameters, an entry point takes none",
+                                f.params().len()
+                            ),
+                        ))
+                    }
+                    other => {
+                        return Err(bad_export(
+                            file,
+                            name,
+                            format!("it is {}, not a function", component_item_kind(&other)),
+                        ))
+                    }
+                }
+                Some((name.to_string(), index))
+            }
+        };
+
+        let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+        let pre = self
+            .inner
+            .p2_linker
+            .instantiate_pre(&component)
+            .map_err(|e| link_error(file, &e, imports))?;
+
+        let entry = match named {
+            Some((name, index)) => ComponentEntry::Func { name, index },
+            None => ComponentEntry::Run(
+                CommandPre::new(pre.clone())
+                    .map_err(|e| bad_export(file, "wasi:cli/run", one_line(&e)))?,
+            ),
+        };
+        Ok(Kind::Component { pre, entry })
+    }
+}
+
+/// Turns the input into a wasm binary and says which kind it is.
+fn decode<'a>(bytes: &'a [u8], file: &str) -> Result<(Cow<'a, [u8]>, Format), EngineError> {
+    let binary = match wat::Detect::from_bytes(bytes) {
+        wat::Detect::WasmBinary => Cow::Borrowed(bytes),
+        wat::Detect::WasmText => Cow::Owned(
+            wat::parse_bytes(bytes)
+                .map_err(|e| invalid(file, wat_message(&e)))?
+                .into_owned(),
+        ),
+        wat::Detect::Unknown => {
+            return Err(invalid(
+                file,
+                "neither a wasm binary (no \\0asm magic) nor WAT text".to_string(),
+            ))
+        }
+    };
+    // Header: magic, then a 16-bit version and a 16-bit layer
+    // (layer 0 = core module, layer 1 = component).
+    if binary.len() < 8 {
+        return Err(invalid(file, "truncated wasm header".to_string()));
+    }
+    let format = match (binary[6], binary[7]) {
+        (0, 0) => Format::Module,
+        (1, 0) => Format::Component,
+        (a, b) => {
+            return Err(invalid(
+                file,
+                format!("unknown wasm binary layer {}", u16::from_le_bytes([a, b])),
+            ))
+        }
+    };
+    Ok((binary, format))
+}
+
+/// "message at line:col" from wat's multi-line rendering.
+fn wat_message(err: &wat::Error) -> String {
+    let text = err.to_string();
+    let mut lines = text.lines();
+    let message = lines.next().unwrap_or("").trim().to_string();
+    let location = lines
+        .next()
+        .and_then(|l| l.trim().strip_prefix("-->"))
+        .map(|l| l.trim().trim_start_matches("<anon>:").to_string());
+    match location {
+        Some(at) => format!("invalid WAT at {at}: {message}"),
+        None => format!("invalid WAT: {message}"),
+    }
+}
+
+fn check_core_entry(file: &str, name: &str, ty: &ExternType) -> Result<(), EngineError> {
+    match ty {
+        ExternType::Func(f) if f.params().len() == 0 => Ok(()),
+        ExternType::Func(f) => Err(bad_export(
+            file,
+            name,
+            format!(
+                "it takes {} parameters, an entry point takes none",
+                f.params().len()
+            ),
+        )),
+        other => {
+            let what = match other {
+                ExternType::Global(_) => "a global",
+                ExternType::Table(_) => "a table",
+                ExternType::Memory(_) => "a memory",
+                ExternType::Tag(_) => "a tag",
+                ExternType::Func(_) => "a function",
+            };
+            Err(bad_export(
+                file,
+                name,
+                format!("it is {what}, not a function"),
+            ))
+        }
+    }
+}
+
+fn component_item_kind(item: &ComponentItem) -> &'static str {
+    match item {
+        ComponentItem::ComponentFunc(_) => "a function",
+        ComponentItem::CoreFunc(_) => "a core function",
+        ComponentItem::Module(_) => "a core module",
+        ComponentItem::Component(_) => "a component",
+        ComponentItem::ComponentInstance(_) => "an instance",
+        ComponentItem::Type(_) => "a type",
+        ComponentItem::Resource(_) => "a resource",
+    }
+}
+
+/// Names the import a link error is about when the error text quotes it;
+/// the rest of the error chain, if any, says what is wrong with it.
+fn link_error(
+    file: &str,
+    err: &wasmtime::Error,
+    imports: impl IntoIterator<Item = String>,
+) -> EngineError {
+    let chain: Vec<String> = err.chain().map(|c| c.to_string()).collect();
+    for import in imports {
+        let quoted = format!("`{import}`");
+        if let Some(at) = chain.iter().position(|c| c.contains(&quoted)) {
+            let rest = &chain[at + 1..];
+            let detail = (!rest.is_empty() && is_wasi_p2(&import)).then(|| rest.join(": "));
+            return EngineError::UnsatisfiedImport {
+                file: file.to_string(),
+                import,
+                detail,
+            };
+        }
+    }
+    EngineError::Link {
+        file: file.to_string(),
+        cause: one_line(err),
+    }
+}
+
+/// Whether `import` names an interface the WASI p2 linker defines (then a
+/// failure is about one of its functions); for anything else the linker has
+/// nothing by that name and wasmtime's detail ("function implementation is
+/// missing") would only confuse.
+fn is_wasi_p2(import: &str) -> bool {
+    const PROVIDED: [&str; 6] = ["cli", "clocks", "filesystem", "io", "random", "sockets"];
+    let Some((path, version)) = import.split_once('@') else {
+        // Core module imports (`module::name`) always say what is wrong.
+        return !import.starts_with("wasi:");
+    };
+    let package = path
+        .strip_prefix("wasi:")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(package, _)| package);
+    matches!(package, Some(p) if PROVIDED.contains(&p)) && version.starts_with("0.2.")
+}
+
+fn sorted(names: impl Iterator<Item = String>) -> Vec<String> {
+    let mut names: Vec<String> = names.collect();
+    names.sort();
+    names
+}
+
+fn invalid(file: &str, cause: String) -> EngineError {
+    EngineError::InvalidWasm {
+        file: file.to_string(),
+        cause,
+    }
+}
+
+fn bad_export(file: &str, export: &str, reason: String) -> EngineError {
+    EngineError::BadExport {
+        file: file.to_string(),
+        export: export.to_string(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepared_can_cross_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Prepared>();
+    }
+
+    #[test]
+    fn wasi_p2_interfaces() {
+        assert!(is_wasi_p2("wasi:cli/exit@0.2.0"));
+        assert!(is_wasi_p2("wasi:io/streams@0.2.6"));
+        assert!(!is_wasi_p2("wasi:http/types@0.2.0"));
+        assert!(!is_wasi_p2("wasi:cli/exit@0.3.0"));
+        assert!(is_wasi_p2("wasi_snapshot_preview1::fd_write"));
+    }
+
+    #[test]
+    fn detects_formats() {
+        let module = wat::parse_str("(module)").unwrap();
+        assert_eq!(decode(&module, "m").unwrap().1, Format::Module);
+        let component = wat::parse_str("(component)").unwrap();
+        assert_eq!(decode(&component, "c").unwrap().1, Format::Component);
+        assert_eq!(decode(b"  ;; hi\n(module)", "t").unwrap().1, Format::Module);
+    }
+
+    #[test]
+    fn rejects_garbage_with_the_file_name() {
+        let err = decode(b"#!/bin/sh\necho hi\n", "/app/run.sh").unwrap_err();
+        assert!(err.is_invalid_input());
+        assert!(
+            err.to_string()
+                .starts_with("/app/run.sh: invalid wasm: neither"),
+            "{err}"
+        );
+        let err = decode(b"\0asm\x01", "/x.wasm").unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn wat_errors_are_one_line_with_a_position() {
+        let err = decode(b"(module\n  (func (i32.bogus)))", "/a.wat").unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(
+            text.starts_with("/a.wat: invalid wasm: invalid WAT at 2:"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,423 @@
+//! One container as the shim sees it: its rootfs mounts, cgroup, stdio, the init process
+//! (pidfd) and the thread that waits for its exit. The task service drives it.
+
+use std::fs::{File, OpenOptions};
+use std::io::BufReader;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use containerd_shim::api::CreateTaskRequest;
+use containerd_shim::protos::events::task::{TaskExit, TaskOOM};
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use log::{debug, warn};
+use wasm_shim_container::cgroup::{self, Cgroup, Resources};
+use wasm_shim_container::process::{self, ExitStatus, PidFd};
+
+use crate::errors::{Result, ShimError};
+use crate::events::Events;
+use crate::protocol::{self, FromInit, ToInit};
+use crate::task::{Event as TaskEvent, Status};
+
+/// Where the init's host pid is written in the bundle, for the `delete` action after a crash.
+pub const INIT_PID_FILE: &str = "init.pid";
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+pub fn now() -> Timestamp {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut ts = Timestamp::new();
+    ts.seconds = d.as_secs() as i64;
+    ts.nanos = d.subsec_nanos() as i32;
+    ts
+}
+
+#[derive(Debug, Clone)]
+pub struct Exit {
+    pub status: u32,
+    pub at: Timestamp,
+}
+
+pub struct State {
+    pub status: Status,
+    pub exit: Option<Exit>,
+    start_tx: Option<UnixStream>,
+}
+
+pub struct Container {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub pid: u32,
+    pidfd: Arc<PidFd>,
+    pub cgroup: Option<Cgroup>,
+    rootfs_mounted: bool,
+    stdin_relay: Option<StdinRelay>,
+    state: Mutex<State>,
+    exited: Condvar,
+}
+
+/// Copies the stdin FIFO into a pipe that is the guest's fd 0. A FIFO opened before its
+/// writer shows up reads as end-of-file; the relay waits for the writer instead, and closing
+/// the pipe is how the guest sees the real end-of-file.
+struct StdinRelay {
+    fifo: String,
+}
+
+impl StdinRelay {
+    fn start(fifo: &str) -> Result<(StdinRelay, OwnedFd)> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ShimError::internal)?;
+        let path = fifo.to_string();
+        std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || {
+                let mut out = File::from(w);
+                match File::open(&path) {
+                    Ok(mut f) => {
+                        let _ = std::io::copy(&mut f, &mut out);
+                    }
+                    Err(e) => warn!("stdin {path}: {e}"),
+                }
+            })
+            .map_err(ShimError::internal)?;
+        Ok((StdinRelay { fifo: fifo.to_string() }, r))
+    }
+
+    /// Unblocks a relay still waiting for a writer (nobody ever attached stdin).
+    fn stop(&self) {
+        let _ = OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&self.fifo);
+    }
+}
+
+fn open_output(path: &str) -> Result<Option<OwnedFd>> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    // Read-write, like containerd's own shims: the open never blocks and the FIFO stays valid
+    // while the reader comes and goes.
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| ShimError::internal(format!("{path}: cannot open: {e}")))?;
+    Ok(Some(f.into()))
+}
+
+fn mount_rootfs(req: &CreateTaskRequest, rootfs: &Path) -> Result<bool> {
+    if req.rootfs.is_empty() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(rootfs).map_err(|e| ShimError::internal(format!("{}: {e}", rootfs.display())))?;
+    for m in &req.rootfs {
+        if let Err(e) = wasm_shim_container::rootfs::mount_containerd_rootfs(&m.type_, &m.source, &m.options, rootfs) {
+            unmount_rootfs(rootfs);
+            return Err(ShimError::internal(format!("rootfs: {e}")));
+        }
+    }
+    Ok(true)
+}
+
+fn unmount_rootfs(rootfs: &Path) {
+    if let Err(e) = wasm_shim_container::rootfs::unmount_all(rootfs) {
+        warn!("{e}");
+    }
+}
+
+/// The cgroup of a container: the spec's `linux.cgroupsPath`, or `/<namespace>/<id>`.
+pub fn cgroup_for(spec: &oci_spec::runtime::Spec, namespace: &str, id: &str) -> Result<Cgroup> {
+    let path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()).map(|p| p.display().to_string()).unwrap_or_default();
+    let path = cgroup::normalize_path(&path, &format!("/{namespace}/{id}")).map_err(|e| ShimError::invalid(e.to_string()))?;
+    Cgroup::new(Path::new(CGROUP_ROOT), &path).map_err(|e| ShimError::internal(e.to_string()))
+}
+
+/// What Create leaves to undo if a later step fails.
+struct Undo {
+    rootfs: Option<PathBuf>,
+    cgroup: Option<Cgroup>,
+    pid: Option<PidFd>,
+    stdin: Option<StdinRelay>,
+    armed: bool,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(p) = &self.pid {
+            let _ = p.send_signal(libc::SIGKILL);
+            let _ = p.wait();
+        }
+        if let Some(s) = &self.stdin {
+            s.stop();
+        }
+        if let Some(c) = &self.cgroup {
+            if let Err(e) = c.destroy() {
+                warn!("cleanup: {e}");
+            }
+        }
+        if let Some(r) = &self.rootfs {
+            unmount_rootfs(r);
+        }
+    }
+}
+
+impl Container {
+    /// Everything up to a ready, compiled, waiting init; undone on any failure.
+    pub fn create(req: &CreateTaskRequest, namespace: &str, events: &Events) -> Result<Arc<Container>> {
+        if req.terminal {
+            return Err(ShimError::unimplemented("a terminal (tty) is not supported for wasm containers"));
+        }
+        if !req.checkpoint.is_empty() {
+            return Err(ShimError::unimplemented("restoring from a checkpoint is not supported for wasm containers"));
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        let spec = wasm_shim_oci::load_spec(&bundle)?;
+        let mut undo = Undo { rootfs: None, cgroup: None, pid: None, stdin: None, armed: true };
+
+        let rootfs = bundle.join("rootfs");
+        let mounted = mount_rootfs(req, &rootfs)?;
+        if mounted {
+            undo.rootfs = Some(rootfs.clone());
+        }
+
+        let cg = cgroup_for(&spec, namespace, &req.id)?;
+        cg.create().map_err(|e| ShimError::internal(e.to_string()))?;
+        undo.cgroup = Some(cg.clone());
+        if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            cg.apply(&Resources::from_spec(res)).map_err(|e| ShimError::precondition(e.to_string()))?;
+        }
+
+        let stdin = if req.stdin.is_empty() {
+            None
+        } else {
+            let (relay, fd) = StdinRelay::start(&req.stdin)?;
+            undo.stdin = Some(relay);
+            Some(fd)
+        };
+        let stdio = [stdin, open_output(&req.stdout)?, open_output(&req.stderr)?];
+
+        let (sync, theirs) = process::sync_pair().map_err(ShimError::internal)?;
+        let exe = std::env::current_exe().map_err(ShimError::internal)?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("init").arg(&bundle).env_clear().current_dir(&bundle);
+        let mut stage1 = process::spawn_with_sync(cmd, theirs, stdio).map_err(|e| ShimError::internal(format!("spawn container init: {e}")))?;
+        let mut reader = BufReader::new(sync.try_clone().map_err(ShimError::internal)?);
+        let mut writer = sync;
+
+        let setup = (|| -> Result<i32> {
+            cg.add_process(stage1.id() as i32).map_err(|e| ShimError::internal(e.to_string()))?;
+            protocol::send(&mut writer, &ToInit::Go).map_err(ShimError::internal)?;
+            match protocol::recv::<FromInit>(&mut reader).map_err(ShimError::internal)? {
+                Some(FromInit::Pid(pid)) => Ok(pid),
+                Some(FromInit::Error { kind, message }) => Err(ShimError::new(kind, message)),
+                other => Err(ShimError::internal(format!("container init: unexpected {other:?}"))),
+            }
+        })();
+        // Stage 1 exits right after reporting; reaping it reparents stage 2 to us.
+        let stage1_status = stage1.wait();
+        let pid = setup?;
+        debug!("{}: init stage 1 {:?}, container pid {pid}", req.id, stage1_status);
+        let pidfd = PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?;
+        let _ = std::fs::write(bundle.join(INIT_PID_FILE), pid.to_string());
+        undo.pid = Some(pidfd);
+
+        match protocol::recv::<FromInit>(&mut reader) {
+            Ok(Some(FromInit::Ready)) => {}
+            Ok(Some(FromInit::Error { kind, message })) => return Err(ShimError::new(kind, message)),
+            Ok(other) => {
+                let pidfd = undo.pid.take().expect("pidfd set above");
+                let _ = pidfd.send_signal(libc::SIGKILL);
+                let st = pidfd.wait();
+                return Err(ShimError::internal(format!("container init ended during setup ({other:?}, {st:?})")));
+            }
+            Err(e) => return Err(ShimError::internal(format!("container init: {e}"))),
+        }
+
+        undo.armed = false;
+        let container = Arc::new(Container {
+            id: req.id.clone(),
+            bundle,
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            pid: pid as u32,
+            pidfd: Arc::new(undo.pid.take().expect("pidfd set above")),
+            cgroup: undo.cgroup.take(),
+            rootfs_mounted: mounted,
+            stdin_relay: undo.stdin.take(),
+            state: Mutex::new(State { status: Status::Created, exit: None, start_tx: Some(writer) }),
+            exited: Condvar::new(),
+        });
+        let c = container.clone();
+        let events = events.clone();
+        std::thread::Builder::new()
+            .name(format!("wait-{pid}"))
+            .spawn(move || c.monitor(reader, &events))
+            .map_err(ShimError::internal)?;
+        Ok(container)
+    }
+
+    /// Reads what the init reports while it runs (OOM), then reaps it and records the exit.
+    fn monitor(self: Arc<Self>, mut reader: BufReader<UnixStream>, events: &Events) {
+        let oom_before = self.cgroup.as_ref().and_then(|c| c.oom_kill_count().ok()).unwrap_or(0);
+        let mut oom_sent = false;
+        while let Ok(Some(msg)) = protocol::recv::<FromInit>(&mut reader) {
+            if let FromInit::Oom { message } = msg {
+                debug!("{}: {message}", self.id);
+                if !oom_sent {
+                    events.send(TaskOOM { container_id: self.id.clone(), ..Default::default() });
+                    oom_sent = true;
+                }
+            }
+        }
+        let status = match self.pidfd.wait() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("{}: wait for pid {}: {e}", self.id, self.pid);
+                ExitStatus::Signaled(libc::SIGKILL)
+            }
+        };
+        let oom_after = self.cgroup.as_ref().and_then(|c| c.oom_kill_count().ok()).unwrap_or(0);
+        if oom_after > oom_before && !oom_sent {
+            events.send(TaskOOM { container_id: self.id.clone(), ..Default::default() });
+        }
+        let exit = Exit { status: status.code(), at: now() };
+        let mut st = self.state.lock().unwrap();
+        st.status = st.status.next(TaskEvent::Exit).unwrap_or(Status::Stopped);
+        st.start_tx = None;
+        events.send(TaskExit {
+            container_id: self.id.clone(),
+            id: self.id.clone(),
+            pid: self.pid,
+            exit_status: exit.status,
+            exited_at: Some(exit.at.clone()).into(),
+            ..Default::default()
+        });
+        st.exit = Some(exit);
+        drop(st);
+        self.exited.notify_all();
+        if let Some(r) = &self.stdin_relay {
+            r.stop();
+        }
+    }
+
+    /// CloseIO: the guest's stdin ends once what was written so far is delivered.
+    pub fn close_stdin(&self) {
+        if let Some(r) = &self.stdin_relay {
+            r.stop();
+        }
+    }
+
+    pub fn status(&self) -> (Status, Option<Exit>) {
+        let st = self.state.lock().unwrap();
+        (st.status, st.exit.clone())
+    }
+
+    /// Releases the waiting init; `on_started` runs under the state lock, before the exit can
+    /// be recorded, so the start event always precedes the exit event.
+    pub fn start(&self, on_started: impl FnOnce()) -> Result<u32> {
+        let mut st = self.state.lock().unwrap();
+        let next = st.status.next(TaskEvent::Start).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
+        let tx = st.start_tx.as_mut().ok_or_else(|| ShimError::precondition(format!("{}: the init has exited", self.id)))?;
+        protocol::send(tx, &ToInit::Start).map_err(|e| ShimError::precondition(format!("{}: the init has exited: {e}", self.id)))?;
+        st.status = next;
+        on_started();
+        Ok(self.pid)
+    }
+
+    pub fn kill(&self, signal: u32, _all: bool) -> Result<()> {
+        let (status, _) = self.status();
+        if status == Status::Stopped {
+            return Err(ShimError::not_found(format!("{}: process already finished", self.id)));
+        }
+        match self.pidfd.send_signal(signal as i32) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                return Err(ShimError::not_found(format!("{}: process already finished", self.id)))
+            }
+            Err(e) => return Err(ShimError::internal(format!("{}: signal {signal}: {e}", self.id))),
+        }
+        // A frozen process only acts on a signal once thawed.
+        if status == Status::Paused {
+            if let Some(c) = &self.cgroup {
+                let _ = c.thaw();
+            }
+            let mut st = self.state.lock().unwrap();
+            if st.status == Status::Paused {
+                st.status = Status::Running;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn wait(&self) -> Exit {
+        let mut st = self.state.lock().unwrap();
+        loop {
+            if let Some(e) = &st.exit {
+                return e.clone();
+            }
+            st = self.exited.wait(st).unwrap();
+        }
+    }
+
+    fn wait_timeout(&self, d: Duration) -> Option<Exit> {
+        let st = self.state.lock().unwrap();
+        let (st, _) = self.exited.wait_timeout_while(st, d, |s| s.exit.is_none()).unwrap();
+        st.exit.clone()
+    }
+
+    pub fn pause(&self) -> Result<()> {
+        let mut st = self.state.lock().unwrap();
+        let next = st.status.next(TaskEvent::Pause).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
+        self.cgroup()?.freeze().map_err(|e| ShimError::internal(e.to_string()))?;
+        st.status = next;
+        Ok(())
+    }
+
+    pub fn resume(&self) -> Result<()> {
+        let mut st = self.state.lock().unwrap();
+        let next = st.status.next(TaskEvent::Resume).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
+        self.cgroup()?.thaw().map_err(|e| ShimError::internal(e.to_string()))?;
+        st.status = next;
+        Ok(())
+    }
+
+    pub fn cgroup(&self) -> Result<&Cgroup> {
+        self.cgroup.as_ref().ok_or_else(|| ShimError::precondition(format!("{}: no cgroup", self.id)))
+    }
+
+    /// Tears down what Create set up. A created-but-never-started init is killed first.
+    pub fn delete(&self) -> Result<Exit> {
+        let (status, _) = self.status();
+        if !status.can_delete() {
+            return Err(ShimError::precondition(format!("{}: cannot delete a task that is {status:?}; kill it first", self.id)));
+        }
+        if status == Status::Created {
+            let _ = self.pidfd.send_signal(libc::SIGKILL);
+        }
+        let exit = match self.wait_timeout(Duration::from_secs(10)) {
+            Some(e) => e,
+            None => return Err(ShimError::internal(format!("{}: init did not exit after SIGKILL", self.id))),
+        };
+        if let Some(r) = &self.stdin_relay {
+            r.stop();
+        }
+        if let Some(c) = &self.cgroup {
+            if let Err(e) = c.destroy() {
+                warn!("{}: {e}", self.id);
+            }
+        }
+        if self.rootfs_mounted {
+            unmount_rootfs(&self.bundle.join("rootfs"));
+        }
+        let _ = std::fs::remove_file(self.bundle.join(INIT_PID_FILE));
+        Ok(exit)
+    }
+}
+

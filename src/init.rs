@@ -1,0 +1,274 @@
+//! The hidden `init` mode: the shim binary re-executed as the container's first process.
+//!
+//! Stage 1 (fresh from exec, single-threaded) waits until the shim has put it in the
+//! container's cgroup, enters the spec's namespaces and forks once, so that its child is the
+//! first process of a new or joined pid namespace; it reports the child's pid and exits, and the
+//! child is reparented to the shim (a subreaper). Stage 2 builds the rootfs, drops privileges,
+//! loads and compiles the wasm (the expensive part, still inside Create), reports Ready and
+//! waits for Start. Signals are blocked before any thread exists and handled by one thread:
+//! before Start they end the process at once, after it they interrupt the guest (epoch), and a
+//! guest stuck in a host call (a blocked read) is ended after a short grace.
+
+use std::io::{BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use oci_spec::runtime::Spec;
+use wasm_shim_container::{namespaces, process, rootfs, security};
+use wasm_shim_engine::{Engine, Outcome, RunOptions};
+use wasm_shim_oci::{classify, Kind};
+
+use crate::protocol::{self, ErrorKind, FromInit, ToInit};
+
+/// Signals that stop a wasm guest; any other signal is left at its default.
+const STOP_SIGNALS: &[i32] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+
+/// How long a guest blocked in a host call gets to notice an interrupt before the process ends.
+const INTERRUPT_GRACE: Duration = Duration::from_millis(100);
+
+/// An error of the init, with the status code containerd should see.
+#[derive(Debug)]
+pub struct InitError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl InitError {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        InitError { kind, message: message.into() }
+    }
+    fn internal(message: impl std::fmt::Display) -> Self {
+        Self::new(ErrorKind::Internal, message.to_string())
+    }
+}
+
+impl From<wasm_shim_oci::OciError> for InitError {
+    fn from(e: wasm_shim_oci::OciError) -> Self {
+        let kind = match e.kind() {
+            wasm_shim_oci::ErrorKind::NotFound => ErrorKind::NotFound,
+            wasm_shim_oci::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+            wasm_shim_oci::ErrorKind::FailedPrecondition => ErrorKind::FailedPrecondition,
+            wasm_shim_oci::ErrorKind::Internal => ErrorKind::Internal,
+        };
+        InitError::new(kind, e.to_string())
+    }
+}
+
+/// Entry of `containerd-shim-wasm-v1 init <bundle>`; never returns.
+pub fn main(bundle: &str) -> ! {
+    let sync = match process::inherited_sync() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("containerd-shim-wasm-v1 init is started by the shim, not by hand: {e}");
+            process::exit_now(2);
+        }
+    };
+    let mut writer = match sync.try_clone() {
+        Ok(w) => w,
+        Err(_) => process::exit_now(2),
+    };
+    match stage1(Path::new(bundle), sync) {
+        Ok(never) => match never {},
+        Err(e) => {
+            let _ = protocol::send(&mut writer, &FromInit::Error { kind: e.kind, message: e.message });
+            process::exit_now(1);
+        }
+    }
+}
+
+enum Never {}
+
+fn stage1(bundle: &Path, sync: UnixStream) -> Result<Never, InitError> {
+    let spec = wasm_shim_oci::load_spec(bundle)?;
+    let mut reader = BufReader::new(sync.try_clone().map_err(InitError::internal)?);
+    match protocol::recv::<ToInit>(&mut reader).map_err(InitError::internal)? {
+        Some(ToInit::Go) => {}
+        _ => process::exit_now(1),
+    }
+    let ns = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    let entered = namespaces::enter(&ns).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    if !entered.new_mount {
+        return Err(InitError::new(
+            ErrorKind::InvalidArgument,
+            "the spec has no mount namespace: a wasm container needs one to get its own rootfs",
+        ));
+    }
+    match process::fork_single_threaded().map_err(InitError::internal)? {
+        process::Fork::Parent(pid) => {
+            let mut w = sync;
+            let _ = protocol::send(&mut w, &FromInit::Pid(pid));
+            process::exit_now(0);
+        }
+        process::Fork::Child => {
+            let mut writer = sync.try_clone().map_err(InitError::internal)?;
+            match stage2(bundle, &spec, entered, sync, reader) {
+                Ok(never) => match never {},
+                Err(e) => {
+                    let _ = protocol::send(&mut writer, &FromInit::Error { kind: e.kind, message: e.message });
+                    process::exit_now(1);
+                }
+            }
+        }
+    }
+}
+
+fn rootfs_path(bundle: &Path, spec: &Spec) -> PathBuf {
+    let root = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| PathBuf::from("rootfs"));
+    if root.is_absolute() { root } else { bundle.join(root) }
+}
+
+/// The engine's share of the container memory limit: the rest is the init's own footprint
+/// (runtime, compiled code), so that growing linear memory hits a clean trap before the
+/// kernel's OOM killer.
+pub fn engine_memory_limit(cgroup_limit: i64) -> Option<u64> {
+    if cgroup_limit <= 0 {
+        return None;
+    }
+    let limit = cgroup_limit as u64;
+    let headroom = (limit / 4).clamp(8 << 20, 64 << 20);
+    Some(limit.saturating_sub(headroom).max(limit / 2))
+}
+
+fn stage2(
+    bundle: &Path,
+    spec: &Spec,
+    entered: namespaces::Entered,
+    sync: UnixStream,
+    mut reader: BufReader<UnixStream>,
+) -> Result<Never, InitError> {
+    let signals = process::block_signals(STOP_SIGNALS).map_err(InitError::internal)?;
+    let mut writer = sync;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| InitError::new(ErrorKind::InvalidArgument, "config.json: process is missing"))?;
+    let rc = wasm_shim_oci::run_config(spec)?;
+    if rc.terminal {
+        return Err(InitError::new(ErrorKind::Unimplemented, "a terminal (tty) is not supported for wasm containers"));
+    }
+
+    rootfs::setup(spec, &rootfs_path(bundle, spec)).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    if entered.new_uts {
+        if let Some(h) = spec.hostname() {
+            rootfs::set_hostname(h).map_err(|e| InitError::internal(format!("hostname {h}: {e}")))?;
+        }
+    }
+    security::apply_rlimits(process).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    security::apply_oom_score_adj(process);
+    security::apply_user_and_caps(process).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+
+    let path = wasm_shim_oci::resolve_executable(Path::new("/"), &rc.entrypoint.path, rc.path_env.as_deref(), &rc.cwd)?;
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(&path).map_err(|e| {
+        let kind = if e.kind() == std::io::ErrorKind::PermissionDenied { ErrorKind::FailedPrecondition } else { ErrorKind::InvalidArgument };
+        InitError::new(kind, format!("{shown}: cannot read: {e}"))
+    })?;
+    match classify(&bytes, &shown) {
+        Kind::WasmModule | Kind::WasmComponent | Kind::Wat => {}
+        Kind::Elf | Kind::Script => {
+            return Err(InitError::new(
+                ErrorKind::FailedPrecondition,
+                format!("{shown}: is a native executable, not wasm; this runtime runs wasm modules and components only"),
+            ))
+        }
+        Kind::Unknown => {
+            let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+            let what = if bytes.is_empty() { "is empty".to_string() } else { format!("starts with {}", head.join(" ")) };
+            return Err(InitError::new(
+                ErrorKind::InvalidArgument,
+                format!("{shown}: not a wasm module, component or .wat file ({what})"),
+            ));
+        }
+    }
+    let engine = Engine::new().map_err(|e| InitError::internal(e.to_string()))?;
+    let prepared = engine.prepare(&bytes, &shown, rc.entrypoint.export.as_deref()).map_err(|e| {
+        let kind = if e.is_invalid_input() { ErrorKind::InvalidArgument } else { ErrorKind::Internal };
+        InitError::new(kind, e.to_string())
+    })?;
+    drop(bytes);
+
+    let memory_limit = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .and_then(engine_memory_limit);
+    let opts = RunOptions {
+        args: rc.args.clone(),
+        env: rc.env.clone(),
+        cwd: rc.cwd.clone(),
+        preopens: vec![(PathBuf::from("/"), "/".to_string())],
+        memory_limit,
+        ..Default::default()
+    };
+
+    let started = Arc::new(AtomicBool::new(false));
+    {
+        let engine = engine.clone();
+        let started = started.clone();
+        std::thread::spawn(move || loop {
+            let sig = match signals.wait() {
+                Ok(s) => s as i32,
+                Err(_) => continue,
+            };
+            if !started.load(Ordering::SeqCst) {
+                process::exit_now(128 + sig);
+            }
+            engine.interrupt(sig);
+            std::thread::spawn(move || {
+                std::thread::sleep(INTERRUPT_GRACE);
+                process::exit_now(128 + sig);
+            });
+        });
+    }
+
+    protocol::send(&mut writer, &FromInit::Ready).map_err(InitError::internal)?;
+    match protocol::recv::<ToInit>(&mut reader) {
+        Ok(Some(ToInit::Start)) => {}
+        // The shim is gone or confused: nobody would see our output or exit status.
+        _ => process::exit_now(1),
+    }
+    started.store(true, Ordering::SeqCst);
+
+    let outcome = engine.run(&prepared, &opts);
+    let code = outcome.exit_code();
+    match &outcome {
+        Outcome::Trap { message, oom } => {
+            let line = if *oom {
+                format!("{shown}: out of memory: {message}")
+            } else {
+                format!("{shown}: wasm trap: {message}")
+            };
+            let _ = writeln!(std::io::stderr(), "{line}");
+            if *oom {
+                let _ = protocol::send(&mut writer, &FromInit::Oom { message: line });
+            }
+        }
+        Outcome::Failed(message) => {
+            let _ = writeln!(std::io::stderr(), "{shown}: cannot run: {message}");
+        }
+        Outcome::Exited(_) | Outcome::Interrupted(_) => {}
+    }
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    process::exit_now(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_limit_leaves_headroom_for_the_runtime() {
+        assert_eq!(engine_memory_limit(0), None);
+        assert_eq!(engine_memory_limit(-1), None);
+        assert_eq!(engine_memory_limit(64 << 20), Some(48 << 20));
+        assert_eq!(engine_memory_limit(1 << 30), Some((1 << 30) - (64 << 20)));
+        // Small limits keep at least half for the guest.
+        assert_eq!(engine_memory_limit(8 << 20), Some(4 << 20));
+    }
+}

@@ -1,0 +1,76 @@
+//! Serving the Task API on the socket containerd chose, under both service names containerd
+//! uses: `containerd.task.v2.Task` (containerd 1.6, 1.7) and `containerd.task.v3.Task` (2.x).
+
+use std::os::fd::IntoRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use containerd_shim::protos::shim::shim_ttrpc::create_task;
+use containerd_shim::protos::ttrpc::Server;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{ExitSignal, Flags, Task};
+use log::{debug, warn};
+use wasm_shim_container::process;
+
+use crate::events::Events;
+use crate::service::Service;
+
+fn socket_path(address: &str) -> &str {
+    address.strip_prefix("unix://").unwrap_or(address)
+}
+
+fn listen(path: &str) -> Result<Option<UnixListener>> {
+    if let Some(parent) = Path::new(path).parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
+    match UnixListener::bind(path) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            if UnixStream::connect(path).is_ok() {
+                // Another shim already serves this address.
+                return Ok(None);
+            }
+            std::fs::remove_file(path).with_context(|| format!("remove stale socket {path}"))?;
+            Ok(Some(UnixListener::bind(path).with_context(|| format!("listen on {path}"))?))
+        }
+        Err(e) => Err(e).with_context(|| format!("listen on {path}")),
+    }
+}
+
+pub fn serve(flags: &Flags) -> Result<()> {
+    if flags.socket.is_empty() {
+        anyhow::bail!("-socket is required (this binary is started by containerd)");
+    }
+    process::set_child_subreaper().context("set child subreaper")?;
+    process::ignore_signal(libc::SIGPIPE).context("ignore SIGPIPE")?;
+    containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id).context("log")?;
+
+    let path = socket_path(&flags.socket).to_string();
+    let Some(listener) = listen(&path)? else {
+        process::stdout_to_stderr()?;
+        return Ok(());
+    };
+    let ttrpc_address = std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set")?;
+    let publisher = RemotePublisher::new(&ttrpc_address).context("connect to containerd for events")?;
+    let exit = Arc::new(ExitSignal::default());
+    let events = Events::start(publisher, flags.namespace.clone());
+    let service: Arc<dyn Task + Send + Sync> = Arc::new(Service::new(flags.namespace.clone(), events, exit.clone()));
+
+    let mut methods = create_task(service.clone());
+    for (name, handler) in create_task(service) {
+        methods.insert(name.replace("/containerd.task.v3.Task/", "/containerd.task.v2.Task/"), handler);
+    }
+    let mut server = Server::new().add_listener(listener.into_raw_fd())?.register_service(methods);
+    server.start()?;
+    process::stdout_to_stderr()?;
+    debug!("serving on {path}");
+
+    exit.wait();
+    server.shutdown();
+    if let Err(e) = std::fs::remove_file(&path) {
+        warn!("remove {path}: {e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! The ttrpc Task service containerd talks to: one per shim process, holding its containers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use containerd_shim::api::*;
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskIO, TaskPaused, TaskResumed, TaskStart};
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::protos::ttrpc;
+use containerd_shim::{ExitSignal, Task, TtrpcContext};
+use log::{debug, info};
+use wasm_shim_container::cgroup::Resources;
+
+use crate::container::Container;
+use crate::errors::{Result, ShimError};
+use crate::events::Events;
+use crate::stats;
+use crate::task::Status as TaskStatus;
+
+pub struct Service {
+    namespace: String,
+    events: Events,
+    exit: Arc<ExitSignal>,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+}
+
+type TResult<T> = ttrpc::Result<T>;
+
+fn status_of(s: TaskStatus) -> Status {
+    match s {
+        TaskStatus::Created => Status::CREATED,
+        TaskStatus::Running => Status::RUNNING,
+        TaskStatus::Paused => Status::PAUSED,
+        TaskStatus::Stopped => Status::STOPPED,
+    }
+}
+
+fn no_exec(exec_id: &str) -> Result<()> {
+    if exec_id.is_empty() {
+        Ok(())
+    } else {
+        Err(ShimError::not_found(format!("exec {exec_id}: wasm tasks have no exec processes")))
+    }
+}
+
+impl Service {
+    pub fn new(namespace: String, events: Events, exit: Arc<ExitSignal>) -> Service {
+        Service { namespace, events, exit, containers: Mutex::new(HashMap::new()) }
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Container>> {
+        self.containers
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ShimError::not_found(format!("container {id} not found")))
+    }
+
+    fn do_create(&self, req: &CreateTaskRequest) -> Result<CreateTaskResponse> {
+        if self.containers.lock().unwrap().contains_key(&req.id) {
+            return Err(ShimError::new(crate::protocol::ErrorKind::FailedPrecondition, format!("container {} already exists", req.id)));
+        }
+        let c = Container::create(req, &self.namespace, &self.events)?;
+        self.containers.lock().unwrap().insert(req.id.clone(), c.clone());
+        self.events.send(TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: MessageField::some(TaskIO {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+                ..Default::default()
+            }),
+            checkpoint: req.checkpoint.clone(),
+            pid: c.pid,
+            ..Default::default()
+        });
+        debug!("{}: created, pid {}", req.id, c.pid);
+        Ok(CreateTaskResponse { pid: c.pid, ..Default::default() })
+    }
+
+    fn do_delete(&self, req: &DeleteRequest) -> Result<DeleteResponse> {
+        no_exec(&req.exec_id)?;
+        let c = self.get(&req.id)?;
+        let exit = c.delete()?;
+        self.containers.lock().unwrap().remove(&req.id);
+        self.events.send(TaskDelete {
+            container_id: req.id.clone(),
+            pid: c.pid,
+            exit_status: exit.status,
+            exited_at: MessageField::some(exit.at.clone()),
+            ..Default::default()
+        });
+        Ok(DeleteResponse { pid: c.pid, exit_status: exit.status, exited_at: MessageField::some(exit.at), ..Default::default() })
+    }
+
+    fn do_update(&self, req: &UpdateTaskRequest) -> Result<()> {
+        let c = self.get(&req.id)?;
+        let any = req.resources.as_ref().ok_or_else(|| ShimError::invalid("update: no resources given"))?;
+        let res: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
+            .map_err(|e| ShimError::invalid(format!("update: resources are not LinuxResources JSON ({}): {e}", any.type_url)))?;
+        c.cgroup()?.apply(&Resources::from_spec(&res)).map_err(|e| ShimError::invalid(e.to_string()))?;
+        Ok(())
+    }
+}
+
+impl Task for Service {
+    fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> TResult<CreateTaskResponse> {
+        self.do_create(&req).map_err(|e| {
+            info!("{}: create failed: {e}", req.id);
+            e.into()
+        })
+    }
+
+    fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TResult<StartResponse> {
+        no_exec(&req.exec_id)?;
+        let c = self.get(&req.id)?;
+        let events = self.events.clone();
+        let pid = c.start(|| events.send(TaskStart { container_id: req.id.clone(), pid: c.pid, ..Default::default() }))?;
+        Ok(StartResponse { pid, ..Default::default() })
+    }
+
+    fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TResult<StateResponse> {
+        no_exec(&req.exec_id)?;
+        let c = self.get(&req.id)?;
+        let (status, exit) = c.status();
+        let mut resp = StateResponse {
+            id: c.id.clone(),
+            bundle: c.bundle.display().to_string(),
+            pid: c.pid,
+            status: status_of(status).into(),
+            stdin: c.stdin.clone(),
+            stdout: c.stdout.clone(),
+            stderr: c.stderr.clone(),
+            ..Default::default()
+        };
+        if let Some(e) = exit {
+            resp.exit_status = e.status;
+            resp.exited_at = MessageField::some(e.at);
+        }
+        Ok(resp)
+    }
+
+    fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TResult<WaitResponse> {
+        no_exec(&req.exec_id)?;
+        let c = self.get(&req.id)?;
+        let e = c.wait();
+        Ok(WaitResponse { exit_status: e.status, exited_at: MessageField::some(e.at), ..Default::default() })
+    }
+
+    fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TResult<Empty> {
+        no_exec(&req.exec_id)?;
+        self.get(&req.id)?.kill(req.signal, req.all)?;
+        Ok(Empty::new())
+    }
+
+    fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TResult<DeleteResponse> {
+        Ok(self.do_delete(&req)?)
+    }
+
+    fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TResult<PidsResponse> {
+        let c = self.get(&req.id)?;
+        let mut pids: Vec<u32> = c.cgroup()?.procs().map(|v| v.into_iter().map(|p| p as u32).collect()).unwrap_or_default();
+        if pids.is_empty() && c.status().0 != TaskStatus::Stopped {
+            pids.push(c.pid);
+        }
+        let processes = pids
+            .into_iter()
+            .map(|pid| containerd_shim::protos::api::ProcessInfo { pid, ..Default::default() })
+            .collect();
+        Ok(PidsResponse { processes, ..Default::default() })
+    }
+
+    fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TResult<StatsResponse> {
+        let c = self.get(&req.id)?;
+        let cg = c.cgroup()?;
+        let s = cg.stats().map_err(|e| ShimError::internal(e.to_string()))?;
+        let any: Any = stats::to_any(cg.version(), &s).map_err(ShimError::internal)?;
+        Ok(StatsResponse { stats: MessageField::some(any), ..Default::default() })
+    }
+
+    fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TResult<Empty> {
+        self.get(&req.id)?.pause()?;
+        self.events.send(TaskPaused { container_id: req.id.clone(), ..Default::default() });
+        Ok(Empty::new())
+    }
+
+    fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TResult<Empty> {
+        self.get(&req.id)?.resume()?;
+        self.events.send(TaskResumed { container_id: req.id.clone(), ..Default::default() });
+        Ok(Empty::new())
+    }
+
+    fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> TResult<Empty> {
+        self.do_update(&req)?;
+        Ok(Empty::new())
+    }
+
+    fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> TResult<ConnectResponse> {
+        let task_pid = self.get(&req.id).map(|c| c.pid).unwrap_or(0);
+        Ok(ConnectResponse { shim_pid: std::process::id(), task_pid, version: env!("CARGO_PKG_VERSION").to_string(), ..Default::default() })
+    }
+
+    fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TResult<Empty> {
+        if self.containers.lock().unwrap().is_empty() {
+            self.exit.signal();
+        }
+        Ok(Empty::new())
+    }
+
+    fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> TResult<Empty> {
+        Err(ShimError::unimplemented(format!("{}: exec is not supported in a wasm task (a wasm guest cannot start processes)", req.id)).into())
+    }
+
+    fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TResult<Empty> {
+        Err(ShimError::unimplemented(format!("{}: wasm tasks have no terminal to resize", req.id)).into())
+    }
+
+    fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TResult<Empty> {
+        no_exec(&req.exec_id)?;
+        let c = self.get(&req.id)?;
+        if req.stdin {
+            c.close_stdin();
+        }
+        Ok(Empty::new())
+    }
+
+    fn checkpoint(&self, _ctx: &TtrpcContext, req: CheckpointTaskRequest) -> TResult<Empty> {
+        Err(ShimError::unimplemented(format!("{}: checkpoint is not supported for wasm tasks", req.id)).into())
+    }
+}

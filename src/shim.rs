@@ -1,0 +1,121 @@
+//! The shim process itself: the `start` action (spawn the long-lived shim, hand its socket
+//! address back), the `delete` action (clean up after a shim that died), and the glue that
+//! serves the Task service until Shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use containerd_shim::api::DeleteResponse;
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::util::write_address;
+use containerd_shim::{spawn, Config, ExitSignal, Flags, StartOpts};
+use log::warn;
+use wasm_shim_container::process;
+
+use crate::container::{cgroup_for, now, INIT_PID_FILE};
+use crate::events::Events;
+use crate::service::Service;
+
+/// The `start` action, answered the way containerd 1.6, 1.7 and 2.x all read: the plain
+/// socket address of the (new or already running) shim server on stdout. The crate's own
+/// `start` answers in a JSON form that containerd 1.6 cannot parse.
+pub fn start_action(flags: &Flags) -> containerd_shim::Result<()> {
+    use std::io::{Read, Write};
+    // Runtime options arrive on stdin; nothing in them applies to wasm tasks.
+    let mut ignored = Vec::new();
+    let _ = std::io::stdin().take(1 << 20).read_to_end(&mut ignored);
+    let mut address = flags.address.clone();
+    if address.is_empty() {
+        address = std::env::var("GRPC_ADDRESS").unwrap_or_default();
+    }
+    let opts = StartOpts {
+        id: flags.id.clone(),
+        publish_binary: flags.publish_binary.clone(),
+        address,
+        ttrpc_address: std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
+        namespace: flags.namespace.clone(),
+        debug: flags.debug,
+        ..Default::default()
+    };
+    let grouping = opts.id.clone();
+    let (_pid, socket) = spawn(opts, &grouping, Vec::new())?;
+    write_address(&socket)?;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(socket.as_bytes());
+    let _ = out.flush();
+    Ok(())
+}
+
+pub struct WasmShim {
+    namespace: String,
+    id: String,
+    bundle: PathBuf,
+    exit: Arc<ExitSignal>,
+}
+
+impl containerd_shim::Shim for WasmShim {
+    type T = Service;
+
+    fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        let bundle = if args.bundle.is_empty() {
+            std::env::current_dir().unwrap_or_default()
+        } else {
+            PathBuf::from(&args.bundle)
+        };
+        WasmShim { namespace: args.namespace.clone(), id: args.id.clone(), bundle, exit: Arc::new(ExitSignal::default()) }
+    }
+
+    /// Only reached through containerd 2.3's bootstrap protocol; `start_action` handles the
+    /// classic one.
+    fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        let grouping = opts.id.clone();
+        let (_pid, address) = spawn(opts, &grouping, Vec::new())?;
+        write_address(&address)?;
+        Ok(address)
+    }
+
+    /// containerd calls this when the shim is gone (crashed, killed) to clean up the bundle's
+    /// container: kill what is left of it, drop its cgroup, unmount its rootfs.
+    fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        let pid_file = self.bundle.join(INIT_PID_FILE);
+        let pid: i32 = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        if let Ok(spec) = wasm_shim_oci::load_spec(&self.bundle) {
+            if let Ok(cg) = cgroup_for(&spec, &self.namespace, &self.id) {
+                for p in cg.procs().unwrap_or_default() {
+                    let _ = process::kill(p, libc::SIGKILL);
+                }
+                let _ = cg.thaw();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !cg.procs().unwrap_or_default().is_empty() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if let Err(e) = cg.destroy() {
+                    warn!("delete {}: {e}", self.id);
+                }
+            }
+        }
+        if pid > 0 {
+            let _ = process::kill(pid, libc::SIGKILL);
+        }
+        let rootfs = self.bundle.join("rootfs");
+        let _ = wasm_shim_container::rootfs::unmount_all(&rootfs);
+        let _ = std::fs::remove_file(&pid_file);
+        Ok(DeleteResponse {
+            pid: pid.max(0) as u32,
+            exit_status: 128 + libc::SIGKILL as u32,
+            exited_at: MessageField::some(now()),
+            ..Default::default()
+        })
+    }
+
+    fn wait(&mut self) {
+        self.exit.wait();
+    }
+
+    fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
+        let events = Events::start(publisher, self.namespace.clone());
+        Service::new(self.namespace.clone(), events, self.exit.clone())
+    }
+}

@@ -1,0 +1,111 @@
+//! The test guests: Rust programs in `test/guests` built for wasm32-wasip1, WAT files in
+//! `test/guests/wat`, and a component made from `hello.wasm`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::process::{self, Stdin};
+
+/// The Rust guests, one binary each in `test/guests/src/bin`.
+pub const RUST_GUESTS: &[&str] = &[
+    "hello", "stderr", "exit3", "args-env", "files", "cat", "spin", "block-read", "memhog", "sleep",
+];
+
+/// `test/guests`.
+pub fn guests_dir() -> PathBuf {
+    crate::workspace_root().join("test").join("guests")
+}
+
+/// Where cargo puts the built guests.
+pub fn wasm_out_dir() -> PathBuf {
+    guests_dir().join("target").join("wasm32-wasip1").join("release")
+}
+
+/// `cargo build --release --target wasm32-wasip1` in `test/guests` (its own target dir, so it
+/// does not wait for the lock the outer `cargo test` holds). Skipped with `E2E_NO_GUEST_BUILD`.
+pub fn build() -> Result<()> {
+    if std::env::var_os("E2E_NO_GUEST_BUILD").is_some() {
+        return Ok(());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--target", "wasm32-wasip1", "--manifest-path"])
+        .arg(guests_dir().join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", guests_dir().join("target"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET");
+    let out = process::run(cmd, Stdin::Null, Duration::from_secs(600))?;
+    if !out.success() {
+        bail!(
+            "building the guests failed (is the wasm32-wasip1 target installed? \
+             `rustup target add wasm32-wasip1`): {out}"
+        );
+    }
+    Ok(())
+}
+
+/// Every guest's bytes, by name: the Rust guests (`hello`, ...), `hello.wat` (text, for the .wat
+/// entrypoint), `custom-export` and `no-start` (compiled from WAT), and `component`.
+pub struct Guests {
+    bytes: BTreeMap<String, Vec<u8>>,
+}
+
+impl Guests {
+    /// Loads the built Rust guests and makes the others.
+    pub fn load() -> Result<Guests> {
+        let mut bytes = BTreeMap::new();
+        for name in RUST_GUESTS {
+            let path = wasm_out_dir().join(format!("{name}.wasm"));
+            let data = std::fs::read(&path).with_context(|| {
+                format!(
+                    "{}: missing; build the guests with `cargo build --release --target \
+                     wasm32-wasip1 --manifest-path test/guests/Cargo.toml`",
+                    path.display()
+                )
+            })?;
+            bytes.insert(name.to_string(), data);
+        }
+        let wat_dir = guests_dir().join("wat");
+        let hello_wat = wat_dir.join("hello.wat");
+        let text = std::fs::read(&hello_wat).with_context(|| format!("{}", hello_wat.display()))?;
+        // Check it parses here so a broken guest is not mistaken for a shim bug.
+        wat::parse_bytes(&text).with_context(|| format!("{}", hello_wat.display()))?;
+        bytes.insert("hello.wat".into(), text);
+        for name in ["custom-export", "no-start"] {
+            let path = wat_dir.join(format!("{name}.wat"));
+            let module = wat::parse_file(&path).with_context(|| format!("{}", path.display()))?;
+            bytes.insert(name.into(), module);
+        }
+        let component = component_from_module(&bytes["hello"])?;
+        bytes.insert("component".into(), component);
+        Ok(Guests { bytes })
+    }
+
+    pub fn get(&self, name: &str) -> &[u8] {
+        self.bytes
+            .get(name)
+            .unwrap_or_else(|| panic!("no guest named {name:?}"))
+    }
+}
+
+/// Wraps a WASI preview 1 command module into a preview 2 component with the preview1 command
+/// adapter (from `wasi-preview1-component-adapter-provider`, so nothing is downloaded).
+pub fn component_from_module(module: &[u8]) -> Result<Vec<u8>> {
+    use wasi_preview1_component_adapter_provider::{
+        WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+    };
+    let component = wit_component::ComponentEncoder::default()
+        .module(module)
+        .context("component encoder: reading the module")?
+        .adapter(WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER)
+        .context("component encoder: adding the preview1 command adapter")?
+        .validate(true)
+        .encode()
+        .context("component encoder: encoding")?;
+    Ok(component)
+}

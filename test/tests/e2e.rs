@@ -1,0 +1,629 @@
+//! End-to-end suite: one private containerd for the whole run, trials one after another.
+//!
+//! ```text
+//! cargo build --release                   # the shim (the suite cannot build it: cargo's lock)
+//! cargo test --release -p wasm-shim-e2e   # builds the guests, then runs everything below
+//! ```
+//!
+//! Needs root; without it every trial is reported ignored. Filters work as usual
+//! (`cargo test --release -p wasm-shim-e2e -- runc::`).
+//!
+//! # Layout
+//! - `main`: setup (guests, containerd, event recorder, images), the trial list, teardown.
+//! - `wasm::*`: the shim's cases: output, exit codes, args/env/cwd, files, stdin, component,
+//!   WAT, `#export`, signals, limits, pause/resume, metrics, events, bad inputs, leak loop,
+//!   latency print.
+//! - `runc::*`: the same harness paths with containerd's runc runtime and busybox: proves the
+//!   harness (and the machine) before blaming the shim.
+//!
+//! Exit codes by contract: the guest's own code as is; a trap is 125; killed by signal N is
+//! 128+N (SIGTERM 143, SIGKILL 137).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+use wasm_shim_e2e::ctr::{ensure, line_with};
+use wasm_shim_e2e::images::{self, BUSYBOX_IMAGE, DATA_IN, GUESTS_IMAGE, REL_TXT};
+use wasm_shim_e2e::{guests, Containerd, EventRecorder, Leaks, Output, RunOpts, Stdin, NAMESPACE};
+
+/// Everything the trials share.
+struct Ctx {
+    // Dropped in this order: the event stream first, then containerd (which stops it).
+    events: EventRecorder,
+    cd: Containerd,
+    /// Set when the wasm side cannot run at all (no shim binary, guests failed to build...);
+    /// every wasm trial fails with this message.
+    wasm_blocker: Option<String>,
+    /// The same for the runc baseline.
+    runc_blocker: Option<String>,
+}
+
+/// One runtime + image pair, so the same scenario runs on the shim and on runc.
+#[derive(Clone, Copy)]
+enum Flavor {
+    Wasm,
+    Runc,
+}
+
+impl Flavor {
+    fn opts(self, id: &str) -> RunOpts {
+        match self {
+            Flavor::Wasm => RunOpts::wasm(GUESTS_IMAGE, id),
+            Flavor::Runc => RunOpts::runc(BUSYBOX_IMAGE, id),
+        }
+    }
+
+    /// Prints "sleeping ..." then sleeps `secs` then prints "done".
+    fn sleep_args(self, secs: u32) -> Vec<String> {
+        match self {
+            Flavor::Wasm => vec!["/sleep.wasm".into(), secs.to_string()],
+            Flavor::Runc => vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("echo sleeping {secs}; sleep {secs}; echo done"),
+            ],
+        }
+    }
+
+    fn blocker(self, cx: &Ctx) -> Option<&String> {
+        match self {
+            Flavor::Wasm => cx.wasm_blocker.as_ref(),
+            Flavor::Runc => cx.runc_blocker.as_ref(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+fn expect_code(out: &Output, code: i32) -> Result<()> {
+    ensure(out.code == Some(code), || format!("expected exit {code}, got: {out}"))
+}
+
+fn expect_stdout_line(out: &Output, line: &str) -> Result<()> {
+    ensure(out.stdout.lines().any(|l| l == line), || {
+        format!("expected a stdout line {line:?}, got: {out}")
+    })
+}
+
+/// A cgroup file of the container: the v1 hierarchy `controller` or the v2 tree.
+fn cgroup_file(controller: &str, id: &str, v1: &str, v2: &str) -> Result<String> {
+    let candidates = [
+        format!("/sys/fs/cgroup/{controller}/{NAMESPACE}/{id}/{v1}"),
+        format!("/sys/fs/cgroup/{NAMESPACE}/{id}/{v2}"),
+        format!("/sys/fs/cgroup/unified/{NAMESPACE}/{id}/{v2}"),
+    ];
+    for c in &candidates {
+        if let Ok(s) = std::fs::read_to_string(c) {
+            return Ok(s.trim().to_string());
+        }
+    }
+    bail!("none of {candidates:?} is readable")
+}
+
+/// A positive counter in `ctr task metrics --format json` (cgroup v1 or v2 layout).
+fn nonzero_metric(m: &serde_json::Value) -> Result<String> {
+    let probes = [
+        ("memory.usage.usage", &m["memory"]["usage"]["usage"]),
+        ("cpu.usage.total", &m["cpu"]["usage"]["total"]),
+        ("memory.usage (v2)", &m["memory"]["usage"]),
+        ("cpu.usage_usec (v2)", &m["cpu"]["usage_usec"]),
+        ("pids.current", &m["pids"]["current"]),
+    ];
+    for (name, v) in probes {
+        if let Some(n) = v.as_u64().filter(|n| *n > 0) {
+            return Ok(format!("{name} = {n}"));
+        }
+    }
+    bail!("no non-zero memory/cpu/pids counter in metrics: {m}")
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+// ---------------------------------------------------------------------------------------------
+// scenarios shared by both flavors
+
+/// Sleeps in the foreground; kill with SIGKILL once it printed: 137 quickly.
+fn sigkill_sleeper(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
+    let mut run = cx.cd.spawn(&f.opts(id).args(f.sleep_args(60)))?;
+    run.wait_for_stdout("sleeping", Duration::from_secs(20))?;
+    let t = Instant::now();
+    cx.cd.kill(id, "SIGKILL")?;
+    let out = run.wait(Duration::from_secs(10));
+    let took = t.elapsed();
+    println!("  SIGKILL -> exit after {took:.2?}");
+    expect_code(&out, 137)?;
+    ensure(took < Duration::from_secs(2), || format!("took {took:?} to stop"))
+}
+
+/// `--cpu-quota 50000 --cpu-period 100000` shows in the container's cgroup.
+fn cpu_limit(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
+    let mut run = cx.cd.spawn(&f.opts(id).args(f.sleep_args(30)).cpu(50000, 100000))?;
+    run.wait_for_stdout("sleeping", Duration::from_secs(20))?;
+    let quota = cgroup_file("cpu", id, "cpu.cfs_quota_us", "cpu.max")?;
+    let period = cgroup_file("cpu", id, "cpu.cfs_period_us", "cpu.max")?;
+    cx.cd.kill(id, "SIGKILL")?;
+    run.wait(Duration::from_secs(10));
+    println!("  cpu quota {quota:?}, period {period:?}");
+    ensure(quota == "50000" || quota == "50000 100000", || format!("cpu quota is {quota:?}"))?;
+    ensure(period == "100000" || period == "50000 100000", || format!("cpu period is {period:?}"))
+}
+
+/// ctr 1.6 has no pids flag: run from a whole spec (`--config`) with `pids.limit = 32` and a
+/// rootfs directory; the limit must show in the pids cgroup.
+fn pids_limit(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
+    let rootfs = cx.cd.dir.join(format!("rootfs-{id}"));
+    let files = match f {
+        Flavor::Wasm => {
+            let g = guests::Guests::load()?;
+            images::guests_files(&g)
+        }
+        Flavor::Runc => images::busybox_files()?,
+    };
+    images::write_rootfs(&files, &rootfs)?;
+    let args = f.sleep_args(30);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let spec = images::config_spec(&cx.cd, id, &rootfs, &args, serde_json::json!({"pids": {"limit": 32}}))?;
+    let out = cx.cd.run(&f.opts(id).config(&spec).detach())?;
+    ensure(out.success(), || format!("ctr run -d --config failed: {out}"))?;
+    cx.cd.wait_status(id, "RUNNING", Duration::from_secs(10))?;
+    let max = cgroup_file("pids", id, "pids.max", "pids.max");
+    cx.cd.kill(id, "SIGKILL")?;
+    cx.cd.wait_status(id, "STOPPED", Duration::from_secs(10))?;
+    cx.cd.task_delete(id)?;
+    cx.cd.container_rm(id)?;
+    let _ = std::fs::remove_dir_all(&rootfs);
+    let max = max?;
+    println!("  pids.max {max:?}");
+    ensure(max == "32", || format!("pids.max is {max:?}"))
+}
+
+/// Pause (task ls shows PAUSED, freezer frozen), resume, and the task finishes normally; the
+/// paused/resumed events are published.
+fn pause_resume(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
+    let mut run = cx.cd.spawn(&f.opts(id).args(f.sleep_args(2)))?;
+    run.wait_for_stdout("sleeping", Duration::from_secs(20))?;
+    cx.cd.pause(id)?;
+    cx.cd.wait_status(id, "PAUSED", Duration::from_secs(5))?;
+    if let Ok(state) = cgroup_file("freezer", id, "freezer.state", "cgroup.freeze") {
+        ensure(state == "FROZEN" || state == "1", || format!("freezer state {state:?} while paused"))?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    ensure(run.running(), || "ctr run returned while the task was paused".into())?;
+    cx.cd.resume(id)?;
+    let out = run.wait(Duration::from_secs(20));
+    expect_code(&out, 0)?;
+    expect_stdout_line(&out, "done")?;
+    cx.events.wait_for(id, "/tasks/paused", Duration::from_secs(2))?;
+    cx.events.wait_for(id, "/tasks/resumed", Duration::from_secs(2))?;
+    Ok(())
+}
+
+/// `ctr task metrics` reports a non-zero counter; `ctr task ps` lists a pid.
+fn metrics_ps(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
+    let mut run = cx.cd.spawn(&f.opts(id).args(f.sleep_args(30)))?;
+    run.wait_for_stdout("sleeping", Duration::from_secs(20))?;
+    let metrics = cx.cd.metrics(id);
+    let pids = cx.cd.ps(id);
+    cx.cd.kill(id, "SIGKILL")?;
+    run.wait(Duration::from_secs(10));
+    let found = nonzero_metric(&metrics?)?;
+    let pids = pids?;
+    println!("  {found}; ps: {pids:?}");
+    ensure(pids.iter().any(|p| *p > 0), || format!("ctr task ps listed no pid: {pids:?}"))
+}
+
+/// create, start, exit, delete are published in that order for a run.
+fn lifecycle_events(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
+    let opts = match f {
+        Flavor::Wasm => f.opts(id),
+        Flavor::Runc => f.opts(id),
+    };
+    cx.cd.run(&opts)?.ok()?;
+    cx.events.wait_for(id, "/tasks/delete", Duration::from_secs(5))?;
+    let topics = cx.events.topics(id);
+    let pos = |t: &str| {
+        topics
+            .iter()
+            .position(|x| x == t)
+            .ok_or_else(|| anyhow!("no {t} event for {id}; seen {topics:?}"))
+    };
+    let order = [pos("/tasks/create")?, pos("/tasks/start")?, pos("/tasks/exit")?, pos("/tasks/delete")?];
+    println!("  {topics:?}");
+    ensure(order.windows(2).all(|w| w[0] < w[1]), || format!("events out of order: {topics:?}"))?;
+    let exit = cx.events.wait_for(id, "/tasks/exit", Duration::from_secs(1))?;
+    ensure(exit.body["exit_status"].as_u64().unwrap_or(0) == 0, || {
+        format!("exit event has a non-zero status: {}", exit.line)
+    })
+}
+
+/// `n` `ctr run --rm` in a row, then nothing may be left.
+fn run_loop(cx: &Ctx, f: Flavor, prefix: &str, n: usize) -> Result<()> {
+    let t = Instant::now();
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        let out = cx.cd.run(&f.opts(&id))?;
+        ensure(out.success() && out.stdout.contains("hello"), || format!("run {i} of {n}: {out}"))?;
+    }
+    let took = t.elapsed();
+    let leaks = Leaks::wait_clean(&cx.cd, Duration::from_secs(10));
+    println!(
+        "  {n} runs in {took:.1?} ({:.0?} each); left behind: {}",
+        took / n as u32,
+        leaks.counts()
+    );
+    ensure(leaks.is_clean(), || format!("left behind after {n} runs: {leaks}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// wasm-only cases
+
+fn wasm_hello(cx: &Ctx) -> Result<()> {
+    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-hello"))?;
+    expect_code(&out, 0)?;
+    ensure(out.stdout == "hello from wasm\n", || format!("stdout is not exactly the greeting: {out}"))
+}
+
+fn wasm_stderr(cx: &Ctx) -> Result<()> {
+    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-stderr").args(["/stderr.wasm"]))?;
+    expect_code(&out, 0)?;
+    ensure(
+        out.stdout.contains("this goes to stdout") && !out.stdout.contains("this goes to stderr"),
+        || format!("stdout wrong: {out}"),
+    )?;
+    ensure(
+        out.stderr.contains("this goes to stderr") && !out.stderr.contains("this goes to stdout"),
+        || format!("stderr wrong: {out}"),
+    )
+}
+
+fn wasm_exit3(cx: &Ctx) -> Result<()> {
+    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-exit3").args(["/exit3.wasm"]))?;
+    expect_code(&out, 3)?;
+    expect_stdout_line(&out, "exiting with 3")
+}
+
+fn wasm_args_env_cwd(cx: &Ctx) -> Result<()> {
+    let out = cx.cd.run(
+        &RunOpts::wasm(GUESTS_IMAGE, "w-args")
+            .args(["/args-env.wasm", "rel.txt", "two words"])
+            .env("GREETING=hi"),
+    )?;
+    expect_code(&out, 0)?;
+    for line in [
+        "arg[1]=rel.txt",
+        "arg[2]=two words",
+        "GREETING=hi",
+        "cwd=/work",
+        &format!("file rel.txt: {REL_TXT}"),
+    ] {
+        expect_stdout_line(&out, line)?;
+    }
+    line_with(&out.stdout, &["arg[0]=", "args-env.wasm"]).with_context(|| format!("{out}"))?;
+    Ok(())
+}
+
+fn wasm_cwd_flag(cx: &Ctx) -> Result<()> {
+    let out = cx.cd.run(
+        &RunOpts::wasm(GUESTS_IMAGE, "w-cwd")
+            .args(["/args-env.wasm", "in.txt"])
+            .cwd("/data"),
+    )?;
+    expect_code(&out, 0)?;
+    expect_stdout_line(&out, "cwd=/data")?;
+    expect_stdout_line(&out, "GREETING unset")?;
+    expect_stdout_line(&out, &format!("file in.txt: {DATA_IN}"))
+}
+
+fn wasm_files(cx: &Ctx) -> Result<()> {
+    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-files").args(["/files.wasm"]))?;
+    expect_code(&out, 0)?;
+    expect_stdout_line(&out, &format!("in: {DATA_IN}"))?;
+    expect_stdout_line(&out, &format!("out: copied: {DATA_IN}"))
+}
+
+fn wasm_stdin_cat(cx: &Ctx) -> Result<()> {
+    let input = b"line one\nline two\n".to_vec();
+    let out = cx.cd.run(
+        &RunOpts::wasm(GUESTS_IMAGE, "w-cat")
+            .args(["/cat.wasm"])
+            .stdin(Stdin::Bytes(input)),
+    )?;
+    expect_code(&out, 0)?;
+    ensure(out.stdout == "line one\nline two\nEOF\n", || format!("stdin not echoed then EOF: {out}"))
+}
+
+fn wasm_stdin_large(cx: &Ctx) -> Result<()> {
+    let input: Vec<u8> = (0..(1usize << 20)).map(|i| b'a' + (i % 26) as u8).collect();
+    let out = cx.cd.run(
+        &RunOpts::wasm(GUESTS_IMAGE, "w-cat-1m")
+            .args(["/cat.wasm"])
+            .stdin(Stdin::Bytes(input.clone())),
+    )?;
+    expect_code(&out, 0)?;
+    let expected = format!("{}EOF\n", String::from_utf8(input).unwrap());
+    ensure(out.stdout == expected, || {
+        format!("1 MiB through cat: got {} bytes, expected {}", out.stdout.len(), expected.len())
+    })
+}
+
+fn wasm_component(cx: &Ctx) -> Result<()> {
+    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-component").args(["/component.wasm"]))?;
+    expect_code(&out, 0)?;
+    expect_stdout_line(&out, "hello from wasm")
+}
+
+fn wasm_wat(cx: &Ctx) -> Result<()> {
+    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-wat").args(["/hello.wat"]))?;
+    expect_code(&out, 0)?;
+    expect_stdout_line(&out, "hello from wat")
+}
+
+fn wasm_custom_export(cx: &Ctx) -> Result<()> {
+    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-custom").args(["/custom.wasm#custom"]))?;
+    expect_code(&out, 0)?;
+    expect_stdout_line(&out, "custom export")?;
+    ensure(!out.stdout.contains("start"), || format!("_start ran too: {out}"))
+}
+
+/// A foreground guest gets `signal` once it printed `marker`; ctr must exit `code` within 2 s.
+fn signal_case(cx: &Ctx, id: &str, guest: &str, marker: &str, signal: &str, code: i32) -> Result<()> {
+    let mut run = cx.cd.spawn(
+        &RunOpts::wasm(GUESTS_IMAGE, id)
+            .args([guest])
+            .stdin(Stdin::HoldOpen),
+    )?;
+    run.wait_for_stdout(marker, Duration::from_secs(20))?;
+    let t = Instant::now();
+    cx.cd.kill(id, signal)?;
+    let out = run.wait(Duration::from_secs(10));
+    let took = t.elapsed();
+    println!("  {signal} -> exit after {took:.2?}");
+    expect_code(&out, code)?;
+    ensure(took < Duration::from_secs(2), || format!("took {took:?} to stop after {signal}"))
+}
+
+fn wasm_memory_limit(cx: &Ctx) -> Result<()> {
+    let id = "w-memhog";
+    let out = cx.cd.run(
+        &RunOpts::wasm(GUESTS_IMAGE, id)
+            .args(["/memhog.wasm"])
+            .memory_limit(64 << 20)
+            .timeout(Duration::from_secs(60)),
+    )?;
+    println!("  exit {:?} after {:.2?}; last stdout line {:?}", out.code, out.duration, out.stdout.lines().last());
+    ensure(out.stdout.contains("allocated 8 MiB"), || format!("memhog never ran: {out}"))?;
+    expect_code(&out, 125)?;
+    line_with(&out.stderr.to_lowercase(), &["memory"]).with_context(|| format!("no memory message on stderr: {out}"))?;
+    cx.events.wait_for(id, "/tasks/oom", Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// A bad entrypoint: `ctr run` fails, with a line naming one of `needles`, and nothing stays.
+fn bad_input(cx: &Ctx, id: &str, entry: &str, needles: &[&str]) -> Result<()> {
+    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, id).args([entry]).timeout(Duration::from_secs(20)))?;
+    ensure(!out.timed_out && out.code.is_some_and(|c| c != 0), || {
+        format!("expected `ctr run` to fail: {out}")
+    })?;
+    let combined = out.combined();
+    let line = needles
+        .iter()
+        .find_map(|n| line_with(&combined, &[n]).ok())
+        .ok_or_else(|| anyhow!("no output line names any of {needles:?}: {out}"))?;
+    println!("  exit {:?}: {}", out.code, line.trim());
+    let leaks = Leaks::wait_clean(&cx.cd, Duration::from_secs(5));
+    ensure(leaks.is_clean(), || format!("left behind: {leaks}"))
+}
+
+fn wasm_latency(cx: &Ctx) -> Result<()> {
+    let n = 10;
+    let (mut wasm, mut runc) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let w = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, &format!("bench-w-{i}")))?.ok()?;
+        wasm.push(w.duration);
+        let r = cx.cd.run(&RunOpts::runc(BUSYBOX_IMAGE, &format!("bench-r-{i}")))?.ok()?;
+        runc.push(r.duration);
+    }
+    println!(
+        "  ctr run --rm median over {n}: wasm hello {:.1?} (min {:.1?}), runc busybox echo {:.1?} (min {:.1?})",
+        median(wasm.clone()),
+        wasm.iter().min().unwrap(),
+        median(runc.clone()),
+        runc.iter().min().unwrap()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// runc-only cases (harness checks)
+
+fn runc_echo(cx: &Ctx) -> Result<()> {
+    let out = cx.cd.run(&RunOpts::runc(BUSYBOX_IMAGE, "r-echo"))?;
+    expect_code(&out, 0)?;
+    ensure(out.stdout == "hello\n", || format!("{out}"))
+}
+
+fn runc_exit_and_streams(cx: &Ctx) -> Result<()> {
+    let out = cx.cd.run(
+        &RunOpts::runc(BUSYBOX_IMAGE, "r-exit")
+            .args(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"]),
+    )?;
+    expect_code(&out, 3)?;
+    ensure(out.stdout == "out\n" && out.stderr == "err\n", || format!("{out}"))
+}
+
+fn runc_stdin(cx: &Ctx) -> Result<()> {
+    let out = cx.cd.run(
+        &RunOpts::runc(BUSYBOX_IMAGE, "r-cat")
+            .args(["/bin/cat"])
+            .stdin(Stdin::Bytes(b"piped\n".to_vec())),
+    )?;
+    expect_code(&out, 0)?;
+    ensure(out.stdout == "piped\n", || format!("{out}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// setup and trial list
+
+fn setup() -> Result<Ctx> {
+    let cd = Containerd::start()?;
+    println!("private containerd: {} (log: {})", cd.dir.display(), cd.log.display());
+    let events = EventRecorder::start(&cd)?;
+
+    let runc_blocker = match images::busybox_image().and_then(|s| images::build_and_import(&cd, &s)) {
+        Ok(_) => None,
+        Err(e) => Some(format!("busybox image: {e:#}")),
+    };
+
+    let mut wasm_blocker = None;
+    if !cd.shim.exists() {
+        wasm_blocker = Some(format!(
+            "shim binary {} not found: run `cargo build --release` first (or set SHIM_BIN)",
+            cd.shim.display()
+        ));
+    }
+    let guests = guests::build().and_then(|_| guests::Guests::load());
+    match guests {
+        Ok(g) => {
+            if let Err(e) = images::build_and_import(&cd, &images::guests_image(&g)) {
+                wasm_blocker.get_or_insert(format!("guests image: {e:#}"));
+            }
+        }
+        Err(e) => {
+            wasm_blocker.get_or_insert(format!("guests: {e:#}"));
+        }
+    }
+    if let Some(b) = &wasm_blocker {
+        println!("wasm trials cannot run: {b}");
+    }
+    Ok(Ctx { cd, events, wasm_blocker, runc_blocker })
+}
+
+type Case = Box<dyn Fn(&Ctx) -> Result<()> + Send + Sync>;
+
+fn cases() -> Vec<(String, Flavor, Case)> {
+    let mut v: Vec<(String, Flavor, Case)> = Vec::new();
+    let mut add = |name: &str, f: Flavor, c: Case| {
+        let prefix = match f {
+            Flavor::Wasm => "wasm",
+            Flavor::Runc => "runc",
+        };
+        v.push((format!("{prefix}::{name}"), f, c));
+    };
+    use Flavor::{Runc, Wasm};
+
+    add("echo", Runc, Box::new(runc_echo));
+    add("exit_code_and_streams", Runc, Box::new(runc_exit_and_streams));
+    add("stdin", Runc, Box::new(runc_stdin));
+    add("sigkill", Runc, Box::new(|cx| sigkill_sleeper(cx, Runc, "r-kill")));
+    add("cpu_limit", Runc, Box::new(|cx| cpu_limit(cx, Runc, "r-cpu")));
+    add("pids_limit_config", Runc, Box::new(|cx| pids_limit(cx, Runc, "r-pids")));
+    add("pause_resume", Runc, Box::new(|cx| pause_resume(cx, Runc, "r-pause")));
+    add("metrics_ps", Runc, Box::new(|cx| metrics_ps(cx, Runc, "r-metrics")));
+    add("events", Runc, Box::new(|cx| lifecycle_events(cx, Runc, "r-events")));
+    add("loop_leaves_nothing", Runc, Box::new(|cx| run_loop(cx, Runc, "r-loop", 5)));
+
+    add("hello", Wasm, Box::new(wasm_hello));
+    add("stderr_separate", Wasm, Box::new(wasm_stderr));
+    add("exit_code_3", Wasm, Box::new(wasm_exit3));
+    add("args_env_cwd_relative_file", Wasm, Box::new(wasm_args_env_cwd));
+    add("cwd_flag", Wasm, Box::new(wasm_cwd_flag));
+    add("files_image_and_tmp", Wasm, Box::new(wasm_files));
+    add("stdin_cat_to_eof", Wasm, Box::new(wasm_stdin_cat));
+    add("stdin_1mib", Wasm, Box::new(wasm_stdin_large));
+    add("component", Wasm, Box::new(wasm_component));
+    add("wat_entrypoint", Wasm, Box::new(wasm_wat));
+    add("custom_export", Wasm, Box::new(wasm_custom_export));
+    add("sigterm_spin", Wasm, Box::new(|cx| signal_case(cx, "w-term-spin", "/spin.wasm", "spinning", "SIGTERM", 143)));
+    add("sigterm_block_read", Wasm, Box::new(|cx| signal_case(cx, "w-term-read", "/block-read.wasm", "waiting", "SIGTERM", 143)));
+    add("sigkill_spin", Wasm, Box::new(|cx| signal_case(cx, "w-kill-spin", "/spin.wasm", "spinning", "SIGKILL", 137)));
+    add("sigkill_block_read", Wasm, Box::new(|cx| signal_case(cx, "w-kill-read", "/block-read.wasm", "waiting", "SIGKILL", 137)));
+    add("memory_limit_oom", Wasm, Box::new(wasm_memory_limit));
+    add("cpu_limit", Wasm, Box::new(|cx| cpu_limit(cx, Wasm, "w-cpu")));
+    add("pids_limit_config", Wasm, Box::new(|cx| pids_limit(cx, Wasm, "w-pids")));
+    add("pause_resume", Wasm, Box::new(|cx| pause_resume(cx, Wasm, "w-pause")));
+    add("metrics_ps", Wasm, Box::new(|cx| metrics_ps(cx, Wasm, "w-metrics")));
+    add("events", Wasm, Box::new(|cx| lifecycle_events(cx, Wasm, "w-events")));
+    add("bad_corrupt_module", Wasm, Box::new(|cx| bad_input(cx, "w-bad-corrupt", "/corrupt.wasm", &["corrupt.wasm"])));
+    add("bad_truncated_module", Wasm, Box::new(|cx| bad_input(cx, "w-bad-trunc", "/truncated.wasm", &["truncated.wasm"])));
+    add("bad_missing_file", Wasm, Box::new(|cx| bad_input(cx, "w-bad-missing", "/missing.wasm", &["missing.wasm"])));
+    add("bad_directory", Wasm, Box::new(|cx| bad_input(cx, "w-bad-dir", "/dir.wasm", &["dir.wasm"])));
+    add("bad_missing_export", Wasm, Box::new(|cx| bad_input(cx, "w-bad-export", "/hello.wasm#nope", &["nope"])));
+    add("bad_no_start", Wasm, Box::new(|cx| bad_input(cx, "w-bad-nostart", "/no-start.wasm", &["_start", "no-start.wasm"])));
+    add("bad_not_wasm", Wasm, Box::new(|cx| bad_input(cx, "w-bad-text", "/notes.txt", &["notes.txt"])));
+    let loops = std::env::var("E2E_LOOP").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+    add("loop_200_leaves_nothing", Wasm, Box::new(move |cx| run_loop(cx, Wasm, "w-loop", loops)));
+    add("latency_vs_runc", Wasm, Box::new(wasm_latency));
+    v
+}
+
+fn main() {
+    let mut args = Arguments::from_args();
+    // One containerd, one task at a time: timings and leak counts stay meaningful.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(1);
+    }
+    let root = wasm_shim_e2e::is_root();
+    if !root {
+        println!("wasm-shim-e2e: not root; every trial is skipped (containerd needs root)");
+    }
+
+    let ctx: Option<Arc<Ctx>> = if root && !args.list {
+        match setup() {
+            Ok(cx) => Some(Arc::new(cx)),
+            Err(e) => {
+                // Every trial fails with the reason.
+                eprintln!("setup failed: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let setup_failed = root && !args.list && ctx.is_none();
+
+    let trials: Vec<Trial> = cases()
+        .into_iter()
+        .map(|(name, flavor, case)| {
+            let cx = ctx.clone();
+            Trial::test(name, move || {
+                let Some(cx) = cx else {
+                    return if setup_failed {
+                        Err(Failed::from("setup failed (see above)"))
+                    } else {
+                        Ok(())
+                    };
+                };
+                if let Some(b) = flavor.blocker(&cx) {
+                    return Err(Failed::from(b.clone()));
+                }
+                let log_start = std::fs::metadata(&cx.cd.log).map(|m| m.len()).unwrap_or(0);
+                let result = case(&cx);
+                cx.cd.remove_all();
+                result.map_err(|e| {
+                    let log = std::fs::read(&cx.cd.log).unwrap_or_default();
+                    let new = String::from_utf8_lossy(&log[(log_start as usize).min(log.len())..]).into_owned();
+                    let lines: Vec<&str> = new.lines().filter(|l| l.contains("level=error") || l.contains("level=warn") || l.contains("shim")).collect();
+                    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                    Failed::from(format!("{e:#}\n--- containerd log (errors, warnings, shim lines; last 15) ---\n{tail}"))
+                })
+            })
+            .with_ignored_flag(!root)
+        })
+        .collect();
+
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Some(cx) = ctx {
+        match Arc::try_unwrap(cx) {
+            Ok(cx) => drop(cx),
+            Err(_) => eprintln!("warning: context still shared; containerd not stopped"),
+        }
+    }
+    conclusion.exit();
+}
