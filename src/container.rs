@@ -203,8 +203,8 @@ impl Container {
         let stdio = [stdin, open_output(&req.stdout)?, open_output(&req.stderr)?];
 
         let (sync, theirs) = process::sync_pair().map_err(ShimError::internal)?;
-        let exe = std::env::current_exe().map_err(ShimError::internal)?;
-        let mut cmd = Command::new(exe);
+        // /proc/self/exe still names this binary after an upgrade replaced the file on disk.
+        let mut cmd = Command::new("/proc/self/exe");
         cmd.arg("init").arg(&bundle).env_clear().current_dir(&bundle);
         let mut stage1 = process::spawn_with_sync(cmd, theirs, stdio).map_err(|e| ShimError::internal(format!("spawn container init: {e}")))?;
         let mut reader = BufReader::new(sync.try_clone().map_err(ShimError::internal)?);

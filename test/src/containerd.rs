@@ -32,7 +32,13 @@ pub fn locate_shim() -> PathBuf {
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|t| if t.is_absolute() { t } else { crate::workspace_root().join(t) })
+        .map(|t| {
+            if t.is_absolute() {
+                t
+            } else {
+                crate::workspace_root().join(t)
+            }
+        })
         .unwrap_or_else(|| crate::workspace_root().join("target"));
     target.join("release").join(SHIM_NAME)
 }
@@ -137,7 +143,10 @@ impl Containerd {
                 }
             }
             if Instant::now() >= deadline {
-                bail!("containerd did not answer within {timeout:?}; log tail:\n{}", self.log_tail(30));
+                bail!(
+                    "containerd did not answer within {timeout:?}; log tail:\n{}",
+                    self.log_tail(30)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -178,7 +187,9 @@ impl Containerd {
 
     /// The directory containerd keeps a v2 task's bundle in, per namespace.
     pub fn task_state_dir(&self) -> PathBuf {
-        self.state.join("io.containerd.runtime.v2.task").join(NAMESPACE)
+        self.state
+            .join("io.containerd.runtime.v2.task")
+            .join(NAMESPACE)
     }
 
     /// The last `n` lines of containerd's log (the shim logs there too).
@@ -207,7 +218,9 @@ impl Containerd {
     /// Stops containerd (SIGTERM, then SIGKILL after 10 s) after removing what is left, unmounts
     /// anything under the temp dir and deletes it (unless `E2E_KEEP` is set).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         self.remove_all();
         // SAFETY: kill(2) on our own child's pid; it has not been reaped yet, so the pid is ours.
         unsafe {
@@ -221,6 +234,19 @@ impl Containerd {
             let _ = child.kill();
         }
         let _ = child.wait();
+        // Shims outlive containerd by design; any still running were lost track of.
+        let left = crate::leaks::shim_processes(&self.socket);
+        if !left.is_empty() {
+            eprintln!(
+                "warning: killing {} leftover shim process(es): {left:?}",
+                left.len()
+            );
+            let pids: Vec<u32> = left
+                .iter()
+                .filter_map(|p| p.split_whitespace().next()?.parse().ok())
+                .collect();
+            crate::leaks::kill_pids(&pids);
+        }
         unmount_under(&self.dir);
         if self.keep {
             eprintln!("E2E_KEEP: leaving {}", self.dir.display());
@@ -256,7 +282,10 @@ fn unescape_mount_path(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -270,11 +299,17 @@ fn unescape_mount_path(s: &str) -> String {
 /// Lazily unmounts everything at or below `dir`.
 pub fn unmount_under(dir: &Path) {
     for m in mounts_under(dir) {
-        let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) else { continue };
+        let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) else {
+            continue;
+        };
         // SAFETY: umount2 with a valid NUL-terminated path; MNT_DETACH cannot corrupt memory.
         let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         if rc != 0 {
-            eprintln!("warning: cannot unmount {}: {}", m.display(), std::io::Error::last_os_error());
+            eprintln!(
+                "warning: cannot unmount {}: {}",
+                m.display(),
+                std::io::Error::last_os_error()
+            );
         }
     }
 }
@@ -292,7 +327,12 @@ mod tests {
 
     #[test]
     fn config_names_every_path() {
-        let c = config_toml(Path::new("/t/root"), Path::new("/t/state"), Path::new("/t/c.sock"), Path::new("/t"));
+        let c = config_toml(
+            Path::new("/t/root"),
+            Path::new("/t/state"),
+            Path::new("/t/c.sock"),
+            Path::new("/t"),
+        );
         assert!(c.contains("root = \"/t/root\""));
         assert!(c.contains("address = \"/t/c.sock\""));
         assert!(c.contains("address = \"/t/c.sock.ttrpc\""));

@@ -173,7 +173,8 @@ impl Containerd {
             Stdin::Null,
             Duration::from_secs(120),
         )?;
-        out.ok().with_context(|| format!("importing {}", tar.display()))?;
+        out.ok()
+            .with_context(|| format!("importing {}", tar.display()))?;
         Ok(())
     }
 
@@ -242,7 +243,9 @@ impl Containerd {
             last = self.task_status(id).ok().flatten();
             (last.as_deref() == Some(status)).then_some(())
         });
-        found.ok_or_else(|| anyhow!("task {id} not {status} within {timeout:?} (last seen: {last:?})"))
+        found.ok_or_else(|| {
+            anyhow!("task {id} not {status} within {timeout:?} (last seen: {last:?})")
+        })
     }
 
     /// `ctr task metrics --format json ID`, parsed.

@@ -90,7 +90,12 @@ impl EventRecorder {
 
     /// All events so far.
     pub fn events(&self) -> Vec<Event> {
-        self.lines.lock().unwrap().iter().filter_map(|l| Event::parse(l)).collect()
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| Event::parse(l))
+            .collect()
     }
 
     /// Events about container `id`, in arrival order.
@@ -103,13 +108,18 @@ impl EventRecorder {
 
     /// Topics of the events about `id`, in order.
     pub fn topics(&self, id: &str) -> Vec<String> {
-        self.for_container(id).into_iter().map(|e| e.topic).collect()
+        self.for_container(id)
+            .into_iter()
+            .map(|e| e.topic)
+            .collect()
     }
 
     /// Waits until an event with `topic` about `id` arrives; returns it.
     pub fn wait_for(&self, id: &str, topic: &str, timeout: Duration) -> Result<Event> {
         poll(timeout, || {
-            self.for_container(id).into_iter().find(|e| e.topic == topic)
+            self.for_container(id)
+                .into_iter()
+                .find(|e| e.topic == topic)
         })
         .ok_or_else(|| {
             anyhow!(
@@ -141,7 +151,10 @@ mod tests {
         assert_eq!(e.topic, "/tasks/exit");
         assert_eq!(e.container_id(), Some("c1"));
         assert_eq!(e.body["exit_status"], 143);
-        let c = Event::parse(r#"2024-05-01 10:00:00 +0000 UTC wasmtest /containers/delete {"id":"c2"}"#).unwrap();
+        let c = Event::parse(
+            r#"2024-05-01 10:00:00 +0000 UTC wasmtest /containers/delete {"id":"c2"}"#,
+        )
+        .unwrap();
         assert_eq!(c.container_id(), Some("c2"));
         assert!(Event::parse("garbage").is_none());
     }

@@ -12,7 +12,16 @@ use crate::process::{self, Stdin};
 
 /// The Rust guests, one binary each in `test/guests/src/bin`.
 pub const RUST_GUESTS: &[&str] = &[
-    "hello", "stderr", "exit3", "args-env", "files", "cat", "spin", "block-read", "memhog", "sleep",
+    "hello",
+    "stderr",
+    "exit3",
+    "args-env",
+    "files",
+    "cat",
+    "spin",
+    "block-read",
+    "memhog",
+    "sleep",
 ];
 
 /// `test/guests`.
@@ -22,7 +31,10 @@ pub fn guests_dir() -> PathBuf {
 
 /// Where cargo puts the built guests.
 pub fn wasm_out_dir() -> PathBuf {
-    guests_dir().join("target").join("wasm32-wasip1").join("release")
+    guests_dir()
+        .join("target")
+        .join("wasm32-wasip1")
+        .join("release")
 }
 
 /// `cargo build --release --target wasm32-wasip1` in `test/guests` (its own target dir, so it
@@ -33,12 +45,18 @@ pub fn build() -> Result<()> {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--target", "wasm32-wasip1", "--manifest-path"])
-        .arg(guests_dir().join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", guests_dir().join("target"))
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET");
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip1",
+        "--manifest-path",
+    ])
+    .arg(guests_dir().join("Cargo.toml"))
+    .env("CARGO_TARGET_DIR", guests_dir().join("target"))
+    .env_remove("RUSTFLAGS")
+    .env_remove("CARGO_ENCODED_RUSTFLAGS")
+    .env_remove("CARGO_BUILD_TARGET");
     let out = process::run(cmd, Stdin::Null, Duration::from_secs(600))?;
     if !out.success() {
         bail!(
@@ -102,7 +120,10 @@ pub fn component_from_module(module: &[u8]) -> Result<Vec<u8>> {
     let component = wit_component::ComponentEncoder::default()
         .module(module)
         .context("component encoder: reading the module")?
-        .adapter(WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER)
+        .adapter(
+            WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+            WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+        )
         .context("component encoder: adding the preview1 command adapter")?
         .validate(true)
         .encode()

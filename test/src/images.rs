@@ -47,20 +47,40 @@ pub fn guests_files(g: &Guests) -> Vec<ImageFile> {
         files.push(ImageFile::new(format!("/{name}.wasm"), g.get(name), 0o755));
     }
     files.push(ImageFile::new("/hello.wat", g.get("hello.wat"), 0o644));
-    files.push(ImageFile::new("/custom.wasm", g.get("custom-export"), 0o755));
+    files.push(ImageFile::new(
+        "/custom.wasm",
+        g.get("custom-export"),
+        0o755,
+    ));
     files.push(ImageFile::new("/no-start.wasm", g.get("no-start"), 0o755));
     files.push(ImageFile::new("/component.wasm", g.get("component"), 0o755));
-    files.push(ImageFile::new("/data/in.txt", format!("{DATA_IN}\n"), 0o644));
-    files.push(ImageFile::new("/work/rel.txt", format!("{REL_TXT}\n"), 0o644));
+    files.push(ImageFile::new(
+        "/data/in.txt",
+        format!("{DATA_IN}\n"),
+        0o644,
+    ));
+    files.push(ImageFile::new(
+        "/work/rel.txt",
+        format!("{REL_TXT}\n"),
+        0o644,
+    ));
     files.push(ImageFile::new("/tmp/.keep", Vec::new(), 0o644));
 
     let mut corrupt = b"\0asm\x01\0\0\0".to_vec();
     corrupt.extend(noise(4096));
     files.push(ImageFile::new("/corrupt.wasm", corrupt, 0o755));
     let hello = g.get("hello");
-    files.push(ImageFile::new("/truncated.wasm", &hello[..hello.len() / 2], 0o755));
+    files.push(ImageFile::new(
+        "/truncated.wasm",
+        &hello[..hello.len() / 2],
+        0o755,
+    ));
     files.push(ImageFile::new("/dir.wasm/.keep", Vec::new(), 0o644));
-    files.push(ImageFile::new("/notes.txt", "just some notes, not a program\n", 0o755));
+    files.push(ImageFile::new(
+        "/notes.txt",
+        "just some notes, not a program\n",
+        0o755,
+    ));
     files
 }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 use crate::containerd::mounts_under;
 use crate::{Containerd, NAMESPACE, SHIM_NAME};
 
-
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Leaks {
     /// `pid args` of every live wasm shim process of this containerd, and their descendants.
@@ -33,7 +32,9 @@ impl Leaks {
             mounts: mounts_under(&cd.dir),
             cgroups: cgroup_dirs(Path::new("/sys/fs/cgroup")),
             state_dirs: list_dir(&cd.task_state_dir()),
-            containers: cd.containers().unwrap_or_else(|e| vec![format!("(ctr failed: {e})")]),
+            containers: cd
+                .containers()
+                .unwrap_or_else(|e| vec![format!("(ctr failed: {e})")]),
             snapshots: active_snapshots(cd),
         }
     }
@@ -49,6 +50,39 @@ impl Leaks {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Like [`Leaks::wait_clean`], but only what is not already in `baseline` counts: a trial
+    /// is charged with what it left, not with what an earlier one did.
+    pub fn wait_clean_since(cd: &Containerd, baseline: &Leaks, timeout: Duration) -> Leaks {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let l = Leaks::measure(cd).without(baseline);
+            if l.is_clean() || std::time::Instant::now() >= deadline {
+                return l;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What is in `self` and not in `baseline`.
+    pub fn without(mut self, baseline: &Leaks) -> Leaks {
+        self.shim_processes
+            .retain(|x| !baseline.shim_processes.contains(x));
+        self.mounts.retain(|x| !baseline.mounts.contains(x));
+        self.cgroups.retain(|x| !baseline.cgroups.contains(x));
+        self.state_dirs.retain(|x| !baseline.state_dirs.contains(x));
+        self.containers.retain(|x| !baseline.containers.contains(x));
+        self.snapshots.retain(|x| !baseline.snapshots.contains(x));
+        self
+    }
+
+    /// Pids of the leftover shim processes.
+    pub fn shim_pids(&self) -> Vec<u32> {
+        self.shim_processes
+            .iter()
+            .filter_map(|p| p.split_whitespace().next()?.parse().ok())
+            .collect()
     }
 
     pub fn is_clean(&self) -> bool {
@@ -113,7 +147,11 @@ pub fn shim_processes(address: &Path) -> Vec<String> {
     }
     let mut procs = Vec::new();
     for entry in list_dir(Path::new("/proc")) {
-        let Some(pid) = entry.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let cmdline = fs::read(entry.join("cmdline")).unwrap_or_default();
@@ -137,15 +175,25 @@ pub fn shim_processes(address: &Path) -> Vec<String> {
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
         let is_shim = args.first().is_some_and(|a| is_shim_path(a)) || is_shim_path(&exe);
-        procs.push(Proc { pid, ppid, is_shim, args });
+        procs.push(Proc {
+            pid,
+            ppid,
+            is_shim,
+            args,
+        });
     }
     let address = address.to_string_lossy();
     let mut mine: Vec<u32> = procs
         .iter()
         .filter(|p| {
             p.is_shim
-                && (p.args.windows(2).any(|w| w[0].trim_start_matches('-') == "address" && w[1] == address)
-                    || p.args.iter().any(|a| a.trim_start_matches('-') == format!("address={address}")))
+                && (p
+                    .args
+                    .windows(2)
+                    .any(|w| w[0].trim_start_matches('-') == "address" && w[1] == address)
+                    || p.args
+                        .iter()
+                        .any(|a| a.trim_start_matches('-') == format!("address={address}")))
         })
         .map(|p| p.pid)
         .collect();
@@ -206,9 +254,36 @@ fn active_snapshots(cd: &Containerd) -> Vec<String> {
     }
 }
 
+/// SIGKILLs shim processes by pid (ones this run's containerd started and lost track of), so one
+/// trial's leftovers do not disturb the next, and none outlive the suite.
+pub fn kill_pids(pids: &[u32]) {
+    for &pid in pids {
+        // SAFETY: kill(2) has no memory-safety preconditions; the pids come from shim_processes,
+        // i.e. shims started by this run's containerd (or their children).
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_keeps_only_new_items() {
+        let base = Leaks {
+            shim_processes: vec!["1 shim".into()],
+            ..Leaks::default()
+        };
+        let now = Leaks {
+            shim_processes: vec!["1 shim".into(), "2 shim".into()],
+            ..Leaks::default()
+        };
+        let new = now.without(&base);
+        assert_eq!(new.shim_pids(), vec![2]);
+        assert!(!new.is_clean());
+    }
 
     #[test]
     fn cgroup_dirs_counts_children_of_the_namespace_only() {
@@ -216,17 +291,26 @@ mod tests {
         fs::create_dir_all(t.path().join("memory/wasmtest/c1/sub")).unwrap();
         fs::create_dir_all(t.path().join("pids/wasmtest")).unwrap();
         fs::create_dir_all(t.path().join("pids/other/c9")).unwrap();
-        fs::write(t.path().join("memory/wasmtest/c1/memory.limit_in_bytes"), "1").unwrap();
+        fs::write(
+            t.path().join("memory/wasmtest/c1/memory.limit_in_bytes"),
+            "1",
+        )
+        .unwrap();
         let found = cgroup_dirs(t.path());
         assert_eq!(
             found,
-            vec![t.path().join("memory/wasmtest/c1"), t.path().join("memory/wasmtest/c1/sub")]
+            vec![
+                t.path().join("memory/wasmtest/c1"),
+                t.path().join("memory/wasmtest/c1/sub")
+            ]
         );
     }
 
     #[test]
     fn shim_path_matching() {
-        assert!(is_shim_path("/work/main/target/release/containerd-shim-wasm-v1"));
+        assert!(is_shim_path(
+            "/work/main/target/release/containerd-shim-wasm-v1"
+        ));
         assert!(is_shim_path("/x/containerd-shim-wasm-v1 (deleted)"));
         assert!(!is_shim_path("/usr/bin/containerd-shim-runc-v2"));
         assert!(!is_shim_path("cargo"));

@@ -129,7 +129,9 @@ impl Spawned {
         });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let started = Instant::now();
-        let mut child = cmd.spawn().with_context(|| format!("cannot start `{command}`"))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start `{command}`"))?;
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let readers = vec![

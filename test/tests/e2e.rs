@@ -16,6 +16,9 @@
 //! - `runc::*`: the same harness paths with containerd's runc runtime and busybox: proves the
 //!   harness (and the machine) before blaming the shim.
 //!
+//! Working directory: WASI preview 1 has none (wasi-libc starts in "/"); the shim passes the
+//! OCI cwd as `PWD` and the `args-env` guest moves there, as a cwd-aware p1 program must.
+//!
 //! Exit codes by contract: the guest's own code as is; a trap is 125; killed by signal N is
 //! 128+N (SIGTERM 143, SIGKILL 137).
 
@@ -27,6 +30,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 use wasm_shim_e2e::ctr::{ensure, line_with};
 use wasm_shim_e2e::images::{self, BUSYBOX_IMAGE, DATA_IN, GUESTS_IMAGE, REL_TXT};
+use wasm_shim_e2e::leaks;
 use wasm_shim_e2e::{guests, Containerd, EventRecorder, Leaks, Output, RunOpts, Stdin, NAMESPACE};
 
 /// Everything the trials share.
@@ -80,7 +84,9 @@ impl Flavor {
 // helpers
 
 fn expect_code(out: &Output, code: i32) -> Result<()> {
-    ensure(out.code == Some(code), || format!("expected exit {code}, got: {out}"))
+    ensure(out.code == Some(code), || {
+        format!("expected exit {code}, got: {out}")
+    })
 }
 
 fn expect_stdout_line(out: &Output, line: &str) -> Result<()> {
@@ -139,20 +145,28 @@ fn sigkill_sleeper(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
     let took = t.elapsed();
     println!("  SIGKILL -> exit after {took:.2?}");
     expect_code(&out, 137)?;
-    ensure(took < Duration::from_secs(2), || format!("took {took:?} to stop"))
+    ensure(took < Duration::from_secs(2), || {
+        format!("took {took:?} to stop")
+    })
 }
 
 /// `--cpu-quota 50000 --cpu-period 100000` shows in the container's cgroup.
 fn cpu_limit(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
-    let mut run = cx.cd.spawn(&f.opts(id).args(f.sleep_args(30)).cpu(50000, 100000))?;
+    let mut run = cx
+        .cd
+        .spawn(&f.opts(id).args(f.sleep_args(30)).cpu(50000, 100000))?;
     run.wait_for_stdout("sleeping", Duration::from_secs(20))?;
     let quota = cgroup_file("cpu", id, "cpu.cfs_quota_us", "cpu.max")?;
     let period = cgroup_file("cpu", id, "cpu.cfs_period_us", "cpu.max")?;
     cx.cd.kill(id, "SIGKILL")?;
     run.wait(Duration::from_secs(10));
     println!("  cpu quota {quota:?}, period {period:?}");
-    ensure(quota == "50000" || quota == "50000 100000", || format!("cpu quota is {quota:?}"))?;
-    ensure(period == "100000" || period == "50000 100000", || format!("cpu period is {period:?}"))
+    ensure(quota == "50000" || quota == "50000 100000", || {
+        format!("cpu quota is {quota:?}")
+    })?;
+    ensure(period == "100000" || period == "50000 100000", || {
+        format!("cpu period is {period:?}")
+    })
 }
 
 /// ctr 1.6 has no pids flag: run from a whole spec (`--config`) with `pids.limit = 32` and a
@@ -169,9 +183,17 @@ fn pids_limit(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
     images::write_rootfs(&files, &rootfs)?;
     let args = f.sleep_args(30);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let spec = images::config_spec(&cx.cd, id, &rootfs, &args, serde_json::json!({"pids": {"limit": 32}}))?;
+    let spec = images::config_spec(
+        &cx.cd,
+        id,
+        &rootfs,
+        &args,
+        serde_json::json!({"pids": {"limit": 32}}),
+    )?;
     let out = cx.cd.run(&f.opts(id).config(&spec).detach())?;
-    ensure(out.success(), || format!("ctr run -d --config failed: {out}"))?;
+    ensure(out.success(), || {
+        format!("ctr run -d --config failed: {out}")
+    })?;
     cx.cd.wait_status(id, "RUNNING", Duration::from_secs(10))?;
     let max = cgroup_file("pids", id, "pids.max", "pids.max");
     cx.cd.kill(id, "SIGKILL")?;
@@ -192,16 +214,22 @@ fn pause_resume(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
     cx.cd.pause(id)?;
     cx.cd.wait_status(id, "PAUSED", Duration::from_secs(5))?;
     if let Ok(state) = cgroup_file("freezer", id, "freezer.state", "cgroup.freeze") {
-        ensure(state == "FROZEN" || state == "1", || format!("freezer state {state:?} while paused"))?;
+        ensure(state == "FROZEN" || state == "1", || {
+            format!("freezer state {state:?} while paused")
+        })?;
     }
     std::thread::sleep(Duration::from_millis(500));
-    ensure(run.running(), || "ctr run returned while the task was paused".into())?;
+    ensure(run.running(), || {
+        "ctr run returned while the task was paused".into()
+    })?;
     cx.cd.resume(id)?;
     let out = run.wait(Duration::from_secs(20));
     expect_code(&out, 0)?;
     expect_stdout_line(&out, "done")?;
-    cx.events.wait_for(id, "/tasks/paused", Duration::from_secs(2))?;
-    cx.events.wait_for(id, "/tasks/resumed", Duration::from_secs(2))?;
+    cx.events
+        .wait_for(id, "/tasks/paused", Duration::from_secs(2))?;
+    cx.events
+        .wait_for(id, "/tasks/resumed", Duration::from_secs(2))?;
     Ok(())
 }
 
@@ -216,17 +244,16 @@ fn metrics_ps(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
     let found = nonzero_metric(&metrics?)?;
     let pids = pids?;
     println!("  {found}; ps: {pids:?}");
-    ensure(pids.iter().any(|p| *p > 0), || format!("ctr task ps listed no pid: {pids:?}"))
+    ensure(pids.iter().any(|p| *p > 0), || {
+        format!("ctr task ps listed no pid: {pids:?}")
+    })
 }
 
 /// create, start, exit, delete are published in that order for a run.
 fn lifecycle_events(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
-    let opts = match f {
-        Flavor::Wasm => f.opts(id),
-        Flavor::Runc => f.opts(id),
-    };
-    cx.cd.run(&opts)?.ok()?;
-    cx.events.wait_for(id, "/tasks/delete", Duration::from_secs(5))?;
+    cx.cd.run(&f.opts(id))?.ok()?;
+    cx.events
+        .wait_for(id, "/tasks/delete", Duration::from_secs(5))?;
     let topics = cx.events.topics(id);
     let pos = |t: &str| {
         topics
@@ -234,10 +261,19 @@ fn lifecycle_events(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
             .position(|x| x == t)
             .ok_or_else(|| anyhow!("no {t} event for {id}; seen {topics:?}"))
     };
-    let order = [pos("/tasks/create")?, pos("/tasks/start")?, pos("/tasks/exit")?, pos("/tasks/delete")?];
+    let order = [
+        pos("/tasks/create")?,
+        pos("/tasks/start")?,
+        pos("/tasks/exit")?,
+        pos("/tasks/delete")?,
+    ];
     println!("  {topics:?}");
-    ensure(order.windows(2).all(|w| w[0] < w[1]), || format!("events out of order: {topics:?}"))?;
-    let exit = cx.events.wait_for(id, "/tasks/exit", Duration::from_secs(1))?;
+    ensure(order.windows(2).all(|w| w[0] < w[1]), || {
+        format!("events out of order: {topics:?}")
+    })?;
+    let exit = cx
+        .events
+        .wait_for(id, "/tasks/exit", Duration::from_secs(1))?;
     ensure(exit.body["exit_status"].as_u64().unwrap_or(0) == 0, || {
         format!("exit event has a non-zero status: {}", exit.line)
     })
@@ -245,20 +281,25 @@ fn lifecycle_events(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
 
 /// `n` `ctr run --rm` in a row, then nothing may be left.
 fn run_loop(cx: &Ctx, f: Flavor, prefix: &str, n: usize) -> Result<()> {
+    let before = Leaks::measure(&cx.cd);
     let t = Instant::now();
     for i in 0..n {
         let id = format!("{prefix}-{i}");
         let out = cx.cd.run(&f.opts(&id))?;
-        ensure(out.success() && out.stdout.contains("hello"), || format!("run {i} of {n}: {out}"))?;
+        ensure(out.success() && out.stdout.contains("hello"), || {
+            format!("run {i} of {n}: {out}")
+        })?;
     }
     let took = t.elapsed();
-    let leaks = Leaks::wait_clean(&cx.cd, Duration::from_secs(10));
+    let leaks = Leaks::wait_clean_since(&cx.cd, &before, Duration::from_secs(10));
     println!(
         "  {n} runs in {took:.1?} ({:.0?} each); left behind: {}",
         took / n as u32,
         leaks.counts()
     );
-    ensure(leaks.is_clean(), || format!("left behind after {n} runs: {leaks}"))
+    ensure(leaks.is_clean(), || {
+        format!("left behind after {n} runs: {leaks}")
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -267,11 +308,15 @@ fn run_loop(cx: &Ctx, f: Flavor, prefix: &str, n: usize) -> Result<()> {
 fn wasm_hello(cx: &Ctx) -> Result<()> {
     let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-hello"))?;
     expect_code(&out, 0)?;
-    ensure(out.stdout == "hello from wasm\n", || format!("stdout is not exactly the greeting: {out}"))
+    ensure(out.stdout == "hello from wasm\n", || {
+        format!("stdout is not exactly the greeting: {out}")
+    })
 }
 
 fn wasm_stderr(cx: &Ctx) -> Result<()> {
-    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-stderr").args(["/stderr.wasm"]))?;
+    let out = cx
+        .cd
+        .run(&RunOpts::wasm(GUESTS_IMAGE, "w-stderr").args(["/stderr.wasm"]))?;
     expect_code(&out, 0)?;
     ensure(
         out.stdout.contains("this goes to stdout") && !out.stdout.contains("this goes to stderr"),
@@ -284,7 +329,9 @@ fn wasm_stderr(cx: &Ctx) -> Result<()> {
 }
 
 fn wasm_exit3(cx: &Ctx) -> Result<()> {
-    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-exit3").args(["/exit3.wasm"]))?;
+    let out = cx
+        .cd
+        .run(&RunOpts::wasm(GUESTS_IMAGE, "w-exit3").args(["/exit3.wasm"]))?;
     expect_code(&out, 3)?;
     expect_stdout_line(&out, "exiting with 3")
 }
@@ -300,6 +347,7 @@ fn wasm_args_env_cwd(cx: &Ctx) -> Result<()> {
         "arg[1]=rel.txt",
         "arg[2]=two words",
         "GREETING=hi",
+        "PWD=/work",
         "cwd=/work",
         &format!("file rel.txt: {REL_TXT}"),
     ] {
@@ -316,13 +364,16 @@ fn wasm_cwd_flag(cx: &Ctx) -> Result<()> {
             .cwd("/data"),
     )?;
     expect_code(&out, 0)?;
+    expect_stdout_line(&out, "PWD=/data")?;
     expect_stdout_line(&out, "cwd=/data")?;
     expect_stdout_line(&out, "GREETING unset")?;
     expect_stdout_line(&out, &format!("file in.txt: {DATA_IN}"))
 }
 
 fn wasm_files(cx: &Ctx) -> Result<()> {
-    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-files").args(["/files.wasm"]))?;
+    let out = cx
+        .cd
+        .run(&RunOpts::wasm(GUESTS_IMAGE, "w-files").args(["/files.wasm"]))?;
     expect_code(&out, 0)?;
     expect_stdout_line(&out, &format!("in: {DATA_IN}"))?;
     expect_stdout_line(&out, &format!("out: copied: {DATA_IN}"))
@@ -336,7 +387,9 @@ fn wasm_stdin_cat(cx: &Ctx) -> Result<()> {
             .stdin(Stdin::Bytes(input)),
     )?;
     expect_code(&out, 0)?;
-    ensure(out.stdout == "line one\nline two\nEOF\n", || format!("stdin not echoed then EOF: {out}"))
+    ensure(out.stdout == "line one\nline two\nEOF\n", || {
+        format!("stdin not echoed then EOF: {out}")
+    })
 }
 
 fn wasm_stdin_large(cx: &Ctx) -> Result<()> {
@@ -349,31 +402,50 @@ fn wasm_stdin_large(cx: &Ctx) -> Result<()> {
     expect_code(&out, 0)?;
     let expected = format!("{}EOF\n", String::from_utf8(input).unwrap());
     ensure(out.stdout == expected, || {
-        format!("1 MiB through cat: got {} bytes, expected {}", out.stdout.len(), expected.len())
+        format!(
+            "1 MiB through cat: got {} bytes, expected {}",
+            out.stdout.len(),
+            expected.len()
+        )
     })
 }
 
 fn wasm_component(cx: &Ctx) -> Result<()> {
-    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-component").args(["/component.wasm"]))?;
+    let out = cx
+        .cd
+        .run(&RunOpts::wasm(GUESTS_IMAGE, "w-component").args(["/component.wasm"]))?;
     expect_code(&out, 0)?;
     expect_stdout_line(&out, "hello from wasm")
 }
 
 fn wasm_wat(cx: &Ctx) -> Result<()> {
-    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-wat").args(["/hello.wat"]))?;
+    let out = cx
+        .cd
+        .run(&RunOpts::wasm(GUESTS_IMAGE, "w-wat").args(["/hello.wat"]))?;
     expect_code(&out, 0)?;
     expect_stdout_line(&out, "hello from wat")
 }
 
 fn wasm_custom_export(cx: &Ctx) -> Result<()> {
-    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-custom").args(["/custom.wasm#custom"]))?;
+    let out = cx
+        .cd
+        .run(&RunOpts::wasm(GUESTS_IMAGE, "w-custom").args(["/custom.wasm#custom"]))?;
     expect_code(&out, 0)?;
     expect_stdout_line(&out, "custom export")?;
-    ensure(!out.stdout.contains("start"), || format!("_start ran too: {out}"))
+    ensure(!out.stdout.contains("start"), || {
+        format!("_start ran too: {out}")
+    })
 }
 
 /// A foreground guest gets `signal` once it printed `marker`; ctr must exit `code` within 2 s.
-fn signal_case(cx: &Ctx, id: &str, guest: &str, marker: &str, signal: &str, code: i32) -> Result<()> {
+fn signal_case(
+    cx: &Ctx,
+    id: &str,
+    guest: &str,
+    marker: &str,
+    signal: &str,
+    code: i32,
+) -> Result<()> {
     let mut run = cx.cd.spawn(
         &RunOpts::wasm(GUESTS_IMAGE, id)
             .args([guest])
@@ -386,7 +458,9 @@ fn signal_case(cx: &Ctx, id: &str, guest: &str, marker: &str, signal: &str, code
     let took = t.elapsed();
     println!("  {signal} -> exit after {took:.2?}");
     expect_code(&out, code)?;
-    ensure(took < Duration::from_secs(2), || format!("took {took:?} to stop after {signal}"))
+    ensure(took < Duration::from_secs(2), || {
+        format!("took {took:?} to stop after {signal}")
+    })
 }
 
 fn wasm_memory_limit(cx: &Ctx) -> Result<()> {
@@ -397,17 +471,31 @@ fn wasm_memory_limit(cx: &Ctx) -> Result<()> {
             .memory_limit(64 << 20)
             .timeout(Duration::from_secs(60)),
     )?;
-    println!("  exit {:?} after {:.2?}; last stdout line {:?}", out.code, out.duration, out.stdout.lines().last());
-    ensure(out.stdout.contains("allocated 8 MiB"), || format!("memhog never ran: {out}"))?;
+    println!(
+        "  exit {:?} after {:.2?}; last stdout line {:?}",
+        out.code,
+        out.duration,
+        out.stdout.lines().last()
+    );
+    ensure(out.stdout.contains("allocated 8 MiB"), || {
+        format!("memhog never ran: {out}")
+    })?;
     expect_code(&out, 125)?;
-    line_with(&out.stderr.to_lowercase(), &["memory"]).with_context(|| format!("no memory message on stderr: {out}"))?;
-    cx.events.wait_for(id, "/tasks/oom", Duration::from_secs(5))?;
+    line_with(&out.stderr.to_lowercase(), &["memory"])
+        .with_context(|| format!("no memory message on stderr: {out}"))?;
+    cx.events
+        .wait_for(id, "/tasks/oom", Duration::from_secs(5))?;
     Ok(())
 }
 
 /// A bad entrypoint: `ctr run` fails, with a line naming one of `needles`, and nothing stays.
 fn bad_input(cx: &Ctx, id: &str, entry: &str, needles: &[&str]) -> Result<()> {
-    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, id).args([entry]).timeout(Duration::from_secs(20)))?;
+    let before = Leaks::measure(&cx.cd);
+    let out = cx.cd.run(
+        &RunOpts::wasm(GUESTS_IMAGE, id)
+            .args([entry])
+            .timeout(Duration::from_secs(20)),
+    )?;
     ensure(!out.timed_out && out.code.is_some_and(|c| c != 0), || {
         format!("expected `ctr run` to fail: {out}")
     })?;
@@ -417,7 +505,7 @@ fn bad_input(cx: &Ctx, id: &str, entry: &str, needles: &[&str]) -> Result<()> {
         .find_map(|n| line_with(&combined, &[n]).ok())
         .ok_or_else(|| anyhow!("no output line names any of {needles:?}: {out}"))?;
     println!("  exit {:?}: {}", out.code, line.trim());
-    let leaks = Leaks::wait_clean(&cx.cd, Duration::from_secs(5));
+    let leaks = Leaks::wait_clean_since(&cx.cd, &before, Duration::from_secs(5));
     ensure(leaks.is_clean(), || format!("left behind: {leaks}"))
 }
 
@@ -425,9 +513,15 @@ fn wasm_latency(cx: &Ctx) -> Result<()> {
     let n = 10;
     let (mut wasm, mut runc) = (Vec::new(), Vec::new());
     for i in 0..n {
-        let w = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, &format!("bench-w-{i}")))?.ok()?;
+        let w = cx
+            .cd
+            .run(&RunOpts::wasm(GUESTS_IMAGE, &format!("bench-w-{i}")))?
+            .ok()?;
         wasm.push(w.duration);
-        let r = cx.cd.run(&RunOpts::runc(BUSYBOX_IMAGE, &format!("bench-r-{i}")))?.ok()?;
+        let r = cx
+            .cd
+            .run(&RunOpts::runc(BUSYBOX_IMAGE, &format!("bench-r-{i}")))?
+            .ok()?;
         runc.push(r.duration);
     }
     println!(
@@ -450,12 +544,15 @@ fn runc_echo(cx: &Ctx) -> Result<()> {
 }
 
 fn runc_exit_and_streams(cx: &Ctx) -> Result<()> {
-    let out = cx.cd.run(
-        &RunOpts::runc(BUSYBOX_IMAGE, "r-exit")
-            .args(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"]),
-    )?;
+    let out = cx.cd.run(&RunOpts::runc(BUSYBOX_IMAGE, "r-exit").args([
+        "/bin/sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]))?;
     expect_code(&out, 3)?;
-    ensure(out.stdout == "out\n" && out.stderr == "err\n", || format!("{out}"))
+    ensure(out.stdout == "out\n" && out.stderr == "err\n", || {
+        format!("{out}")
+    })
 }
 
 fn runc_stdin(cx: &Ctx) -> Result<()> {
@@ -473,10 +570,15 @@ fn runc_stdin(cx: &Ctx) -> Result<()> {
 
 fn setup() -> Result<Ctx> {
     let cd = Containerd::start()?;
-    println!("private containerd: {} (log: {})", cd.dir.display(), cd.log.display());
+    println!(
+        "private containerd: {} (log: {})",
+        cd.dir.display(),
+        cd.log.display()
+    );
     let events = EventRecorder::start(&cd)?;
 
-    let runc_blocker = match images::busybox_image().and_then(|s| images::build_and_import(&cd, &s)) {
+    let runc_blocker = match images::busybox_image().and_then(|s| images::build_and_import(&cd, &s))
+    {
         Ok(_) => None,
         Err(e) => Some(format!("busybox image: {e:#}")),
     };
@@ -502,7 +604,12 @@ fn setup() -> Result<Ctx> {
     if let Some(b) = &wasm_blocker {
         println!("wasm trials cannot run: {b}");
     }
-    Ok(Ctx { cd, events, wasm_blocker, runc_blocker })
+    Ok(Ctx {
+        cd,
+        events,
+        wasm_blocker,
+        runc_blocker,
+    })
 }
 
 type Case = Box<dyn Fn(&Ctx) -> Result<()> + Send + Sync>;
@@ -519,20 +626,56 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     use Flavor::{Runc, Wasm};
 
     add("echo", Runc, Box::new(runc_echo));
-    add("exit_code_and_streams", Runc, Box::new(runc_exit_and_streams));
+    add(
+        "exit_code_and_streams",
+        Runc,
+        Box::new(runc_exit_and_streams),
+    );
     add("stdin", Runc, Box::new(runc_stdin));
-    add("sigkill", Runc, Box::new(|cx| sigkill_sleeper(cx, Runc, "r-kill")));
-    add("cpu_limit", Runc, Box::new(|cx| cpu_limit(cx, Runc, "r-cpu")));
-    add("pids_limit_config", Runc, Box::new(|cx| pids_limit(cx, Runc, "r-pids")));
-    add("pause_resume", Runc, Box::new(|cx| pause_resume(cx, Runc, "r-pause")));
-    add("metrics_ps", Runc, Box::new(|cx| metrics_ps(cx, Runc, "r-metrics")));
-    add("events", Runc, Box::new(|cx| lifecycle_events(cx, Runc, "r-events")));
-    add("loop_leaves_nothing", Runc, Box::new(|cx| run_loop(cx, Runc, "r-loop", 5)));
+    add(
+        "sigkill",
+        Runc,
+        Box::new(|cx| sigkill_sleeper(cx, Runc, "r-kill")),
+    );
+    add(
+        "cpu_limit",
+        Runc,
+        Box::new(|cx| cpu_limit(cx, Runc, "r-cpu")),
+    );
+    add(
+        "pids_limit_config",
+        Runc,
+        Box::new(|cx| pids_limit(cx, Runc, "r-pids")),
+    );
+    add(
+        "pause_resume",
+        Runc,
+        Box::new(|cx| pause_resume(cx, Runc, "r-pause")),
+    );
+    add(
+        "metrics_ps",
+        Runc,
+        Box::new(|cx| metrics_ps(cx, Runc, "r-metrics")),
+    );
+    add(
+        "events",
+        Runc,
+        Box::new(|cx| lifecycle_events(cx, Runc, "r-events")),
+    );
+    add(
+        "loop_leaves_nothing",
+        Runc,
+        Box::new(|cx| run_loop(cx, Runc, "r-loop", 5)),
+    );
 
     add("hello", Wasm, Box::new(wasm_hello));
     add("stderr_separate", Wasm, Box::new(wasm_stderr));
     add("exit_code_3", Wasm, Box::new(wasm_exit3));
-    add("args_env_cwd_relative_file", Wasm, Box::new(wasm_args_env_cwd));
+    add(
+        "args_env_cwd_relative_file",
+        Wasm,
+        Box::new(wasm_args_env_cwd),
+    );
     add("cwd_flag", Wasm, Box::new(wasm_cwd_flag));
     add("files_image_and_tmp", Wasm, Box::new(wasm_files));
     add("stdin_cat_to_eof", Wasm, Box::new(wasm_stdin_cat));
@@ -540,25 +683,121 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("component", Wasm, Box::new(wasm_component));
     add("wat_entrypoint", Wasm, Box::new(wasm_wat));
     add("custom_export", Wasm, Box::new(wasm_custom_export));
-    add("sigterm_spin", Wasm, Box::new(|cx| signal_case(cx, "w-term-spin", "/spin.wasm", "spinning", "SIGTERM", 143)));
-    add("sigterm_block_read", Wasm, Box::new(|cx| signal_case(cx, "w-term-read", "/block-read.wasm", "waiting", "SIGTERM", 143)));
-    add("sigkill_spin", Wasm, Box::new(|cx| signal_case(cx, "w-kill-spin", "/spin.wasm", "spinning", "SIGKILL", 137)));
-    add("sigkill_block_read", Wasm, Box::new(|cx| signal_case(cx, "w-kill-read", "/block-read.wasm", "waiting", "SIGKILL", 137)));
+    add(
+        "sigterm_spin",
+        Wasm,
+        Box::new(|cx| signal_case(cx, "w-term-spin", "/spin.wasm", "spinning", "SIGTERM", 143)),
+    );
+    add(
+        "sigterm_block_read",
+        Wasm,
+        Box::new(|cx| {
+            signal_case(
+                cx,
+                "w-term-read",
+                "/block-read.wasm",
+                "waiting",
+                "SIGTERM",
+                143,
+            )
+        }),
+    );
+    add(
+        "sigkill_spin",
+        Wasm,
+        Box::new(|cx| signal_case(cx, "w-kill-spin", "/spin.wasm", "spinning", "SIGKILL", 137)),
+    );
+    add(
+        "sigkill_block_read",
+        Wasm,
+        Box::new(|cx| {
+            signal_case(
+                cx,
+                "w-kill-read",
+                "/block-read.wasm",
+                "waiting",
+                "SIGKILL",
+                137,
+            )
+        }),
+    );
     add("memory_limit_oom", Wasm, Box::new(wasm_memory_limit));
-    add("cpu_limit", Wasm, Box::new(|cx| cpu_limit(cx, Wasm, "w-cpu")));
-    add("pids_limit_config", Wasm, Box::new(|cx| pids_limit(cx, Wasm, "w-pids")));
-    add("pause_resume", Wasm, Box::new(|cx| pause_resume(cx, Wasm, "w-pause")));
-    add("metrics_ps", Wasm, Box::new(|cx| metrics_ps(cx, Wasm, "w-metrics")));
-    add("events", Wasm, Box::new(|cx| lifecycle_events(cx, Wasm, "w-events")));
-    add("bad_corrupt_module", Wasm, Box::new(|cx| bad_input(cx, "w-bad-corrupt", "/corrupt.wasm", &["corrupt.wasm"])));
-    add("bad_truncated_module", Wasm, Box::new(|cx| bad_input(cx, "w-bad-trunc", "/truncated.wasm", &["truncated.wasm"])));
-    add("bad_missing_file", Wasm, Box::new(|cx| bad_input(cx, "w-bad-missing", "/missing.wasm", &["missing.wasm"])));
-    add("bad_directory", Wasm, Box::new(|cx| bad_input(cx, "w-bad-dir", "/dir.wasm", &["dir.wasm"])));
-    add("bad_missing_export", Wasm, Box::new(|cx| bad_input(cx, "w-bad-export", "/hello.wasm#nope", &["nope"])));
-    add("bad_no_start", Wasm, Box::new(|cx| bad_input(cx, "w-bad-nostart", "/no-start.wasm", &["_start", "no-start.wasm"])));
-    add("bad_not_wasm", Wasm, Box::new(|cx| bad_input(cx, "w-bad-text", "/notes.txt", &["notes.txt"])));
-    let loops = std::env::var("E2E_LOOP").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    add("loop_200_leaves_nothing", Wasm, Box::new(move |cx| run_loop(cx, Wasm, "w-loop", loops)));
+    add(
+        "cpu_limit",
+        Wasm,
+        Box::new(|cx| cpu_limit(cx, Wasm, "w-cpu")),
+    );
+    add(
+        "pids_limit_config",
+        Wasm,
+        Box::new(|cx| pids_limit(cx, Wasm, "w-pids")),
+    );
+    add(
+        "pause_resume",
+        Wasm,
+        Box::new(|cx| pause_resume(cx, Wasm, "w-pause")),
+    );
+    add(
+        "metrics_ps",
+        Wasm,
+        Box::new(|cx| metrics_ps(cx, Wasm, "w-metrics")),
+    );
+    add(
+        "events",
+        Wasm,
+        Box::new(|cx| lifecycle_events(cx, Wasm, "w-events")),
+    );
+    add(
+        "bad_corrupt_module",
+        Wasm,
+        Box::new(|cx| bad_input(cx, "w-bad-corrupt", "/corrupt.wasm", &["corrupt.wasm"])),
+    );
+    add(
+        "bad_truncated_module",
+        Wasm,
+        Box::new(|cx| bad_input(cx, "w-bad-trunc", "/truncated.wasm", &["truncated.wasm"])),
+    );
+    add(
+        "bad_missing_file",
+        Wasm,
+        Box::new(|cx| bad_input(cx, "w-bad-missing", "/missing.wasm", &["missing.wasm"])),
+    );
+    add(
+        "bad_directory",
+        Wasm,
+        Box::new(|cx| bad_input(cx, "w-bad-dir", "/dir.wasm", &["dir.wasm"])),
+    );
+    add(
+        "bad_missing_export",
+        Wasm,
+        Box::new(|cx| bad_input(cx, "w-bad-export", "/hello.wasm#nope", &["nope"])),
+    );
+    add(
+        "bad_no_start",
+        Wasm,
+        Box::new(|cx| {
+            bad_input(
+                cx,
+                "w-bad-nostart",
+                "/no-start.wasm",
+                &["_start", "no-start.wasm"],
+            )
+        }),
+    );
+    add(
+        "bad_not_wasm",
+        Wasm,
+        Box::new(|cx| bad_input(cx, "w-bad-text", "/notes.txt", &["notes.txt"])),
+    );
+    let loops = std::env::var("E2E_LOOP")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    add(
+        "loop_200_leaves_nothing",
+        Wasm,
+        Box::new(move |cx| run_loop(cx, Wasm, "w-loop", loops)),
+    );
     add("latency_vs_runc", Wasm, Box::new(wasm_latency));
     v
 }
@@ -604,8 +843,15 @@ fn main() {
                     return Err(Failed::from(b.clone()));
                 }
                 let log_start = std::fs::metadata(&cx.cd.log).map(|m| m.len()).unwrap_or(0);
+                let before = Leaks::measure(&cx.cd);
                 let result = case(&cx);
                 cx.cd.remove_all();
+                // Every trial, passing or not, must leave nothing new behind.
+                let left = Leaks::wait_clean_since(&cx.cd, &before, Duration::from_secs(5));
+                leaks::kill_pids(&left.shim_pids());
+                let result = result.and_then(|()| {
+                    ensure(left.is_clean(), || format!("the trial passed but left behind: {left}"))
+                });
                 result.map_err(|e| {
                     let log = std::fs::read(&cx.cd.log).unwrap_or_default();
                     let new = String::from_utf8_lossy(&log[(log_start as usize).min(log.len())..]).into_owned();
