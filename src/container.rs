@@ -2,6 +2,7 @@
 //! (pidfd) and the thread that waits for its exit. The task service drives it.
 
 use std::fs::{File, OpenOptions};
+use std::collections::HashMap;
 use std::io::BufReader;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,6 +21,8 @@ use wasm_shim_container::process::{self, ExitStatus, PidFd};
 
 use crate::errors::{Result, ShimError};
 use crate::events::Events;
+use crate::exec::ExecProcess;
+use crate::native::{self, Runc};
 use crate::protocol::{self, FromInit, ToInit};
 use crate::task::{Event as TaskEvent, Status};
 
@@ -56,21 +59,25 @@ pub struct Container {
     pub pid: u32,
     pidfd: Arc<PidFd>,
     pub cgroup: Option<Cgroup>,
+    /// Set for a native container: runc created it and owns its cgroup.
+    runc: Option<Runc>,
     rootfs_mounted: bool,
     stdin_relay: Option<StdinRelay>,
     state: Mutex<State>,
     exited: Condvar,
+    /// Exec processes of a native container, by exec id.
+    pub execs: Mutex<HashMap<String, Arc<ExecProcess>>>,
 }
 
 /// Copies the stdin FIFO into a pipe that is the guest's fd 0. A FIFO opened before its
 /// writer shows up reads as end-of-file; the relay waits for the writer instead, and closing
 /// the pipe is how the guest sees the real end-of-file.
-struct StdinRelay {
+pub(crate) struct StdinRelay {
     fifo: String,
 }
 
 impl StdinRelay {
-    fn start(fifo: &str) -> Result<(StdinRelay, OwnedFd)> {
+    pub(crate) fn start(fifo: &str) -> Result<(StdinRelay, OwnedFd)> {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ShimError::internal)?;
         let path = fifo.to_string();
         std::thread::Builder::new()
@@ -89,12 +96,12 @@ impl StdinRelay {
     }
 
     /// Unblocks a relay still waiting for a writer (nobody ever attached stdin).
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let _ = OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&self.fifo);
     }
 }
 
-fn open_output(path: &str) -> Result<Option<OwnedFd>> {
+pub(crate) fn open_output(path: &str) -> Result<Option<OwnedFd>> {
     if path.is_empty() {
         return Ok(None);
     }
@@ -106,6 +113,15 @@ fn open_output(path: &str) -> Result<Option<OwnedFd>> {
         .open(path)
         .map_err(|e| ShimError::internal(format!("{path}: cannot open: {e}")))?;
     Ok(Some(f.into()))
+}
+
+/// The rootfs directory on the host: the spec's `root.path`, relative to the bundle.
+fn rootfs_path(bundle: &Path, spec: &oci_spec::runtime::Spec) -> PathBuf {
+    match spec.root().as_ref().map(|r| r.path().clone()) {
+        Some(p) if p.is_absolute() => p,
+        Some(p) => bundle.join(p),
+        None => bundle.join("rootfs"),
+    }
 }
 
 fn mount_rootfs(req: &CreateTaskRequest, rootfs: &Path) -> Result<bool> {
@@ -141,6 +157,7 @@ struct Undo {
     cgroup: Option<Cgroup>,
     pid: Option<PidFd>,
     stdin: Option<StdinRelay>,
+    runc: Option<Runc>,
     armed: bool,
 }
 
@@ -155,6 +172,11 @@ impl Drop for Undo {
         }
         if let Some(s) = &self.stdin {
             s.stop();
+        }
+        if let Some(r) = &self.runc {
+            if let Err(e) = r.delete() {
+                warn!("cleanup: {e}");
+            }
         }
         if let Some(c) = &self.cgroup {
             if let Err(e) = c.destroy() {
@@ -178,7 +200,7 @@ impl Container {
         }
         let bundle = PathBuf::from(&req.bundle);
         let spec = wasm_shim_oci::load_spec(&bundle)?;
-        let mut undo = Undo { rootfs: None, cgroup: None, pid: None, stdin: None, armed: true };
+        let mut undo = Undo { rootfs: None, cgroup: None, pid: None, stdin: None, runc: None, armed: true };
 
         let rootfs = bundle.join("rootfs");
         let mounted = mount_rootfs(req, &rootfs)?;
@@ -187,6 +209,9 @@ impl Container {
         }
 
         let cg = cgroup_for(&spec, namespace, &req.id)?;
+        if native::is_native(&spec, &rootfs_path(&bundle, &spec)) {
+            return Self::create_native(req, namespace, events, bundle, cg, mounted, undo);
+        }
         cg.create().map_err(|e| ShimError::internal(e.to_string()))?;
         undo.cgroup = Some(cg.clone());
         if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
@@ -249,25 +274,96 @@ impl Container {
             pid: pid as u32,
             pidfd: Arc::new(undo.pid.take().expect("pidfd set above")),
             cgroup: undo.cgroup.take(),
+            runc: None,
             rootfs_mounted: mounted,
             stdin_relay: undo.stdin.take(),
             state: Mutex::new(State { status: Status::Created, exit: None, start_tx: Some(writer) }),
             exited: Condvar::new(),
+            execs: Mutex::new(HashMap::new()),
         });
-        let c = container.clone();
-        let events = events.clone();
-        std::thread::Builder::new()
-            .name(format!("wait-{pid}"))
-            .spawn(move || c.monitor(reader, &events))
-            .map_err(ShimError::internal)?;
+        Self::watch(&container, Some(reader), events)?;
         Ok(container)
     }
 
-    /// Reads what the init reports while it runs (OOM), then reaps it and records the exit.
-    fn monitor(self: Arc<Self>, mut reader: BufReader<UnixStream>, events: &Events) {
+    /// A native container: runc creates it from the same bundle (its own namespaces, cgroup,
+    /// rootfs setup, seccomp and capabilities); the shim keeps the stdio and the pidfd.
+    fn create_native(
+        req: &CreateTaskRequest,
+        namespace: &str,
+        events: &Events,
+        bundle: PathBuf,
+        cg: Cgroup,
+        mounted: bool,
+        mut undo: Undo,
+    ) -> Result<Arc<Container>> {
+        let runc = Runc::new(namespace, &req.id, &bundle)?;
+        let stdin = if req.stdin.is_empty() {
+            None
+        } else {
+            let (relay, fd) = StdinRelay::start(&req.stdin)?;
+            undo.stdin = Some(relay);
+            Some(fd)
+        };
+        let stdio = [stdin, open_output(&req.stdout)?, open_output(&req.stderr)?];
+        let pid = runc.create(&bundle, stdio)?;
+        undo.runc = Some(runc.clone());
+        let pidfd = PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?;
+        let _ = std::fs::write(bundle.join(INIT_PID_FILE), pid.to_string());
+        debug!("{}: native container created by runc, pid {pid}", req.id);
+        undo.armed = false;
+        let container = Arc::new(Container {
+            id: req.id.clone(),
+            bundle,
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            pid: pid as u32,
+            pidfd: Arc::new(pidfd),
+            cgroup: Some(cg),
+            runc: Some(runc),
+            rootfs_mounted: mounted,
+            stdin_relay: undo.stdin.take(),
+            state: Mutex::new(State { status: Status::Created, exit: None, start_tx: None }),
+            exited: Condvar::new(),
+            execs: Mutex::new(HashMap::new()),
+        });
+        Self::watch(&container, None, events)?;
+        Ok(container)
+    }
+
+    /// The runc driving a native container; wasm containers have none (and no exec).
+    pub fn runc(&self) -> Result<&Runc> {
+        self.runc.as_ref().ok_or_else(|| {
+            ShimError::unimplemented(format!("{}: exec is not supported in a wasm task (a wasm guest cannot start processes)", self.id))
+        })
+    }
+
+    pub fn exec(&self, exec_id: &str) -> Result<Arc<ExecProcess>> {
+        self.execs
+            .lock()
+            .unwrap()
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| ShimError::not_found(format!("{}: exec {exec_id} not found", self.id)))
+    }
+
+    fn watch(container: &Arc<Container>, reader: Option<BufReader<UnixStream>>, events: &Events) -> Result<()> {
+        let c = container.clone();
+        let events = events.clone();
+        std::thread::Builder::new()
+            .name(format!("wait-{}", container.pid))
+            .spawn(move || c.monitor(reader, &events))
+            .map_err(ShimError::internal)?;
+        Ok(())
+    }
+
+    /// Reads what a wasm init reports while it runs (OOM), then reaps the init and records
+    /// the exit.
+    fn monitor(self: Arc<Self>, reader: Option<BufReader<UnixStream>>, events: &Events) {
         let oom_before = self.cgroup.as_ref().and_then(|c| c.oom_kill_count().ok()).unwrap_or(0);
         let mut oom_sent = false;
-        while let Ok(Some(msg)) = protocol::recv::<FromInit>(&mut reader) {
+        let mut reader = reader;
+        while let Some(Ok(Some(msg))) = reader.as_mut().map(protocol::recv::<FromInit>) {
             if let FromInit::Oom { message } = msg {
                 debug!("{}: {message}", self.id);
                 if !oom_sent {
@@ -324,6 +420,12 @@ impl Container {
     pub fn start(&self, on_started: impl FnOnce()) -> Result<u32> {
         let mut st = self.state.lock().unwrap();
         let next = st.status.next(TaskEvent::Start).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
+        if let Some(runc) = &self.runc {
+            runc.start()?;
+            st.status = next;
+            on_started();
+            return Ok(self.pid);
+        }
         let tx = st.start_tx.as_mut().ok_or_else(|| ShimError::precondition(format!("{}: the init has exited", self.id)))?;
         protocol::send(tx, &ToInit::Start).map_err(|e| ShimError::precondition(format!("{}: the init has exited: {e}", self.id)))?;
         st.status = next;
@@ -331,10 +433,23 @@ impl Container {
         Ok(self.pid)
     }
 
-    pub fn kill(&self, signal: u32, _all: bool) -> Result<()> {
+    pub fn kill(&self, signal: u32, all: bool) -> Result<()> {
         let (status, _) = self.status();
         if status == Status::Stopped {
+            if all {
+                // Whatever the init left behind in its cgroup (a shared pid namespace).
+                if let Some(runc) = &self.runc {
+                    let _ = runc.kill(signal, true);
+                }
+                return Ok(());
+            }
             return Err(ShimError::not_found(format!("{}: process already finished", self.id)));
+        }
+        if all {
+            if let Some(runc) = &self.runc {
+                runc.kill(signal, true)?;
+                return Ok(());
+            }
         }
         match self.pidfd.send_signal(signal as i32) {
             Ok(()) => {}
@@ -375,6 +490,11 @@ impl Container {
     pub fn pause(&self) -> Result<()> {
         let mut st = self.state.lock().unwrap();
         let next = st.status.next(TaskEvent::Pause).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
+        if let Some(runc) = &self.runc {
+            runc.pause()?;
+            st.status = next;
+            return Ok(());
+        }
         self.cgroup()?.freeze().map_err(|e| ShimError::internal(e.to_string()))?;
         st.status = next;
         Ok(())
@@ -383,6 +503,11 @@ impl Container {
     pub fn resume(&self) -> Result<()> {
         let mut st = self.state.lock().unwrap();
         let next = st.status.next(TaskEvent::Resume).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
+        if let Some(runc) = &self.runc {
+            runc.resume()?;
+            st.status = next;
+            return Ok(());
+        }
         self.cgroup()?.thaw().map_err(|e| ShimError::internal(e.to_string()))?;
         st.status = next;
         Ok(())
@@ -390,6 +515,16 @@ impl Container {
 
     pub fn cgroup(&self) -> Result<&Cgroup> {
         self.cgroup.as_ref().ok_or_else(|| ShimError::precondition(format!("{}: no cgroup", self.id)))
+    }
+
+    /// Update: new limits (LinuxResources JSON) for the container's cgroup.
+    pub fn update(&self, resources_json: &[u8]) -> Result<()> {
+        if let Some(runc) = &self.runc {
+            return runc.update(resources_json);
+        }
+        let res: oci_spec::runtime::LinuxResources = serde_json::from_slice(resources_json)
+            .map_err(|e| ShimError::invalid(format!("update: resources are not LinuxResources JSON: {e}")))?;
+        self.cgroup()?.apply(&Resources::from_spec(&res)).map_err(|e| ShimError::invalid(e.to_string()))
     }
 
     /// Tears down what Create set up. A created-but-never-started init is killed first.
@@ -408,7 +543,10 @@ impl Container {
         if let Some(r) = &self.stdin_relay {
             r.stop();
         }
-        if let Some(c) = &self.cgroup {
+        if let Some(runc) = &self.runc {
+            // runc removes the container's cgroup and state.
+            runc.delete()?;
+        } else if let Some(c) = &self.cgroup {
             if let Err(e) = c.destroy() {
                 warn!("{}: {e}", self.id);
             }

@@ -6,7 +6,9 @@
 //! - `serve`: the ttrpc server under both Task API names containerd uses.
 //! - `service`: the ttrpc Task API containerd calls.
 //! - `container`: one container's rootfs, cgroup, stdio, init process and exit.
+//! - `exec`: exec processes of native containers.
 //! - `task`: the task lifecycle state machine.
+//! - `native`: native containers (pause, sidecars) handed to runc.
 //! - `init`: the hidden `init` mode, the container's first process, which runs the wasm.
 //! - `protocol`: messages between the shim and its init.
 //! - `events`: publishing task events to containerd in order.
@@ -16,7 +18,9 @@
 mod container;
 mod errors;
 mod events;
+mod exec;
 mod init;
+mod native;
 mod protocol;
 mod serve;
 mod service;

@@ -4,17 +4,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use containerd_shim::api::*;
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskIO, TaskPaused, TaskResumed, TaskStart};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskIO, TaskPaused, TaskResumed, TaskStart,
+};
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::ttrpc;
 use containerd_shim::{ExitSignal, Task, TtrpcContext};
 use log::{debug, info};
-use wasm_shim_container::cgroup::Resources;
 
 use crate::container::Container;
 use crate::errors::{Result, ShimError};
 use crate::events::Events;
+use crate::exec::ExecProcess;
 use crate::stats;
 use crate::task::Status as TaskStatus;
 
@@ -36,13 +38,6 @@ fn status_of(s: TaskStatus) -> Status {
     }
 }
 
-fn no_exec(exec_id: &str) -> Result<()> {
-    if exec_id.is_empty() {
-        Ok(())
-    } else {
-        Err(ShimError::not_found(format!("exec {exec_id}: wasm tasks have no exec processes")))
-    }
-}
 
 impl Service {
     pub fn new(namespace: String, events: Events, exit: Arc<ExitSignal>) -> Service {
@@ -84,8 +79,14 @@ impl Service {
     }
 
     fn do_delete(&self, req: &DeleteRequest) -> Result<DeleteResponse> {
-        no_exec(&req.exec_id)?;
         let c = self.get(&req.id)?;
+        if !req.exec_id.is_empty() {
+            let e = c.exec(&req.exec_id)?;
+            let exit = e.delete()?;
+            c.execs.lock().unwrap().remove(&req.exec_id);
+            let pid = e.status().1;
+            return Ok(DeleteResponse { pid, exit_status: exit.status, exited_at: MessageField::some(exit.at), ..Default::default() });
+        }
         let exit = c.delete()?;
         self.containers.lock().unwrap().remove(&req.id);
         self.events.send(TaskDelete {
@@ -101,10 +102,7 @@ impl Service {
     fn do_update(&self, req: &UpdateTaskRequest) -> Result<()> {
         let c = self.get(&req.id)?;
         let any = req.resources.as_ref().ok_or_else(|| ShimError::invalid("update: no resources given"))?;
-        let res: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
-            .map_err(|e| ShimError::invalid(format!("update: resources are not LinuxResources JSON ({}): {e}", any.type_url)))?;
-        c.cgroup()?.apply(&Resources::from_spec(&res)).map_err(|e| ShimError::invalid(e.to_string()))?;
-        Ok(())
+        c.update(&any.value)
     }
 }
 
@@ -117,16 +115,44 @@ impl Task for Service {
     }
 
     fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TResult<StartResponse> {
-        no_exec(&req.exec_id)?;
         let c = self.get(&req.id)?;
         let events = self.events.clone();
+        if !req.exec_id.is_empty() {
+            let e = c.exec(&req.exec_id)?;
+            if c.status().0 != TaskStatus::Running {
+                return Err(ShimError::precondition(format!("{}: cannot exec in a task that is {:?}", req.id, c.status().0)).into());
+            }
+            let pid = e.start(c.runc()?, &c.bundle, &self.events, |pid| {
+                events.send(TaskExecStarted { container_id: req.id.clone(), exec_id: req.exec_id.clone(), pid, ..Default::default() })
+            })?;
+            return Ok(StartResponse { pid, ..Default::default() });
+        }
         let pid = c.start(|| events.send(TaskStart { container_id: req.id.clone(), pid: c.pid, ..Default::default() }))?;
         Ok(StartResponse { pid, ..Default::default() })
     }
 
     fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TResult<StateResponse> {
-        no_exec(&req.exec_id)?;
         let c = self.get(&req.id)?;
+        if !req.exec_id.is_empty() {
+            let e = c.exec(&req.exec_id)?;
+            let (status, pid, exit) = e.status();
+            let mut resp = StateResponse {
+                id: e.id.clone(),
+                exec_id: e.id.clone(),
+                bundle: c.bundle.display().to_string(),
+                pid,
+                status: status_of(status).into(),
+                stdin: e.stdin.clone(),
+                stdout: e.stdout.clone(),
+                stderr: e.stderr.clone(),
+                ..Default::default()
+            };
+            if let Some(x) = exit {
+                resp.exit_status = x.status;
+                resp.exited_at = MessageField::some(x.at);
+            }
+            return Ok(resp);
+        }
         let (status, exit) = c.status();
         let mut resp = StateResponse {
             id: c.id.clone(),
@@ -146,15 +172,18 @@ impl Task for Service {
     }
 
     fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TResult<WaitResponse> {
-        no_exec(&req.exec_id)?;
         let c = self.get(&req.id)?;
-        let e = c.wait();
+        let e = if req.exec_id.is_empty() { c.wait() } else { c.exec(&req.exec_id)?.wait() };
         Ok(WaitResponse { exit_status: e.status, exited_at: MessageField::some(e.at), ..Default::default() })
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TResult<Empty> {
-        no_exec(&req.exec_id)?;
-        self.get(&req.id)?.kill(req.signal, req.all)?;
+        let c = self.get(&req.id)?;
+        if req.exec_id.is_empty() {
+            c.kill(req.signal, req.all)?;
+        } else {
+            c.exec(&req.exec_id)?.kill(req.signal)?;
+        }
         Ok(Empty::new())
     }
 
@@ -213,23 +242,40 @@ impl Task for Service {
     }
 
     fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> TResult<Empty> {
-        Err(ShimError::unimplemented(format!("{}: exec is not supported in a wasm task (a wasm guest cannot start processes)", req.id)).into())
+        let c = self.get(&req.id)?;
+        c.runc()?;
+        if c.status().0 != TaskStatus::Running {
+            return Err(ShimError::precondition(format!("{}: cannot exec in a task that is {:?}", req.id, c.status().0)).into());
+        }
+        let e = ExecProcess::new(&req)?;
+        {
+            let mut execs = c.execs.lock().unwrap();
+            if execs.contains_key(&req.exec_id) {
+                return Err(ShimError::new(crate::protocol::ErrorKind::FailedPrecondition, format!("{}: exec {} already exists", req.id, req.exec_id)).into());
+            }
+            execs.insert(req.exec_id.clone(), e);
+        }
+        self.events.send(TaskExecAdded { container_id: req.id.clone(), exec_id: req.exec_id.clone(), ..Default::default() });
+        Ok(Empty::new())
     }
 
     fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TResult<Empty> {
-        Err(ShimError::unimplemented(format!("{}: wasm tasks have no terminal to resize", req.id)).into())
+        Err(ShimError::unimplemented(format!("{}: this task has no terminal to resize", req.id)).into())
     }
 
     fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TResult<Empty> {
-        no_exec(&req.exec_id)?;
         let c = self.get(&req.id)?;
         if req.stdin {
-            c.close_stdin();
+            if req.exec_id.is_empty() {
+                c.close_stdin();
+            } else {
+                c.exec(&req.exec_id)?.close_stdin();
+            }
         }
         Ok(Empty::new())
     }
 
     fn checkpoint(&self, _ctx: &TtrpcContext, req: CheckpointTaskRequest) -> TResult<Empty> {
-        Err(ShimError::unimplemented(format!("{}: checkpoint is not supported for wasm tasks", req.id)).into())
+        Err(ShimError::unimplemented(format!("{}: checkpoint is not supported by this runtime", req.id)).into())
     }
 }

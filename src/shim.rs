@@ -39,13 +39,28 @@ pub fn start_action(flags: &Flags) -> containerd_shim::Result<()> {
         debug: flags.debug,
         ..Default::default()
     };
-    let grouping = opts.id.clone();
+    let grouping = grouping_id(&opts.id);
     let (_pid, socket) = spawn(opts, &grouping, Vec::new())?;
     write_address(&socket)?;
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(socket.as_bytes());
     let _ = out.flush();
     Ok(())
+}
+
+/// The CRI's annotation naming the pod (sandbox) a container belongs to.
+pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// Which shim process serves a container: all containers of a pod share the one started for
+/// its sandbox (same socket address, derived from the sandbox id); any other container gets its
+/// own. containerd runs the `start` action in the bundle directory.
+fn grouping_id(id: &str) -> String {
+    let bundle = std::env::current_dir().unwrap_or_default();
+    wasm_shim_oci::load_spec(&bundle)
+        .ok()
+        .and_then(|spec| spec.annotations().as_ref().and_then(|a| a.get(SANDBOX_ID).cloned()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| id.to_string())
 }
 
 pub struct WasmShim {
@@ -70,7 +85,7 @@ impl containerd_shim::Shim for WasmShim {
     /// Only reached through containerd 2.3's bootstrap protocol; `start_action` handles the
     /// classic one.
     fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
-        let grouping = opts.id.clone();
+        let grouping = grouping_id(&opts.id);
         let (_pid, address) = spawn(opts, &grouping, Vec::new())?;
         write_address(&address)?;
         Ok(address)
@@ -98,6 +113,14 @@ impl containerd_shim::Shim for WasmShim {
         }
         if pid > 0 {
             let _ = process::kill(pid, libc::SIGKILL);
+        }
+        // A native container: runc's record of it (and its cgroup) go too.
+        if let Ok(runc) = crate::native::Runc::new(&self.namespace, &self.id, &self.bundle) {
+            if runc.exists() {
+                if let Err(e) = runc.delete() {
+                    warn!("delete {}: {e}", self.id);
+                }
+            }
         }
         let rootfs = self.bundle.join("rootfs");
         let _ = wasm_shim_container::rootfs::unmount_all(&rootfs);

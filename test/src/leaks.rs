@@ -24,6 +24,9 @@ pub struct Leaks {
     pub snapshots: Vec<String>,
 }
 
+/// Where the shim keeps runc's state for native containers (per namespace).
+pub const RUNC_STATE: &str = "/run/containerd-shim-wasm-v1/runc";
+
 impl Leaks {
     /// Counts everything now.
     pub fn measure(cd: &Containerd) -> Leaks {
@@ -31,7 +34,10 @@ impl Leaks {
             shim_processes: shim_processes(&cd.socket),
             mounts: mounts_under(&cd.dir),
             cgroups: cgroup_dirs(Path::new("/sys/fs/cgroup")),
-            state_dirs: list_dir(&cd.task_state_dir()),
+            state_dirs: list_dir(&cd.task_state_dir())
+                .into_iter()
+                .chain(list_dir(&Path::new(RUNC_STATE).join(crate::NAMESPACE)))
+                .collect(),
             containers: cd
                 .containers()
                 .unwrap_or_else(|e| vec![format!("(ctr failed: {e})")]),

@@ -33,6 +33,9 @@ use wasm_shim_e2e::images::{self, BUSYBOX_IMAGE, DATA_IN, GUESTS_IMAGE, REL_TXT}
 use wasm_shim_e2e::leaks;
 use wasm_shim_e2e::{guests, Containerd, EventRecorder, Leaks, Output, RunOpts, Stdin, NAMESPACE};
 
+#[path = "e2e/native.rs"]
+mod native;
+
 /// Everything the trials share.
 struct Ctx {
     // Dropped in this order: the event stream first, then containerd (which stops it).
@@ -50,6 +53,8 @@ struct Ctx {
 enum Flavor {
     Wasm,
     Runc,
+    /// The busybox image run by the wasm shim: a native container, handed to runc.
+    Native,
 }
 
 impl Flavor {
@@ -57,6 +62,7 @@ impl Flavor {
         match self {
             Flavor::Wasm => RunOpts::wasm(GUESTS_IMAGE, id),
             Flavor::Runc => RunOpts::runc(BUSYBOX_IMAGE, id),
+            Flavor::Native => RunOpts::wasm(BUSYBOX_IMAGE, id),
         }
     }
 
@@ -64,7 +70,7 @@ impl Flavor {
     fn sleep_args(self, secs: u32) -> Vec<String> {
         match self {
             Flavor::Wasm => vec!["/sleep.wasm".into(), secs.to_string()],
-            Flavor::Runc => vec![
+            Flavor::Runc | Flavor::Native => vec![
                 "/bin/sh".into(),
                 "-c".into(),
                 format!("echo sleeping {secs}; sleep {secs}; echo done"),
@@ -76,6 +82,7 @@ impl Flavor {
         match self {
             Flavor::Wasm => cx.wasm_blocker.as_ref(),
             Flavor::Runc => cx.runc_blocker.as_ref(),
+            Flavor::Native => cx.wasm_blocker.as_ref().or(cx.runc_blocker.as_ref()),
         }
     }
 }
@@ -178,7 +185,7 @@ fn pids_limit(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
             let g = guests::Guests::load()?;
             images::guests_files(&g)
         }
-        Flavor::Runc => images::busybox_files()?,
+        Flavor::Runc | Flavor::Native => images::busybox_files()?,
     };
     images::write_rootfs(&files, &rootfs)?;
     let args = f.sleep_args(30);
@@ -620,6 +627,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
         let prefix = match f {
             Flavor::Wasm => "wasm",
             Flavor::Runc => "runc",
+            Flavor::Native => "native",
         };
         v.push((format!("{prefix}::{name}"), f, c));
     };
@@ -667,6 +675,24 @@ fn cases() -> Vec<(String, Flavor, Case)> {
         Runc,
         Box::new(|cx| run_loop(cx, Runc, "r-loop", 5)),
     );
+
+    // Native containers through the wasm runtime (pods' pause and sidecars): the runc
+    // scenarios again, plus what only native tasks have.
+    use Flavor::Native;
+    add("echo", Native, Box::new(|cx| native::echo(cx)));
+    add("exit_code_and_streams", Native, Box::new(|cx| native::exit_and_streams(cx)));
+    add("stdin", Native, Box::new(|cx| native::stdin(cx)));
+    add("sigkill", Native, Box::new(|cx| sigkill_sleeper(cx, Native, "n-kill")));
+    add("cpu_limit", Native, Box::new(|cx| cpu_limit(cx, Native, "n-cpu")));
+    add("pids_limit_config", Native, Box::new(|cx| pids_limit(cx, Native, "n-pids")));
+    add("pause_resume", Native, Box::new(|cx| pause_resume(cx, Native, "n-pause")));
+    add("metrics_ps", Native, Box::new(|cx| metrics_ps(cx, Native, "n-metrics")));
+    add("events", Native, Box::new(|cx| lifecycle_events(cx, Native, "n-events")));
+    add("exec", Native, Box::new(|cx| native::exec(cx)));
+    add("exec_in_wasm_task_is_refused", Native, Box::new(|cx| native::exec_in_wasm(cx)));
+    add("missing_binary", Native, Box::new(|cx| native::missing_binary(cx)));
+    add("pod_shares_one_shim", Native, Box::new(|cx| native::pod_shares_one_shim(cx)));
+    add("loop_leaves_nothing", Native, Box::new(|cx| run_loop(cx, Native, "n-loop", 10)));
 
     add("hello", Wasm, Box::new(wasm_hello));
     add("stderr_separate", Wasm, Box::new(wasm_stderr));

@@ -1,0 +1,176 @@
+//! Exec processes of native containers (`kubectl exec`, exec probes, `ctr task exec`): runc
+//! starts them inside the running container; the shim keeps their stdio and a pidfd, and
+//! reports their exit like the init's.
+
+use std::sync::{Arc, Condvar, Mutex};
+
+use containerd_shim::api::ExecProcessRequest;
+use containerd_shim::protos::events::task::TaskExit;
+use log::warn;
+use wasm_shim_container::process::{ExitStatus, PidFd};
+
+use crate::container::{now, open_output, Exit, StdinRelay};
+use crate::errors::{Result, ShimError};
+use crate::events::Events;
+use crate::native::Runc;
+use crate::task::{Event as TaskEvent, Status};
+
+pub struct ExecProcess {
+    pub id: String,
+    pub container_id: String,
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    process_json: Vec<u8>,
+    state: Mutex<ExecState>,
+    exited: Condvar,
+}
+
+struct ExecState {
+    status: Status,
+    pid: u32,
+    pidfd: Option<Arc<PidFd>>,
+    exit: Option<Exit>,
+    stdin_relay: Option<StdinRelay>,
+}
+
+impl ExecProcess {
+    /// Records an exec request; nothing runs until Start.
+    pub fn new(req: &ExecProcessRequest) -> Result<Arc<ExecProcess>> {
+        if req.terminal {
+            return Err(ShimError::unimplemented(format!(
+                "{}: exec with a terminal (-t) is not supported yet; run the command without one",
+                req.id
+            )));
+        }
+        let spec = req.spec.as_ref().ok_or_else(|| ShimError::invalid(format!("exec {}: no process spec", req.exec_id)))?;
+        // Check it is an OCI process before runc sees it.
+        serde_json::from_slice::<oci_spec::runtime::Process>(&spec.value)
+            .map_err(|e| ShimError::invalid(format!("exec {}: the process spec is not an OCI process: {e}", req.exec_id)))?;
+        Ok(Arc::new(ExecProcess {
+            id: req.exec_id.clone(),
+            container_id: req.id.clone(),
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            process_json: spec.value.clone(),
+            state: Mutex::new(ExecState { status: Status::Created, pid: 0, pidfd: None, exit: None, stdin_relay: None }),
+            exited: Condvar::new(),
+        }))
+    }
+
+    /// Runs the process with runc; `on_started` runs before its exit can be recorded.
+    pub fn start(self: &Arc<Self>, runc: &Runc, bundle: &std::path::Path, events: &Events, on_started: impl FnOnce(u32)) -> Result<u32> {
+        let mut st = self.state.lock().unwrap();
+        let next = st.status.next(TaskEvent::Start).map_err(|e| ShimError::precondition(format!("exec {}: {e}", self.id)))?;
+        let (relay, stdin) = if self.stdin.is_empty() {
+            (None, None)
+        } else {
+            let (relay, fd) = StdinRelay::start(&self.stdin)?;
+            (Some(relay), Some(fd))
+        };
+        let stdio = [stdin, open_output(&self.stdout)?, open_output(&self.stderr)?];
+        let pid = match runc.exec(bundle, &self.id, &self.process_json, stdio) {
+            Ok(pid) => pid,
+            Err(e) => {
+                if let Some(r) = &relay {
+                    r.stop();
+                }
+                return Err(e);
+            }
+        };
+        let pidfd = Arc::new(PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?);
+        st.status = next;
+        st.pid = pid as u32;
+        st.pidfd = Some(pidfd.clone());
+        st.stdin_relay = relay;
+        on_started(pid as u32);
+        drop(st);
+        let me = self.clone();
+        let events = events.clone();
+        std::thread::Builder::new()
+            .name(format!("exec-{pid}"))
+            .spawn(move || me.monitor(&pidfd, &events))
+            .map_err(ShimError::internal)?;
+        Ok(pid as u32)
+    }
+
+    fn monitor(&self, pidfd: &PidFd, events: &Events) {
+        let status = pidfd.wait().unwrap_or_else(|e| {
+            warn!("{}: wait for exec {}: {e}", self.container_id, self.id);
+            ExitStatus::Signaled(libc::SIGKILL)
+        });
+        let exit = Exit { status: status.code(), at: now() };
+        let mut st = self.state.lock().unwrap();
+        st.status = Status::Stopped;
+        events.send(TaskExit {
+            container_id: self.container_id.clone(),
+            id: self.id.clone(),
+            pid: st.pid,
+            exit_status: exit.status,
+            exited_at: Some(exit.at.clone()).into(),
+            ..Default::default()
+        });
+        st.exit = Some(exit);
+        if let Some(r) = &st.stdin_relay {
+            r.stop();
+        }
+        drop(st);
+        self.exited.notify_all();
+    }
+
+    pub fn status(&self) -> (Status, u32, Option<Exit>) {
+        let st = self.state.lock().unwrap();
+        (st.status, st.pid, st.exit.clone())
+    }
+
+    pub fn wait(&self) -> Exit {
+        let mut st = self.state.lock().unwrap();
+        loop {
+            if let Some(e) = &st.exit {
+                return e.clone();
+            }
+            st = self.exited.wait(st).unwrap();
+        }
+    }
+
+    pub fn kill(&self, signal: u32) -> Result<()> {
+        let st = self.state.lock().unwrap();
+        match (&st.pidfd, st.status) {
+            (Some(p), Status::Running) => p.send_signal(signal as i32).map_err(|e| {
+                if e.raw_os_error() == Some(libc::ESRCH) {
+                    ShimError::not_found(format!("exec {}: process already finished", self.id))
+                } else {
+                    ShimError::internal(format!("exec {}: signal {signal}: {e}", self.id))
+                }
+            }),
+            (_, Status::Created) => Err(ShimError::precondition(format!("exec {}: not started", self.id))),
+            _ => Err(ShimError::not_found(format!("exec {}: process already finished", self.id))),
+        }
+    }
+
+    pub fn close_stdin(&self) {
+        if let Some(r) = &self.state.lock().unwrap().stdin_relay {
+            r.stop();
+        }
+    }
+
+    /// Delete: allowed once it has exited, or if it never started (waiters then see 0).
+    pub fn delete(&self) -> Result<Exit> {
+        let mut st = self.state.lock().unwrap();
+        if st.status == Status::Created {
+            // Never started: release anyone waiting for it.
+            let exit = Exit { status: 0, at: now() };
+            st.status = Status::Stopped;
+            st.exit = Some(exit.clone());
+            drop(st);
+            self.exited.notify_all();
+            return Ok(exit);
+        }
+        let (status, exit) = (st.status, st.exit.clone());
+        match (status, exit) {
+            (Status::Stopped, Some(e)) => Ok(e),
+            _ => Err(ShimError::precondition(format!("exec {}: cannot delete a running process; kill it first", self.id))),
+        }
+    }
+}
