@@ -9,7 +9,6 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use containerd_shim::protos::shim::shim_ttrpc::create_task;
 use containerd_shim::protos::ttrpc::Server;
-use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, Flags, Task};
 use log::{debug, warn};
 use wasm_shim_container::process;
@@ -53,9 +52,8 @@ pub fn serve(flags: &Flags) -> Result<()> {
         return Ok(());
     };
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set")?;
-    let publisher = RemotePublisher::new(&ttrpc_address).context("connect to containerd for events")?;
     let exit = Arc::new(ExitSignal::default());
-    let events = Events::start(publisher, flags.namespace.clone());
+    let events = Events::start(ttrpc_address, flags.namespace.clone());
     let service: Arc<dyn Task + Send + Sync> = Arc::new(Service::new(flags.namespace.clone(), events, exit.clone()));
 
     let mut methods = create_task(service.clone());

@@ -137,8 +137,8 @@ impl containerd_shim::Shim for WasmShim {
         self.exit.wait();
     }
 
-    fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
-        let events = Events::start(publisher, self.namespace.clone());
+    fn create_task_service(&self, _publisher: RemotePublisher) -> Self::T {
+        let events = Events::start(std::env::var("TTRPC_ADDRESS").unwrap_or_default(), self.namespace.clone());
         Service::new(self.namespace.clone(), events, self.exit.clone())
     }
 }
