@@ -12,10 +12,14 @@ GUESTS    := test/guests
 
 all: build
 
-# containerd, runc and ctr from Debian's packages when missing; the wasm32-wasip1 target.
+# containerd, runc and ctr from Debian's packages when missing; for the CRI cases protoc (the
+# k8s-cri crate's build), the CNI plugins in /usr/lib/cni, busybox-static (sidecar images) and
+# ip (bridge teardown); the wasm32-wasip1 target.
 deps:
 	@missing=""; \
-	for b in containerd:containerd ctr:containerd runc:runc; do \
+	for b in containerd:containerd ctr:containerd runc:runc protoc:protobuf-compiler \
+	         /usr/lib/cni/bridge:containernetworking-plugins /bin/busybox:busybox-static \
+	         ip:iproute2; do \
 	  command -v $${b%%:*} >/dev/null 2>&1 || missing="$$missing $${b##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
