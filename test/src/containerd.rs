@@ -1,5 +1,6 @@
 //! A private containerd for one test-binary run: its own socket, root, state and log under a temp
-//! dir, with the shim's directory first on its PATH.
+//! dir, with the shim's directory first on its PATH, and containerd's CRI plugin configured for
+//! this machine (see [`CriSetup`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,8 +21,178 @@ pub struct Containerd {
     pub log: PathBuf,
     /// The shim binary containerd will find on its PATH (may not exist yet).
     pub shim: PathBuf,
+    /// The CRI plugin's settings (CNI network, bridge, sandbox image).
+    pub cri: CriSetup,
+    /// `/proc/sys/net/ipv4/ip_forward` when the harness started: pods must not change it.
+    pub ip_forward_before: String,
     child: Option<Child>,
     keep: bool,
+}
+
+/// The image containerd's CRI plugin runs as every pod's sandbox (`sandbox_image`): the static
+/// `test/pause` binary, built and imported into `k8s.io` by the harness (nothing can be pulled).
+pub const PAUSE_IMAGE: &str = "docker.io/wasmtest/pause:1";
+
+/// The CNI network every pod joins: a `bridge` without gateway or masquerade (so the host's IP
+/// forwarding and iptables stay untouched) on a private host-local range; the bridge interface
+/// is named after this run, so concurrent runs and leftovers of crashed ones never collide.
+#[derive(Debug, Clone)]
+pub struct CriSetup {
+    /// `conf_dir` of the CRI plugin: holds only [`CriSetup::conflist`].
+    pub cni_conf_dir: PathBuf,
+    /// host-local IPAM's `dataDir` (the default is the host's /var/lib/cni/networks).
+    pub ipam_dir: PathBuf,
+    /// The CNI network name (also the prefix of libcni's cache files in /var/lib/cni/results).
+    pub network: String,
+    /// The Linux bridge the `bridge` plugin creates: `wasmtest<pid in base 36>`.
+    pub bridge: String,
+    pub subnet: String,
+    /// Where the CRI plugin mounts pod network namespaces (`netns_mounts_under_state_dir`).
+    pub netns_dir: PathBuf,
+    /// Where the tests put pods' log directories.
+    pub logs_dir: PathBuf,
+    /// Pods' cgroup parents are `/<cgroup_prefix><pod name>` (cgroupfs driver), e.g.
+    /// `/wasmtest/pod-1x2y-hello`: below the suite's cgroup root, tagged with this run.
+    pub cgroup_prefix: String,
+    /// Whether /var/lib/cni existed before this run (libcni creates it for its cache).
+    var_lib_cni_existed: bool,
+}
+
+/// Prefix of the bridge interfaces the harness creates.
+pub const BRIDGE_PREFIX: &str = "wasmtest";
+/// The CNI network name.
+pub const CNI_NETWORK: &str = "wasmtest-e2e";
+/// libcni (inside containerd 1.6) caches results here, whatever the config says.
+pub const CNI_CACHE_RESULTS: &str = "/var/lib/cni/results";
+
+fn base36(mut n: u32) -> String {
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(digits[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap()
+}
+
+impl CriSetup {
+    fn new(dir: &Path, state: &Path) -> CriSetup {
+        let tag = base36(std::process::id());
+        CriSetup {
+            cni_conf_dir: dir.join("cni").join("net.d"),
+            ipam_dir: dir.join("cni").join("ipam"),
+            network: CNI_NETWORK.into(),
+            // Linux allows 15 bytes: "wasmtest" + at most 5 base-36 digits for a 22-bit pid.
+            bridge: format!("{BRIDGE_PREFIX}{tag}"),
+            subnet: "10.88.213.0/24".into(),
+            netns_dir: state.join("io.containerd.grpc.v1.cri").join("netns"),
+            logs_dir: dir.join("pod-logs"),
+            cgroup_prefix: format!("{NAMESPACE}/pod-{tag}-"),
+            var_lib_cni_existed: Path::new("/var/lib/cni").exists(),
+        }
+    }
+
+    /// The cgroup parent for pod `name`.
+    pub fn cgroup_parent(&self, name: &str) -> String {
+        format!("/{}{name}", self.cgroup_prefix)
+    }
+
+    /// The conflist: `bridge` (no gateway, no masquerade, host-local IPAM in the private dir).
+    /// containerd adds the loopback network itself (go-cni's `WithLoNetwork`), so `lo` is up in
+    /// every pod without a second config file (`max_conf_num = 1` would ignore it anyway).
+    pub fn conflist(&self) -> String {
+        serde_json::to_string_pretty(&serde_json::json!({
+            "cniVersion": "0.4.0",
+            "name": self.network,
+            "plugins": [{
+                "type": "bridge",
+                "bridge": self.bridge,
+                "isGateway": false,
+                "isDefaultGateway": false,
+                "ipMasq": false,
+                "hairpinMode": false,
+                "promiscMode": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{ "subnet": self.subnet }]],
+                    "dataDir": self.ipam_dir,
+                },
+            }],
+        }))
+        .unwrap()
+    }
+
+    /// The CNI conflist file (written before containerd starts: the CRI plugin only watches
+    /// the directory for changes, and a pod started before it sees a config has no network).
+    pub fn conflist_path(&self) -> PathBuf {
+        self.cni_conf_dir.join("10-wasmtest.conflist")
+    }
+
+    fn write(&self) -> Result<()> {
+        fs::create_dir_all(&self.cni_conf_dir)?;
+        fs::create_dir_all(&self.ipam_dir)?;
+        fs::create_dir_all(&self.logs_dir)?;
+        fs::write(self.conflist_path(), self.conflist())?;
+        Ok(())
+    }
+
+    /// Whether the bridge interface exists now.
+    pub fn bridge_exists(&self) -> bool {
+        Path::new("/sys/class/net").join(&self.bridge).exists()
+    }
+
+    /// Entries of libcni's result cache that belong to this network.
+    pub fn cni_cache_entries(&self) -> Vec<PathBuf> {
+        let prefix = format!("{}-", self.network);
+        match fs::read_dir(CNI_CACHE_RESULTS) {
+            Ok(rd) => rd
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Deletes a network interface by name (`ip link delete`).
+fn delete_link(name: &str) -> Result<()> {
+    let out = process::run(
+        {
+            let mut c = Command::new("ip");
+            c.args(["link", "delete", name]);
+            c
+        },
+        Stdin::Null,
+        Duration::from_secs(10),
+    )?;
+    out.ok().map(drop)
+}
+
+/// Removes bridges of earlier runs that died without tearing down (their pid is gone).
+fn sweep_stale_bridges() {
+    let Ok(rd) = fs::read_dir("/sys/class/net") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(tag) = name.strip_prefix(BRIDGE_PREFIX) else {
+            continue;
+        };
+        let Ok(pid) = u32::from_str_radix(tag, 36) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            match delete_link(&name) {
+                Ok(()) => eprintln!("removed bridge {name} left by an earlier run (pid {pid})"),
+                Err(e) => eprintln!("warning: cannot remove stale bridge {name}: {e:#}"),
+            }
+        }
+    }
 }
 
 /// Where the shim binary is: `$SHIM_BIN`, else `$CARGO_TARGET_DIR/release`, else
@@ -43,12 +214,20 @@ pub fn locate_shim() -> PathBuf {
     target.join("release").join(SHIM_NAME)
 }
 
-fn config_toml(root: &Path, state: &Path, socket: &Path, dir: &Path) -> String {
+/// containerd's config (version 2, containerd 1.6). The CRI plugin, as this machine needs it:
+/// - runtime handlers `runc` (io.containerd.runc.v2, cgroupfs: PID 1 is not systemd) and
+///   `wasm` (our shim, `io.containerd.wasm.v1`);
+/// - `sandbox_image` = the harness's own pause image (nothing can be pulled);
+/// - `restrict_oom_score_adj`: root here lacks CAP_SYS_RESOURCE, and the pause sandbox gets
+///   oom_score_adj -998, lower than containerd's own;
+/// - CNI from Debian's containernetworking-plugins, config in a private dir;
+/// - pod network namespaces mounted under the private state dir, not /var/run/netns;
+/// - the stream server (exec/attach/port-forward URLs) on 127.0.0.1, any port.
+fn config_toml(root: &Path, state: &Path, socket: &Path, dir: &Path, cri: &CriSetup) -> String {
     format!(
         r#"version = 2
 root = "{root}"
 state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 [grpc]
   address = "{sock}"
@@ -61,11 +240,42 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "{opt}"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  restrict_oom_score_adj = true
+  systemd_cgroup = false
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  netns_mounts_under_state_dir = true
+  max_container_log_line_size = 16384
+
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    snapshotter = "overlayfs"
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasm]
+      runtime_type = "io.containerd.wasm.v1"
+
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni_conf}"
+    max_conf_num = 1
 "#,
         root = root.display(),
         state = state.display(),
         sock = socket.display(),
         opt = dir.join("opt").display(),
+        pause = PAUSE_IMAGE,
+        cni_conf = cri.cni_conf_dir.display(),
     )
 }
 
@@ -83,8 +293,12 @@ impl Containerd {
         let log = dir.join("containerd.log");
         fs::create_dir_all(&root)?;
         fs::create_dir_all(&state)?;
+        sweep_stale_bridges();
+        let cri = CriSetup::new(&dir, &state);
+        cri.write()?;
         let config = dir.join("config.toml");
-        fs::write(&config, config_toml(&root, &state, &socket, &dir))?;
+        fs::write(&config, config_toml(&root, &state, &socket, &dir, &cri))?;
+        let ip_forward_before = ip_forward();
 
         // containerd resolves `io.containerd.wasm.v1` to `containerd-shim-wasm-v1` on its PATH.
         // Put the shim's own directory first when the file has that name, else a symlink dir.
@@ -120,6 +334,8 @@ impl Containerd {
             socket,
             log,
             shim,
+            cri,
+            ip_forward_before,
             child: Some(child),
             keep: std::env::var_os("E2E_KEEP").is_some(),
         };
@@ -158,11 +374,20 @@ impl Containerd {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
+        self.ctr_in(NAMESPACE, args)
+    }
+
+    /// A `ctr` command against this containerd in namespace `ns` (`k8s.io` for the CRI's).
+    pub fn ctr_in<I, S>(&self, ns: &str, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(&self.socket)
             .arg("--namespace")
-            .arg(NAMESPACE)
+            .arg(ns)
             .args(args);
         cmd
     }
@@ -174,6 +399,15 @@ impl Containerd {
         S: AsRef<std::ffi::OsStr>,
     {
         process::run(self.ctr(args), Stdin::Null, Duration::from_secs(30))
+    }
+
+    /// [`Containerd::ctr_output`] in namespace `ns`.
+    pub fn ctr_in_output<I, S>(&self, ns: &str, args: I) -> Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        process::run(self.ctr_in(ns, args), Stdin::Null, Duration::from_secs(30))
     }
 
     /// Runs a short `ctr` command that must succeed; returns its stdout.
@@ -206,13 +440,36 @@ impl Containerd {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// Removes every task and container left in the namespace (SIGKILL first).
+    /// Removes every task and container left in the test namespace (SIGKILL first), and every
+    /// CRI pod (as the kubelet would: containers, StopPodSandbox, RemovePodSandbox, the pod's
+    /// cgroup parent), then whatever is still in `k8s.io`.
     pub fn remove_all(&self) {
         if let Ok(out) = self.ctr_output(["containers", "ls", "-q"]) {
             for id in out.stdout.split_whitespace() {
                 crate::ctr::force_remove(self, id);
             }
         }
+        self.remove_all_pods();
+    }
+
+    /// The CRI part of [`Containerd::remove_all`].
+    pub fn remove_all_pods(&self) {
+        let (_removed, errors) = crate::cri::remove_all_pods(&self.socket);
+        for e in errors {
+            eprintln!("warning: pod cleanup: {e}");
+        }
+        let ns = crate::cri::K8S_NAMESPACE;
+        if let Ok(out) = process::run(
+            self.ctr_in(ns, ["containers", "ls", "-q"]),
+            Stdin::Null,
+            Duration::from_secs(30),
+        ) {
+            for id in out.stdout.split_whitespace() {
+                eprintln!("warning: removing k8s.io container {id} the CRI did not remove");
+                crate::ctr::force_remove_in(self, ns, id);
+            }
+        }
+        crate::cri::remove_pod_cgroups(&self.cri.cgroup_prefix);
     }
 
     /// Stops containerd (SIGTERM, then SIGKILL after 10 s) after removing what is left, unmounts
@@ -235,7 +492,11 @@ impl Containerd {
         }
         let _ = child.wait();
         // Shims outlive containerd by design; any still running were lost track of.
-        let left = crate::leaks::shim_processes(&self.socket);
+        let mut left = crate::leaks::shim_processes(&self.socket);
+        left.extend(crate::leaks::shim_processes_named(
+            &self.socket,
+            crate::leaks::RUNC_SHIM_NAME,
+        ));
         if !left.is_empty() {
             eprintln!(
                 "warning: killing {} leftover shim process(es): {left:?}",
@@ -248,6 +509,21 @@ impl Containerd {
             crate::leaks::kill_pids(&pids);
         }
         unmount_under(&self.dir);
+        if self.cri.bridge_exists() {
+            if let Err(e) = delete_link(&self.cri.bridge) {
+                eprintln!("warning: cannot remove bridge {}: {e:#}", self.cri.bridge);
+            }
+        }
+        for f in self.cri.cni_cache_entries() {
+            eprintln!("warning: removing leftover CNI cache entry {}", f.display());
+            let _ = fs::remove_file(f);
+        }
+        // libcni creates /var/lib/cni/results on first use; leave the host as found.
+        if !self.cri.var_lib_cni_existed {
+            let _ = fs::remove_dir(CNI_CACHE_RESULTS);
+            let _ = fs::remove_dir("/var/lib/cni");
+        }
+        crate::cri::remove_pod_cgroups(&self.cri.cgroup_prefix);
         if self.keep {
             eprintln!("E2E_KEEP: leaving {}", self.dir.display());
         } else if let Err(e) = fs::remove_dir_all(&self.dir) {
@@ -260,6 +536,13 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The host's IPv4 forwarding switch (`0` or `1`).
+pub fn ip_forward() -> String {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|e| format!("({e})"))
 }
 
 /// Mount points at or below `dir` in this mount namespace, deepest first.
@@ -327,15 +610,41 @@ mod tests {
 
     #[test]
     fn config_names_every_path() {
+        let cri = CriSetup::new(Path::new("/t"), Path::new("/t/state"));
         let c = config_toml(
             Path::new("/t/root"),
             Path::new("/t/state"),
             Path::new("/t/c.sock"),
             Path::new("/t"),
+            &cri,
         );
         assert!(c.contains("root = \"/t/root\""));
         assert!(c.contains("address = \"/t/c.sock\""));
         assert!(c.contains("address = \"/t/c.sock.ttrpc\""));
-        assert!(c.contains("io.containerd.grpc.v1.cri"));
+        assert!(c.contains("conf_dir = \"/t/cni/net.d\""));
+        assert!(c.contains("runtime_type = \"io.containerd.wasm.v1\""));
+        assert!(c.contains("restrict_oom_score_adj = true"));
+        assert!(!c.contains("disabled_plugins"));
+    }
+
+    #[test]
+    fn cni_network_never_routes_through_the_host() {
+        let cri = CriSetup::new(Path::new("/t"), Path::new("/t/state"));
+        let v: serde_json::Value = serde_json::from_str(&cri.conflist()).unwrap();
+        let bridge = &v["plugins"][0];
+        assert_eq!(bridge["type"], "bridge");
+        assert_eq!(bridge["isGateway"], false);
+        assert_eq!(bridge["ipMasq"], false);
+        assert_eq!(bridge["ipam"]["dataDir"], "/t/cni/ipam");
+        assert!(cri.bridge.len() <= 15, "{}", cri.bridge);
+        assert!(cri.bridge.starts_with(BRIDGE_PREFIX));
+    }
+
+    #[test]
+    fn base36_round_trips() {
+        for n in [0u32, 35, 36, 4_194_304] {
+            assert_eq!(u32::from_str_radix(&base36(n), 36).unwrap(), n);
+        }
+        assert_eq!(base36(4_194_304).len(), 5);
     }
 }

@@ -168,8 +168,13 @@ impl RunOpts {
 impl Containerd {
     /// `ctr image import` of an OCI tarball.
     pub fn import(&self, tar: &Path) -> Result<()> {
+        self.import_into(crate::NAMESPACE, tar)
+    }
+
+    /// `ctr -n NS image import` of an OCI tarball.
+    pub fn import_into(&self, ns: &str, tar: &Path) -> Result<()> {
         let out = process::run(
-            self.ctr(["images".as_ref(), "import".as_ref(), tar.as_os_str()]),
+            self.ctr_in(ns, ["images".as_ref(), "import".as_ref(), tar.as_os_str()]),
             Stdin::Null,
             Duration::from_secs(120),
         )?;
@@ -295,20 +300,36 @@ impl Containerd {
 /// Best-effort removal of a container and its task: SIGKILL, task delete (forced), container
 /// delete (with its snapshot). Errors are ignored: there may be nothing to remove.
 pub fn force_remove(cd: &Containerd, id: &str) {
-    let listed = |cd: &Containerd| cd.task_status(id).ok().flatten();
-    if let Some(status) = listed(cd) {
+    force_remove_in(cd, crate::NAMESPACE, id)
+}
+
+/// [`force_remove`] in namespace `ns`.
+pub fn force_remove_in(cd: &Containerd, ns: &str, id: &str) {
+    let ctr = |args: &[&str]| {
+        process::run(cd.ctr_in(ns, args), Stdin::Null, Duration::from_secs(30)).ok()
+    };
+    let listed = || {
+        let out = ctr(&["tasks", "ls"])?;
+        out.stdout
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&id))
+            .and_then(|f| f.get(2).map(|s| s.to_string()))
+    };
+    if let Some(status) = listed() {
         if status == "PAUSED" {
-            let _ = cd.ctr_output(["tasks", "resume", id]);
+            let _ = ctr(&["tasks", "resume", id]);
         }
         if status != "STOPPED" {
-            let _ = cd.ctr_output(["tasks", "kill", "-s", "SIGKILL", id]);
+            let _ = ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
             let _ = process::poll(Duration::from_secs(5), || {
-                (listed(cd).as_deref() != Some("RUNNING")).then_some(())
+                (listed().as_deref() != Some("RUNNING")).then_some(())
             });
         }
-        let _ = cd.ctr_output(["tasks", "delete", "-f", id]);
+        let _ = ctr(&["tasks", "delete", "-f", id]);
     }
-    let _ = cd.ctr_output(["containers", "rm", id]);
+    let _ = ctr(&["containers", "rm", id]);
 }
 
 /// Fails unless `haystack` has a line containing every one of `needles`; returns that line.

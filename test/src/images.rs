@@ -16,6 +16,9 @@ pub const GUESTS_IMAGE: &str = "docker.io/wasmtest/guests:1";
 /// The native baseline: busybox-static with a few applet links.
 pub const BUSYBOX_IMAGE: &str = "docker.io/wasmtest/busybox:1";
 
+/// The pod sandbox image (containerd's `sandbox_image`): the static `test/pause` binary alone.
+pub use crate::containerd::PAUSE_IMAGE;
+
 /// Content of `/data/in.txt`.
 pub const DATA_IN: &str = "data from the image";
 /// Content of `/work/rel.txt` (read through a relative path from the image's workdir).
@@ -98,7 +101,8 @@ pub fn guests_image(g: &Guests) -> ImageSpec {
 pub fn busybox_files() -> Result<Vec<ImageFile>> {
     let busybox = fs::read("/bin/busybox").context("/bin/busybox (install busybox-static)")?;
     let mut files = vec![ImageFile::new("/bin/busybox", busybox, 0o755)];
-    for applet in ["echo", "sleep", "sh", "cat"] {
+    // `nc`: the CRI cases' sidecars talk TCP over the pod's localhost.
+    for applet in ["echo", "sleep", "sh", "cat", "nc"] {
         files.push(ImageFile::symlink(format!("/bin/{applet}"), "busybox"));
     }
     files.push(ImageFile::new("/tmp/.keep", Vec::new(), 0o644));
@@ -114,8 +118,27 @@ pub fn busybox_image() -> Result<ImageSpec> {
     Ok(spec)
 }
 
+/// The pause image: `/pause` (static, from `test/pause`), run as the entrypoint.
+pub fn pause_image(binary: Vec<u8>) -> ImageSpec {
+    let mut spec = ImageSpec::new(PAUSE_IMAGE);
+    spec.files = vec![ImageFile::new("/pause", binary, 0o755)];
+    spec.entrypoint = vec!["/pause".into()];
+    spec.style = Style::Classic;
+    spec
+}
+
 /// Writes `spec` as a tarball under `<cd.dir>/images/` and imports it; returns the full name.
 pub fn build_and_import(cd: &Containerd, spec: &ImageSpec) -> Result<String> {
+    build_and_import_into(cd, spec, &[NAMESPACE])
+}
+
+/// Writes `spec` as a tarball once and imports it into each namespace of `namespaces` (the
+/// CRI plugin sees only `k8s.io`); returns the full name.
+pub fn build_and_import_into(
+    cd: &Containerd,
+    spec: &ImageSpec,
+    namespaces: &[&str],
+) -> Result<String> {
     let dir = cd.dir.join("images");
     fs::create_dir_all(&dir)?;
     let file_name = spec.name.replace(['/', ':'], "_") + ".tar";
@@ -123,7 +146,10 @@ pub fn build_and_import(cd: &Containerd, spec: &ImageSpec) -> Result<String> {
     let out = fs::File::create(&tar).with_context(|| tar.display().to_string())?;
     let info = write_image_tar(spec, std::io::BufWriter::new(out))
         .with_context(|| format!("building image {}", spec.name))?;
-    cd.import(&tar)?;
+    for ns in namespaces {
+        cd.import_into(ns, &tar)
+            .with_context(|| format!("into namespace {ns}"))?;
+    }
     Ok(info.name)
 }
 

@@ -1,4 +1,5 @@
-//! What a removed container must not leave behind.
+//! What a removed container (or pod) must not leave behind, and the shim processes and sockets
+//! of this run's containerd.
 
 use std::fmt;
 use std::fs;
@@ -6,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::containerd::mounts_under;
+use crate::cri::K8S_NAMESPACE;
 use crate::{Containerd, NAMESPACE, SHIM_NAME};
+
+/// containerd's runc shim binary name.
+pub const RUNC_SHIM_NAME: &str = "containerd-shim-runc-v2";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Leaks {
@@ -22,6 +27,18 @@ pub struct Leaks {
     pub containers: Vec<String>,
     /// Active (container) snapshots.
     pub snapshots: Vec<String>,
+    /// `pid args` of live runc shims (`containerd-shim-runc-v2`) of this containerd and their
+    /// descendants: the CRI pods with handler `runc` and the runc baseline.
+    pub runc_shim_processes: Vec<String>,
+    /// Containers in the CRI's `k8s.io` namespace (pod sandboxes and their containers).
+    pub k8s_containers: Vec<String>,
+    /// Active snapshots in `k8s.io`.
+    pub k8s_snapshots: Vec<String>,
+    /// Pod network namespaces the CRI plugin mounted (files in its netns dir).
+    pub netns: Vec<PathBuf>,
+    /// libcni result cache entries of the harness's network (a pod whose network was never
+    /// torn down leaves one).
+    pub cni_cache: Vec<PathBuf>,
 }
 
 /// Where the shim keeps runc's state for native containers (per namespace).
@@ -37,11 +54,29 @@ impl Leaks {
             state_dirs: list_dir(&cd.task_state_dir())
                 .into_iter()
                 .chain(list_dir(&Path::new(RUNC_STATE).join(crate::NAMESPACE)))
+                // The CRI's containers: containerd's bundles and the shim's runc state.
+                .chain(list_dir(
+                    &cd.state
+                        .join("io.containerd.runtime.v2.task")
+                        .join(K8S_NAMESPACE),
+                ))
+                .chain(list_dir(&Path::new(RUNC_STATE).join(K8S_NAMESPACE)))
                 .collect(),
             containers: cd
                 .containers()
                 .unwrap_or_else(|e| vec![format!("(ctr failed: {e})")]),
-            snapshots: active_snapshots(cd),
+            snapshots: active_snapshots(cd, NAMESPACE),
+            runc_shim_processes: shim_processes_named(&cd.socket, RUNC_SHIM_NAME),
+            k8s_containers: match cd.ctr_in_output(K8S_NAMESPACE, ["containers", "ls", "-q"]) {
+                Ok(out) if out.success() => {
+                    out.stdout.split_whitespace().map(String::from).collect()
+                }
+                Ok(out) => vec![format!("(ctr failed: {})", out.stderr.trim())],
+                Err(e) => vec![format!("(ctr failed: {e})")],
+            },
+            k8s_snapshots: active_snapshots(cd, K8S_NAMESPACE),
+            netns: list_dir(&cd.cri.netns_dir),
+            cni_cache: cd.cri.cni_cache_entries(),
         }
     }
 
@@ -80,13 +115,22 @@ impl Leaks {
         self.state_dirs.retain(|x| !baseline.state_dirs.contains(x));
         self.containers.retain(|x| !baseline.containers.contains(x));
         self.snapshots.retain(|x| !baseline.snapshots.contains(x));
+        self.runc_shim_processes
+            .retain(|x| !baseline.runc_shim_processes.contains(x));
+        self.k8s_containers
+            .retain(|x| !baseline.k8s_containers.contains(x));
+        self.k8s_snapshots
+            .retain(|x| !baseline.k8s_snapshots.contains(x));
+        self.netns.retain(|x| !baseline.netns.contains(x));
+        self.cni_cache.retain(|x| !baseline.cni_cache.contains(x));
         self
     }
 
-    /// Pids of the leftover shim processes.
+    /// Pids of the leftover shim processes (wasm and runc).
     pub fn shim_pids(&self) -> Vec<u32> {
         self.shim_processes
             .iter()
+            .chain(&self.runc_shim_processes)
             .filter_map(|p| p.split_whitespace().next()?.parse().ok())
             .collect()
     }
@@ -98,18 +142,29 @@ impl Leaks {
             && self.state_dirs.is_empty()
             && self.containers.is_empty()
             && self.snapshots.is_empty()
+            && self.runc_shim_processes.is_empty()
+            && self.k8s_containers.is_empty()
+            && self.k8s_snapshots.is_empty()
+            && self.netns.is_empty()
+            && self.cni_cache.is_empty()
     }
 
     /// One line of counts.
     pub fn counts(&self) -> String {
         format!(
-            "shim processes {}, mounts {}, cgroups {}, state dirs {}, containers {}, active snapshots {}",
+            "shim processes {}, mounts {}, cgroups {}, state dirs {}, containers {}, active snapshots {}, \
+             runc shim processes {}, k8s.io containers {}, k8s.io active snapshots {}, netns {}, CNI cache entries {}",
             self.shim_processes.len(),
             self.mounts.len(),
             self.cgroups.len(),
             self.state_dirs.len(),
             self.containers.len(),
-            self.snapshots.len()
+            self.snapshots.len(),
+            self.runc_shim_processes.len(),
+            self.k8s_containers.len(),
+            self.k8s_snapshots.len(),
+            self.netns.len(),
+            self.cni_cache.len()
         )
     }
 }
@@ -123,6 +178,11 @@ impl fmt::Display for Leaks {
                 "\n  shims: {:?}\n  mounts: {:?}\n  cgroups: {:?}\n  state: {:?}\n  containers: {:?}\n  snapshots: {:?}",
                 self.shim_processes, self.mounts, self.cgroups, self.state_dirs, self.containers, self.snapshots
             )?;
+            write!(
+                f,
+                "\n  runc shims: {:?}\n  k8s.io containers: {:?}\n  k8s.io snapshots: {:?}\n  netns: {:?}\n  CNI cache: {:?}",
+                self.runc_shim_processes, self.k8s_containers, self.k8s_snapshots, self.netns, self.cni_cache
+            )?;
         }
         Ok(())
     }
@@ -135,9 +195,14 @@ fn list_dir(dir: &Path) -> Vec<PathBuf> {
     }
 }
 
+#[cfg(test)]
 fn is_shim_path(p: &str) -> bool {
+    is_binary_path(p, SHIM_NAME)
+}
+
+fn is_binary_path(p: &str, name: &str) -> bool {
     let p = p.trim_end_matches(" (deleted)");
-    Path::new(p).file_name().is_some_and(|n| n == SHIM_NAME)
+    Path::new(p).file_name().is_some_and(|n| n == name)
 }
 
 /// Live processes running the shim binary that belong to the containerd listening on `address`:
@@ -145,12 +210,35 @@ fn is_shim_path(p: &str) -> bool {
 /// and their descendants (the container init it re-executes). Shims of other containerds on the
 /// machine are not counted.
 pub fn shim_processes(address: &Path) -> Vec<String> {
-    struct Proc {
-        pid: u32,
-        ppid: u32,
-        is_shim: bool,
-        args: Vec<String>,
-    }
+    shim_processes_named(address, SHIM_NAME)
+}
+
+/// One process, as /proc shows it.
+struct Proc {
+    pid: u32,
+    ppid: u32,
+    is_shim: bool,
+    args: Vec<String>,
+}
+
+/// Whether `args` carry `-address <address>` (or `--address=<address>`).
+fn has_address(args: &[String], address: &str) -> bool {
+    args.windows(2)
+        .any(|w| w[0].trim_start_matches('-') == "address" && w[1] == address)
+        || args
+            .iter()
+            .any(|a| a.trim_start_matches('-') == format!("address={address}"))
+}
+
+/// The value after `-flag` in `args`.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.windows(2)
+        .find(|w| w[0].trim_start_matches('-') == flag)
+        .map(|w| w[1].as_str())
+}
+
+/// Every live, non-zombie process; `is_shim` when argv[0] or the executable is named `name`.
+fn list_procs(name: &str) -> Vec<Proc> {
     let mut procs = Vec::new();
     for entry in list_dir(Path::new("/proc")) {
         let Some(pid) = entry
@@ -180,7 +268,8 @@ pub fn shim_processes(address: &Path) -> Vec<String> {
             .and_then(|(_, rest)| rest.split_whitespace().nth(1))
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
-        let is_shim = args.first().is_some_and(|a| is_shim_path(a)) || is_shim_path(&exe);
+        let is_shim =
+            args.first().is_some_and(|a| is_binary_path(a, name)) || is_binary_path(&exe, name);
         procs.push(Proc {
             pid,
             ppid,
@@ -188,19 +277,16 @@ pub fn shim_processes(address: &Path) -> Vec<String> {
             args,
         });
     }
+    procs
+}
+
+/// [`shim_processes`] for the shim binary called `name` (e.g. [`RUNC_SHIM_NAME`]).
+pub fn shim_processes_named(address: &Path, name: &str) -> Vec<String> {
+    let procs = list_procs(name);
     let address = address.to_string_lossy();
     let mut mine: Vec<u32> = procs
         .iter()
-        .filter(|p| {
-            p.is_shim
-                && (p
-                    .args
-                    .windows(2)
-                    .any(|w| w[0].trim_start_matches('-') == "address" && w[1] == address)
-                    || p.args
-                        .iter()
-                        .any(|a| a.trim_start_matches('-') == format!("address={address}")))
-        })
+        .filter(|p| p.is_shim && has_address(&p.args, &address))
         .map(|p| p.pid)
         .collect();
     // Descendants, whatever their program (the init may exec something else).
@@ -220,6 +306,50 @@ pub fn shim_processes(address: &Path) -> Vec<String> {
         .filter(|p| mine.contains(&p.pid) && p.pid != std::process::id())
         .map(|p| format!("{} {}", p.pid, p.args.join(" ")))
         .collect()
+}
+
+/// A running shim server (the long-lived process containerd talks to), as /proc shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShimDaemon {
+    pub pid: u32,
+    /// Its `-namespace`.
+    pub namespace: String,
+    /// Its `-id`: the container it was started for (the pod sandbox, for a pod's shim).
+    pub id: String,
+}
+
+/// The shim servers of binary `name` for the containerd on `address`: processes of that binary
+/// with `-address <address>` that are neither a `start`/`delete` invocation nor a child of
+/// another such process (a container init re-executing the shim binary is one). Counted
+/// through /proc, so what containerd believes does not matter.
+pub fn shim_daemons(address: &Path, name: &str) -> Vec<ShimDaemon> {
+    let procs = list_procs(name);
+    let address = address.to_string_lossy();
+    let shim_pids: Vec<u32> = procs.iter().filter(|p| p.is_shim).map(|p| p.pid).collect();
+    let mut found: Vec<ShimDaemon> = procs
+        .iter()
+        .filter(|p| p.is_shim && has_address(&p.args, &address))
+        .filter(|p| !matches!(p.args.last().map(String::as_str), Some("start" | "delete")))
+        .filter(|p| !shim_pids.contains(&p.ppid))
+        .map(|p| ShimDaemon {
+            pid: p.pid,
+            namespace: flag_value(&p.args, "namespace").unwrap_or("").to_string(),
+            id: flag_value(&p.args, "id").unwrap_or("").to_string(),
+        })
+        .collect();
+    found.sort_by_key(|d| d.pid);
+    found
+}
+
+/// The socket a shim v2 serves on for container `id` in namespace `ns` of the containerd on
+/// `address`: containerd 1.6 and the shim libraries name it
+/// `/run/containerd/s/<sha256 of "<address>/<ns>/<id>">`, whatever containerd's state dir.
+pub fn shim_socket(address: &Path, ns: &str, id: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let key = address.join(ns).join(id);
+    let digest = Sha256::digest(key.as_os_str().as_encoded_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Path::new("/run/containerd/s").join(hex)
 }
 
 /// Every directory below `<hierarchy>/wasmtest` for each mounted hierarchy (cgroup v1 controllers
@@ -246,8 +376,8 @@ pub fn cgroup_dirs(root: &Path) -> Vec<PathBuf> {
     found
 }
 
-fn active_snapshots(cd: &Containerd) -> Vec<String> {
-    match cd.ctr_output(["snapshots", "ls"]) {
+fn active_snapshots(cd: &Containerd, ns: &str) -> Vec<String> {
+    match cd.ctr_in_output(ns, ["snapshots", "ls"]) {
         Ok(out) if out.success() => out
             .stdout
             .lines()
@@ -310,6 +440,33 @@ mod tests {
                 t.path().join("memory/wasmtest/c1/sub")
             ]
         );
+    }
+
+    #[test]
+    fn flags_in_shim_command_lines() {
+        let args: Vec<String> = [
+            "/x/containerd-shim-runc-v2",
+            "-namespace",
+            "k8s.io",
+            "-id",
+            "abc",
+            "-address",
+            "/t/c.sock",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert!(has_address(&args, "/t/c.sock"));
+        assert!(!has_address(&args, "/t/other.sock"));
+        assert_eq!(flag_value(&args, "namespace"), Some("k8s.io"));
+        assert_eq!(flag_value(&args, "id"), Some("abc"));
+        assert!(has_address(&["--address=/a".to_string()], "/a"));
+    }
+
+    #[test]
+    fn shim_socket_is_under_run_containerd_s() {
+        let p = shim_socket(Path::new("/t/c.sock"), "k8s.io", "abc");
+        assert!(p.starts_with("/run/containerd/s"));
+        assert_eq!(p.file_name().unwrap().len(), 64);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! End-to-end harness for `containerd-shim-wasm-v1`: a private containerd, images built with the
-//! project's own `wasm-shim-oci` crate, and `ctr` driven as a user would.
+//! project's own `wasm-shim-oci` crate, `ctr` driven as a user would, and containerd's CRI
+//! plugin driven as the kubelet would.
 //!
 //! Build and run (as root):
 //!
@@ -16,24 +17,33 @@
 //!
 //! # Layout
 //! - [`containerd`]: [`Containerd`] starts a private containerd (own socket, root, state and log
-//!   under a temp dir), builds `ctr` commands against it, and tears everything down.
+//!   under a temp dir; CRI plugin with runtime handlers `runc` and `wasm`, a private CNI bridge
+//!   network, the harness's pause image), builds `ctr` commands against it, and tears everything
+//!   down (pods, netns, the bridge interface).
+//! - [`cri`]: [`cri::Cri`], a blocking CRI client (k8s-cri over tonic on the unix socket), the
+//!   pod/container configs the kubelet sends, and the CRI log file format.
+//! - [`pause`]: builds the static pod sandbox binary of `test/pause`.
 //! - [`process`]: running a command with stdin bytes and a deadline ([`Output`]), or in the
 //!   background while the test watches its output ([`Spawned`]).
 //! - [`ctr`]: the `ctr` verbs the tests use: import, run ([`RunOpts`]), kill, pause, resume,
 //!   metrics, ps, task ls, delete, and forced cleanup of a container.
 //! - [`events`]: [`EventRecorder`] runs `ctr events` in the background and keeps every line.
-//! - [`leaks`]: [`Leaks`] counts what a finished task must not leave: shim processes, mounts,
-//!   cgroups, task state dirs, containers, snapshots.
+//! - [`leaks`]: [`Leaks`] counts what a finished task or pod must not leave: shim processes
+//!   (wasm and runc), mounts, cgroups, task state dirs, containers and snapshots (both
+//!   namespaces), pod netns, CNI cache entries; and finds shim servers and sockets.
 //! - [`guests`]: builds the wasm32-wasip1 guests, compiles the WAT guests, and makes the
 //!   component from `hello.wasm` with the preview1 command adapter.
-//! - [`images`]: the test images (`ImageSpec`s) and importing them.
+//! - [`images`]: the test images (`ImageSpec`s: guests, busybox, pause) and importing them into
+//!   the test namespace or `k8s.io`.
 
 pub mod containerd;
+pub mod cri;
 pub mod ctr;
 pub mod events;
 pub mod guests;
 pub mod images;
 pub mod leaks;
+pub mod pause;
 pub mod process;
 
 pub use containerd::Containerd;

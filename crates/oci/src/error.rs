@@ -62,6 +62,9 @@ pub enum OciError {
     /// The image description is invalid.
     #[error("image {name:?}: {reason}")]
     InvalidImage { name: String, reason: String },
+    /// An image's manifest or layers cannot be used (the caller adds the image name).
+    #[error("{0}")]
+    BadManifest(String),
     /// Writing the image tarball failed.
     #[error("image {name:?}: cannot write: {}", io_message(source))]
     ImageWrite {
@@ -89,7 +92,8 @@ impl OciError {
             | OciError::NotRegularFile { .. }
             | OciError::SymlinkLoop { .. }
             | OciError::NotWasm { .. }
-            | OciError::InvalidImage { .. } => ErrorKind::InvalidArgument,
+            | OciError::InvalidImage { .. }
+            | OciError::BadManifest(_) => ErrorKind::InvalidArgument,
             OciError::NotFound { .. } => ErrorKind::NotFound,
             OciError::PermissionDenied { .. } => ErrorKind::FailedPrecondition,
             OciError::ImageWrite { .. } => ErrorKind::Internal,

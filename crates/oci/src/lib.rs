@@ -19,8 +19,11 @@
 //! - [`image`]: [`write_image_tar`] writes an OCI image layout tarball (classic rootfs image or
 //!   wasm OCI artifact) that `ctr image import` and `nerdctl load` accept, byte-for-byte
 //!   deterministic.
+//! - [`artifact`]: wasm OCI artifacts: which manifest of an index and which layer of a manifest
+//!   is the program (wasm media types), and checking blobs against their digests.
 //! - `bin/wasm-image.rs`: the `wasm-image build` command line over [`image`].
 
+pub mod artifact;
 pub mod classify;
 pub mod entrypoint;
 pub mod error;
