@@ -15,6 +15,9 @@
 //!   latency print.
 //! - `runc::*`: the same harness paths with containerd's runc runtime and busybox: proves the
 //!   harness (and the machine) before blaming the shim.
+//! - `cri::*` (e2e/cri.rs): the Kubernetes path through containerd's CRI plugin with a Rust CRI
+//!   client: pods with runtime handler `wasm` (wasm apps, native sidecars, one shim per pod,
+//!   stop, logs, leaks) next to the same pods with handler `runc`.
 //!
 //! Working directory: WASI preview 1 has none (wasi-libc starts in "/"); the shim passes the
 //! OCI cwd as `PWD` and the `args-env` guest moves there, as a cwd-aware p1 program must.
@@ -31,10 +34,14 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use wasm_shim_e2e::ctr::{ensure, line_with};
 use wasm_shim_e2e::images::{self, BUSYBOX_IMAGE, DATA_IN, GUESTS_IMAGE, REL_TXT};
 use wasm_shim_e2e::leaks;
+use wasm_shim_e2e::cri::K8S_NAMESPACE;
 use wasm_shim_e2e::{guests, Containerd, EventRecorder, Leaks, Output, RunOpts, Stdin, NAMESPACE};
 
 #[path = "e2e/native.rs"]
 mod native;
+
+#[path = "e2e/cri.rs"]
+mod cri;
 
 /// Everything the trials share.
 struct Ctx {
@@ -46,6 +53,8 @@ struct Ctx {
     wasm_blocker: Option<String>,
     /// The same for the runc baseline.
     runc_blocker: Option<String>,
+    /// The same for the CRI cases (plugin not serving, pause image not built...).
+    cri_blocker: Option<String>,
 }
 
 /// One runtime + image pair, so the same scenario runs on the shim and on runc.
@@ -55,13 +64,16 @@ enum Flavor {
     Runc,
     /// The busybox image run by the wasm shim: a native container, handed to runc.
     Native,
+    /// The Kubernetes path: pods through containerd's CRI plugin (`cri::*`, see e2e/cri.rs);
+    /// the cases pick their runtime handler themselves.
+    Cri,
 }
 
 impl Flavor {
     fn opts(self, id: &str) -> RunOpts {
         match self {
             Flavor::Wasm => RunOpts::wasm(GUESTS_IMAGE, id),
-            Flavor::Runc => RunOpts::runc(BUSYBOX_IMAGE, id),
+            Flavor::Runc | Flavor::Cri => RunOpts::runc(BUSYBOX_IMAGE, id),
             Flavor::Native => RunOpts::wasm(BUSYBOX_IMAGE, id),
         }
     }
@@ -70,7 +82,7 @@ impl Flavor {
     fn sleep_args(self, secs: u32) -> Vec<String> {
         match self {
             Flavor::Wasm => vec!["/sleep.wasm".into(), secs.to_string()],
-            Flavor::Runc | Flavor::Native => vec![
+            Flavor::Runc | Flavor::Native | Flavor::Cri => vec![
                 "/bin/sh".into(),
                 "-c".into(),
                 format!("echo sleeping {secs}; sleep {secs}; echo done"),
@@ -83,6 +95,7 @@ impl Flavor {
             Flavor::Wasm => cx.wasm_blocker.as_ref(),
             Flavor::Runc => cx.runc_blocker.as_ref(),
             Flavor::Native => cx.wasm_blocker.as_ref().or(cx.runc_blocker.as_ref()),
+            Flavor::Cri => cx.cri_blocker.as_ref().or(cx.runc_blocker.as_ref()),
         }
     }
 }
@@ -185,7 +198,7 @@ fn pids_limit(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
             let g = guests::Guests::load()?;
             images::guests_files(&g)
         }
-        Flavor::Runc | Flavor::Native => images::busybox_files()?,
+        Flavor::Runc | Flavor::Native | Flavor::Cri => images::busybox_files()?,
     };
     images::write_rootfs(&files, &rootfs)?;
     let args = f.sleep_args(30);
@@ -584,7 +597,10 @@ fn setup() -> Result<Ctx> {
     );
     let events = EventRecorder::start(&cd)?;
 
-    let runc_blocker = match images::busybox_image().and_then(|s| images::build_and_import(&cd, &s))
+    // Every image goes into the test namespace and into `k8s.io`, where the CRI looks.
+    let both = [NAMESPACE, K8S_NAMESPACE];
+    let runc_blocker = match images::busybox_image()
+        .and_then(|s| images::build_and_import_into(&cd, &s, &both))
     {
         Ok(_) => None,
         Err(e) => Some(format!("busybox image: {e:#}")),
@@ -600,7 +616,7 @@ fn setup() -> Result<Ctx> {
     let guests = guests::build().and_then(|_| guests::Guests::load());
     match guests {
         Ok(g) => {
-            if let Err(e) = images::build_and_import(&cd, &images::guests_image(&g)) {
+            if let Err(e) = images::build_and_import_into(&cd, &images::guests_image(&g), &both) {
                 wasm_blocker.get_or_insert(format!("guests image: {e:#}"));
             }
         }
@@ -611,11 +627,16 @@ fn setup() -> Result<Ctx> {
     if let Some(b) = &wasm_blocker {
         println!("wasm trials cannot run: {b}");
     }
+    let cri_blocker = cri::setup(&cd).err().map(|e| format!("{e:#}"));
+    if let Some(b) = &cri_blocker {
+        println!("CRI trials cannot run: {b}");
+    }
     Ok(Ctx {
         cd,
         events,
         wasm_blocker,
         runc_blocker,
+        cri_blocker,
     })
 }
 
@@ -628,6 +649,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
             Flavor::Wasm => "wasm",
             Flavor::Runc => "runc",
             Flavor::Native => "native",
+            Flavor::Cri => "cri",
         };
         v.push((format!("{prefix}::{name}"), f, c));
     };
@@ -825,6 +847,29 @@ fn cases() -> Vec<(String, Flavor, Case)> {
         Box::new(move |cx| run_loop(cx, Wasm, "w-loop", loops)),
     );
     add("latency_vs_runc", Wasm, Box::new(wasm_latency));
+
+    // The Kubernetes path (e2e/cri.rs): containerd's CRI plugin, handler `runc` first (the
+    // baseline that proves the harness), then handler `wasm`.
+    use wasm_shim_e2e::cri::{RUNC_HANDLER, WASM_HANDLER};
+    use Flavor::Cri;
+    add("version", Cri, Box::new(cri::version));
+    add("images_visible", Cri, Box::new(cri::images_visible));
+    add("unconfigured_handler", Cri, Box::new(cri::unconfigured_handler));
+    add("runc::echo_alone", Cri, Box::new(cri::runc_echo));
+    add("runc::exit_code_and_streams", Cri, Box::new(|cx| cri::native_exit_and_streams(cx, RUNC_HANDLER)));
+    add("runc::stop_sigterm", Cri, Box::new(cri::runc_stop));
+    add("runc::sidecars_localhost_both_ways", Cri, Box::new(cri::runc_sidecar_localhost));
+    add("runc::one_shim_per_pod", Cri, Box::new(|cx| cri::one_shim_per_pod(cx, RUNC_HANDLER)));
+    add("runc::missing_image", Cri, Box::new(|cx| cri::missing_image(cx, RUNC_HANDLER)));
+    add("wasm::hello_alone", Cri, Box::new(cri::wasm_hello));
+    add("wasm::stderr_in_log", Cri, Box::new(cri::wasm_stderr));
+    add("wasm::exit_code_3", Cri, Box::new(cri::wasm_exit3));
+    add("wasm::native_exit_code_and_streams", Cri, Box::new(|cx| cri::native_exit_and_streams(cx, WASM_HANDLER)));
+    add("wasm::stop_sigterm_spin", Cri, Box::new(cri::wasm_stop));
+    add("wasm::sidecar_localhost_both_ways", Cri, Box::new(cri::wasm_sidecar_localhost));
+    add("wasm::one_shim_per_pod", Cri, Box::new(|cx| cri::one_shim_per_pod(cx, WASM_HANDLER)));
+    add("wasm::missing_image", Cri, Box::new(|cx| cri::missing_image(cx, WASM_HANDLER)));
+    add("latency_wasm_vs_runc", Cri, Box::new(|cx| cri::latency(cx, 5)));
     v
 }
 
