@@ -28,6 +28,9 @@ use crate::task::{Event as TaskEvent, Status};
 
 /// Where the init's host pid is written in the bundle, for the `delete` action after a crash.
 pub const INIT_PID_FILE: &str = "init.pid";
+/// A wasm OCI artifact's layer, fetched into the bundle for the init, and its name.
+pub const ARTIFACT_FILE: &str = "artifact.wasm";
+pub const ARTIFACT_NAME_FILE: &str = "artifact.name";
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 pub fn now() -> Timestamp {
@@ -115,6 +118,32 @@ pub(crate) fn open_output(path: &str) -> Result<Option<OwnedFd>> {
     Ok(Some(f.into()))
 }
 
+/// When the entrypoint is not a file of the rootfs, the program may be a wasm layer of the
+/// container's image (a wasm OCI artifact): fetch it from containerd into the bundle. An
+/// ordinary image, or containerd not answering, leaves the init to report the missing file.
+fn fetch_artifact(spec: &oci_spec::runtime::Spec, rootfs: &Path, address: &str, namespace: &str, id: &str, bundle: &Path) -> Result<()> {
+    let Ok(rc) = wasm_shim_oci::run_config(spec) else { return Ok(()) };
+    match wasm_shim_oci::resolve_executable(rootfs, &rc.entrypoint.path, rc.path_env.as_deref(), &rc.cwd) {
+        Err(e) if e.kind() == wasm_shim_oci::ErrorKind::NotFound => {}
+        _ => return Ok(()),
+    }
+    match crate::content::wasm_layer(address, namespace, id, &rc.entrypoint.path) {
+        Ok(Some(a)) => {
+            let write = |name: &str, data: &[u8]| {
+                std::fs::write(bundle.join(name), data).map_err(|e| ShimError::internal(format!("{}: {e}", bundle.join(name).display())))
+            };
+            write(ARTIFACT_FILE, &a.bytes)?;
+            write(ARTIFACT_NAME_FILE, a.name.as_bytes())
+        }
+        Ok(None) => Ok(()),
+        Err(e) if e.kind == crate::protocol::ErrorKind::InvalidArgument => Err(e),
+        Err(e) => {
+            debug!("{id}: no wasm artifact: {e}");
+            Ok(())
+        }
+    }
+}
+
 /// The rootfs directory on the host: the spec's `root.path`, relative to the bundle.
 fn rootfs_path(bundle: &Path, spec: &oci_spec::runtime::Spec) -> PathBuf {
     match spec.root().as_ref().map(|r| r.path().clone()) {
@@ -191,7 +220,7 @@ impl Drop for Undo {
 
 impl Container {
     /// Everything up to a ready, compiled, waiting init; undone on any failure.
-    pub fn create(req: &CreateTaskRequest, namespace: &str, events: &Events) -> Result<Arc<Container>> {
+    pub fn create(req: &CreateTaskRequest, namespace: &str, address: &str, events: &Events) -> Result<Arc<Container>> {
         if req.terminal {
             return Err(ShimError::unimplemented("a terminal (tty) is not supported for wasm containers"));
         }
@@ -212,6 +241,7 @@ impl Container {
         if native::is_native(&spec, &rootfs_path(&bundle, &spec)) {
             return Self::create_native(req, namespace, events, bundle, cg, mounted, undo);
         }
+        fetch_artifact(&spec, &rootfs_path(&bundle, &spec), address, namespace, &req.id, &bundle)?;
         cg.create().map_err(|e| ShimError::internal(e.to_string()))?;
         undo.cgroup = Some(cg.clone());
         if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
@@ -554,7 +584,9 @@ impl Container {
         if self.rootfs_mounted {
             unmount_rootfs(&self.bundle.join("rootfs"));
         }
-        let _ = std::fs::remove_file(self.bundle.join(INIT_PID_FILE));
+        for f in [INIT_PID_FILE, ARTIFACT_FILE, ARTIFACT_NAME_FILE] {
+            let _ = std::fs::remove_file(self.bundle.join(f));
+        }
         Ok(exit)
     }
 }

@@ -115,6 +115,19 @@ fn stage1(bundle: &Path, sync: UnixStream) -> Result<Never, InitError> {
     }
 }
 
+/// The wasm layer the shim fetched from containerd's content store, with its name for messages.
+fn read_artifact(bundle: &Path) -> Result<Option<(String, Vec<u8>)>, InitError> {
+    let path = bundle.join(crate::container::ARTIFACT_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let name = std::fs::read_to_string(bundle.join(crate::container::ARTIFACT_NAME_FILE)).unwrap_or_else(|_| path.display().to_string());
+            Ok(Some((name, bytes)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(InitError::internal(format!("{}: {e}", path.display()))),
+    }
+}
+
 fn rootfs_path(bundle: &Path, spec: &Spec) -> PathBuf {
     let root = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| PathBuf::from("rootfs"));
     if root.is_absolute() { root } else { bundle.join(root) }
@@ -150,6 +163,8 @@ fn stage2(
         return Err(InitError::new(ErrorKind::Unimplemented, "a terminal (tty) is not supported for wasm containers"));
     }
 
+    // A wasm OCI artifact: the shim left the layer in the bundle; read it before pivot_root.
+    let artifact = read_artifact(bundle)?;
     rootfs::setup(spec, &rootfs_path(bundle, spec)).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
     if entered.new_uts {
         if let Some(h) = spec.hostname() {
@@ -160,12 +175,18 @@ fn stage2(
     security::apply_oom_score_adj(process);
     security::apply_user_and_caps(process).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
 
-    let path = wasm_shim_oci::resolve_executable(Path::new("/"), &rc.entrypoint.path, rc.path_env.as_deref(), &rc.cwd)?;
-    let shown = path.display().to_string();
-    let bytes = std::fs::read(&path).map_err(|e| {
-        let kind = if e.kind() == std::io::ErrorKind::PermissionDenied { ErrorKind::FailedPrecondition } else { ErrorKind::InvalidArgument };
-        InitError::new(kind, format!("{shown}: cannot read: {e}"))
-    })?;
+    let (shown, bytes) = match artifact {
+        Some(a) => a,
+        None => {
+            let path = wasm_shim_oci::resolve_executable(Path::new("/"), &rc.entrypoint.path, rc.path_env.as_deref(), &rc.cwd)?;
+            let shown = path.display().to_string();
+            let bytes = std::fs::read(&path).map_err(|e| {
+                let kind = if e.kind() == std::io::ErrorKind::PermissionDenied { ErrorKind::FailedPrecondition } else { ErrorKind::InvalidArgument };
+                InitError::new(kind, format!("{shown}: cannot read: {e}"))
+            })?;
+            (shown, bytes)
+        }
+    };
     match classify(&bytes, &shown) {
         Kind::WasmModule | Kind::WasmComponent | Kind::Wat => {}
         Kind::Elf | Kind::Script => {

@@ -5,6 +5,7 @@
 //! - `shim`: the `start`/`delete` actions and serving until Shutdown.
 //! - `serve`: the ttrpc server under both Task API names containerd uses.
 //! - `service`: the ttrpc Task API containerd calls.
+//! - `content`: wasm OCI artifacts read from containerd's content store.
 //! - `container`: one container's rootfs, cgroup, stdio, init process and exit.
 //! - `exec`: exec processes of native containers.
 //! - `task`: the task lifecycle state machine.
@@ -16,6 +17,7 @@
 //! - `errors`: errors to ttrpc status codes.
 
 mod container;
+mod content;
 mod errors;
 mod events;
 mod exec;

@@ -54,7 +54,7 @@ pub fn serve(flags: &Flags) -> Result<()> {
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set")?;
     let exit = Arc::new(ExitSignal::default());
     let events = Events::start(ttrpc_address, flags.namespace.clone());
-    let service: Arc<dyn Task + Send + Sync> = Arc::new(Service::new(flags.namespace.clone(), events, exit.clone()));
+    let service: Arc<dyn Task + Send + Sync> = Arc::new(Service::new(flags.namespace.clone(), flags.address.clone(), events, exit.clone()));
 
     let mut methods = create_task(service.clone());
     for (name, handler) in create_task(service) {

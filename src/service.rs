@@ -22,6 +22,8 @@ use crate::task::Status as TaskStatus;
 
 pub struct Service {
     namespace: String,
+    /// containerd's GRPC address, for reading wasm artifacts from its content store.
+    address: String,
     events: Events,
     exit: Arc<ExitSignal>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
@@ -40,8 +42,8 @@ fn status_of(s: TaskStatus) -> Status {
 
 
 impl Service {
-    pub fn new(namespace: String, events: Events, exit: Arc<ExitSignal>) -> Service {
-        Service { namespace, events, exit, containers: Mutex::new(HashMap::new()) }
+    pub fn new(namespace: String, address: String, events: Events, exit: Arc<ExitSignal>) -> Service {
+        Service { namespace, address, events, exit, containers: Mutex::new(HashMap::new()) }
     }
 
     fn get(&self, id: &str) -> Result<Arc<Container>> {
@@ -57,7 +59,7 @@ impl Service {
         if self.containers.lock().unwrap().contains_key(&req.id) {
             return Err(ShimError::new(crate::protocol::ErrorKind::FailedPrecondition, format!("container {} already exists", req.id)));
         }
-        let c = Container::create(req, &self.namespace, &self.events)?;
+        let c = Container::create(req, &self.namespace, &self.address, &self.events)?;
         self.containers.lock().unwrap().insert(req.id.clone(), c.clone());
         self.events.send(TaskCreate {
             container_id: req.id.clone(),

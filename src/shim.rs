@@ -139,6 +139,6 @@ impl containerd_shim::Shim for WasmShim {
 
     fn create_task_service(&self, _publisher: RemotePublisher) -> Self::T {
         let events = Events::start(std::env::var("TTRPC_ADDRESS").unwrap_or_default(), self.namespace.clone());
-        Service::new(self.namespace.clone(), events, self.exit.clone())
+        Service::new(self.namespace.clone(), std::env::var("GRPC_ADDRESS").unwrap_or_default(), events, self.exit.clone())
     }
 }
