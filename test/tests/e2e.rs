@@ -39,6 +39,8 @@ use wasm_shim_e2e::{guests, Containerd, EventRecorder, Leaks, Output, RunOpts, S
 
 #[path = "e2e/native.rs"]
 mod native;
+#[path = "e2e/artifact.rs"]
+mod artifact;
 
 #[path = "e2e/cri.rs"]
 mod cri;
@@ -717,6 +719,8 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("loop_leaves_nothing", Native, Box::new(|cx| run_loop(cx, Native, "n-loop", 10)));
 
     add("hello", Wasm, Box::new(wasm_hello));
+    add("artifact_from_content_store", Wasm, Box::new(|cx| artifact::runs_from_content_store(cx)));
+    add("artifact_unknown_media_type", Wasm, Box::new(|cx| artifact::unknown_media_type_is_refused(cx)));
     add("stderr_separate", Wasm, Box::new(wasm_stderr));
     add("exit_code_3", Wasm, Box::new(wasm_exit3));
     add(
