@@ -858,6 +858,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     use Flavor::Cri;
     add("version", Cri, Box::new(cri::version));
     add("images_visible", Cri, Box::new(cri::images_visible));
+    add("pause_binary_exits_0_on_sigterm", Cri, Box::new(cri::pause_binary));
     add("unconfigured_handler", Cri, Box::new(cri::unconfigured_handler));
     add("runc::echo_alone", Cri, Box::new(cri::runc_echo));
     add("runc::exit_code_and_streams", Cri, Box::new(|cx| cri::native_exit_and_streams(cx, RUNC_HANDLER)));

@@ -214,6 +214,42 @@ fn show_log(lines: &[LogLine]) -> String {
         .join(" | ")
 }
 
+/// Waits until container `id` logs a stdout record containing `needle`; fails at once, with its
+/// exit code and log, if it exits first.
+fn wait_logged(cri: &Cri, pod: &Pod, c: &ContainerSpec, id: &str, needle: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = cri::read_log(&pod.log_file(c)).unwrap_or_default();
+        if log
+            .iter()
+            .any(|l| l.stream == "stdout" && l.message.contains(needle))
+        {
+            return Ok(());
+        }
+        let st = cri.container_status(id)?;
+        if st.state == cri::ContainerState::ContainerExited as i32 {
+            // The last records may land just after the exit.
+            std::thread::sleep(Duration::from_millis(100));
+            let log = cri::read_log(&pod.log_file(c)).unwrap_or_default();
+            bail!(
+                "{} exited {} (reason {:?}) before logging {needle:?}; its CRI log: {}",
+                c.name,
+                st.exit_code,
+                st.reason,
+                show_log(&log)
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{} did not log {needle:?} within 20 s; its CRI log: {}",
+                c.name,
+                show_log(&log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs one container to its end: exit code and CRI log.
 fn run_to_exit(
     cri: &Cri,
@@ -315,6 +351,53 @@ pub fn images_visible(cx: &Ctx) -> Result<()> {
     ensure(cri.image_status("docker.io/wasmtest/missing:1")?.is_none(), || {
         "ImageStatus of a missing image is not empty".into()
     })
+}
+
+/// The sandbox binary itself, on the host: waits (in `rt_sigtimedwait`), exits 0 on SIGTERM and
+/// on SIGINT. (The CRI stops sandboxes with SIGKILL, so no pod case would notice a pause that
+/// ignores SIGTERM.)
+pub fn pause_binary(_cx: &Ctx) -> Result<()> {
+    let bin = wasm_shim_e2e::pause::binary_path();
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let mut child = std::process::Command::new(&bin)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("{}", bin.display()))?;
+        let pid = child.id();
+        let result = (|| -> Result<()> {
+            // Signals are safe to send once it sits in rt_sigtimedwait (x86_64: 128; aarch64: 137).
+            let waiting = wasm_shim_e2e::process::poll(Duration::from_secs(5), || {
+                let sc = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+                matches!(sc.split_whitespace().next(), Some("128" | "137")).then_some(())
+            });
+            ensure(waiting.is_some(), || {
+                "pause is not waiting in rt_sigtimedwait after 5 s".into()
+            })?;
+            std::thread::sleep(Duration::from_millis(200));
+            ensure(matches!(child.try_wait(), Ok(None)), || {
+                "pause exited on its own".into()
+            })?;
+            let t = Instant::now();
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe {
+                libc::kill(pid as libc::pid_t, sig);
+            }
+            let status = wasm_shim_e2e::process::poll(Duration::from_secs(2), || {
+                child.try_wait().ok().flatten()
+            })
+            .ok_or_else(|| anyhow!("pause still running 2 s after {name}"))?;
+            println!("  {name}: {status} after {:.1?}", t.elapsed());
+            ensure(status.code() == Some(0), || {
+                format!("pause ended with {status} after {name}, not exit 0")
+            })
+        })();
+        let _ = child.kill();
+        let _ = child.wait();
+        result?;
+    }
+    Ok(())
 }
 
 /// RunPodSandbox with a handler that is not in the config: a clear error, nothing created.
@@ -475,7 +558,7 @@ fn stop_case(cx: &Ctx, handler: &str, c: ContainerSpec, marker: &str) -> Result<
     with_pod(cx, &format!("{handler}-stop"), handler, |cri, pod| {
         let (id, _) = pod.start(cri, c.clone())?;
         cri.wait_running(&id, Duration::from_secs(20))?;
-        cri::wait_log(&pod.log_file(&c), "stdout", marker, Duration::from_secs(20))?;
+        wait_logged(cri, pod, &c, &id, marker)?;
         let t = Instant::now();
         cri.stop_container(&id, 10)?;
         let took = t.elapsed();
@@ -593,12 +676,7 @@ pub fn wasm_sidecar_localhost(cx: &Ctx) -> Result<()> {
         // wasm serves, busybox connects.
         let wasm_server = wasm("wasm-server", "/tcp.wasm").args(["serve", "8081", "--once"]);
         let (ws, _) = pod.start(cri, wasm_server.clone())?;
-        cri::wait_log(
-            &pod.log_file(&wasm_server),
-            "stdout",
-            "listening on 8081",
-            Duration::from_secs(20),
-        )?;
+        wait_logged(cri, pod, &wasm_server, &ws, "listening on 8081")?;
         let bb_client = busybox("sidecar-client", &nc_client(8081, "hello from busybox"));
         let (bc, _) = pod.start(cri, bb_client.clone())?;
         // busybox serves, wasm connects (the guest retries while refused).
