@@ -275,8 +275,9 @@ fn wasi_builder(opts: &RunOptions) -> Result<WasiCtxBuilder, String> {
     }
     // No async runtime here: let blocking WASI calls block this thread.
     builder.allow_blocking_current_thread(true);
-    // The container's network namespace is the boundary; p2 sockets use it.
-    builder.inherit_network().allow_ip_name_lookup(true);
+    // The container's network namespace is the boundary (a pod's network, or none at all):
+    // p2 sockets may use whatever it offers. wasmtime-wasi starts with TCP and UDP off.
+    builder.inherit_network().allow_tcp(true).allow_udp(true).allow_ip_name_lookup(true);
     for (host, guest) in &opts.preopens {
         builder
             .preopened_dir(host, guest, FsPerms::ReadWrite)
