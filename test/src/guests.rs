@@ -1,5 +1,6 @@
 //! The test guests: Rust programs in `test/guests` built for wasm32-wasip1, WAT files in
-//! `test/guests/wat`, and a component made from `hello.wasm`.
+//! `test/guests/wat`, a component made from `hello.wasm`, and the component guests (Rust
+//! programs that call WASI p2 interfaces, wrapped into components).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,6 +24,11 @@ pub const RUST_GUESTS: &[&str] = &[
     "memhog",
     "sleep",
 ];
+
+/// Rust guests that call WASI preview 2 interfaces directly (`tcp`: `wasi:sockets`): built for
+/// wasm32-wasip1 like the others, then wrapped into components with the preview1 command
+/// adapter, which is the only form in which they can run. Each ends up at `/<name>.wasm`.
+pub const COMPONENT_GUESTS: &[&str] = &["tcp"];
 
 /// `test/guests`.
 pub fn guests_dir() -> PathBuf {
@@ -68,7 +74,8 @@ pub fn build() -> Result<()> {
 }
 
 /// Every guest's bytes, by name: the Rust guests (`hello`, ...), `hello.wat` (text, for the .wat
-/// entrypoint), `custom-export` and `no-start` (compiled from WAT), and `component`.
+/// entrypoint), `custom-export` and `no-start` (compiled from WAT), `component`, and the
+/// component guests (`tcp`, already wrapped).
 pub struct Guests {
     bytes: BTreeMap<String, Vec<u8>>,
 }
@@ -78,15 +85,12 @@ impl Guests {
     pub fn load() -> Result<Guests> {
         let mut bytes = BTreeMap::new();
         for name in RUST_GUESTS {
-            let path = wasm_out_dir().join(format!("{name}.wasm"));
-            let data = std::fs::read(&path).with_context(|| {
-                format!(
-                    "{}: missing; build the guests with `cargo build --release --target \
-                     wasm32-wasip1 --manifest-path test/guests/Cargo.toml`",
-                    path.display()
-                )
-            })?;
-            bytes.insert(name.to_string(), data);
+            bytes.insert(name.to_string(), read_built(name)?);
+        }
+        for name in COMPONENT_GUESTS {
+            let component = component_from_module(&read_built(name)?)
+                .with_context(|| format!("making a component of {name}.wasm"))?;
+            bytes.insert(name.to_string(), component);
         }
         let wat_dir = guests_dir().join("wat");
         let hello_wat = wat_dir.join("hello.wat");
@@ -109,6 +113,18 @@ impl Guests {
             .get(name)
             .unwrap_or_else(|| panic!("no guest named {name:?}"))
     }
+}
+
+/// A built Rust guest's bytes.
+fn read_built(name: &str) -> Result<Vec<u8>> {
+    let path = wasm_out_dir().join(format!("{name}.wasm"));
+    std::fs::read(&path).with_context(|| {
+        format!(
+            "{}: missing; build the guests with `cargo build --release --target wasm32-wasip1 \
+             --manifest-path test/guests/Cargo.toml`",
+            path.display()
+        )
+    })
 }
 
 /// Wraps a WASI preview 1 command module into a preview 2 component with the preview1 command

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use wasm_shim_oci::image::{write_image_tar, ImageFile, ImageSpec, Style};
 
-use crate::guests::{Guests, RUST_GUESTS};
+use crate::guests::{Guests, COMPONENT_GUESTS, RUST_GUESTS};
 use crate::{Containerd, NAMESPACE};
 
 /// The wasm image: every guest at `/<name>.wasm`, data files, bad inputs.
@@ -39,14 +39,15 @@ fn noise(len: usize) -> Vec<u8> {
 
 /// Files of the guests image.
 ///
-/// - `/<guest>.wasm` for every Rust guest, `/hello.wat` (text), `/custom.wasm` (exports
-///   `_start` and `custom`), `/no-start.wasm`, `/component.wasm`;
+/// - `/<guest>.wasm` for every Rust guest (the component guests such as `/tcp.wasm` as
+///   components), `/hello.wat` (text), `/custom.wasm` (exports `_start` and `custom`),
+///   `/no-start.wasm`, `/component.wasm`;
 /// - `/data/in.txt`, `/work/rel.txt`, an empty `/tmp`;
 /// - bad inputs: `/corrupt.wasm` (wasm magic and version, then noise), `/truncated.wasm` (the
 ///   first half of hello.wasm), `/dir.wasm/` (a directory), `/notes.txt` (text).
 pub fn guests_files(g: &Guests) -> Vec<ImageFile> {
     let mut files = Vec::new();
-    for name in RUST_GUESTS {
+    for name in RUST_GUESTS.iter().chain(COMPONENT_GUESTS) {
         files.push(ImageFile::new(format!("/{name}.wasm"), g.get(name), 0o755));
     }
     files.push(ImageFile::new("/hello.wat", g.get("hello.wat"), 0o644));
