@@ -11,8 +11,8 @@
 //! # Layout
 //! - `main`: setup (guests, containerd, event recorder, images), the trial list, teardown.
 //! - `wasm::*`: the shim's cases: output, exit codes, args/env/cwd, files, stdin, component,
-//!   WAT, `#export`, signals, limits, pause/resume, metrics, events, bad inputs, leak loop,
-//!   latency print.
+//!   WAT, `#export`, TCP through `wasi:sockets` both ways (`--net-host`), signals, limits,
+//!   pause/resume, metrics, events, bad inputs, leak loop, latency print.
 //! - `runc::*`: the same harness paths with containerd's runc runtime and busybox: proves the
 //!   harness (and the machine) before blaming the shim.
 //! - `cri::*` (e2e/cri.rs): the Kubernetes path through containerd's CRI plugin with a Rust CRI
@@ -557,6 +557,177 @@ fn wasm_latency(cx: &Ctx) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// wasm: TCP through wasi:sockets (the `tcp` component guest), host network (`ctr run --net-host`)
+
+/// A port nobody listens on right now (bound, read, released).
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// `ctr run --net-host` of `/tcp.wasm` with `args`.
+fn tcp_guest(id: &str, args: &[&str]) -> RunOpts {
+    let mut opts = RunOpts::wasm(GUESTS_IMAGE, id)
+        .args(std::iter::once("/tcp.wasm").chain(args.iter().copied()));
+    opts.extra.push("--net-host".into());
+    opts
+}
+
+/// Reads one line (without the newline) or up to end of file.
+fn read_line_from(stream: &mut std::net::TcpStream) -> Result<String> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.contains(&b'\n') {
+        match stream.read(&mut buf).context("read")? {
+            0 => break,
+            n => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    Ok(text.split('\n').next().unwrap_or("").to_string())
+}
+
+/// Connects to 127.0.0.1:`port`, sends `line` and a newline, returns the reply line.
+fn host_ask(port: &str, line: &str) -> Result<String> {
+    use std::io::Write;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connect to the guest at {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(format!("{line}\n").as_bytes())?;
+    read_line_from(&mut stream).context("the guest's reply")
+}
+
+/// The guest serves (`serve <port> --once`); the test connects from the host.
+fn wasm_tcp_server_host_client(cx: &Ctx) -> Result<()> {
+    let port = free_port()?.to_string();
+    let mut run = cx
+        .cd
+        .spawn(&tcp_guest("w-tcp-serve", &["serve", &port, "--once"]))?;
+    run.wait_for_stdout(&format!("listening on {port}"), Duration::from_secs(20))?;
+    let reply = host_ask(&port, "hello from the host");
+    let out = run.wait(Duration::from_secs(10));
+    let reply = reply.with_context(|| format!("guest: {out}"))?;
+    ensure(reply == "wasm got: hello from the host", || {
+        format!("reply {reply:?}; guest: {out}")
+    })?;
+    expect_code(&out, 0)?;
+    line_with(&out.stdout, &["served 127.0.0.1:", ": hello from the host"])
+        .with_context(|| format!("{out}"))?;
+    Ok(())
+}
+
+/// Without `--once` the guest serves connection after connection (a pod's server) until
+/// SIGTERM, which ends it (143) within 2 s although it is blocked in `accept`.
+fn wasm_tcp_server_until_sigterm(cx: &Ctx) -> Result<()> {
+    let id = "w-tcp-serve-term";
+    let port = free_port()?.to_string();
+    let mut run = cx.cd.spawn(&tcp_guest(id, &["serve", &port]))?;
+    run.wait_for_stdout(&format!("listening on {port}"), Duration::from_secs(20))?;
+    for i in 1..=3 {
+        let reply = host_ask(&port, &format!("request {i}"))
+            .with_context(|| format!("request {i}; guest so far: {}", run.stdout_now()))?;
+        ensure(reply == format!("wasm got: request {i}"), || {
+            format!("reply {reply:?} to request {i}")
+        })?;
+    }
+    let t = Instant::now();
+    cx.cd.kill(id, "SIGTERM")?;
+    let out = run.wait(Duration::from_secs(10));
+    let took = t.elapsed();
+    expect_code(&out, 143)?;
+    ensure(took < Duration::from_secs(2), || {
+        format!("took {took:?} to stop after SIGTERM: {out}")
+    })?;
+    for i in 1..=3 {
+        line_with(&out.stdout, &["served 127.0.0.1:", &format!(": request {i}")])
+            .with_context(|| format!("{out}"))?;
+    }
+    Ok(())
+}
+
+/// Accepts one connection on `listener` within `timeout`, reads a line, answers
+/// `host got: <line>`; returns the line.
+fn host_answer_one(listener: std::net::TcpListener, timeout: Duration) -> Result<String> {
+    use std::io::Write;
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + timeout;
+    let mut stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                bail!("no connection within {timeout:?}")
+            }
+            Err(e) => return Err(e).context("accept"),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let line = read_line_from(&mut stream)?;
+    stream.write_all(format!("host got: {line}\n").as_bytes())?;
+    Ok(line)
+}
+
+/// The test listens on a host port; the guest connects (`connect 127.0.0.1:<port> <msg>`).
+/// With `delay`, the listener appears only that long after the guest started: the guest must
+/// keep retrying the refused connection.
+fn wasm_tcp_client_host_server(cx: &Ctx, id: &str, delay: Option<Duration>) -> Result<()> {
+    let port = free_port()?;
+    let target = format!("127.0.0.1:{port}");
+    let message = "hello from wasm";
+    let listener = match delay {
+        None => Some(std::net::TcpListener::bind(&target).context(target.clone())?),
+        Some(_) => None,
+    };
+    let mut run = cx
+        .cd
+        .spawn(&tcp_guest(id, &["connect", &target, message]))?;
+    let listener = match (listener, delay) {
+        (Some(l), _) => l,
+        (None, delay) => {
+            std::thread::sleep(delay.unwrap_or_default());
+            ensure(run.running(), || {
+                format!(
+                    "the guest gave up before the server started: {}",
+                    run.wait(Duration::ZERO)
+                )
+            })?;
+            std::net::TcpListener::bind(&target).context(target.clone())?
+        }
+    };
+    let server = std::thread::spawn(move || host_answer_one(listener, Duration::from_secs(20)));
+    let out = run.wait(Duration::from_secs(30));
+    let got = server
+        .join()
+        .map_err(|_| anyhow!("the host server panicked"))?
+        .with_context(|| format!("host server; guest: {out}"))?;
+    ensure(got == message, || {
+        format!("the host got {got:?}, not {message:?}; guest: {out}")
+    })?;
+    expect_code(&out, 0)?;
+    expect_stdout_line(&out, &format!("reply: host got: {message}"))
+}
+
+/// Nobody listens: after 10 s of refused attempts the guest exits 1 with one clear line.
+fn wasm_tcp_client_refused(cx: &Ctx) -> Result<()> {
+    let target = format!("127.0.0.1:{}", free_port()?);
+    let out = cx.cd.run(&tcp_guest(
+        "w-tcp-refused",
+        &["connect", &target, "anyone?"],
+    ))?;
+    expect_code(&out, 1)?;
+    line_with(&out.stderr, &["tcp: connect", &target, "refused"])
+        .with_context(|| format!("{out}"))?;
+    ensure(out.duration >= Duration::from_secs(9), || {
+        format!("gave up before retrying for 10 s: {out}")
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // runc-only cases (harness checks)
 
 fn runc_echo(cx: &Ctx) -> Result<()> {
@@ -736,9 +907,29 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("wat_entrypoint", Wasm, Box::new(wasm_wat));
     add("custom_export", Wasm, Box::new(wasm_custom_export));
     add(
-        "sigterm_spin",
+        "tcp_server_host_client",
         Wasm,
-        Box::new(|cx| signal_case(cx, "w-term-spin", "/spin.wasm", "spinning", "SIGTERM", 143)),
+        Box::new(wasm_tcp_server_host_client),
+    );
+    add(
+        "tcp_server_until_sigterm",
+        Wasm,
+        Box::new(wasm_tcp_server_until_sigterm),
+    );
+    add(
+        "tcp_client_host_server",
+        Wasm,
+        Box::new(|cx| wasm_tcp_client_host_server(cx, "w-tcp-connect", None)),
+    );
+    add(
+        "tcp_client_retries_until_server_starts",
+        Wasm,
+        Box::new(|cx| wasm_tcp_client_host_server(cx, "w-tcp-retry", Some(Duration::from_secs(2)))),
+    );
+    add(
+        "tcp_client_refused",
+        Wasm,
+        Box::new(wasm_tcp_client_refused),
     );
     add(
         "sigterm_block_read",
