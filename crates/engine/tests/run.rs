@@ -634,3 +634,60 @@ fn inherited_stdio_child() {
     let outcome = engine.run(&prepared, &RunOptions::default());
     std::process::exit(outcome.exit_code());
 }
+
+/// A component whose `run` calls `wasi:sockets/tcp-create-socket.create-tcp-socket(ipv4)` and
+/// returns its result's discriminant: `ok` (exit 0) when the engine lets guests use TCP, `err`
+/// (exit 1, `access-denied`) when it does not. wasmtime-wasi denies TCP unless `allow_tcp`.
+const COMPONENT_CREATE_TCP_SOCKET: &str = r#"
+(component
+  (import "wasi:sockets/network@0.2.0" (instance $network
+    (type $error-code (enum "unknown" "access-denied" "not-supported"
+      "invalid-argument" "out-of-memory" "timeout" "concurrency-conflict" "not-in-progress"
+      "would-block" "invalid-state" "new-socket-limit" "address-not-bindable" "address-in-use"
+      "remote-unreachable" "connection-refused" "connection-reset" "connection-aborted"
+      "datagram-too-large" "name-unresolvable" "temporary-resolver-failure"
+      "permanent-resolver-failure"))
+    (export "error-code" (type (eq $error-code)))
+    (type $family (enum "ipv4" "ipv6"))
+    (export "ip-address-family" (type (eq $family)))))
+  (alias export $network "error-code" (type $error-code))
+  (alias export $network "ip-address-family" (type $family))
+  (import "wasi:sockets/tcp@0.2.0" (instance $tcp
+    (export "tcp-socket" (type (sub resource)))))
+  (alias export $tcp "tcp-socket" (type $tcp-socket))
+  (import "wasi:sockets/tcp-create-socket@0.2.0" (instance $create
+    (alias outer 1 $error-code (type $e0))
+    (export "error-code" (type $e (eq $e0)))
+    (alias outer 1 $family (type $f0))
+    (export "ip-address-family" (type $f (eq $f0)))
+    (alias outer 1 $tcp-socket (type $s0))
+    (export "tcp-socket" (type $s (eq $s0)))
+    (export "create-tcp-socket"
+      (func (param "address-family" $f) (result (result (own $s) (error $e)))))))
+  (core module $mem (memory (export "memory") 1))
+  (core instance $mem (instantiate $mem))
+  (alias core export $mem "memory" (core memory $memory))
+  (core func $create-lowered
+    (canon lower (func $create "create-tcp-socket") (memory $memory)))
+  (core instance $host (export "create" (func $create-lowered)))
+  (core module $m
+    (import "host" "create" (func $create (param i32 i32)))
+    (import "mem" "memory" (memory 1))
+    (func (export "run") (result i32)
+      ;; family ipv4; the result at 16: discriminant byte, then the handle or error code
+      (call $create (i32.const 0) (i32.const 16))
+      (i32.load8_u (i32.const 16))))
+  (core instance $i (instantiate $m
+    (with "host" (instance $host))
+    (with "mem" (instance $mem))))
+  (func $run (result (result)) (canon lift (core func $i "run")))
+  (instance $run-instance (export "run" (func $run)))
+  (export "wasi:cli/run@0.2.0" (instance $run-instance)))
+"#;
+
+/// Regression: `inherit_network()` alone left TCP denied (wasmtime-wasi's `allow_tcp` is off by
+/// default), so every `wasi:sockets/tcp` call failed with `access-denied`.
+#[test]
+fn component_may_create_a_tcp_socket() {
+    assert_eq!(run(COMPONENT_CREATE_TCP_SOCKET), Outcome::Exited(0));
+}
