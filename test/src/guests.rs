@@ -103,6 +103,15 @@ impl Guests {
             let module = wat::parse_file(&path).with_context(|| format!("{}", path.display()))?;
             bytes.insert(name.into(), module);
         }
+        // Well-formed programs whose imports the shim does not provide.
+        bytes.insert(
+            "needs-import".into(),
+            wat::parse_str(r#"(module (import "wasmtest" "missing" (func)) (memory (export "memory") 1) (func (export "_start")))"#)?,
+        );
+        bytes.insert(
+            "needs-import-component".into(),
+            wat::parse_str(r#"(component (import "wasmtest:missing/iface" (instance (export "f" (func)))))"#)?,
+        );
         let component = component_from_module(&bytes["hello"])?;
         bytes.insert("component".into(), component);
         Ok(Guests { bytes })

@@ -44,7 +44,9 @@ fn noise(len: usize) -> Vec<u8> {
 ///   `/no-start.wasm`, `/component.wasm`;
 /// - `/data/in.txt`, `/work/rel.txt`, an empty `/tmp`;
 /// - bad inputs: `/corrupt.wasm` (wasm magic and version, then noise), `/truncated.wasm` (the
-///   first half of hello.wasm), `/dir.wasm/` (a directory), `/notes.txt` (text).
+///   first half of hello.wasm), `/dir.wasm/` (a directory), `/notes.txt` (text), `/empty.wasm`
+///   (zero bytes), `/broken.wat` (a WAT syntax error), `/loop-a.wasm` (a symlink loop),
+///   `/needs-import.wasm` and `/needs-import-component.wasm` (imports nobody provides).
 pub fn guests_files(g: &Guests) -> Vec<ImageFile> {
     let mut files = Vec::new();
     for name in RUST_GUESTS.iter().chain(COMPONENT_GUESTS) {
@@ -85,6 +87,12 @@ pub fn guests_files(g: &Guests) -> Vec<ImageFile> {
         "just some notes, not a program\n",
         0o755,
     ));
+    files.push(ImageFile::new("/empty.wasm", Vec::new(), 0o755));
+    files.push(ImageFile::new("/broken.wat", "(module (func $f (result i32)\n", 0o644));
+    files.push(ImageFile::symlink("/loop-a.wasm", "/loop-b.wasm"));
+    files.push(ImageFile::symlink("/loop-b.wasm", "/loop-a.wasm"));
+    files.push(ImageFile::new("/needs-import.wasm", g.get("needs-import"), 0o755));
+    files.push(ImageFile::new("/needs-import-component.wasm", g.get("needs-import-component"), 0o755));
     files
 }
 

@@ -1032,6 +1032,22 @@ fn cases() -> Vec<(String, Flavor, Case)> {
         Wasm,
         Box::new(|cx| bad_input(cx, "w-bad-text", "/notes.txt", &["notes.txt"])),
     );
+    for (name, id, entry, needle) in [
+        ("bad_empty_module", "w-bad-empty", "/empty.wasm", "empty.wasm"),
+        ("bad_wat_syntax", "w-bad-wat", "/broken.wat", "broken.wat"),
+        ("bad_symlink_loop", "w-bad-loop", "/loop-a.wasm", "loop-a.wasm"),
+        ("bad_empty_export", "w-bad-noexp", "/hello.wasm#", "hello.wasm#"),
+        ("bad_export_not_a_function", "w-bad-memexp", "/hello.wasm#memory", "memory"),
+        ("bad_export_on_component", "w-bad-compexp", "/component.wasm#nope", "nope"),
+        ("bad_module_import_missing", "w-bad-imp", "/needs-import.wasm", "wasmtest"),
+        // Imports an interface nobody provides and exports nothing: the missing run export is
+        // what is reported first.
+        ("bad_component_without_run", "w-bad-cimp", "/needs-import-component.wasm", "wasi:cli/run"),
+        ("bad_char_device", "w-bad-dev", "/dev/null", "/dev/null"),
+        ("bad_relative_missing", "w-bad-rel", "nothing-here", "nothing-here"),
+    ] {
+        add(name, Wasm, Box::new(move |cx| bad_input(cx, id, entry, &[needle])));
+    }
     let loops = std::env::var("E2E_LOOP")
         .ok()
         .and_then(|s| s.parse().ok())
