@@ -3,12 +3,13 @@
 #   make test     unit tests and the end-to-end suite against a real containerd (root)
 #   make install  put the shim next to containerd's binary
 
+SHELL     := /bin/bash
 CARGO     ?= cargo
 PREFIX    ?= $(patsubst %/,%,$(dir $(shell command -v containerd 2>/dev/null || echo /usr/local/bin/containerd)))
 SHIM      := target/release/containerd-shim-wasm-v1
 GUESTS    := test/guests
 
-.PHONY: all build guests deps test unit e2e demo install clean
+.PHONY: all build guests deps test unit e2e demo install clean fuzz
 
 all: build
 
@@ -46,6 +47,19 @@ test: deps build guests
 
 demo: deps build guests
 	bash test/demo.sh
+
+# Fuzzing (not part of `make test`): each target for FUZZ_SECONDS with libFuzzer through cargo
+# fuzz; the corpus grows in fuzz/corpus/<target>. Stable rustc takes cargo fuzz's -Z flags
+# with RUSTC_BOOTSTRAP=1.
+FUZZ_SECONDS   ?= 60
+FUZZ_TARGETS   := entrypoint run_config manifest classify
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) 2>&1 | grep -E '^(#[0-9]+.*DONE|Done|==|SUMMARY|.*panicked)' ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
 
 install: build
 	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/containerd-shim-wasm-v1
