@@ -25,6 +25,7 @@ use crate::exec::ExecProcess;
 use crate::native::{self, Runc};
 use crate::protocol::{self, FromInit, ToInit};
 use crate::task::{Event as TaskEvent, Status};
+use crate::tty::Terminal;
 
 /// Where the init's host pid is written in the bundle, for the `delete` action after a crash.
 pub const INIT_PID_FILE: &str = "init.pid";
@@ -64,6 +65,8 @@ pub struct Container {
     pub cgroup: Option<Cgroup>,
     /// Set for a native container: runc created it and owns its cgroup.
     runc: Option<Runc>,
+    /// The terminal of a native container created with one (`ctr run -t`, CRI `tty: true`).
+    tty: Option<Terminal>,
     rootfs_mounted: bool,
     stdin_relay: Option<StdinRelay>,
     state: Mutex<State>,
@@ -221,9 +224,6 @@ impl Drop for Undo {
 impl Container {
     /// Everything up to a ready, compiled, waiting init; undone on any failure.
     pub fn create(req: &CreateTaskRequest, namespace: &str, address: &str, events: &Events) -> Result<Arc<Container>> {
-        if req.terminal {
-            return Err(ShimError::unimplemented("a terminal (tty) is not supported for wasm containers"));
-        }
         if !req.checkpoint.is_empty() {
             return Err(ShimError::unimplemented("restoring from a checkpoint is not supported for wasm containers"));
         }
@@ -240,6 +240,9 @@ impl Container {
         let cg = cgroup_for(&spec, namespace, &req.id)?;
         if native::is_native(&spec, &rootfs_path(&bundle, &spec)) {
             return Self::create_native(req, namespace, events, bundle, cg, mounted, undo);
+        }
+        if req.terminal {
+            return Err(ShimError::unimplemented("a terminal (tty) is not supported for wasm containers: run without -t"));
         }
         fetch_artifact(&spec, &rootfs_path(&bundle, &spec), address, namespace, &req.id, &bundle)?;
         cg.create().map_err(|e| ShimError::internal(e.to_string()))?;
@@ -305,6 +308,7 @@ impl Container {
             pidfd: Arc::new(undo.pid.take().expect("pidfd set above")),
             cgroup: undo.cgroup.take(),
             runc: None,
+            tty: None,
             rootfs_mounted: mounted,
             stdin_relay: undo.stdin.take(),
             state: Mutex::new(State { status: Status::Created, exit: None, start_tx: Some(writer) }),
@@ -327,16 +331,20 @@ impl Container {
         mut undo: Undo,
     ) -> Result<Arc<Container>> {
         let runc = Runc::new(namespace, &req.id, &bundle)?;
-        let stdin = if req.stdin.is_empty() {
+        let stdin = if req.stdin.is_empty() || req.terminal {
             None
         } else {
             let (relay, fd) = StdinRelay::start(&req.stdin)?;
             undo.stdin = Some(relay);
             Some(fd)
         };
-        let stdio = [stdin, open_output(&req.stdout)?, open_output(&req.stderr)?];
-        let pid = runc.create(&bundle, stdio)?;
+        let stdio = if req.terminal { [None, None, None] } else { [stdin, open_output(&req.stdout)?, open_output(&req.stderr)?] };
+        let (pid, master) = runc.create(&bundle, stdio, req.terminal)?;
         undo.runc = Some(runc.clone());
+        let tty = match master {
+            Some(m) => Some(Terminal::attach(m, &req.stdin, &req.stdout)?),
+            None => None,
+        };
         let pidfd = PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?;
         let _ = std::fs::write(bundle.join(INIT_PID_FILE), pid.to_string());
         debug!("{}: native container created by runc, pid {pid}", req.id);
@@ -351,6 +359,7 @@ impl Container {
             pidfd: Arc::new(pidfd),
             cgroup: Some(cg),
             runc: Some(runc),
+            tty,
             rootfs_mounted: mounted,
             stdin_relay: undo.stdin.take(),
             state: Mutex::new(State { status: Status::Created, exit: None, start_tx: None }),
@@ -430,6 +439,14 @@ impl Container {
         self.exited.notify_all();
         if let Some(r) = &self.stdin_relay {
             r.stop();
+        }
+    }
+
+    /// ResizePty of the init's terminal.
+    pub fn resize(&self, rows: u32, cols: u32) -> Result<()> {
+        match &self.tty {
+            Some(t) => t.resize(rows, cols),
+            None => Err(ShimError::precondition(format!("{}: has no terminal", self.id))),
         }
     }
 

@@ -14,6 +14,7 @@ use crate::errors::{Result, ShimError};
 use crate::events::Events;
 use crate::native::Runc;
 use crate::task::{Event as TaskEvent, Status};
+use crate::tty::Terminal;
 
 pub struct ExecProcess {
     pub id: String,
@@ -22,6 +23,7 @@ pub struct ExecProcess {
     pub stdout: String,
     pub stderr: String,
     process_json: Vec<u8>,
+    terminal: bool,
     state: Mutex<ExecState>,
     exited: Condvar,
 }
@@ -32,17 +34,12 @@ struct ExecState {
     pidfd: Option<Arc<PidFd>>,
     exit: Option<Exit>,
     stdin_relay: Option<StdinRelay>,
+    tty: Option<Terminal>,
 }
 
 impl ExecProcess {
     /// Records an exec request; nothing runs until Start.
     pub fn new(req: &ExecProcessRequest) -> Result<Arc<ExecProcess>> {
-        if req.terminal {
-            return Err(ShimError::unimplemented(format!(
-                "{}: exec with a terminal (-t) is not supported yet; run the command without one",
-                req.id
-            )));
-        }
         let spec = req.spec.as_ref().ok_or_else(|| ShimError::invalid(format!("exec {}: no process spec", req.exec_id)))?;
         // Check it is an OCI process before runc sees it.
         serde_json::from_slice::<oci_spec::runtime::Process>(&spec.value)
@@ -54,7 +51,8 @@ impl ExecProcess {
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
             process_json: spec.value.clone(),
-            state: Mutex::new(ExecState { status: Status::Created, pid: 0, pidfd: None, exit: None, stdin_relay: None }),
+            terminal: req.terminal,
+            state: Mutex::new(ExecState { status: Status::Created, pid: 0, pidfd: None, exit: None, stdin_relay: None, tty: None }),
             exited: Condvar::new(),
         }))
     }
@@ -63,15 +61,16 @@ impl ExecProcess {
     pub fn start(self: &Arc<Self>, runc: &Runc, bundle: &std::path::Path, events: &Events, on_started: impl FnOnce(u32)) -> Result<u32> {
         let mut st = self.state.lock().unwrap();
         let next = st.status.next(TaskEvent::Start).map_err(|e| ShimError::precondition(format!("exec {}: {e}", self.id)))?;
-        let (relay, stdin) = if self.stdin.is_empty() {
-            (None, None)
+        let (relay, stdio) = if self.terminal {
+            (None, [None, None, None])
+        } else if self.stdin.is_empty() {
+            (None, [None, open_output(&self.stdout)?, open_output(&self.stderr)?])
         } else {
             let (relay, fd) = StdinRelay::start(&self.stdin)?;
-            (Some(relay), Some(fd))
+            (Some(relay), [Some(fd), open_output(&self.stdout)?, open_output(&self.stderr)?])
         };
-        let stdio = [stdin, open_output(&self.stdout)?, open_output(&self.stderr)?];
-        let pid = match runc.exec(bundle, &self.id, &self.process_json, stdio) {
-            Ok(pid) => pid,
+        let (pid, master) = match runc.exec(bundle, &self.id, &self.process_json, stdio, self.terminal) {
+            Ok(r) => r,
             Err(e) => {
                 if let Some(r) = &relay {
                     r.stop();
@@ -84,6 +83,9 @@ impl ExecProcess {
         st.pid = pid as u32;
         st.pidfd = Some(pidfd.clone());
         st.stdin_relay = relay;
+        if let Some(m) = master {
+            st.tty = Some(Terminal::attach(m, &self.stdin, &self.stdout)?);
+        }
         on_started(pid as u32);
         drop(st);
         let me = self.clone();
@@ -146,6 +148,13 @@ impl ExecProcess {
             }),
             (_, Status::Created) => Err(ShimError::precondition(format!("exec {}: not started", self.id))),
             _ => Err(ShimError::not_found(format!("exec {}: process already finished", self.id))),
+        }
+    }
+
+    pub fn resize(&self, rows: u32, cols: u32) -> Result<()> {
+        match &self.state.lock().unwrap().tty {
+            Some(t) => t.resize(rows, cols),
+            None => Err(ShimError::precondition(format!("exec {}: has no terminal", self.id))),
         }
     }
 

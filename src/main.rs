@@ -8,6 +8,7 @@
 //! - `content`: wasm OCI artifacts read from containerd's content store.
 //! - `container`: one container's rootfs, cgroup, stdio, init process and exit.
 //! - `exec`: exec processes of native containers.
+//! - `tty`: terminals of native containers and exec processes.
 //! - `task`: the task lifecycle state machine.
 //! - `native`: native containers (pause, sidecars) handed to runc.
 //! - `init`: the hidden `init` mode, the container's first process, which runs the wasm.
@@ -29,6 +30,7 @@ mod service;
 mod shim;
 mod stats;
 mod task;
+mod tty;
 
 /// The runtime type containerd knows this shim by.
 pub const RUNTIME_ID: &str = "io.containerd.wasm.v1";

@@ -111,23 +111,59 @@ impl Runc {
     }
 
     /// `runc create`: the container's init is set up and waits for `start`. Its stdio are the
-    /// given descriptors. Returns the init's pid; runc has exited by then, so the init is a
-    /// child of this (subreaper) process and its exit status cannot be lost.
-    pub fn create(&self, bundle: &Path, stdio: [Option<OwnedFd>; 3]) -> Result<i32> {
+    /// given descriptors, or with `terminal` a pty whose master is returned. Returns the init's
+    /// pid; runc has exited by then, so the init is a child of this (subreaper) process and its
+    /// exit status cannot be lost.
+    pub fn create(&self, bundle: &Path, stdio: [Option<OwnedFd>; 3], terminal: bool) -> Result<(i32, Option<OwnedFd>)> {
         let pid_file = bundle.join("runc.pid");
         let mut cmd = self.command();
-        cmd.arg("create").arg("--bundle").arg(bundle).arg("--pid-file").arg(&pid_file).arg(&self.id);
+        cmd.arg("create").arg("--bundle").arg(bundle).arg("--pid-file").arg(&pid_file);
+        let master = self.spawn_with(cmd, &self.id, stdio, terminal, "create")?;
+        Ok((read_pid(&pid_file)?, master))
+    }
+
+    /// Runs `cmd` (runc, its last argument still to come) to completion with the stdio or a
+    /// console socket; the pty master when `terminal`.
+    fn spawn_with(&self, mut cmd: Command, last: &str, stdio: [Option<OwnedFd>; 3], terminal: bool, what: &str) -> Result<Option<OwnedFd>> {
+        let console = if terminal { Some(crate::tty::console_socket()?) } else { None };
+        if let Some(c) = &console {
+            cmd.arg("--console-socket").arg(c.path());
+        }
+        cmd.arg(last);
         let [stdin, stdout, stderr] = stdio;
         cmd.stdin(stdin.map(Stdio::from).unwrap_or_else(Stdio::null));
         cmd.stdout(stdout.map(Stdio::from).unwrap_or_else(Stdio::null));
         cmd.stderr(stderr.map(Stdio::from).unwrap_or_else(Stdio::null));
-        let status = cmd
-            .status()
+        let mut child = cmd
+            .spawn()
             .map_err(|e| ShimError::internal(format!("{}: cannot run {}: {e}", self.id, self.binary.display())))?;
-        if !status.success() {
-            return Err(self.failure("create", b""));
+        let mut master = None;
+        if let Some(c) = &console {
+            let mut exited = None;
+            let got = c.receive_master(std::time::Duration::from_secs(30), || {
+                if exited.is_none() {
+                    exited = child.try_wait().ok().flatten();
+                }
+                exited.is_some()
+            });
+            match got {
+                Ok(fd) => master = Some(fd),
+                Err(e) if exited.is_none() => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(ShimError::internal(format!("runc {what} {}: terminal: {e}", self.id)));
+                }
+                Err(_) => {}
+            }
         }
-        read_pid(&pid_file)
+        let status = child.wait().map_err(ShimError::internal)?;
+        if !status.success() {
+            return Err(self.failure(what, b""));
+        }
+        if terminal && master.is_none() {
+            return Err(ShimError::internal(format!("runc {what} {}: no terminal was sent", self.id)));
+        }
+        Ok(master)
     }
 
     pub fn start(&self) -> Result<()> {
@@ -167,27 +203,29 @@ impl Runc {
     }
 
     /// Starts a process described by an OCI `Process` (JSON) in the running container, detached,
-    /// with the given stdio; returns its pid (a child of this subreaper once runc exits).
-    pub fn exec(&self, bundle: &Path, exec_id: &str, process_json: &[u8], stdio: [Option<OwnedFd>; 3]) -> Result<i32> {
+    /// with the given stdio or a terminal; returns its pid (a child of this subreaper once runc
+    /// exits) and the pty master.
+    pub fn exec(&self, bundle: &Path, exec_id: &str, process_json: &[u8], stdio: [Option<OwnedFd>; 3], terminal: bool) -> Result<(i32, Option<OwnedFd>)> {
         let spec = bundle.join(format!("exec-{exec_id}.json"));
         let pid_file = bundle.join(format!("exec-{exec_id}.pid"));
         std::fs::write(&spec, process_json).map_err(|e| ShimError::internal(format!("{}: {e}", spec.display())))?;
         let mut cmd = self.command();
-        cmd.arg("exec").arg("--detach").arg("--process").arg(&spec).arg("--pid-file").arg(&pid_file).arg(&self.id);
-        let [stdin, stdout, stderr] = stdio;
-        cmd.stdin(stdin.map(Stdio::from).unwrap_or_else(Stdio::null));
-        cmd.stdout(stdout.map(Stdio::from).unwrap_or_else(Stdio::null));
-        cmd.stderr(stderr.map(Stdio::from).unwrap_or_else(Stdio::null));
-        let status = cmd.status();
-        let _ = std::fs::remove_file(&spec);
-        let status = status.map_err(|e| ShimError::internal(format!("{}: cannot run {}: {e}", self.id, self.binary.display())))?;
-        if !status.success() {
-            let _ = std::fs::remove_file(&pid_file);
-            return Err(self.failure(&format!("exec {exec_id} in"), b""));
+        cmd.arg("exec").arg("--detach").arg("--process").arg(&spec).arg("--pid-file").arg(&pid_file);
+        if terminal {
+            cmd.arg("--tty");
         }
+        let r = self.spawn_with(cmd, &self.id, stdio, terminal, &format!("exec {exec_id} in"));
+        let _ = std::fs::remove_file(&spec);
+        let master = match r {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_file(&pid_file);
+                return Err(e);
+            }
+        };
         let pid = read_pid(&pid_file);
         let _ = std::fs::remove_file(&pid_file);
-        pid
+        Ok((pid?, master))
     }
 
     /// Removes runc's record of the container, killing what is left of it.

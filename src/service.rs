@@ -262,7 +262,13 @@ impl Task for Service {
     }
 
     fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TResult<Empty> {
-        Err(ShimError::unimplemented(format!("{}: this task has no terminal to resize", req.id)).into())
+        let c = self.get(&req.id)?;
+        if req.exec_id.is_empty() {
+            c.resize(req.height, req.width)?;
+        } else {
+            c.exec(&req.exec_id)?.resize(req.height, req.width)?;
+        }
+        Ok(Empty::new())
     }
 
     fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TResult<Empty> {

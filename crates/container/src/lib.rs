@@ -3,11 +3,13 @@
 //! each with a `SAFETY:` note.
 //! - `cgroup`: cgroup v1 and v2 — create, limits, stats, freeze, OOM count, destroy.
 //! - `process`: spawning the container init, pidfds, signals, waiting (added by the shim work).
+//! - `pty`: console sockets (the pty master runc sends) and terminal resizing.
 //! - `rootfs`: mounts, pivot_root, masked paths (added by the shim work).
 //! - `security`: capabilities, no_new_privs, rlimits, users (added by the shim work).
 
 pub mod cgroup;
 pub mod namespaces;
 pub mod process;
+pub mod pty;
 pub mod rootfs;
 pub mod security;
