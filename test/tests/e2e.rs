@@ -885,6 +885,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("events", Native, Box::new(|cx| lifecycle_events(cx, Native, "n-events")));
     add("exec", Native, Box::new(|cx| native::exec(cx)));
     add("exec_in_wasm_task_is_refused", Native, Box::new(|cx| native::exec_in_wasm(cx)));
+    add("terminal", Native, Box::new(|cx| native::terminal(cx)));
     add("missing_binary", Native, Box::new(|cx| native::missing_binary(cx)));
     add("pod_shares_one_shim", Native, Box::new(|cx| native::pod_shares_one_shim(cx)));
     add("loop_leaves_nothing", Native, Box::new(|cx| run_loop(cx, Native, "n-loop", 10)));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use wasm_shim_e2e::ctr::ensure;
 use wasm_shim_e2e::images::{BUSYBOX_IMAGE, GUESTS_IMAGE};
-use wasm_shim_e2e::{leaks, RunOpts, Stdin};
+use wasm_shim_e2e::{leaks, process, RunOpts, Stdin};
 
 use super::{expect_code, Ctx};
 
@@ -121,4 +121,33 @@ pub fn pod_shares_one_shim(cx: &Ctx) -> Result<()> {
         (servers().len() == before).then_some(())
     });
     ensure(gone.is_some(), || "the pod's shim did not exit after its last container was deleted".into())
+}
+
+/// `ctr run -t` and `ctr task exec -t` (under `script`, which gives ctr the terminal it needs):
+/// runc hands the shim the pty, whose output reaches ctr.
+pub fn terminal(cx: &Ctx) -> Result<()> {
+    let ctr = |args: &str| {
+        let cmd = format!(
+            "ctr --address {} --namespace {} {args}",
+            cx.cd.socket.display(),
+            wasm_shim_e2e::NAMESPACE
+        );
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &cmd, "/dev/null"]);
+        process::run(c, Stdin::Null, Duration::from_secs(30))
+    };
+    let id = "n-tty";
+    let run = ctr(&format!("run --rm -t --runtime io.containerd.wasm.v1 {BUSYBOX_IMAGE} {id} /bin/sh -c 'tty; echo init-done'"))?;
+    println!("  run -t: {:?}", run.stdout.trim());
+    ensure(run.success() && run.stdout.contains("/dev/pts/") && run.stdout.contains("init-done"), || format!("{run}"))?;
+
+    let id = "n-tty-exec";
+    let mut main = cx.cd.spawn(&opts(id).args(["/bin/sh", "-c", "echo sleeping; sleep 30"]))?;
+    main.wait_for_stdout("sleeping", Duration::from_secs(20))?;
+    let exec = ctr(&format!("tasks exec -t --exec-id t1 {id} /bin/sh -c 'tty; exit 6'"));
+    cx.cd.kill(id, "SIGKILL")?;
+    main.wait(Duration::from_secs(10));
+    let exec = exec?;
+    println!("  exec -t: {:?} exit {:?}", exec.stdout.trim(), exec.code);
+    ensure(exec.code == Some(6) && exec.stdout.contains("/dev/pts/"), || format!("{exec}"))
 }
