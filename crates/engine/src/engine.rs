@@ -1,13 +1,60 @@
-//! The one `wasmtime::Config`, the WASI linkers built once per engine, and
-//! interruption by signal (epoch increment).
+//! The `wasmtime::Config`, one wasmtime engine per compiler tier (built when
+//! first needed), the WASI linkers (built when first needed), and interruption
+//! by signal (epoch increment).
 
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::error::{one_line, EngineError};
 use crate::run::{P1State, P2State};
 
-/// A cheap, clonable handle to the compiler, the WASI linkers and the
+/// Which compiler produced a workload's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// Cranelift with optimizations: slow to compile, fast to run. What the
+    /// compile cache is for.
+    Optimized,
+    /// Winch, wasmtime's single-pass baseline compiler: several times faster
+    /// to compile, slower to run. Used for a first start while the optimized
+    /// code is being built. Same semantics, same WASI, same exit codes.
+    Baseline,
+}
+
+impl Tier {
+    /// A short stable name, used in cache keys and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Optimized => "optimized",
+            Tier::Baseline => "baseline",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Tier::Optimized => 0,
+            Tier::Baseline => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How the engine allocates instances.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    /// Use wasmtime's pooling instance allocator (instance, memory and table
+    /// slots reserved up front and reused). Falls back to on-demand
+    /// allocation, with a warning, when the pool cannot be reserved (an
+    /// address-space limit, for example). Compiled code does not depend on
+    /// it: cache entries are shared between both settings.
+    pub pooling: bool,
+}
+
+/// A cheap, clonable handle to the compilers, the WASI linkers and the
 /// interrupt state. Clone it into the signal-handling thread.
 #[derive(Clone)]
 pub struct Engine {
@@ -15,56 +62,173 @@ pub struct Engine {
 }
 
 pub(crate) struct Inner {
-    pub(crate) wasmtime: wasmtime::Engine,
-    pub(crate) p1_linker: wasmtime::Linker<P1State>,
-    pub(crate) p2_linker: wasmtime::component::Linker<P2State>,
+    config: EngineConfig,
+    /// Indexed by `Tier::index`.
+    tiers: [OnceLock<Result<TierEngine, String>>; 2],
     /// The signal passed to `interrupt`, 0 while none was.
     signal: AtomicI32,
+}
+
+/// One wasmtime engine (one compiler) and the linkers built for it.
+pub(crate) struct TierEngine {
+    pub(crate) wasmtime: wasmtime::Engine,
+    /// Whether the pooling allocator is in use (it may have been refused).
+    pub(crate) pooling: bool,
+    p1_linker: OnceLock<Result<wasmtime::Linker<P1State>, String>>,
+    p2_linker: OnceLock<Result<wasmtime::component::Linker<P2State>, String>>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
+            .field("config", &self.inner.config)
             .field("interrupted_by", &self.interrupted_by())
             .finish_non_exhaustive()
     }
 }
 
-impl Engine {
-    /// Builds the engine: cranelift, parallel compilation, the component
-    /// model, and epoch interruption (the only way `interrupt` can stop a busy
-    /// guest). The WASI p1 and p2 linkers are built here once.
-    pub fn new() -> Result<Engine, EngineError> {
-        let mut config = wasmtime::Config::new();
-        config
+/// The settings shared by both tiers: the component model and epoch
+/// interruption (the only way `interrupt` can stop a busy guest), parallel
+/// compilation, copy-on-write memory images (initial linear memory is mapped
+/// from the compiled artifact, not copied, when the host allows).
+fn base_config(tier: Tier) -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    match tier {
+        Tier::Optimized => config
             .strategy(wasmtime::Strategy::Cranelift)
-            .cranelift_opt_level(wasmtime::OptLevel::Speed)
-            .parallel_compilation(true)
-            .wasm_component_model(true)
-            .epoch_interruption(true);
-        let wasmtime = wasmtime::Engine::new(&config).map_err(|e| {
-            EngineError::Internal(format!("cannot configure wasmtime: {}", one_line(&e)))
-        })?;
+            .cranelift_opt_level(wasmtime::OptLevel::Speed),
+        Tier::Baseline => config.strategy(wasmtime::Strategy::Winch),
+    };
+    config
+        .parallel_compilation(true)
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true);
+    config
+}
 
-        let mut p1_linker = wasmtime::Linker::new(&wasmtime);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut p1_linker, |s: &mut P1State| &mut s.wasi)
-            .map_err(|e| {
-                EngineError::Internal(format!("cannot set up WASI p1: {}", one_line(&e)))
-            })?;
+/// Pool sizes for one container: the init instantiates one workload once, so
+/// a few slots suffice; a component (a module plus the WASI adapter) uses a
+/// handful of core instances, memories and tables. Per-module limits are
+/// generous so that nothing runs on demand that would not run pooled.
+fn pooling_config() -> wasmtime::PoolingAllocationConfig {
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(4)
+        .total_core_instances(32)
+        .total_memories(8)
+        .total_tables(16)
+        .total_stacks(0)
+        .total_gc_heaps(0)
+        .max_memories_per_module(4)
+        .max_tables_per_module(8)
+        .max_memories_per_component(8)
+        .max_tables_per_component(16)
+        .max_core_instances_per_component(32)
+        .table_elements(crate::limits::MAX_TABLE_ELEMENTS)
+        .max_core_instance_size(16 << 20)
+        .max_component_instance_size(16 << 20)
+        // Give freed memory back to the kernel: a task's memory should be
+        // what its guest uses, nothing kept warm for later.
+        .max_unused_warm_slots(0)
+        .linear_memory_keep_resident(0)
+        .table_keep_resident(0);
+    pool
+}
 
-        let mut p2_linker = wasmtime::component::Linker::new(&wasmtime);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut p2_linker).map_err(|e| {
-            EngineError::Internal(format!("cannot set up WASI p2: {}", one_line(&e)))
-        })?;
+impl TierEngine {
+    fn new(tier: Tier, engine_config: &EngineConfig) -> Result<TierEngine, String> {
+        let config = base_config(tier);
+        if engine_config.pooling {
+            let mut pooled = config.clone();
+            pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
+                pooling_config(),
+            ));
+            match wasmtime::Engine::new(&pooled) {
+                Ok(wasmtime) => return Ok(TierEngine::with(wasmtime, true)),
+                Err(e) => log::warn!(
+                    "pooling allocator unavailable ({}); allocating instances on demand",
+                    one_line(&e)
+                ),
+            }
+        }
+        let wasmtime = wasmtime::Engine::new(&config)
+            .map_err(|e| format!("cannot configure wasmtime ({tier}): {}", one_line(&e)))?;
+        Ok(TierEngine::with(wasmtime, false))
+    }
 
-        Ok(Engine {
+    fn with(wasmtime: wasmtime::Engine, pooling: bool) -> TierEngine {
+        TierEngine {
+            wasmtime,
+            pooling,
+            p1_linker: OnceLock::new(),
+            p2_linker: OnceLock::new(),
+        }
+    }
+
+    /// The WASI p1 linker, built on first use (a component never needs it).
+    pub(crate) fn p1_linker(&self) -> Result<&wasmtime::Linker<P1State>, EngineError> {
+        self.p1_linker
+            .get_or_init(|| {
+                let mut linker = wasmtime::Linker::new(&self.wasmtime);
+                wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut P1State| {
+                    &mut s.wasi
+                })
+                .map_err(|e| format!("cannot set up WASI p1: {}", one_line(&e)))?;
+                Ok(linker)
+            })
+            .as_ref()
+            .map_err(|e| EngineError::Internal(e.clone()))
+    }
+
+    /// The WASI p2 linker, built on first use (a module never needs it).
+    pub(crate) fn p2_linker(
+        &self,
+    ) -> Result<&wasmtime::component::Linker<P2State>, EngineError> {
+        self.p2_linker
+            .get_or_init(|| {
+                let mut linker = wasmtime::component::Linker::new(&self.wasmtime);
+                wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+                    .map_err(|e| format!("cannot set up WASI p2: {}", one_line(&e)))?;
+                Ok(linker)
+            })
+            .as_ref()
+            .map_err(|e| EngineError::Internal(e.clone()))
+    }
+}
+
+impl Engine {
+    /// The default engine: optimized code, instances allocated on demand.
+    pub fn new() -> Result<Engine, EngineError> {
+        Engine::with_config(EngineConfig::default())
+    }
+
+    /// Builds the engine. The optimizing tier is set up here, so that a
+    /// configuration error shows at once; the baseline tier and the WASI
+    /// linkers are built when first needed.
+    pub fn with_config(config: EngineConfig) -> Result<Engine, EngineError> {
+        let engine = Engine {
             inner: Arc::new(Inner {
-                wasmtime,
-                p1_linker,
-                p2_linker,
+                config,
+                tiers: [OnceLock::new(), OnceLock::new()],
                 signal: AtomicI32::new(0),
             }),
-        })
+        };
+        engine.tier(Tier::Optimized)?;
+        Ok(engine)
+    }
+
+    /// The engine of `tier`, built on first use.
+    pub(crate) fn tier(&self, tier: Tier) -> Result<&TierEngine, EngineError> {
+        self.inner.tiers[tier.index()]
+            .get_or_init(|| TierEngine::new(tier, &self.inner.config))
+            .as_ref()
+            .map_err(|e| EngineError::Internal(e.clone()))
+    }
+
+    /// Whether instances of `tier` come from the pooling allocator (false
+    /// when it was not asked for or could not be reserved).
+    pub fn uses_pooling(&self, tier: Tier) -> Result<bool, EngineError> {
+        Ok(self.tier(tier)?.pooling)
     }
 
     /// Asks the running guest to stop because of `signal`.
@@ -81,7 +245,11 @@ impl Engine {
             .inner
             .signal
             .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
-        self.inner.wasmtime.increment_epoch();
+        for tier in &self.inner.tiers {
+            if let Some(Ok(t)) = tier.get() {
+                t.wasmtime.increment_epoch();
+            }
+        }
     }
 
     /// The signal given to `interrupt`, if any.
@@ -90,10 +258,6 @@ impl Engine {
             0 => None,
             sig => Some(sig),
         }
-    }
-
-    pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
-        &self.inner.wasmtime
     }
 }
 
@@ -115,5 +279,18 @@ mod tests {
         engine.interrupt(15);
         engine.clone().interrupt(2);
         assert_eq!(engine.interrupted_by(), Some(15));
+    }
+
+    #[test]
+    fn both_tiers_build_with_and_without_the_pool() {
+        for pooling in [false, true] {
+            let engine = Engine::with_config(EngineConfig { pooling }).unwrap();
+            for tier in [Tier::Optimized, Tier::Baseline] {
+                let t = engine.tier(tier).unwrap();
+                assert_eq!(t.pooling, pooling, "{tier}");
+                t.p1_linker().unwrap();
+                t.p2_linker().unwrap();
+            }
+        }
     }
 }

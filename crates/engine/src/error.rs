@@ -42,6 +42,10 @@ pub enum EngineError {
     #[error("{file}: compilation failed: {cause}")]
     Compile { file: String, cause: String },
 
+    /// The compile cache could not be used (a read-only or full disk, ...).
+    #[error("compile cache {0}")]
+    Cache(String),
+
     /// wasmtime itself could not be configured or set up.
     #[error("wasm engine: {0}")]
     Internal(String),
@@ -57,7 +61,7 @@ impl EngineError {
             | EngineError::BadExport { .. }
             | EngineError::UnsatisfiedImport { .. }
             | EngineError::Link { .. } => true,
-            EngineError::Compile { .. } | EngineError::Internal(_) => false,
+            EngineError::Compile { .. } | EngineError::Cache(_) | EngineError::Internal(_) => false,
         }
     }
 }

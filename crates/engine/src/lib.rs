@@ -19,10 +19,15 @@
 //! ```
 //!
 //! # Layout
-//! - `engine`: the one `wasmtime::Config`, the WASI p1/p2 linkers, `interrupt`
-//!   (epoch bump) and the recorded signal.
+//! - `engine`: the `wasmtime::Config`, one wasmtime engine per compiler
+//!   `Tier` (Cranelift optimized, Winch baseline), the pooling allocator
+//!   option, the WASI p1/p2 linkers, `interrupt` (epoch bump) and the
+//!   recorded signal.
 //! - `prepare`: format detection (module, component, WAT), compilation, entry
 //!   point choice and import resolution (`InstancePre`); `Prepared`.
+//! - `cache`: the compile cache shared by processes: keys, atomic writes,
+//!   per-key locks, checksums, LRU eviction; loading compiled code by mmap
+//!   (the crate's one `unsafe`).
 //! - `run`: `RunOptions` and `Stdio` to a WASI context, a fresh store with the
 //!   limiter and epoch deadline, calling the entry point.
 //! - `limits`: the `ResourceLimiter` enforcing the memory limit and noting
@@ -30,6 +35,9 @@
 //! - `outcome`: `Outcome`, mapping errors/traps/exits to it, exit codes.
 //! - `error`: `EngineError`, one-line messages naming the file.
 
+#![deny(unsafe_code)]
+
+mod cache;
 mod engine;
 mod error;
 mod limits;
@@ -37,8 +45,9 @@ mod outcome;
 mod prepare;
 mod run;
 
-pub use engine::Engine;
+pub use cache::{Cache, CacheKey, EntryInfo, Evicted, Stored, DEFAULT_MAX_SIZE};
+pub use engine::{Engine, EngineConfig, Tier};
 pub use error::EngineError;
 pub use outcome::{Outcome, EXIT_CANNOT_RUN, EXIT_TRAP};
-pub use prepare::Prepared;
+pub use prepare::{Origin, Prepared};
 pub use run::{Capture, RunOptions, Stdio};

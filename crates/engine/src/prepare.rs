@@ -10,7 +10,7 @@ use wasmtime::component::{Component, ComponentExportIndex};
 use wasmtime::{ExternType, Module};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Tier, TierEngine};
 use crate::error::{one_line, EngineError};
 use crate::run::{P1State, P2State};
 
@@ -21,6 +21,19 @@ pub(crate) const CLI_RUN: &str = "wasi:cli/run@0.2.0";
 pub struct Prepared {
     pub(crate) file: String,
     pub(crate) kind: Kind,
+    /// The wasmtime engine the code was compiled for; stores are made from it.
+    pub(crate) engine: wasmtime::Engine,
+    pub(crate) tier: Tier,
+    pub(crate) origin: Origin,
+}
+
+/// Where a prepared workload's code came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled in this process just now.
+    Compiled,
+    /// Mapped from the compile cache entry with this key.
+    Cache(String),
 }
 
 pub(crate) enum Kind {
@@ -47,6 +60,22 @@ pub(crate) enum ComponentEntry {
     },
 }
 
+/// Compiled code, before linking.
+pub(crate) enum Artifact {
+    Module(Module),
+    Component(Component),
+}
+
+impl Artifact {
+    /// The code as a serialized artifact (an ELF image wasmtime can map).
+    pub(crate) fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        match self {
+            Artifact::Module(m) => m.serialize(),
+            Artifact::Component(c) => c.serialize(),
+        }
+    }
+}
+
 impl Prepared {
     /// True for a component (WASI p2), false for a core module (WASI p1).
     pub fn is_component(&self) -> bool {
@@ -56,6 +85,16 @@ impl Prepared {
     /// The file name given to `prepare`.
     pub fn file(&self) -> &str {
         &self.file
+    }
+
+    /// Which compiler produced the code.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    /// Whether the code was compiled now or loaded from the cache.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     /// What `run` calls, for logs: `_start`, `_initialize`, `wasi:cli/run`, ...
@@ -80,187 +119,231 @@ impl std::fmt::Debug for Prepared {
             .field("file", &self.file)
             .field("component", &self.is_component())
             .field("entry", &self.entry())
+            .field("tier", &self.tier)
+            .field("origin", &self.origin)
             .finish()
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     Module,
     Component,
 }
 
 impl Engine {
     /// Compiles `bytes` (a core module, a component, or WAT text for either)
-    /// and checks everything that can be checked before running: the export
-    /// to call exists and takes no parameters, and every import is provided by
-    /// the WASI p1 (module) or p2 (component) linker. `name` is the file name
-    /// used in messages.
+    /// with the optimizing compiler, in this process, and checks everything
+    /// that can be checked before running: the export to call exists and
+    /// takes no parameters, and every import is provided by the WASI p1
+    /// (module) or p2 (component) linker. `name` is the file name used in
+    /// messages. (`prepare_cached` and `load_cached` use the compile cache.)
     pub fn prepare(
         &self,
         bytes: &[u8],
         name: &str,
         export: Option<&str>,
     ) -> Result<Prepared, EngineError> {
+        self.prepare_tier(bytes, name, export, Tier::Optimized)
+    }
+
+    /// Like `prepare`, with the compiler of `tier`.
+    pub fn prepare_tier(
+        &self,
+        bytes: &[u8],
+        name: &str,
+        export: Option<&str>,
+        tier: Tier,
+    ) -> Result<Prepared, EngineError> {
         let (binary, format) = decode(bytes, name)?;
-        let kind = match format {
-            Format::Module => self.prepare_module(&binary, name, export)?,
-            Format::Component => self.prepare_component(&binary, name, export)?,
+        let artifact = self.compile(tier, &binary, format, name)?;
+        self.link(tier, artifact, name, export, Origin::Compiled)
+    }
+
+    /// Compiles a decoded binary with the compiler of `tier`.
+    pub(crate) fn compile(
+        &self,
+        tier: Tier,
+        binary: &[u8],
+        format: Format,
+        file: &str,
+    ) -> Result<Artifact, EngineError> {
+        let engine = &self.tier(tier)?.wasmtime;
+        match format {
+            Format::Module => Module::from_binary(engine, binary)
+                .map(Artifact::Module)
+                .map_err(|e| {
+                    if Module::validate(engine, binary).is_err() {
+                        invalid(file, one_line(&e))
+                    } else {
+                        EngineError::Compile {
+                            file: file.to_string(),
+                            cause: format!("{tier} compiler: {}", one_line(&e)),
+                        }
+                    }
+                }),
+            Format::Component => Component::from_binary(engine, binary)
+                .map(Artifact::Component)
+                .map_err(|e| invalid(file, one_line(&e))),
+        }
+    }
+
+    /// Picks the entry point and resolves the imports of compiled code.
+    pub(crate) fn link(
+        &self,
+        tier: Tier,
+        artifact: Artifact,
+        file: &str,
+        export: Option<&str>,
+        origin: Origin,
+    ) -> Result<Prepared, EngineError> {
+        let t = self.tier(tier)?;
+        let kind = match artifact {
+            Artifact::Module(module) => link_module(t, &module, file, export)?,
+            Artifact::Component(component) => link_component(t, &component, file, export)?,
         };
         let prepared = Prepared {
-            file: name.to_string(),
+            file: file.to_string(),
             kind,
+            engine: t.wasmtime.clone(),
+            tier,
+            origin,
         };
         log::debug!("prepared {prepared:?}");
         Ok(prepared)
     }
+}
 
-    fn prepare_module(
-        &self,
-        binary: &[u8],
-        file: &str,
-        export: Option<&str>,
-    ) -> Result<Kind, EngineError> {
-        let engine = self.wasmtime();
-        let module = Module::from_binary(engine, binary).map_err(|e| {
-            if Module::validate(engine, binary).is_err() {
-                invalid(file, one_line(&e))
-            } else {
-                EngineError::Compile {
-                    file: file.to_string(),
-                    cause: one_line(&e),
-                }
-            }
-        })?;
+fn link_module(
+    t: &TierEngine,
+    module: &Module,
+    file: &str,
+    export: Option<&str>,
+) -> Result<Kind, EngineError> {
+    let exports: Vec<(String, ExternType)> = module
+        .exports()
+        .map(|e| (e.name().to_string(), e.ty()))
+        .collect();
+    let find = |name: &str| exports.iter().find(|(n, _)| n == name).map(|(_, ty)| ty);
+    let not_found = |export: &str| EngineError::ExportNotFound {
+        file: file.to_string(),
+        export: export.to_string(),
+        available: sorted(exports.iter().map(|(n, _)| n.clone())),
+    };
 
-        let exports: Vec<(String, ExternType)> = module
-            .exports()
-            .map(|e| (e.name().to_string(), e.ty()))
-            .collect();
-        let find = |name: &str| exports.iter().find(|(n, _)| n == name).map(|(_, ty)| ty);
-        let not_found = |export: &str| EngineError::ExportNotFound {
-            file: file.to_string(),
-            export: export.to_string(),
-            available: sorted(exports.iter().map(|(n, _)| n.clone())),
-        };
-
-        // A command runs `_start`; a reactor (no `_start`) is initialized by
-        // `_initialize`, which also runs before a named export.
-        let (init, entry) = match export {
-            Some(name) => {
-                let init = (name != "_initialize" && find("_initialize").is_some())
-                    .then(|| "_initialize".to_string());
-                (init, name.to_string())
-            }
-            None if find("_start").is_some() => (None, "_start".to_string()),
-            None if find("_initialize").is_some() => (None, "_initialize".to_string()),
-            None => return Err(not_found("_start")),
-        };
-        for name in init.iter().chain(std::iter::once(&entry)) {
-            let ty = find(name).ok_or_else(|| not_found(name))?;
-            check_core_entry(file, name, ty)?;
+    // A command runs `_start`; a reactor (no `_start`) is initialized by
+    // `_initialize`, which also runs before a named export.
+    let (init, entry) = match export {
+        Some(name) => {
+            let init = (name != "_initialize" && find("_initialize").is_some())
+                .then(|| "_initialize".to_string());
+            (init, name.to_string())
         }
-
-        let pre = self.inner.p1_linker.instantiate_pre(&module).map_err(|e| {
-            let imports = module
-                .imports()
-                .map(|i| format!("{}::{}", i.module(), i.name()));
-            if let Some(unknown) = e.downcast_ref::<wasmtime::UnknownImportError>() {
-                EngineError::UnsatisfiedImport {
-                    file: file.to_string(),
-                    import: format!("{}::{}", unknown.module(), unknown.name()),
-                    detail: None,
-                }
-            } else {
-                link_error(file, &e, imports)
-            }
-        })?;
-        Ok(Kind::Module { pre, init, entry })
+        None if find("_start").is_some() => (None, "_start".to_string()),
+        None if find("_initialize").is_some() => (None, "_initialize".to_string()),
+        None => return Err(not_found("_start")),
+    };
+    for name in init.iter().chain(std::iter::once(&entry)) {
+        let ty = find(name).ok_or_else(|| not_found(name))?;
+        check_core_entry(file, name, ty)?;
     }
 
-    fn prepare_component(
-        &self,
-        binary: &[u8],
-        file: &str,
-        export: Option<&str>,
-    ) -> Result<Kind, EngineError> {
-        let engine = self.wasmtime();
-        let component =
-            Component::from_binary(engine, binary).map_err(|e| invalid(file, one_line(&e)))?;
-        let ty = component.component_type();
-        let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-        let not_found = |export: &str| EngineError::ExportNotFound {
-            file: file.to_string(),
-            export: export.to_string(),
-            available: sorted(exports.iter().cloned()),
-        };
-
-        // Check the export before linking: a missing entry point is the more
-        // useful message.
-        let named = match export {
-            None => {
-                if component.get_export_index(None, CLI_RUN).is_none() {
-                    return Err(not_found("wasi:cli/run@0.2.x"));
-                }
-                None
+    let pre = t.p1_linker()?.instantiate_pre(module).map_err(|e| {
+        let imports = module
+            .imports()
+            .map(|i| format!("{}::{}", i.module(), i.name()));
+        if let Some(unknown) = e.downcast_ref::<wasmtime::UnknownImportError>() {
+            EngineError::UnsatisfiedImport {
+                file: file.to_string(),
+                import: format!("{}::{}", unknown.module(), unknown.name()),
+                detail: None,
             }
-            Some(name) => {
-                let (parent, func) = match name.rsplit_once('#') {
-                    Some((instance, func)) => {
-                        let index = component
-                            .get_export_index(None, instance)
-                            .ok_or_else(|| not_found(instance))?;
-                        (Some(index), func)
-                    }
-                    None => (None, name),
-                };
-                let (item, index) = component
-                    .get_export(parent.as_ref(), func)
-                    .ok_or_else(|| not_found(name))?;
-                match item {
-                    ComponentItem::ComponentFunc(f) if f.params().len() == 0 => {}
-                    ComponentItem::ComponentFunc(f) => {
-                        return Err(bad_export(
-                            file,
-                            name,
-                            format!(
-                                "it takes {} parameters, an entry point takes none",
-                                f.params().len()
-                            ),
-                        ))
-                    }
-                    other => {
-                        return Err(bad_export(
-                            file,
-                            name,
-                            format!("it is {}, not a function", component_item_kind(&other)),
-                        ))
-                    }
-                }
-                Some((name.to_string(), index))
+        } else {
+            link_error(file, &e, imports)
+        }
+    })?;
+    Ok(Kind::Module { pre, init, entry })
+}
+
+fn link_component(
+    t: &TierEngine,
+    component: &Component,
+    file: &str,
+    export: Option<&str>,
+) -> Result<Kind, EngineError> {
+    let engine = &t.wasmtime;
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let not_found = |export: &str| EngineError::ExportNotFound {
+        file: file.to_string(),
+        export: export.to_string(),
+        available: sorted(exports.iter().cloned()),
+    };
+
+    // Check the export before linking: a missing entry point is the more
+    // useful message.
+    let named = match export {
+        None => {
+            if component.get_export_index(None, CLI_RUN).is_none() {
+                return Err(not_found("wasi:cli/run@0.2.x"));
             }
-        };
+            None
+        }
+        Some(name) => {
+            let (parent, func) = match name.rsplit_once('#') {
+                Some((instance, func)) => {
+                    let index = component
+                        .get_export_index(None, instance)
+                        .ok_or_else(|| not_found(instance))?;
+                    (Some(index), func)
+                }
+                None => (None, name),
+            };
+            let (item, index) = component
+                .get_export(parent.as_ref(), func)
+                .ok_or_else(|| not_found(name))?;
+            match item {
+                ComponentItem::ComponentFunc(f) if f.params().len() == 0 => {}
+                ComponentItem::ComponentFunc(f) => {
+                    return Err(bad_export(
+                        file,
+                        name,
+                        format!(
+                            "it takes {} parameters, an entry point takes none",
+                            f.params().len()
+                        ),
+                    ))
+                }
+                other => {
+                    return Err(bad_export(
+                        file,
+                        name,
+                        format!("it is {}, not a function", component_item_kind(&other)),
+                    ))
+                }
+            }
+            Some((name.to_string(), index))
+        }
+    };
 
-        let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
-        let pre = self
-            .inner
-            .p2_linker
-            .instantiate_pre(&component)
-            .map_err(|e| link_error(file, &e, imports))?;
+    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    let pre = t
+        .p2_linker()?
+        .instantiate_pre(component)
+        .map_err(|e| link_error(file, &e, imports))?;
 
-        let entry = match named {
-            Some((name, index)) => ComponentEntry::Func { name, index },
-            None => ComponentEntry::Run(
-                CommandPre::new(pre.clone())
-                    .map_err(|e| bad_export(file, "wasi:cli/run", one_line(&e)))?,
-            ),
-        };
-        Ok(Kind::Component { pre, entry })
-    }
+    let entry = match named {
+        Some((name, index)) => ComponentEntry::Func { name, index },
+        None => ComponentEntry::Run(
+            CommandPre::new(pre.clone())
+                .map_err(|e| bad_export(file, "wasi:cli/run", one_line(&e)))?,
+        ),
+    };
+    Ok(Kind::Component { pre, entry })
 }
 
 /// Turns the input into a wasm binary and says which kind it is.
-fn decode<'a>(bytes: &'a [u8], file: &str) -> Result<(Cow<'a, [u8]>, Format), EngineError> {
+pub(crate) fn decode<'a>(bytes: &'a [u8], file: &str) -> Result<(Cow<'a, [u8]>, Format), EngineError> {
     let binary = match wat::Detect::from_bytes(bytes) {
         wat::Detect::WasmBinary => Cow::Borrowed(bytes),
         wat::Detect::WasmText => Cow::Owned(
@@ -397,7 +480,7 @@ fn sorted(names: impl Iterator<Item = String>) -> Vec<String> {
     names
 }
 
-fn invalid(file: &str, cause: String) -> EngineError {
+pub(crate) fn invalid(file: &str, cause: String) -> EngineError {
     EngineError::InvalidWasm {
         file: file.to_string(),
         cause,

@@ -147,7 +147,7 @@ impl Engine {
             wasi,
             limiter: Limiter::new(opts.memory_limit),
         };
-        let mut store = Store::new(self.wasmtime(), state);
+        let mut store = Store::new(&prepared.engine, state);
         store.limiter(|s| &mut s.limiter);
         if let Some(outcome) = self.arm_interrupt(&mut store) {
             return outcome;
@@ -193,7 +193,7 @@ impl Engine {
             table: ResourceTable::new(),
             limiter: Limiter::new(opts.memory_limit),
         };
-        let mut store = Store::new(self.wasmtime(), state);
+        let mut store = Store::new(&prepared.engine, state);
         store.limiter(|s| &mut s.limiter);
         if let Some(outcome) = self.arm_interrupt(&mut store) {
             return outcome;
