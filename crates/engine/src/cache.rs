@@ -280,7 +280,7 @@ impl Cache {
 
     /// Removes an entry, then its lock file if nobody holds it. Mapped copies
     /// of the entry stay valid (the file lives on until unmapped).
-    fn remove(&self, key: &CacheKey) {
+    pub fn remove(&self, key: &CacheKey) {
         match self.dir.remove_file(key.entry()) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -547,6 +547,13 @@ impl Engine {
         let config = hex(&h.0.finalize()[..8]);
         let letter = &tier.name()[..1];
         Ok(CacheKey(format!("{digest}-{letter}{config}")))
+    }
+
+    /// Whether `cache` has an entry for `bytes` compiled by `tier` whose
+    /// checksum holds (without loading it).
+    pub fn has_cached(&self, cache: &Cache, bytes: &[u8], tier: Tier) -> Result<bool, EngineError> {
+        let key = self.cache_key(bytes, tier)?;
+        Ok(matches!(cache.lookup(&key), Lookup::Found(..)))
     }
 
     /// Loads compiled code for `bytes` from `cache`: the first of `tiers`
