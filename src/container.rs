@@ -24,6 +24,7 @@ use crate::events::Events;
 use crate::exec::ExecProcess;
 use crate::native::{self, Runc};
 use crate::protocol::{self, FromInit, ToInit};
+use crate::settings::Settings;
 use crate::task::{Event as TaskEvent, Status};
 use crate::tty::Terminal;
 
@@ -176,6 +177,19 @@ fn unmount_rootfs(rootfs: &Path) {
     }
 }
 
+/// The settings the init gets: the shim's, without the compile cache when its directory cannot
+/// be created (the init then compiles every start itself, as it would with the cache off).
+fn init_settings() -> Settings {
+    let mut settings = Settings::current().clone();
+    if let Some(dir) = &settings.cache_dir {
+        if let Err(e) = wasm_shim_engine::Cache::open(dir) {
+            warn!("compile cache {}: {e}; compiling every start", dir.display());
+            settings.cache_dir = None;
+        }
+    }
+    settings
+}
+
 /// The cgroup of a container: the spec's `linux.cgroupsPath`, or `/<namespace>/<id>`.
 pub fn cgroup_for(spec: &oci_spec::runtime::Spec, namespace: &str, id: &str) -> Result<Cgroup> {
     let path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()).map(|p| p.display().to_string()).unwrap_or_default();
@@ -260,10 +274,12 @@ impl Container {
         };
         let stdio = [stdin, open_output(&req.stdout)?, open_output(&req.stderr)?];
 
+        let settings = init_settings();
         let (sync, theirs) = process::sync_pair().map_err(ShimError::internal)?;
         // /proc/self/exe still names this binary after an upgrade replaced the file on disk.
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg("init").arg(&bundle).env_clear().current_dir(&bundle);
+        settings.apply_to(&mut cmd);
         let mut stage1 = process::spawn_with_sync(cmd, theirs, stdio).map_err(|e| ShimError::internal(format!("spawn container init: {e}")))?;
         let mut reader = BufReader::new(sync.try_clone().map_err(ShimError::internal)?);
         let mut writer = sync;
@@ -285,16 +301,27 @@ impl Container {
         let _ = std::fs::write(bundle.join(INIT_PID_FILE), pid.to_string());
         undo.pid = Some(pidfd);
 
-        match protocol::recv::<FromInit>(&mut reader) {
-            Ok(Some(FromInit::Ready)) => {}
-            Ok(Some(FromInit::Error { kind, message })) => return Err(ShimError::new(kind, message)),
-            Ok(other) => {
-                let pidfd = undo.pid.take().expect("pidfd set above");
-                let _ = pidfd.send_signal(libc::SIGKILL);
-                let st = pidfd.wait();
-                return Err(ShimError::internal(format!("container init ended during setup ({other:?}, {st:?})")));
+        loop {
+            match protocol::recv::<FromInit>(&mut reader) {
+                Ok(Some(FromInit::Ready)) => break,
+                Ok(Some(FromInit::Error { kind, message })) => return Err(ShimError::new(kind, message)),
+                Ok(Some(FromInit::CacheHit { key })) => crate::compile::touch(&settings, &key),
+                Ok(Some(FromInit::Compile { name, len, wait })) => {
+                    let bytes = protocol::recv_bytes(&mut reader, len).map_err(|e| ShimError::internal(format!("container init: {e}")))?;
+                    crate::compile::request(&settings, &bundle, &req.id, &name, bytes, wait);
+                    if wait {
+                        protocol::send(&mut writer, &ToInit::Compiled).map_err(ShimError::internal)?;
+                    }
+                }
+                Ok(Some(FromInit::Log { level, message })) => log::log!(level.into(), "{}: {message}", req.id),
+                Ok(other) => {
+                    let pidfd = undo.pid.take().expect("pidfd set above");
+                    let _ = pidfd.send_signal(libc::SIGKILL);
+                    let st = pidfd.wait();
+                    return Err(ShimError::internal(format!("container init ended during setup ({other:?}, {st:?})")));
+                }
+                Err(e) => return Err(ShimError::internal(format!("container init: {e}"))),
             }
-            Err(e) => return Err(ShimError::internal(format!("container init: {e}"))),
         }
 
         undo.armed = false;
@@ -403,12 +430,16 @@ impl Container {
         let mut oom_sent = false;
         let mut reader = reader;
         while let Some(Ok(Some(msg))) = reader.as_mut().map(protocol::recv::<FromInit>) {
-            if let FromInit::Oom { message } = msg {
-                debug!("{}: {message}", self.id);
-                if !oom_sent {
-                    events.send(TaskOOM { container_id: self.id.clone(), ..Default::default() });
-                    oom_sent = true;
+            match msg {
+                FromInit::Oom { message } => {
+                    debug!("{}: {message}", self.id);
+                    if !oom_sent {
+                        events.send(TaskOOM { container_id: self.id.clone(), ..Default::default() });
+                        oom_sent = true;
+                    }
                 }
+                FromInit::Log { level, message } => log::log!(level.into(), "{}: {message}", self.id),
+                _ => {}
             }
         }
         let status = match self.pidfd.wait() {

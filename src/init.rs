@@ -3,9 +3,10 @@
 //! Stage 1 (fresh from exec, single-threaded) waits until the shim has put it in the
 //! container's cgroup, enters the spec's namespaces and forks once, so that its child is the
 //! first process of a new or joined pid namespace; it reports the child's pid and exits, and the
-//! child is reparented to the shim (a subreaper). Stage 2 builds the rootfs, drops privileges,
-//! loads and compiles the wasm (the expensive part, still inside Create), reports Ready and
-//! waits for Start. Signals are blocked before any thread exists and handled by one thread:
+//! child is reparented to the shim (a subreaper). Stage 2 takes a handle on the compile cache,
+//! builds the rootfs, drops privileges, reads the wasm and maps its compiled code from the cache
+//! (or has the shim compile it: see `compile`; all of it still inside Create), reports Ready
+//! and waits for Start. Signals are blocked before any thread exists and handled by one thread:
 //! before Start they end the process at once, after it they interrupt the guest (epoch), and a
 //! guest stuck in a host call (a blocked read) is ended after a short grace.
 
@@ -13,15 +14,16 @@ use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oci_spec::runtime::Spec;
 use wasm_shim_container::{namespaces, process, rootfs, security};
-use wasm_shim_engine::{Engine, Outcome, RunOptions};
+use wasm_shim_engine::{Cache, Engine, EngineError, Origin, Outcome, Prepared, RunOptions, Tier};
 use wasm_shim_oci::{classify, Kind};
 
 use crate::protocol::{self, ErrorKind, FromInit, ToInit};
+use crate::settings::Settings;
 
 /// Signals that stop a wasm guest; any other signal is left at its default.
 const STOP_SIGNALS: &[i32] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
@@ -42,6 +44,13 @@ impl InitError {
     }
     fn internal(message: impl std::fmt::Display) -> Self {
         Self::new(ErrorKind::Internal, message.to_string())
+    }
+}
+
+impl From<EngineError> for InitError {
+    fn from(e: EngineError) -> Self {
+        let kind = if e.is_invalid_input() { ErrorKind::InvalidArgument } else { ErrorKind::Internal };
+        InitError::new(kind, e.to_string())
     }
 }
 
@@ -154,6 +163,19 @@ fn stage2(
 ) -> Result<Never, InitError> {
     let signals = process::block_signals(STOP_SIGNALS).map_err(InitError::internal)?;
     let mut writer = sync;
+    if let Ok(w) = writer.try_clone() {
+        forward_logs(w);
+    }
+    let settings = Settings::from_env();
+    // The cache lives outside the rootfs: take a handle on it before pivot_root. It is only
+    // read here, and closed before the guest runs.
+    let cache = settings.cache_dir.as_ref().and_then(|dir| match Cache::open_existing(dir) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::warn!("compile cache {}: {e}; compiling without it", dir.display());
+            None
+        }
+    });
     let process = spec
         .process()
         .as_ref()
@@ -204,11 +226,12 @@ fn stage2(
             ));
         }
     }
-    let engine = Engine::new().map_err(|e| InitError::internal(e.to_string()))?;
-    let prepared = engine.prepare(&bytes, &shown, rc.entrypoint.export.as_deref()).map_err(|e| {
-        let kind = if e.is_invalid_input() { ErrorKind::InvalidArgument } else { ErrorKind::Internal };
-        InitError::new(kind, e.to_string())
-    })?;
+    let engine = Engine::with_config(settings.engine_config()).map_err(|e| InitError::internal(e.to_string()))?;
+    let export = rc.entrypoint.export.as_deref();
+    let prepared = match cache {
+        Some(cache) => load_or_compile(&engine, &settings, cache, &bytes, &shown, export, &mut writer, &mut reader)?,
+        None => engine.prepare(&bytes, &shown, export)?,
+    };
     drop(bytes);
 
     let memory_limit = spec
@@ -277,6 +300,75 @@ fn stage2(
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     process::exit_now(code);
+}
+
+/// Compiled code for the workload: mapped from the cache (optimized, else baseline while the
+/// shim has optimized code built), else compiled by the shim's helper and then mapped, else
+/// (no helper result) compiled here. Consumes the cache handle: closed before the guest runs.
+#[allow(clippy::too_many_arguments)]
+fn load_or_compile(
+    engine: &Engine,
+    settings: &Settings,
+    cache: Cache,
+    bytes: &[u8],
+    name: &str,
+    export: Option<&str>,
+    writer: &mut UnixStream,
+    reader: &mut BufReader<UnixStream>,
+) -> Result<Prepared, InitError> {
+    let tiers: &[Tier] = if settings.baseline { &[Tier::Optimized, Tier::Baseline] } else { &[Tier::Optimized] };
+    if let Some(p) = engine.load_cached(&cache, bytes, name, export, tiers)? {
+        report_hit(writer, &p);
+        if p.tier() == Tier::Baseline {
+            // Optimized code is still missing (being compiled, or its compile died): ask again.
+            protocol::send_compile(writer, name, bytes, false).map_err(InitError::internal)?;
+        }
+        return Ok(p);
+    }
+    if bytes.len() as u64 <= protocol::MAX_COMPILE_BYTES {
+        protocol::send_compile(writer, name, bytes, true).map_err(InitError::internal)?;
+        match protocol::recv::<ToInit>(reader) {
+            Ok(Some(ToInit::Compiled)) => {}
+            _ => process::exit_now(1),
+        }
+        if let Some(p) = engine.load_cached(&cache, bytes, name, export, tiers)? {
+            report_hit(writer, &p);
+            return Ok(p);
+        }
+    }
+    // Invalid wasm (reported from here as without a cache) or no usable helper result.
+    drop(cache);
+    Ok(engine.prepare(bytes, name, export)?)
+}
+
+fn report_hit(writer: &mut UnixStream, prepared: &Prepared) {
+    if let Origin::Cache(key) = prepared.origin() {
+        let _ = protocol::send(writer, &FromInit::CacheHit { key: key.clone() });
+    }
+}
+
+/// The init has no log pipe: its warnings (a corrupt cache entry, no pooling allocator) go to
+/// the shim over the sync socket, which logs them with the container's id.
+struct ForwardLogs(Mutex<UnixStream>);
+
+impl log::Log for ForwardLogs {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Warn
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            if let Ok(mut w) = self.0.lock() {
+                let _ = protocol::send(&mut *w, &FromInit::Log { level: r.level().into(), message: r.args().to_string() });
+            }
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn forward_logs(socket: UnixStream) {
+    if log::set_boxed_logger(Box::new(ForwardLogs(Mutex::new(socket)))).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
 }
 
 #[cfg(test)]

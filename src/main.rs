@@ -12,11 +12,15 @@
 //! - `task`: the task lifecycle state machine.
 //! - `native`: native containers (pause, sidecars) handed to runc.
 //! - `init`: the hidden `init` mode, the container's first process, which runs the wasm.
+//! - `compile`: the hidden `compile-cache` mode (helpers that fill the compile cache outside
+//!   the container) and the shim side that starts them.
+//! - `settings`: the `WASM_SHIM_*` environment (cache, baseline first start, pooling).
 //! - `protocol`: messages between the shim and its init.
 //! - `events`: publishing task events to containerd in order.
 //! - `stats`: cgroup statistics as containerd's metrics types.
 //! - `errors`: errors to ttrpc status codes.
 
+mod compile;
 mod container;
 mod content;
 mod errors;
@@ -26,6 +30,7 @@ mod init;
 mod native;
 mod protocol;
 mod serve;
+mod settings;
 mod service;
 mod shim;
 mod stats;
@@ -37,9 +42,13 @@ pub const RUNTIME_ID: &str = "io.containerd.wasm.v1";
 
 fn main() {
     let mut args = std::env::args();
-    if args.nth(1).as_deref() == Some("init") {
-        let bundle = args.next().unwrap_or_default();
-        init::main(&bundle);
+    match args.nth(1).as_deref() {
+        Some("init") => {
+            let bundle = args.next().unwrap_or_default();
+            init::main(&bundle);
+        }
+        Some(compile::MODE) => compile::helper_main(&args.collect::<Vec<_>>()),
+        _ => {}
     }
     if std::env::args().any(|a| a == "-v" || a == "--version" || a == "-version") {
         println!("containerd-shim-wasm-v1 {} (wasmtime 48)", env!("CARGO_PKG_VERSION"));

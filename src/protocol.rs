@@ -5,11 +5,20 @@
 //! shim                         init (stage 1)            init (stage 2, the container)
 //!  | spawn, add to cgroup        |                          |
 //!  |--- Go ------------------->  | enter namespaces, fork   |
-//!  |<-- Pid(n) ------------------| exit                     | rootfs, privileges,
-//!  |<-- Ready | Error --------------------------------------| load and compile the wasm
+//!  |<-- Pid(n) ------------------| exit                     | rootfs, privileges, read the
+//!  |                             |                          | wasm, look in the compile cache
+//!  |<-- CacheHit ---------------------------------------------| found: mapped
+//!  |<-- Compile + wasm bytes ---------------------------------| not found (or baseline only):
+//!  | compile helper(s) fill the cache                         | the shim has it compiled
+//!  |--- Compiled ------------------------------------------->| (if it waits), load it
+//!  |<-- Ready | Error --------------------------------------| ready to run
 //!  |--- Start ---------------------------------------------->| run
 //!  |<-- Oom ---------------------------------------------------| (memory limit hit)
+//!  |<-- Log (any time) ---------------------------------------| the init's log lines
 //! ```
+//!
+//! `Compile` is the one message followed by raw bytes: its `len` bytes of wasm come right
+//! after its line.
 
 use std::io::{self, BufRead, Write};
 
@@ -29,6 +38,9 @@ pub enum ErrorKind {
 pub enum ToInit {
     Go,
     Start,
+    /// Answer to `Compile { wait: true }`: the compile helper is done (look in the cache again;
+    /// if the code is still not there, compile in the init).
+    Compiled,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +49,63 @@ pub enum FromInit {
     Ready,
     Error { kind: ErrorKind, message: String },
     Oom { message: String },
+    /// The workload was loaded from this compile cache entry (the shim marks it used).
+    CacheHit { key: String },
+    /// No optimized code in the cache: `len` bytes of wasm follow. `wait`: the init waits for
+    /// `Compiled` (it found nothing usable); else it runs baseline code meanwhile.
+    Compile { name: String, len: u64, wait: bool },
+    /// A log line of the init (it has no log pipe of its own).
+    Log { level: LogLevel, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl From<log::Level> for LogLevel {
+    fn from(l: log::Level) -> Self {
+        match l {
+            log::Level::Error => LogLevel::Error,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Debug | log::Level::Trace => LogLevel::Debug,
+        }
+    }
+}
+
+impl From<LogLevel> for log::Level {
+    fn from(l: LogLevel) -> Self {
+        match l {
+            LogLevel::Error => log::Level::Error,
+            LogLevel::Warn => log::Level::Warn,
+            LogLevel::Info => log::Level::Info,
+            LogLevel::Debug => log::Level::Debug,
+        }
+    }
+}
+
+/// The largest wasm the init sends for compiling (a bigger one is compiled in the init).
+pub const MAX_COMPILE_BYTES: u64 = 1 << 30;
+
+/// Sends `Compile` and the bytes after it.
+pub fn send_compile(w: &mut impl Write, name: &str, bytes: &[u8], wait: bool) -> io::Result<()> {
+    send(w, &FromInit::Compile { name: name.to_string(), len: bytes.len() as u64, wait })?;
+    w.write_all(bytes)?;
+    w.flush()
+}
+
+/// Reads the bytes that follow a `Compile { len, .. }` line.
+pub fn recv_bytes(r: &mut impl BufRead, len: u64) -> io::Result<Vec<u8>> {
+    if len > MAX_COMPILE_BYTES {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("compile request of {len} bytes")));
+    }
+    let mut buf = vec![0u8; len as usize];
+    r.read_exact(&mut buf)?;
+    Ok(buf)
 }
 
 pub fn send<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
@@ -73,6 +142,19 @@ mod tests {
             Some(FromInit::Error { kind: ErrorKind::NotFound, message: "a\nb".into() })
         );
         assert_eq!(recv::<FromInit>(&mut r).unwrap(), None);
+    }
+
+    #[test]
+    fn compile_requests_carry_their_bytes() {
+        let mut buf = Vec::new();
+        send_compile(&mut buf, "/a.wasm", b"\0asm\n\x01\0\0\0", true).unwrap();
+        send(&mut buf, &FromInit::Ready).unwrap();
+        let mut r = io::BufReader::new(&buf[..]);
+        let Some(FromInit::Compile { name, len, wait: true }) = recv::<FromInit>(&mut r).unwrap() else { panic!() };
+        assert_eq!(name, "/a.wasm");
+        assert_eq!(recv_bytes(&mut r, len).unwrap(), b"\0asm\n\x01\0\0\0");
+        assert_eq!(recv::<FromInit>(&mut r).unwrap(), Some(FromInit::Ready));
+        assert!(recv_bytes(&mut r, MAX_COMPILE_BYTES + 1).is_err());
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct Containerd {
     pub cri: CriSetup,
     /// `/proc/sys/net/ipv4/ip_forward` when the harness started: pods must not change it.
     pub ip_forward_before: String,
+    /// The shims' compile cache: `$WASM_SHIM_CACHE_DIR`, else `<dir>/cache`.
+    pub cache: PathBuf,
     child: Option<Child>,
     keep: bool,
 }
@@ -318,10 +320,18 @@ impl Containerd {
         );
 
         let logfile = fs::File::create(&log)?;
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .env("PATH", path)
+        let mut command = Command::new("containerd");
+        command.arg("--config").arg(&config).env("PATH", path);
+        // Shims inherit containerd's environment: a compile cache of this run's own (under the
+        // temp dir) unless the caller chose one.
+        let cache = match std::env::var_os("WASM_SHIM_CACHE_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => {
+                command.env("WASM_SHIM_CACHE_DIR", dir.join("cache"));
+                dir.join("cache")
+            }
+        };
+        let child = command
             .stdin(Stdio::null())
             .stdout(logfile.try_clone()?)
             .stderr(logfile)
@@ -336,6 +346,7 @@ impl Containerd {
             shim,
             cri,
             ip_forward_before,
+            cache,
             child: Some(child),
             keep: std::env::var_os("E2E_KEEP").is_some(),
         };

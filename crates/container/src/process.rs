@@ -295,3 +295,15 @@ mod tests {
         assert!(child.wait().unwrap().success());
     }
 }
+
+/// Lowers the scheduling priority of the calling thread (and of threads it creates afterwards)
+/// to `nice` (0 normal, 19 lowest). Call it before starting threads: on Linux the nice value
+/// is per thread.
+pub fn set_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes integers only; `who` 0 is the calling thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
