@@ -2,14 +2,17 @@
 #   make demo     build, start a private containerd, import a wasm image, ctr run it
 #   make test     unit tests and the end-to-end suite against a real containerd (root)
 #   make install  put the shim next to containerd's binary
+#   make bench    latency, throughput, memory and big-module starts vs runc (docs/benchmarks.md)
 
 SHELL     := /bin/bash
 CARGO     ?= cargo
 PREFIX    ?= $(patsubst %/,%,$(dir $(shell command -v containerd 2>/dev/null || echo /usr/local/bin/containerd)))
 SHIM      := target/release/containerd-shim-wasm-v1
 GUESTS    := test/guests
+BIG       := test/guests/big
+BENCH_ARGS ?=
 
-.PHONY: all build guests deps test unit e2e demo install clean fuzz
+.PHONY: all build guests big-guest deps test unit e2e demo install bench clean fuzz
 
 all: build
 
@@ -34,6 +37,9 @@ build:
 
 guests:
 	$(CARGO) build --release --target wasm32-wasip1 --manifest-path $(GUESTS)/Cargo.toml
+
+big-guest:
+	$(CARGO) build --release --target wasm32-wasip1 --manifest-path $(BIG)/Cargo.toml
 
 unit: build
 	$(CARGO) test --release --workspace --exclude wasm-shim-e2e
@@ -61,6 +67,11 @@ fuzz:
 	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	done
 
+# A benchmark to rerun, not a test: results in target/bench/results.json, a table on stdout.
+# BENCH_ARGS="--rounds 20" for more samples.
+bench: deps build guests big-guest
+	$(CARGO) run --release -p wasm-shim-e2e --bin bench -- $(BENCH_ARGS)
+
 install: build
 	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/containerd-shim-wasm-v1
 	@echo "installed $(DESTDIR)$(PREFIX)/containerd-shim-wasm-v1"
@@ -68,3 +79,4 @@ install: build
 clean:
 	$(CARGO) clean
 	$(CARGO) clean --manifest-path $(GUESTS)/Cargo.toml
+	$(CARGO) clean --manifest-path $(BIG)/Cargo.toml

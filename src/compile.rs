@@ -36,7 +36,7 @@ pub const MODE: &str = "compile-cache";
 
 /// How long Create waits for a helper before letting the init compile by itself.
 const WAIT_LIMIT: Duration = Duration::from_secs(600);
-/// The background (optimized) helper's nice value.
+/// The nice value of a helper nobody waits for.
 const BACKGROUND_NICE: i32 = 10;
 
 /// A helper's exit status.
@@ -99,9 +99,9 @@ fn helper(tier: &str, wait: bool, name: &str) -> Status {
             return Status::Failed;
         }
     };
-    if tier == Tier::Optimized {
-        // Before any thread exists, so the compiler's threads inherit it: the guest (and
-        // other containers starting) come first.
+    if !wait {
+        // A background compile (nobody waits for it). Before any thread exists, so the
+        // compiler's threads inherit it: the guest (and other containers starting) come first.
         if let Err(e) = wasm_shim_container::process::set_nice(BACKGROUND_NICE) {
             debug!("compile cache: nice: {e}");
         }

@@ -284,6 +284,12 @@ state = "{state}"
 impl Containerd {
     /// Starts containerd in a fresh temp dir and waits until `ctr version` answers.
     pub fn start() -> Result<Containerd> {
+        Containerd::start_with_env(&[])
+    }
+
+    /// The same, with extra environment for containerd and so for the shims it starts (for
+    /// example `WASM_SHIM_BASELINE=off`).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Result<Containerd> {
         let dir = tempfile::Builder::new()
             .prefix("wasm-e2e-")
             .tempdir_in("/tmp")
@@ -322,9 +328,15 @@ impl Containerd {
         let logfile = fs::File::create(&log)?;
         let mut command = Command::new("containerd");
         command.arg("--config").arg(&config).env("PATH", path);
+        command.envs(env.iter().copied());
         // Shims inherit containerd's environment: a compile cache of this run's own (under the
         // temp dir) unless the caller chose one.
-        let cache = match std::env::var_os("WASM_SHIM_CACHE_DIR") {
+        let chosen = env
+            .iter()
+            .find(|(k, _)| *k == "WASM_SHIM_CACHE_DIR")
+            .map(|(_, v)| v.into())
+            .or_else(|| std::env::var_os("WASM_SHIM_CACHE_DIR"));
+        let cache = match chosen {
             Some(d) => PathBuf::from(d),
             None => {
                 command.env("WASM_SHIM_CACHE_DIR", dir.join("cache"));
