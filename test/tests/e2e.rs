@@ -12,7 +12,8 @@
 //! - `main`: setup (guests, containerd, event recorder, images), the trial list, teardown.
 //! - `wasm::*`: the shim's cases: output, exit codes, args/env/cwd, files, stdin, component,
 //!   WAT, `#export`, TCP through `wasi:sockets` both ways (`--net-host`), signals, limits,
-//!   pause/resume, metrics, events, bad inputs, leak loop, latency print.
+//!   pause/resume, metrics, events, bad inputs, the compile cache (`e2e/cache.rs`), leak loop,
+//!   latency print.
 //! - `runc::*`: the same harness paths with containerd's runc runtime and busybox: proves the
 //!   harness (and the machine) before blaming the shim.
 //! - `cri::*` (e2e/cri.rs): the Kubernetes path through containerd's CRI plugin with a Rust CRI
@@ -41,6 +42,8 @@ use wasm_shim_e2e::{guests, Containerd, EventRecorder, Leaks, Output, RunOpts, S
 mod native;
 #[path = "e2e/artifact.rs"]
 mod artifact;
+#[path = "e2e/cache.rs"]
+mod cache;
 
 #[path = "e2e/cri.rs"]
 mod cri;
@@ -1058,6 +1061,8 @@ fn cases() -> Vec<(String, Flavor, Case)> {
         Wasm,
         Box::new(move |cx| run_loop(cx, Wasm, "w-loop", loops)),
     );
+    add("cache_compiled_once", Wasm, Box::new(|cx| cache::compiled_once(cx)));
+    add("cache_corrupt_entry_recovers", Wasm, Box::new(|cx| cache::corrupt_entry_recovers(cx)));
     add("latency_vs_runc", Wasm, Box::new(wasm_latency));
 
     // The Kubernetes path (e2e/cri.rs): containerd's CRI plugin, handler `runc` first (the
