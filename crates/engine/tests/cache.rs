@@ -457,3 +457,45 @@ fn a_cache_that_cannot_be_written_still_prepares() {
     assert_eq!(p.origin(), &Origin::Compiled);
     assert_eq!(run_captured(&engine, &p).0, Outcome::Exited(3));
 }
+
+/// Copy-on-write memory images: the initial linear memory of a module loaded from the cache is
+/// a private mapping of the cache entry itself (no copy of the data segments per task).
+#[test]
+fn initial_memory_is_mapped_from_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let engine = Engine::new().unwrap();
+    // 64 KiB of data in a page-aligned segment, then spin until interrupted.
+    let wat = format!(
+        r#"(module (memory (export "memory") 4)
+             (data (i32.const 65536) "{}")
+             (func (export "_start") (loop $l (br $l))))"#,
+        "\\2a".repeat(65536)
+    );
+    engine
+        .compile_to_cache(&cache, wat.as_bytes(), "/img.wasm", Tier::Optimized, true)
+        .unwrap();
+    let key = engine.cache_key(wat.as_bytes(), Tier::Optimized).unwrap();
+    let prepared = engine
+        .load_cached(&cache, wat.as_bytes(), "/img.wasm", None, &[Tier::Optimized])
+        .unwrap()
+        .unwrap();
+    let e = engine.clone();
+    let watcher = std::thread::spawn(move || {
+        let entry = format!("{key}.cwasm");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut writable = false;
+        while !writable && std::time::Instant::now() < deadline {
+            let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+            writable = maps
+                .lines()
+                .any(|l| l.ends_with(&entry) && l.split_whitespace().nth(1) == Some("rw-p"));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        e.interrupt(2);
+        writable
+    });
+    let (outcome, _, _) = run_captured(&engine, &prepared);
+    assert_eq!(outcome, Outcome::Interrupted(2));
+    assert!(watcher.join().unwrap(), "no writable private mapping of the entry");
+}
