@@ -10,6 +10,11 @@
 //!   are long gone.
 //! - with it off: the optimized helper, waited for.
 //!
+//! A helper Create waits for runs in the container's cgroup: its memory and CPU count against
+//! the container's limits, as an in-container compile would. The background helper outlives
+//! the container and runs in the shim's cgroup (like an image unpack in containerd's); both
+//! only take modules up to `protocol::MAX_COMPILE_BYTES` (bigger ones are compiled in the init).
+//!
 //! Each helper compiles under the entry's lock: ten replicas of a new module starting at once
 //! make one baseline compile (the nine others wait for it, then map it) and one optimized
 //! compile (the others find the lock taken and leave). Helpers run as root in the host's
@@ -27,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
+use wasm_shim_container::cgroup::Cgroup;
 use wasm_shim_engine::{Cache, CacheKey, Engine, EngineError, Stored, Tier};
 
 use crate::settings::Settings;
@@ -169,8 +175,18 @@ fn init_log() {
     }
 }
 
-/// Starts a helper with the wasm on its stdin (written by a thread, then closed).
-fn spawn(settings: &Settings, bundle: &Path, tier: Tier, wait: bool, name: &str, bytes: Arc<Vec<u8>>) -> std::io::Result<Child> {
+/// Starts a helper, in `cgroup` if given, with the wasm on its stdin (written by a thread,
+/// then closed). The helper does nothing before reading its stdin, so it is in the cgroup
+/// before it does any work.
+fn spawn(
+    settings: &Settings,
+    bundle: &Path,
+    tier: Tier,
+    wait: bool,
+    name: &str,
+    bytes: Arc<Vec<u8>>,
+    cgroup: Option<&Cgroup>,
+) -> std::io::Result<Child> {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg(MODE)
         .arg(tier_arg(tier))
@@ -185,6 +201,13 @@ fn spawn(settings: &Settings, bundle: &Path, tier: Tier, wait: bool, name: &str,
         .process_group(0);
     settings.apply_to(&mut cmd);
     let mut child = cmd.spawn()?;
+    if let Some(cg) = cgroup {
+        if let Err(e) = cg.add_process(child.id() as i32) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other(format!("cgroup: {e}")));
+        }
+    }
     let mut stdin = child.stdin.take().expect("stdin is piped");
     std::thread::Builder::new().name("compile-input".into()).spawn(move || {
         let _ = stdin.write_all(&bytes);
@@ -192,10 +215,10 @@ fn spawn(settings: &Settings, bundle: &Path, tier: Tier, wait: bool, name: &str,
     Ok(child)
 }
 
-/// Runs a helper and waits (at most `WAIT_LIMIT`) for its verdict.
-fn run(settings: &Settings, bundle: &Path, tier: Tier, name: &str, bytes: &Arc<Vec<u8>>) -> Status {
+/// Runs a helper in the container's cgroup and waits (at most `WAIT_LIMIT`) for its verdict.
+fn run(settings: &Settings, bundle: &Path, tier: Tier, name: &str, bytes: &Arc<Vec<u8>>, cgroup: Option<&Cgroup>) -> Status {
     let started = Instant::now();
-    let mut child = match spawn(settings, bundle, tier, true, name, bytes.clone()) {
+    let mut child = match spawn(settings, bundle, tier, true, name, bytes.clone(), cgroup) {
         Ok(c) => c,
         Err(e) => {
             warn!("compile cache: cannot start the {tier} compile helper: {e}");
@@ -213,7 +236,9 @@ fn run(settings: &Settings, bundle: &Path, tier: Tier, name: &str, bytes: &Arc<V
     let status = match rx.recv_timeout(WAIT_LIMIT) {
         Ok(code) => Status::from_code(code),
         Err(_) => {
-            warn!("compile cache: {name}: the {tier} compile helper (pid {pid}) is still running after {WAIT_LIMIT:?}; not waiting for it");
+            // Not reaped yet (the waiter holds it), so the pid is still this helper's.
+            warn!("compile cache: {name}: the {tier} compile helper (pid {pid}) is still running after {WAIT_LIMIT:?}; stopping it");
+            let _ = wasm_shim_container::process::kill(pid as i32, libc::SIGKILL);
             Status::Failed
         }
     };
@@ -223,7 +248,7 @@ fn run(settings: &Settings, bundle: &Path, tier: Tier, name: &str, bytes: &Arc<V
 
 /// Starts the optimized helper in the background: nobody waits for it, a thread reaps it.
 fn background(settings: &Settings, bundle: &Path, name: &str, bytes: Arc<Vec<u8>>) {
-    match spawn(settings, bundle, Tier::Optimized, false, name, bytes) {
+    match spawn(settings, bundle, Tier::Optimized, false, name, bytes, None) {
         Ok(mut child) => {
             let name = name.to_string();
             let _ = std::thread::Builder::new().name(format!("compile-{}", child.id())).spawn(move || {
@@ -236,8 +261,8 @@ fn background(settings: &Settings, bundle: &Path, name: &str, bytes: Arc<Vec<u8>
 }
 
 /// The shim's answer to an init's `Compile` request; returns once the init may look in the
-/// cache again (at once when it does not wait).
-pub fn request(settings: &Settings, bundle: &Path, id: &str, name: &str, bytes: Vec<u8>, wait: bool) {
+/// cache again (at once when it does not wait). `cgroup`: the container's.
+pub fn request(settings: &Settings, bundle: &Path, id: &str, name: &str, bytes: Vec<u8>, wait: bool, cgroup: Option<&Cgroup>) {
     let bytes = Arc::new(bytes);
     if !wait {
         debug!("{id}: {name}: running baseline code; compiling optimized code in the background");
@@ -246,7 +271,7 @@ pub fn request(settings: &Settings, bundle: &Path, id: &str, name: &str, bytes: 
     }
     let started = Instant::now();
     if settings.baseline {
-        match run(settings, bundle, Tier::Baseline, name, &bytes) {
+        match run(settings, bundle, Tier::Baseline, name, &bytes, cgroup) {
             Status::Stored => {
                 info!("{id}: {name}: not in the compile cache; baseline code ready in {} ms, optimized code compiling in the background", started.elapsed().as_millis());
                 background(settings, bundle, name, bytes);
@@ -257,7 +282,7 @@ pub fn request(settings: &Settings, bundle: &Path, id: &str, name: &str, bytes: 
             Status::Busy | Status::Failed => {}
         }
     }
-    let status = run(settings, bundle, Tier::Optimized, name, &bytes);
+    let status = run(settings, bundle, Tier::Optimized, name, &bytes, cgroup);
     info!("{id}: {name}: not in the compile cache; optimized compile {status:?} in {} ms", started.elapsed().as_millis());
 }
 

@@ -308,7 +308,7 @@ impl Container {
                 Ok(Some(FromInit::CacheHit { key })) => crate::compile::touch(&settings, &key),
                 Ok(Some(FromInit::Compile { name, len, wait })) => {
                     let bytes = protocol::recv_bytes(&mut reader, len).map_err(|e| ShimError::internal(format!("container init: {e}")))?;
-                    crate::compile::request(&settings, &bundle, &req.id, &name, bytes, wait);
+                    crate::compile::request(&settings, &bundle, &req.id, &name, bytes, wait, Some(&cg));
                     if wait {
                         protocol::send(&mut writer, &ToInit::Compiled).map_err(ShimError::internal)?;
                     }

@@ -88,8 +88,10 @@ impl From<LogLevel> for log::Level {
     }
 }
 
-/// The largest wasm the init sends for compiling (a bigger one is compiled in the init).
-pub const MAX_COMPILE_BYTES: u64 = 1 << 30;
+/// The largest wasm the init sends for compiling (a bigger one is compiled in the init, inside
+/// the container's limits, and not cached): bounds what the shim holds and what a background
+/// compile outside the container's cgroup may cost.
+pub const MAX_COMPILE_BYTES: u64 = 256 << 20;
 
 /// Sends `Compile` and the bytes after it.
 pub fn send_compile(w: &mut impl Write, name: &str, bytes: &[u8], wait: bool) -> io::Result<()> {
