@@ -212,7 +212,10 @@ impl Cache {
             out.push(EntryInfo {
                 key,
                 size: meta.len(),
-                modified: meta.modified().map(|t| t.into_std()).unwrap_or(SystemTime::UNIX_EPOCH),
+                modified: meta
+                    .modified()
+                    .map(|t| t.into_std())
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
             });
         }
         out.sort_by_key(|e| e.modified);
@@ -261,7 +264,9 @@ impl Cache {
     }
 
     fn remove_stale_temp_files(&self) {
-        let Ok(entries) = self.dir.entries() else { return };
+        let Ok(entries) = self.dir.entries() else {
+            return;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name();
             if !name.to_string_lossy().starts_with(TMP_PREFIX) {
@@ -284,7 +289,11 @@ impl Cache {
         match self.dir.remove_file(key.entry()) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => log::debug!("{}: cannot remove {}: {e}", self.path.display(), key.entry()),
+            Err(e) => log::debug!(
+                "{}: cannot remove {}: {e}",
+                self.path.display(),
+                key.entry()
+            ),
         }
         if let Ok(Some(lock)) = self.lock(key, false) {
             // Removed while held: a waiter on this file sees it is no longer
@@ -395,12 +404,15 @@ impl Cache {
             .as_secs();
         let file: String = file
             .chars()
-            .map(|c| if c.is_whitespace() || c.is_control() { '_' } else { c })
+            .map(|c| {
+                if c.is_whitespace() || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
             .collect();
-        let line = format!(
-            "{now} {tier} {} {size} {key} {file}\n",
-            elapsed.as_millis()
-        );
+        let line = format!("{now} {tier} {} {size} {key} {file}\n", elapsed.as_millis());
         let opened = self.dir.open_with(
             COMPILE_LOG,
             OpenOptions::new().append(true).create(true).mode(0o600),
@@ -413,11 +425,15 @@ impl Cache {
     }
 
     fn trim_compile_log(&self) {
-        let Ok(meta) = self.dir.metadata(COMPILE_LOG) else { return };
+        let Ok(meta) = self.dir.metadata(COMPILE_LOG) else {
+            return;
+        };
         if meta.len() <= COMPILE_LOG_MAX {
             return;
         }
-        let Ok(text) = self.dir.read_to_string(COMPILE_LOG) else { return };
+        let Ok(text) = self.dir.read_to_string(COMPILE_LOG) else {
+            return;
+        };
         let mut cut = text.len() / 2;
         while !text.is_char_boundary(cut) {
             cut += 1;
@@ -427,7 +443,9 @@ impl Cache {
             None => "",
         };
         let tmp = format!("{TMP_PREFIX}{COMPILE_LOG}-{}", std::process::id());
-        if self.dir.write(&tmp, tail).is_ok() && self.dir.rename(&tmp, &self.dir, COMPILE_LOG).is_err() {
+        if self.dir.write(&tmp, tail).is_ok()
+            && self.dir.rename(&tmp, &self.dir, COMPILE_LOG).is_err()
+        {
             let _ = self.dir.remove_file(&tmp);
         }
     }
@@ -513,7 +531,9 @@ fn deserialize(
     // unlink), so a mapping stays what was verified for as long as it lives.
     // The directory is writable only by root.
     match format {
-        Format::Module => unsafe { Module::deserialize_open_file(engine, file) }.map(Artifact::Module),
+        Format::Module => {
+            unsafe { Module::deserialize_open_file(engine, file) }.map(Artifact::Module)
+        }
         Format::Component => {
             // wasmtime maps components by path only: reach our open file
             // through /proc (which works after pivot_root too); without
@@ -683,9 +703,7 @@ impl Engine {
         }
         match self.compile_to_cache(cache, bytes, name, Tier::Optimized, true) {
             Ok(_) => {
-                if let Some(p) =
-                    self.load_cached(cache, bytes, name, export, &[Tier::Optimized])?
-                {
+                if let Some(p) = self.load_cached(cache, bytes, name, export, &[Tier::Optimized])? {
                     return Ok(p);
                 }
             }
@@ -722,7 +740,10 @@ mod tests {
             .load_cached(&cache, WAT.as_bytes(), "/s.wasm", None, &[Tier::Optimized])
             .unwrap();
         assert!(loaded.is_none());
-        assert!(matches!(cache.lookup(&key), Lookup::Missing), "stale entry removed");
+        assert!(
+            matches!(cache.lookup(&key), Lookup::Missing),
+            "stale entry removed"
+        );
 
         cache.store(&key, &stale, false).unwrap();
         let stored = engine

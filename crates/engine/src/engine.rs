@@ -170,10 +170,8 @@ impl TierEngine {
         self.p1_linker
             .get_or_init(|| {
                 let mut linker = wasmtime::Linker::new(&self.wasmtime);
-                wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut P1State| {
-                    &mut s.wasi
-                })
-                .map_err(|e| format!("cannot set up WASI p1: {}", one_line(&e)))?;
+                wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut P1State| &mut s.wasi)
+                    .map_err(|e| format!("cannot set up WASI p1: {}", one_line(&e)))?;
                 Ok(linker)
             })
             .as_ref()
@@ -181,9 +179,7 @@ impl TierEngine {
     }
 
     /// The WASI p2 linker, built on first use (a module never needs it).
-    pub(crate) fn p2_linker(
-        &self,
-    ) -> Result<&wasmtime::component::Linker<P2State>, EngineError> {
+    pub(crate) fn p2_linker(&self) -> Result<&wasmtime::component::Linker<P2State>, EngineError> {
         self.p2_linker
             .get_or_init(|| {
                 let mut linker = wasmtime::component::Linker::new(&self.wasmtime);

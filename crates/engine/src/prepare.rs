@@ -343,7 +343,10 @@ fn link_component(
 }
 
 /// Turns the input into a wasm binary and says which kind it is.
-pub(crate) fn decode<'a>(bytes: &'a [u8], file: &str) -> Result<(Cow<'a, [u8]>, Format), EngineError> {
+pub(crate) fn decode<'a>(
+    bytes: &'a [u8],
+    file: &str,
+) -> Result<(Cow<'a, [u8]>, Format), EngineError> {
     let binary = match wat::Detect::from_bytes(bytes) {
         wat::Detect::WasmBinary => Cow::Borrowed(bytes),
         wat::Detect::WasmText => Cow::Owned(

@@ -125,7 +125,13 @@ fn miss_then_compile_then_hit() {
     let bytes = wasm.as_bytes();
 
     let miss = engine
-        .load_cached(&cache, bytes, "/h.wasm", None, &[Tier::Optimized, Tier::Baseline])
+        .load_cached(
+            &cache,
+            bytes,
+            "/h.wasm",
+            None,
+            &[Tier::Optimized, Tier::Baseline],
+        )
         .unwrap();
     assert!(miss.is_none());
 
@@ -140,7 +146,13 @@ fn miss_then_compile_then_hit() {
     assert_eq!(compile_log_lines(&cache), 1);
 
     let hit = engine
-        .load_cached(&cache, bytes, "/h.wasm", None, &[Tier::Optimized, Tier::Baseline])
+        .load_cached(
+            &cache,
+            bytes,
+            "/h.wasm",
+            None,
+            &[Tier::Optimized, Tier::Baseline],
+        )
         .unwrap()
         .expect("a hit");
     let key = engine.cache_key(bytes, Tier::Optimized).unwrap();
@@ -162,7 +174,13 @@ fn entries_are_private_to_root_but_openable_by_name() {
     assert_eq!(mode(&dir.path().join("a")), 0o700);
     let engine = Engine::new().unwrap();
     engine
-        .compile_to_cache(&cache, hello(2).as_bytes(), "/h.wasm", Tier::Optimized, true)
+        .compile_to_cache(
+            &cache,
+            hello(2).as_bytes(),
+            "/h.wasm",
+            Tier::Optimized,
+            true,
+        )
         .unwrap();
     assert_eq!(mode(&entry_path(&path, &cache)), 0o644);
 }
@@ -174,10 +192,22 @@ fn keys_follow_bytes_and_tier_not_the_allocator() {
     let a = hello(1);
     let b = hello(2);
     let key = |e: &Engine, s: &str, t| e.cache_key(s.as_bytes(), t).unwrap();
-    assert_eq!(key(&plain, &a, Tier::Optimized), key(&pooled, &a, Tier::Optimized));
-    assert_eq!(key(&plain, &a, Tier::Baseline), key(&pooled, &a, Tier::Baseline));
-    assert_ne!(key(&plain, &a, Tier::Optimized), key(&plain, &b, Tier::Optimized));
-    assert_ne!(key(&plain, &a, Tier::Optimized), key(&plain, &a, Tier::Baseline));
+    assert_eq!(
+        key(&plain, &a, Tier::Optimized),
+        key(&pooled, &a, Tier::Optimized)
+    );
+    assert_eq!(
+        key(&plain, &a, Tier::Baseline),
+        key(&pooled, &a, Tier::Baseline)
+    );
+    assert_ne!(
+        key(&plain, &a, Tier::Optimized),
+        key(&plain, &b, Tier::Optimized)
+    );
+    assert_ne!(
+        key(&plain, &a, Tier::Optimized),
+        key(&plain, &a, Tier::Baseline)
+    );
     let k = key(&plain, &a, Tier::Optimized).to_string();
     assert_eq!(k.len(), 64 + 1 + 17, "{k}");
     assert!(wasm_shim_engine::CacheKey::parse(&k).is_some());
@@ -233,13 +263,21 @@ fn eviction_keeps_the_recently_used_under_the_bound() {
     let engine = Engine::new().unwrap();
     let probe = Cache::open(dir.path()).unwrap();
     engine
-        .compile_to_cache(&probe, hello(100).as_bytes(), "/p.wasm", Tier::Optimized, true)
+        .compile_to_cache(
+            &probe,
+            hello(100).as_bytes(),
+            "/p.wasm",
+            Tier::Optimized,
+            true,
+        )
         .unwrap();
     let one = probe.entries().unwrap()[0].size;
     probe.clear().unwrap();
 
     // Room for three entries of about this size.
-    let cache = Cache::open(dir.path()).unwrap().with_max_size(one * 3 + one / 2);
+    let cache = Cache::open(dir.path())
+        .unwrap()
+        .with_max_size(one * 3 + one / 2);
     let old = SystemTime::now() - Duration::from_secs(3600);
     let mut keys = Vec::new();
     for n in 0..3 {
@@ -251,16 +289,31 @@ fn eviction_keeps_the_recently_used_under_the_bound() {
         // Make the order of use unambiguous: older modules were used earlier.
         let path = dir.path().join(format!("{}.cwasm", keys[n as usize]));
         let f = std::fs::File::open(&path).unwrap();
-        f.set_modified(old + Duration::from_secs(n as u64 * 60)).unwrap();
+        f.set_modified(old + Duration::from_secs(n as u64 * 60))
+            .unwrap();
     }
     // Module 0 is used again: it becomes the most recent.
     cache.touch(&keys[0]).unwrap();
     engine
-        .compile_to_cache(&cache, hello(3).as_bytes(), "/h.wasm", Tier::Optimized, true)
+        .compile_to_cache(
+            &cache,
+            hello(3).as_bytes(),
+            "/h.wasm",
+            Tier::Optimized,
+            true,
+        )
         .unwrap();
-    let left: Vec<String> = cache.entries().unwrap().iter().map(|e| e.key.to_string()).collect();
+    let left: Vec<String> = cache
+        .entries()
+        .unwrap()
+        .iter()
+        .map(|e| e.key.to_string())
+        .collect();
     assert_eq!(left.len(), 3, "{left:?}");
-    assert!(!left.contains(&keys[1].to_string()), "the least recently used goes first");
+    assert!(
+        !left.contains(&keys[1].to_string()),
+        "the least recently used goes first"
+    );
     assert!(left.contains(&keys[0].to_string()));
     assert!(left.contains(&keys[2].to_string()));
     let total: u64 = cache.entries().unwrap().iter().map(|e| e.size).sum();
@@ -277,13 +330,20 @@ fn threads_compile_a_new_module_once() {
             s.spawn(|| {
                 // Each thread as its own process would: its own cache handle.
                 let cache = Cache::open(dir.path()).unwrap();
-                let p = engine.prepare_cached(&cache, &bytes, "/m.wasm", None).unwrap();
+                let p = engine
+                    .prepare_cached(&cache, &bytes, "/m.wasm", None)
+                    .unwrap();
                 assert!(matches!(p.origin(), Origin::Cache(_)));
             });
         }
     });
     let cache = Cache::open(dir.path()).unwrap();
-    assert_eq!(compile_log_lines(&cache), 1, "{}", cache.compile_log().unwrap());
+    assert_eq!(
+        compile_log_lines(&cache),
+        1,
+        "{}",
+        cache.compile_log().unwrap()
+    );
 }
 
 /// The child half of `processes_compile_a_new_module_once`.
@@ -295,7 +355,13 @@ fn child_compiles_into_the_cache() {
     let cache = Cache::open(Path::new(&dir)).unwrap();
     let engine = Engine::new().unwrap();
     let stored = engine
-        .compile_to_cache(&cache, &many_functions(3000), "/m.wasm", Tier::Optimized, true)
+        .compile_to_cache(
+            &cache,
+            &many_functions(3000),
+            "/m.wasm",
+            Tier::Optimized,
+            true,
+        )
         .unwrap();
     println!("child stored: {stored:?}");
 }
@@ -345,7 +411,10 @@ fn busy_when_told_not_to_wait() {
     });
     assert!(matches!(results.0, Stored::Compiled { .. }), "{results:?}");
     // Either it found the lock held or (on a very fast machine) the entry.
-    assert!(matches!(results.1, Stored::Busy | Stored::Present), "{results:?}");
+    assert!(
+        matches!(results.1, Stored::Busy | Stored::Present),
+        "{results:?}"
+    );
 }
 
 #[test]
@@ -368,16 +437,26 @@ fn baseline_and_optimized_behave_the_same_cached_or_not() {
                 .unwrap()
                 .expect("cached");
             assert_eq!(cached.tier(), tier);
-            assert_eq!(run_captured(&engine, &cached), reference, "{name} {tier} cached");
+            assert_eq!(
+                run_captured(&engine, &cached),
+                reference,
+                "{name} {tier} cached"
+            );
         }
     }
     // The references themselves are what the guests do.
     let outcome = |name: &str| {
         let wat = BEHAVIOURS.iter().find(|(n, _)| *n == name).unwrap().1;
-        run_captured(&engine, &engine.prepare(wat.as_bytes(), name, None).unwrap())
+        run_captured(
+            &engine,
+            &engine.prepare(wat.as_bytes(), name, None).unwrap(),
+        )
     };
     assert_eq!(outcome("args").2, b"guest.wasm\0one\0two\0");
-    assert!(matches!(outcome("trap").0, Outcome::Trap { oom: false, .. }));
+    assert!(matches!(
+        outcome("trap").0,
+        Outcome::Trap { oom: false, .. }
+    ));
     assert!(matches!(outcome("grow").0, Outcome::Trap { oom: true, .. }));
     assert_eq!(outcome("math").0, Outcome::Exited((75025 % 113) as i32));
 }
@@ -433,13 +512,27 @@ fn a_bad_workload_fails_the_same_from_the_cache() {
     engine
         .compile_to_cache(&cache, wasm.as_bytes(), "/h.wasm", Tier::Optimized, true)
         .unwrap();
-    let fresh = engine.prepare(wasm.as_bytes(), "/h.wasm", Some("nope")).unwrap_err();
+    let fresh = engine
+        .prepare(wasm.as_bytes(), "/h.wasm", Some("nope"))
+        .unwrap_err();
     let cached = engine
-        .load_cached(&cache, wasm.as_bytes(), "/h.wasm", Some("nope"), &[Tier::Optimized])
+        .load_cached(
+            &cache,
+            wasm.as_bytes(),
+            "/h.wasm",
+            Some("nope"),
+            &[Tier::Optimized],
+        )
         .unwrap_err();
     assert_eq!(fresh.to_string(), cached.to_string());
     let invalid = engine
-        .compile_to_cache(&cache, b"\0asm\x01\0\0\0\x01\xff", "/bad.wasm", Tier::Optimized, true)
+        .compile_to_cache(
+            &cache,
+            b"\0asm\x01\0\0\0\x01\xff",
+            "/bad.wasm",
+            Tier::Optimized,
+            true,
+        )
         .unwrap_err();
     assert!(invalid.is_invalid_input(), "{invalid}");
 }
@@ -477,7 +570,13 @@ fn initial_memory_is_mapped_from_the_entry() {
         .unwrap();
     let key = engine.cache_key(wat.as_bytes(), Tier::Optimized).unwrap();
     let prepared = engine
-        .load_cached(&cache, wat.as_bytes(), "/img.wasm", None, &[Tier::Optimized])
+        .load_cached(
+            &cache,
+            wat.as_bytes(),
+            "/img.wasm",
+            None,
+            &[Tier::Optimized],
+        )
         .unwrap()
         .unwrap();
     let e = engine.clone();
@@ -497,5 +596,8 @@ fn initial_memory_is_mapped_from_the_entry() {
     });
     let (outcome, _, _) = run_captured(&engine, &prepared);
     assert_eq!(outcome, Outcome::Interrupted(2));
-    assert!(watcher.join().unwrap(), "no writable private mapping of the entry");
+    assert!(
+        watcher.join().unwrap(),
+        "no writable private mapping of the entry"
+    );
 }
