@@ -19,8 +19,10 @@ use std::time::Duration;
 
 use oci_spec::runtime::Spec;
 use wasm_shim_container::{namespaces, process, rootfs, security};
-use wasm_shim_engine::{Cache, Engine, EngineError, Origin, Outcome, Prepared, RunOptions, Tier};
-use wasm_shim_oci::{classify, Kind};
+use wasm_shim_engine::{
+    Cache, Engine, EngineError, Origin, Outcome, Prepared, RunOptions, ServeKind, ServeOptions, ServingPool, Shutdown, Tier,
+};
+use wasm_shim_oci::{classify, Kind, ServeMode};
 
 use crate::protocol::{self, ErrorKind, FromInit, ToInit};
 use crate::settings::Settings;
@@ -226,13 +228,40 @@ fn stage2(
             ));
         }
     }
-    let engine = Engine::with_config(settings.engine_config()).map_err(|e| InitError::internal(e.to_string()))?;
+    // Serving HTTP is decided before the engine exists: it sizes the instance pool.
+    let http = wasm_shim_oci::http_config(spec, &rc.env)?;
+    let serve = match http.mode {
+        ServeMode::Http => Some(ServeKind::Http),
+        ServeMode::Wagi => Some(ServeKind::Wagi),
+        ServeMode::Command => None,
+        ServeMode::Auto => (rc.entrypoint.export.is_none() && wasm_shim_engine::serves_http_by_default(&bytes)).then_some(ServeKind::Http),
+    };
+    let mut engine_config = settings.engine_config();
+    if serve.is_some() {
+        engine_config.serving = Some(ServingPool { instances: http.max_concurrency, memory: http.request_memory });
+    }
+    let engine = Engine::with_config(engine_config).map_err(|e| InitError::internal(e.to_string()))?;
     let export = rc.entrypoint.export.as_deref();
     let prepared = match cache {
         Some(cache) => load_or_compile(&engine, &settings, cache, &bytes, &shown, export, &mut writer, &mut reader)?,
         None => engine.prepare(&bytes, &shown, export)?,
     };
     drop(bytes);
+    if http.mode == ServeMode::Command && prepared.serves().is_some() {
+        return Err(InitError::new(
+            ErrorKind::InvalidArgument,
+            format!("{shown}: exports wasi:http/incoming-handler, not wasi:cli/run, and {} says to run it as a command", wasm_shim_oci::http::SERVE),
+        ));
+    }
+    let (prepared, listener) = match serve {
+        Some(kind) => {
+            let prepared = engine.serve_as(prepared, kind)?;
+            // Listen now, inside Create: a port in use fails the container at once, and
+            // connections made before Start wait in the backlog instead of being refused.
+            (prepared, Some(listen(http.port)?))
+        }
+        None => (prepared, None),
+    };
 
     let memory_limit = spec
         .linux()
@@ -251,22 +280,38 @@ fn stage2(
     };
 
     let started = Arc::new(AtomicBool::new(false));
+    let shutdown = listener.as_ref().map(|_| Shutdown::new());
     {
         let engine = engine.clone();
         let started = started.clone();
-        std::thread::spawn(move || loop {
-            let sig = match signals.wait() {
-                Ok(s) => s as i32,
-                Err(_) => continue,
-            };
-            if !started.load(Ordering::SeqCst) {
-                process::exit_now(128 + sig);
+        let shutdown = shutdown.clone();
+        std::thread::spawn(move || {
+            let mut draining = false;
+            loop {
+                let sig = match signals.wait() {
+                    Ok(s) => s as i32,
+                    Err(_) => continue,
+                };
+                if !started.load(Ordering::SeqCst) {
+                    process::exit_now(128 + sig);
+                }
+                match &shutdown {
+                    // A server drains on the first signal (what Kubernetes sends before its
+                    // grace period) and stops at once on a second.
+                    Some(s) if !draining => {
+                        draining = true;
+                        s.trigger();
+                    }
+                    Some(_) => process::exit_now(128 + sig),
+                    None => {
+                        engine.interrupt(sig);
+                        std::thread::spawn(move || {
+                            std::thread::sleep(INTERRUPT_GRACE);
+                            process::exit_now(128 + sig);
+                        });
+                    }
+                }
             }
-            engine.interrupt(sig);
-            std::thread::spawn(move || {
-                std::thread::sleep(INTERRUPT_GRACE);
-                process::exit_now(128 + sig);
-            });
         });
     }
 
@@ -277,6 +322,22 @@ fn stage2(
         _ => process::exit_now(1),
     }
     started.store(true, Ordering::SeqCst);
+
+    if let (Some(listener), Some(shutdown)) = (listener, shutdown) {
+        let code = match engine.serve(prepared, listener, &ServeOptions { run: opts, http }, &shutdown) {
+            Ok(stats) => {
+                log::debug!("{shown}: served {} requests on {} connections", stats.requests, stats.connections);
+                0
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "{shown}: cannot serve: {e}");
+                wasm_shim_engine::EXIT_CANNOT_RUN
+            }
+        };
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        process::exit_now(code);
+    }
 
     let outcome = engine.run(&prepared, &opts);
     let code = outcome.exit_code();
@@ -300,6 +361,18 @@ fn stage2(
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     process::exit_now(code);
+}
+
+/// A listener on `port` on every address of the container's network namespace: IPv6 and IPv4
+/// where IPv6 is available, else IPv4.
+fn listen(port: u16) -> Result<std::net::TcpListener, InitError> {
+    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+    let v4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port));
+    std::net::TcpListener::bind(v6).or_else(|e| match e.raw_os_error() {
+        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) => std::net::TcpListener::bind(v4),
+        _ => Err(e),
+    })
+    .map_err(|e| InitError::new(ErrorKind::FailedPrecondition, format!("cannot listen on port {port}: {e} (set {} or PORT to another port)", wasm_shim_oci::http::PORT)))
 }
 
 /// Compiled code for the workload: mapped from the cache (optimized, else baseline while the

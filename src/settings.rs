@@ -121,7 +121,7 @@ impl Settings {
     }
 
     pub fn engine_config(&self) -> EngineConfig {
-        EngineConfig { pooling: self.pooling }
+        EngineConfig { pooling: self.pooling, serving: None }
     }
 }
 

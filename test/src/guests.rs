@@ -23,12 +23,17 @@ pub const RUST_GUESTS: &[&str] = &[
     "block-read",
     "memhog",
     "sleep",
+    "wagi",
 ];
 
 /// Rust guests that call WASI preview 2 interfaces directly (`tcp`: `wasi:sockets`): built for
 /// wasm32-wasip1 like the others, then wrapped into components with the preview1 command
 /// adapter, which is the only form in which they can run. Each ends up at `/<name>.wasm`.
 pub const COMPONENT_GUESTS: &[&str] = &["tcp"];
+
+/// The `wasi:http/proxy` guest (`test/guests/http`, a cdylib), wrapped with the preview1 proxy
+/// adapter; `http` in `Guests`.
+pub const HTTP_GUEST: &str = "http_guest";
 
 /// `test/guests`.
 pub fn guests_dir() -> PathBuf {
@@ -92,6 +97,9 @@ impl Guests {
                 .with_context(|| format!("making a component of {name}.wasm"))?;
             bytes.insert(name.to_string(), component);
         }
+        let http = proxy_component_from_module(&read_built(HTTP_GUEST)?)
+            .context("making a component of http_guest.wasm")?;
+        bytes.insert("http".to_string(), http);
         let wat_dir = guests_dir().join("wat");
         let hello_wat = wat_dir.join("hello.wat");
         let text = std::fs::read(&hello_wat).with_context(|| format!("{}", hello_wat.display()))?;
@@ -139,17 +147,28 @@ fn read_built(name: &str) -> Result<Vec<u8>> {
 /// Wraps a WASI preview 1 command module into a preview 2 component with the preview1 command
 /// adapter (from `wasi-preview1-component-adapter-provider`, so nothing is downloaded).
 pub fn component_from_module(module: &[u8]) -> Result<Vec<u8>> {
-    use wasi_preview1_component_adapter_provider::{
-        WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
-    };
+    with_adapter(
+        module,
+        wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+    )
+}
+
+/// Wraps a module exporting `wasi:http/incoming-handler` (a cdylib built with `wasip2`'s
+/// `proxy::export!`) with the preview1 proxy adapter: a `wasi:http/proxy` component.
+pub fn proxy_component_from_module(module: &[u8]) -> Result<Vec<u8>> {
+    with_adapter(
+        module,
+        wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_PROXY_ADAPTER,
+    )
+}
+
+fn with_adapter(module: &[u8], adapter: &[u8]) -> Result<Vec<u8>> {
+    use wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME;
     let component = wit_component::ComponentEncoder::default()
         .module(module)
         .context("component encoder: reading the module")?
-        .adapter(
-            WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
-            WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
-        )
-        .context("component encoder: adding the preview1 command adapter")?
+        .adapter(WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, adapter)
+        .context("component encoder: adding the preview1 adapter")?
         .validate(true)
         .encode()
         .context("component encoder: encoding")?;

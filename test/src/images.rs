@@ -41,7 +41,8 @@ fn noise(len: usize) -> Vec<u8> {
 ///
 /// - `/<guest>.wasm` for every Rust guest (the component guests such as `/tcp.wasm` as
 ///   components), `/hello.wat` (text), `/custom.wasm` (exports `_start` and `custom`),
-///   `/no-start.wasm`, `/component.wasm`;
+///   `/no-start.wasm`, `/component.wasm`, `/http.wasm` (the `wasi:http/proxy` guest; `/wagi.wasm`
+///   is the WAGI one);
 /// - `/data/in.txt`, `/work/rel.txt`, an empty `/tmp`;
 /// - bad inputs: `/corrupt.wasm` (wasm magic and version, then noise), `/truncated.wasm` (the
 ///   first half of hello.wasm), `/dir.wasm/` (a directory), `/notes.txt` (text), `/empty.wasm`
@@ -60,6 +61,7 @@ pub fn guests_files(g: &Guests) -> Vec<ImageFile> {
     ));
     files.push(ImageFile::new("/no-start.wasm", g.get("no-start"), 0o755));
     files.push(ImageFile::new("/component.wasm", g.get("component"), 0o755));
+    files.push(ImageFile::new("/http.wasm", g.get("http"), 0o755));
     files.push(ImageFile::new(
         "/data/in.txt",
         format!("{DATA_IN}\n"),

@@ -41,6 +41,7 @@ pub mod cri;
 pub mod ctr;
 pub mod events;
 pub mod guests;
+pub mod http;
 pub mod images;
 pub mod leaks;
 pub mod pause;

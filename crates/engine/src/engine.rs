@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::error::{one_line, EngineError};
+use crate::proxy::ProxyState;
 use crate::run::{P1State, P2State};
 
 /// Which compiler produced a workload's code.
@@ -52,6 +53,17 @@ pub struct EngineConfig {
     /// address-space limit, for example). Compiled code does not depend on
     /// it: cache entries are shared between both settings.
     pub pooling: bool,
+    /// Set when the workload serves HTTP: size the pool for this many
+    /// instances at once, each with linear memories of at most this many
+    /// bytes. Implies `pooling`.
+    pub serving: Option<ServingPool>,
+}
+
+/// Pool sizing for serving HTTP, one instance per request in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServingPool {
+    pub instances: u32,
+    pub memory: u64,
 }
 
 /// A cheap, clonable handle to the compilers, the WASI linkers and the
@@ -76,6 +88,8 @@ pub(crate) struct TierEngine {
     pub(crate) pooling: bool,
     p1_linker: OnceLock<Result<wasmtime::Linker<P1State>, String>>,
     p2_linker: OnceLock<Result<wasmtime::component::Linker<P2State>, String>>,
+    p1_async_linker: OnceLock<Result<wasmtime::Linker<P1State>, String>>,
+    proxy_linker: OnceLock<Result<wasmtime::component::Linker<ProxyState>, String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -111,13 +125,17 @@ fn base_config(tier: Tier) -> wasmtime::Config {
 /// a few slots suffice; a component (a module plus the WASI adapter) uses a
 /// handful of core instances, memories and tables. Per-module limits are
 /// generous so that nothing runs on demand that would not run pooled.
-fn pooling_config() -> wasmtime::PoolingAllocationConfig {
+fn pooling_config(serving: Option<ServingPool>) -> wasmtime::PoolingAllocationConfig {
     let mut pool = wasmtime::PoolingAllocationConfig::new();
-    pool.total_component_instances(4)
-        .total_core_instances(32)
-        .total_memories(8)
-        .total_tables(16)
-        .total_stacks(0)
+    // Serving: one component instance per request in flight (plus one for
+    // the check at Create), each a few core instances, memories and tables.
+    let n = serving.map_or(1, |s| s.instances.saturating_add(1));
+    pool.total_component_instances(4 * n)
+        .total_core_instances(32 * n)
+        .total_memories(8 * n)
+        .total_tables(16 * n)
+        // Async calls (serving) run on fiber stacks: one per request in flight.
+        .total_stacks(serving.map_or(0, |s| s.instances.saturating_add(1)))
         .total_gc_heaps(0)
         .max_memories_per_module(4)
         .max_tables_per_module(8)
@@ -132,16 +150,22 @@ fn pooling_config() -> wasmtime::PoolingAllocationConfig {
         .max_unused_warm_slots(0)
         .linear_memory_keep_resident(0)
         .table_keep_resident(0);
+    if let Some(s) = serving {
+        // Each request's memories are capped here (the store's limiter says
+        // why when one tries to grow past it); the reservation per slot
+        // follows, so a big pool stays small in address space.
+        pool.max_memory_size(usize::try_from(s.memory).unwrap_or(usize::MAX));
+    }
     pool
 }
 
 impl TierEngine {
     fn new(tier: Tier, engine_config: &EngineConfig) -> Result<TierEngine, String> {
         let config = base_config(tier);
-        if engine_config.pooling {
+        if engine_config.pooling || engine_config.serving.is_some() {
             let mut pooled = config.clone();
             pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
-                pooling_config(),
+                pooling_config(engine_config.serving),
             ));
             match wasmtime::Engine::new(&pooled) {
                 Ok(wasmtime) => return Ok(TierEngine::with(wasmtime, true)),
@@ -162,7 +186,39 @@ impl TierEngine {
             pooling,
             p1_linker: OnceLock::new(),
             p2_linker: OnceLock::new(),
+            p1_async_linker: OnceLock::new(),
+            proxy_linker: OnceLock::new(),
         }
+    }
+
+    /// The WASI p1 linker with async host functions, for WAGI requests
+    /// (served on tokio, where blocking host calls must not block a worker).
+    pub(crate) fn p1_async_linker(&self) -> Result<&wasmtime::Linker<P1State>, EngineError> {
+        self.p1_async_linker
+            .get_or_init(|| {
+                let mut linker = wasmtime::Linker::new(&self.wasmtime);
+                wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut P1State| &mut s.wasi)
+                    .map_err(|e| format!("cannot set up WASI p1 (async): {}", one_line(&e)))?;
+                Ok(linker)
+            })
+            .as_ref()
+            .map_err(|e| EngineError::Internal(e.clone()))
+    }
+
+    /// WASI p2 and `wasi:http`, async, for `wasi:http/proxy` components.
+    pub(crate) fn proxy_linker(
+        &self,
+    ) -> Result<&wasmtime::component::Linker<ProxyState>, EngineError> {
+        self.proxy_linker
+            .get_or_init(|| {
+                let mut linker = wasmtime::component::Linker::new(&self.wasmtime);
+                wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+                    .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+                    .map_err(|e| format!("cannot set up wasi:http: {}", one_line(&e)))?;
+                Ok(linker)
+            })
+            .as_ref()
+            .map_err(|e| EngineError::Internal(e.clone()))
     }
 
     /// The WASI p1 linker, built on first use (a component never needs it).
@@ -280,7 +336,11 @@ mod tests {
     #[test]
     fn both_tiers_build_with_and_without_the_pool() {
         for pooling in [false, true] {
-            let engine = Engine::with_config(EngineConfig { pooling }).unwrap();
+            let engine = Engine::with_config(EngineConfig {
+                pooling,
+                serving: None,
+            })
+            .unwrap();
             for tier in [Tier::Optimized, Tier::Baseline] {
                 let t = engine.tier(tier).unwrap();
                 assert_eq!(t.pooling, pooling, "{tier}");

@@ -34,6 +34,10 @@ pub enum EngineError {
         detail: Option<String>,
     },
 
+    /// The workload cannot be served the way the container asks.
+    #[error("{file}: cannot serve HTTP: {reason}")]
+    NotServable { file: String, reason: String },
+
     /// Linking failed for a reason not tied to one import.
     #[error("{file}: cannot link: {cause}")]
     Link { file: String, cause: String },
@@ -60,6 +64,7 @@ impl EngineError {
             | EngineError::ExportNotFound { .. }
             | EngineError::BadExport { .. }
             | EngineError::UnsatisfiedImport { .. }
+            | EngineError::NotServable { .. }
             | EngineError::Link { .. } => true,
             EngineError::Compile { .. } | EngineError::Cache(_) | EngineError::Internal(_) => false,
         }

@@ -30,6 +30,11 @@
 //!   (the crate's one `unsafe`).
 //! - `run`: `RunOptions` and `Stdio` to a WASI context, a fresh store with the
 //!   limiter and epoch deadline, calling the entry point.
+//! - `serve`: serving HTTP/1.1 on a bound listener: tokio and hyper, the
+//!   concurrency cap (503), deadlines (504), graceful drain on `Shutdown`.
+//! - `proxy`: one request to a `wasi:http/proxy` component (`ProxyPre`), and
+//!   the outbound allow-list.
+//! - `wagi`: one request to a WASI p1 module run CGI-style.
 //! - `limits`: the `ResourceLimiter` enforcing the memory limit and noting
 //!   when it was hit.
 //! - `outcome`: `Outcome`, mapping errors/traps/exits to it, exit codes.
@@ -43,11 +48,15 @@ mod error;
 mod limits;
 mod outcome;
 mod prepare;
+mod proxy;
 mod run;
+mod serve;
+mod wagi;
 
 pub use cache::{Cache, CacheKey, EntryInfo, Evicted, Stored, DEFAULT_MAX_SIZE};
-pub use engine::{Engine, EngineConfig, Tier};
+pub use engine::{Engine, EngineConfig, ServingPool, Tier};
 pub use error::EngineError;
 pub use outcome::{Outcome, EXIT_CANNOT_RUN, EXIT_TRAP};
-pub use prepare::{Origin, Prepared};
+pub use prepare::{serves_http_by_default, Origin, Prepared, ServeKind};
+pub use serve::{ServeOptions, ServeStats, Shutdown};
 pub use run::{Capture, RunOptions, Stdio};

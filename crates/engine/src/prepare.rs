@@ -9,13 +9,26 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentExportIndex};
 use wasmtime::{ExternType, Module};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::engine::{Engine, Tier, TierEngine};
 use crate::error::{one_line, EngineError};
+use crate::proxy::ProxyState;
 use crate::run::{P1State, P2State};
 
 /// The export a WASI p2 command runs; any 0.2.x version matches.
 pub(crate) const CLI_RUN: &str = "wasi:cli/run@0.2.0";
+/// The export a `wasi:http/proxy` component serves requests with.
+pub(crate) const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2.0";
+
+/// How a prepared workload is to be served over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeKind {
+    /// A component exporting `wasi:http/incoming-handler`.
+    Http,
+    /// A WASI preview 1 command run once per request, CGI-style.
+    Wagi,
+}
 
 /// A compiled workload whose imports are resolved: what `run` instantiates.
 pub struct Prepared {
@@ -48,6 +61,13 @@ pub(crate) enum Kind {
         pre: wasmtime::component::InstancePre<P2State>,
         entry: ComponentEntry,
     },
+    /// A `wasi:http/proxy` component: each request instantiates it.
+    Proxy { pre: ProxyPre<ProxyState> },
+    /// A WASI p1 module served CGI-style: each request runs `entry`.
+    Wagi {
+        pre: wasmtime::InstancePre<P1State>,
+        entry: String,
+    },
 }
 
 pub(crate) enum ComponentEntry {
@@ -79,7 +99,16 @@ impl Artifact {
 impl Prepared {
     /// True for a component (WASI p2), false for a core module (WASI p1).
     pub fn is_component(&self) -> bool {
-        matches!(self.kind, Kind::Component { .. })
+        matches!(self.kind, Kind::Component { .. } | Kind::Proxy { .. })
+    }
+
+    /// How it is served over HTTP, or `None` for a command.
+    pub fn serves(&self) -> Option<ServeKind> {
+        match self.kind {
+            Kind::Proxy { .. } => Some(ServeKind::Http),
+            Kind::Wagi { .. } => Some(ServeKind::Wagi),
+            Kind::Module { .. } | Kind::Component { .. } => None,
+        }
     }
 
     /// The file name given to `prepare`.
@@ -109,6 +138,8 @@ impl Prepared {
                 entry: ComponentEntry::Func { name, .. },
                 ..
             } => name,
+            Kind::Proxy { .. } => "wasi:http/incoming-handler",
+            Kind::Wagi { entry, .. } => entry,
         }
     }
 }
@@ -285,6 +316,10 @@ fn link_component(
     let named = match export {
         None => {
             if component.get_export_index(None, CLI_RUN).is_none() {
+                // Not a command: a `wasi:http/proxy` component is served.
+                if component.get_export_index(None, HTTP_HANDLER).is_some() {
+                    return link_proxy(t, component, file);
+                }
                 return Err(not_found("wasi:cli/run@0.2.x"));
             }
             None
@@ -340,6 +375,107 @@ fn link_component(
         ),
     };
     Ok(Kind::Component { pre, entry })
+}
+
+/// Whether `bytes` (a component, binary or WAT) is served over HTTP by default: it exports
+/// `wasi:http/incoming-handler@0.2.x` and not `wasi:cli/run@0.2.x`. Read from its top-level
+/// export section, without compiling, so that the engine can be sized for serving first.
+pub fn serves_http_by_default(bytes: &[u8]) -> bool {
+    let Ok((binary, Format::Component)) = decode(bytes, "") else {
+        return false;
+    };
+    let (mut depth, mut handler, mut run) = (0usize, false, false);
+    for payload in wasmparser::Parser::new(0).parse_all(&binary) {
+        match payload {
+            Ok(wasmparser::Payload::Version { .. }) => depth += 1,
+            Ok(wasmparser::Payload::End(_)) => depth = depth.saturating_sub(1),
+            Ok(wasmparser::Payload::ComponentExportSection(exports)) if depth == 1 => {
+                for export in exports.into_iter().flatten() {
+                    let name = export.name.name;
+                    handler |= name.starts_with("wasi:http/incoming-handler@0.2.");
+                    run |= name.starts_with("wasi:cli/run@0.2.");
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    handler && !run
+}
+
+/// Resolves a `wasi:http/proxy` component's imports against WASI p2 and
+/// `wasi:http`, and checks its `incoming-handler` export.
+fn link_proxy(t: &TierEngine, component: &Component, file: &str) -> Result<Kind, EngineError> {
+    let engine = &t.wasmtime;
+    let ty = component.component_type();
+    if component.get_export_index(None, HTTP_HANDLER).is_none() {
+        return Err(EngineError::ExportNotFound {
+            file: file.to_string(),
+            export: "wasi:http/incoming-handler@0.2.x".to_string(),
+            available: sorted(ty.exports(engine).map(|(n, _)| n.to_string())),
+        });
+    }
+    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    let pre = t
+        .proxy_linker()?
+        .instantiate_pre(component)
+        .map_err(|e| link_error(file, &e, imports))?;
+    let pre = ProxyPre::new(pre)
+        .map_err(|e| bad_export(file, "wasi:http/incoming-handler", one_line(&e)))?;
+    Ok(Kind::Proxy { pre })
+}
+
+impl Engine {
+    /// Re-links prepared code to be served over HTTP as `kind`: a component
+    /// as a `wasi:http/proxy` (it must export `wasi:http/incoming-handler`),
+    /// a WASI p1 module as a WAGI handler (its entry point runs once per
+    /// request). The compiled code is reused as is.
+    pub fn serve_as(&self, prepared: Prepared, kind: ServeKind) -> Result<Prepared, EngineError> {
+        if prepared.serves() == Some(kind) {
+            return Ok(prepared);
+        }
+        let t = self.tier(prepared.tier)?;
+        let file = prepared.file.clone();
+        let new_kind = match (kind, prepared.kind) {
+            (ServeKind::Http, Kind::Component { pre, .. }) => link_proxy(t, pre.component(), &file)?,
+            (ServeKind::Wagi, Kind::Module { pre, init, entry }) => {
+                if init.is_some() || entry != "_start" {
+                    return Err(bad_export(
+                        &file,
+                        &entry,
+                        "WAGI runs a command's _start once per request".to_string(),
+                    ));
+                }
+                let pre = t
+                    .p1_async_linker()?
+                    .instantiate_pre(pre.module())
+                    .map_err(|e| link_error(&file, &e, Vec::new()))?;
+                Kind::Wagi { pre, entry }
+            }
+            (ServeKind::Http, _) => {
+                return Err(EngineError::NotServable {
+                    file,
+                    reason: "a WASI preview 1 module cannot serve wasi:http; serve it as WAGI \
+                             (annotation wasm.containerd.io/serve=wagi) or build a component \
+                             exporting wasi:http/incoming-handler"
+                        .to_string(),
+                })
+            }
+            (ServeKind::Wagi, _) => {
+                return Err(EngineError::NotServable {
+                    file,
+                    reason: "WAGI serves WASI preview 1 modules; this is a component".to_string(),
+                })
+            }
+        };
+        Ok(Prepared {
+            file,
+            kind: new_kind,
+            engine: prepared.engine,
+            tier: prepared.tier,
+            origin: prepared.origin,
+        })
+    }
 }
 
 /// Turns the input into a wasm binary and says which kind it is.

@@ -93,7 +93,7 @@ impl std::fmt::Debug for Capture {
 /// Store data for a core module (WASI p1).
 pub(crate) struct P1State {
     pub(crate) wasi: WasiP1Ctx,
-    limiter: Limiter,
+    pub(crate) limiter: Limiter,
 }
 
 /// Store data for a component (WASI p2).
@@ -122,6 +122,9 @@ impl Engine {
         let outcome = match &prepared.kind {
             Kind::Module { pre, init, entry } => self.run_module(prepared, pre, init, entry, opts),
             Kind::Component { pre, entry } => self.run_component(prepared, pre, entry, opts),
+            Kind::Proxy { .. } | Kind::Wagi { .. } => {
+                return Outcome::Failed("an HTTP workload is served, not run".to_string())
+            }
         };
         // wasmtime-wasi writes inherited stdout/stderr through std's handles;
         // stdout is line-buffered, so a last line without '\n' waits here.
@@ -261,7 +264,7 @@ impl Engine {
 
 /// The WASI context both kinds of guests get. Deny by default; grant what the
 /// container spec asks for.
-fn wasi_builder(opts: &RunOptions) -> Result<WasiCtxBuilder, String> {
+pub(crate) fn wasi_builder(opts: &RunOptions) -> Result<WasiCtxBuilder, String> {
     let mut builder = WasiCtxBuilder::new();
     builder.args(&opts.args).envs(&opts.env);
     if !opts.cwd.is_empty() {

@@ -12,8 +12,11 @@
 //! - [`entrypoint`]: [`parse_entrypoint`] splits `file.wasm#export` into path and export.
 //! - [`runconfig`]: [`run_config`] turns the spec's `process` into a checked [`RunConfig`]
 //!   (args, env, cwd, user, terminal, entrypoint).
+//! - [`http`]: [`http_config`] reads the `wasm.containerd.io/http-*` annotations (and `PORT`)
+//!   into an [`HttpConfig`]: serve mode, port, limits, outbound allow-list.
 //! - [`resolve`]: [`resolve_executable`] finds `args[0]` inside the container rootfs the way
 //!   `execvp` would (PATH search, symlinks resolved inside the root).
+//! - [`cgi`]: CGI 1.1 for WAGI: a request's meta-variables, parsing a program's response.
 //! - [`classify`]: [`classify`] tells a wasm module, a component, WAT text, an ELF binary and a
 //!   script apart from a file's first bytes.
 //! - [`image`]: [`write_image_tar`] writes an OCI image layout tarball (classic rootfs image or
@@ -24,9 +27,11 @@
 //! - `bin/wasm-image.rs`: the `wasm-image build` command line over [`image`].
 
 pub mod artifact;
+pub mod cgi;
 pub mod classify;
 pub mod entrypoint;
 pub mod error;
+pub mod http;
 pub mod image;
 pub mod resolve;
 pub mod runconfig;
@@ -35,6 +40,7 @@ pub mod spec;
 pub use classify::{classify, Kind};
 pub use entrypoint::{parse_entrypoint, Entrypoint};
 pub use error::{ErrorKind, OciError};
+pub use http::{http_config, HttpConfig, ServeMode};
 pub use image::{
     host_architecture, write_image_tar, ArtifactConfig, ImageFile, ImageInfo, ImageSpec, Style,
     WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE,

@@ -1,0 +1,281 @@
+//! Serving HTTP/1.1 (keep-alive) on a listener the caller bound: one tokio runtime, one hyper
+//! connection task per client, and per request a fresh instance of the prepared workload
+//! (`proxy` for `wasi:http` components, `wagi` for CGI-style modules).
+//!
+//! Hardening, in the order a request meets it: hyper answers a malformed request 400 itself (the
+//! guest never sees it) and drops a client that does not send its headers in time; past
+//! `max_concurrency` requests in flight the answer is 503 with `Retry-After`; each request has a
+//! deadline (504 when it passes; the guest yields to tokio at every epoch tick, so even a
+//! spinning one is stopped) and a memory cap; a trap is a 500 and the next request gets a new
+//! instance. `Shutdown::trigger` (SIGTERM) stops accepting, lets requests in flight finish,
+//! closes idle keep-alive connections, and `serve` returns.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::{watch, Semaphore};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use wasm_shim_oci::HttpConfig;
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::prepare::{Kind, Prepared};
+use crate::proxy::{Outbound, Rule};
+use crate::run::{wasi_builder, RunOptions};
+
+/// How often the epoch advances while serving: the granularity of request deadlines and of a
+/// busy guest's yields.
+const TICK: Duration = Duration::from_millis(5);
+
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a served workload gets: the guest's WASI setup (args, env, cwd, preopens; stdio is
+/// inherited, so what requests print reaches the container's log) and the HTTP limits.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub run: RunOptions,
+    pub http: HttpConfig,
+}
+
+/// Asks a running `serve` to stop accepting and drain. Cheap to clone; `trigger` may be called
+/// from any thread, before or during `serve`.
+#[derive(Clone)]
+pub struct Shutdown(Arc<watch::Sender<bool>>);
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown(Arc::new(watch::channel(false).0))
+    }
+}
+
+impl Shutdown {
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// What a finished `serve` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServeStats {
+    pub connections: u64,
+    pub requests: u64,
+}
+
+/// Shared by every request.
+pub(crate) struct App {
+    pub(crate) config: HttpConfig,
+    pub(crate) outbound: Outbound,
+    pub(crate) port: u16,
+    run: RunOptions,
+    file: String,
+    limit: Arc<Semaphore>,
+    requests: AtomicU64,
+}
+
+impl App {
+    /// The WASI context of one request (stdio inherited).
+    pub(crate) fn wasi_builder(&self) -> Result<WasiCtxBuilder, String> {
+        let mut b = wasi_builder(&self.run)?;
+        // Blocking host calls go to tokio's blocking pool, not this worker.
+        b.allow_blocking_current_thread(false);
+        Ok(b)
+    }
+
+    /// The same with extra environment variables (a WAGI request's meta-variables).
+    pub(crate) fn wasi_builder_with_env(&self, env: &[(String, String)]) -> Result<WasiCtxBuilder, String> {
+        let mut b = self.wasi_builder()?;
+        b.envs(env);
+        Ok(b)
+    }
+
+    /// 500, and a line in the container's log saying why.
+    pub(crate) fn failed(&self, label: &str, why: &str) -> hyper::Response<HyperOutgoingBody> {
+        eprintln!("{}: {label}: {why}", self.file);
+        plain(500, "internal server error\n")
+    }
+
+    /// 504, and a line in the container's log.
+    pub(crate) fn timed_out(&self, label: &str) -> hyper::Response<HyperOutgoingBody> {
+        eprintln!(
+            "{}: {label}: no response within {:?} ({})",
+            self.file,
+            self.config.request_timeout,
+            wasm_shim_oci::http::REQUEST_TIMEOUT
+        );
+        plain(504, "gateway timeout\n")
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        prepared: Arc<Prepared>,
+        req: hyper::Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+    ) -> hyper::Response<HyperOutgoingBody> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+            let mut r = plain(503, "too many requests in flight\n");
+            r.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            return r;
+        };
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        match &prepared.kind {
+            Kind::Proxy { pre } => crate::proxy::handle(&self, pre, req, permit, deadline).await,
+            Kind::Wagi { pre, entry } => {
+                crate::wagi::handle(&self, pre, entry, req, peer, permit, deadline).await
+            }
+            Kind::Module { .. } | Kind::Component { .. } => self.failed("serve", "not an HTTP workload"),
+        }
+    }
+}
+
+/// A complete body.
+pub(crate) fn full(bytes: Bytes) -> HyperOutgoingBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A short text response of the shim's own.
+pub(crate) fn plain(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {
+    let mut r = hyper::Response::new(full(Bytes::copy_from_slice(text.as_bytes())));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+impl Engine {
+    /// Serves `prepared` (a `wasi:http` component or a WAGI module, see `serve_as`) on
+    /// `listener` until `shutdown` is triggered and the requests in flight are done. Blocks the
+    /// calling thread; runs its own tokio runtime.
+    pub fn serve(
+        &self,
+        prepared: Prepared,
+        listener: std::net::TcpListener,
+        opts: &ServeOptions,
+        shutdown: &Shutdown,
+    ) -> Result<ServeStats, EngineError> {
+        if prepared.serves().is_none() {
+            return Err(EngineError::NotServable {
+                file: prepared.file.clone(),
+                reason: "neither a wasi:http component nor a WAGI module".to_string(),
+            });
+        }
+        let rules = opts
+            .http
+            .allowed_outbound
+            .iter()
+            .map(|e| Rule::parse(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|why| EngineError::NotServable {
+                file: prepared.file.clone(),
+                reason: format!("{}: {why}", wasm_shim_oci::http::ALLOWED_OUTBOUND),
+            })?;
+        let internal = |what: &str, e: std::io::Error| EngineError::Internal(format!("{what}: {e}"));
+        let port = listener.local_addr().map_err(|e| internal("listener", e))?.port();
+        listener.set_nonblocking(true).map_err(|e| internal("listener", e))?;
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .map_err(|e| internal("tokio runtime", e))?;
+
+        let app = Arc::new(App {
+            config: opts.http.clone(),
+            outbound: Outbound {
+                rules: rules.into(),
+                file: prepared.file.clone().into(),
+            },
+            port,
+            run: opts.run.clone(),
+            file: prepared.file.clone(),
+            limit: Arc::new(Semaphore::new(opts.http.max_concurrency as usize)),
+            requests: AtomicU64::new(0),
+        });
+
+        // The epoch clock: request deadlines and a busy guest's yields count its ticks.
+        let ticking = Arc::new(AtomicBool::new(true));
+        let ticker = {
+            let engine = prepared.engine.clone();
+            let ticking = ticking.clone();
+            std::thread::Builder::new()
+                .name("epoch".into())
+                .spawn(move || {
+                    while ticking.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| internal("epoch thread", e))?
+        };
+
+        let prepared = Arc::new(prepared);
+        let mut stop = shutdown.0.subscribe();
+        let result = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| internal("listener", e))?;
+            let graceful = GracefulShutdown::new();
+            let mut connections = 0u64;
+            loop {
+                let (stream, peer) = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stop| *stop) => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of fds, or a connection reset before accept: keep serving.
+                            log::warn!("accept: {e}");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    },
+                };
+                connections += 1;
+                let _ = stream.set_nodelay(true);
+                let (app, prepared) = (app.clone(), prepared.clone());
+                let service = hyper::service::service_fn(move |req| {
+                    let (app, prepared) = (app.clone(), prepared.clone());
+                    async move { Ok::<_, Infallible>(app.handle(prepared, req, peer).await) }
+                });
+                let conn = http1::Builder::new()
+                    .keep_alive(true)
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        log::debug!("connection from {peer}: {e}");
+                    }
+                });
+            }
+            drop(listener);
+            graceful.shutdown().await;
+            Ok(connections)
+        });
+        ticking.store(false, Ordering::Relaxed);
+        let _ = ticker.join();
+        // Guest tasks still running past their connection (none after a drain) end here.
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        Ok(ServeStats {
+            connections: result?,
+            requests: app.requests.load(Ordering::Relaxed),
+        })
+    }
+}

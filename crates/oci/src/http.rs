@@ -1,0 +1,255 @@
+//! How a container asks to be served over HTTP: the `wasm.containerd.io/http-*` annotations of
+//! its spec (Kubernetes passes pod annotations through when containerd's runtime entry lists them
+//! in `pod_annotations`; `ctr run --annotation` sets them directly) and the `PORT` variable that
+//! Knative sets. Every value has a default; a malformed one is an error naming the annotation.
+
+use std::time::Duration;
+
+use oci_spec::runtime::Spec;
+
+use crate::error::OciError;
+
+/// What the workload is: `wagi` serves a WASI preview 1 module CGI-style, `http` insists on a
+/// `wasi:http/incoming-handler` component, `command` runs the program even if it could serve.
+/// Without it, a component exporting `wasi:http/incoming-handler` (and no `wasi:cli/run`) is
+/// served and everything else runs as a command.
+pub const SERVE: &str = "wasm.containerd.io/serve";
+/// TCP port to listen on (all addresses of the container's network namespace).
+pub const PORT: &str = "wasm.containerd.io/http-port";
+/// Requests served at once; the next one gets 503 with `Retry-After`.
+pub const MAX_CONCURRENCY: &str = "wasm.containerd.io/http-max-concurrency";
+/// Time a request may take, guest and body included; past it the answer is 504.
+pub const REQUEST_TIMEOUT: &str = "wasm.containerd.io/http-request-timeout";
+/// Linear memory each request's instance may use.
+pub const REQUEST_MEMORY: &str = "wasm.containerd.io/http-request-memory";
+/// Largest request body a WAGI module is handed (413 past it).
+pub const MAX_BODY: &str = "wasm.containerd.io/http-max-body";
+/// Outbound `wasi:http` destinations, comma-separated `[scheme://]host[:port]`, `*` for any.
+pub const ALLOWED_OUTBOUND: &str = "wasm.containerd.io/http-allowed-outbound";
+
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 256;
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_REQUEST_MEMORY: u64 = 128 << 20;
+pub const DEFAULT_MAX_BODY: u64 = 16 << 20;
+
+/// The value of [`SERVE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServeMode {
+    /// Serve a proxy component, run anything else.
+    #[default]
+    Auto,
+    /// Serve a `wasi:http/incoming-handler` component; anything else is an error.
+    Http,
+    /// Serve a WASI preview 1 module as a CGI handler.
+    Wagi,
+    /// Run as a command, whatever it exports.
+    Command,
+}
+
+/// The HTTP settings of one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    pub mode: ServeMode,
+    pub port: u16,
+    pub max_concurrency: u32,
+    pub request_timeout: Duration,
+    pub request_memory: u64,
+    pub max_body: u64,
+    pub allowed_outbound: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            mode: ServeMode::Auto,
+            port: DEFAULT_PORT,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            request_memory: DEFAULT_REQUEST_MEMORY,
+            max_body: DEFAULT_MAX_BODY,
+            allowed_outbound: Vec::new(),
+        }
+    }
+}
+
+/// Reads the HTTP settings from the spec's annotations and `env` (the container's environment,
+/// for `PORT`). The annotation wins over `PORT`.
+pub fn http_config(spec: &Spec, env: &[(String, String)]) -> Result<HttpConfig, OciError> {
+    let empty = Default::default();
+    let annotations = spec.annotations().as_ref().unwrap_or(&empty);
+    let get = |key: &str| annotations.get(key).map(|v| v.trim());
+    let bad = |key: &str, value: &str, expected: &str| {
+        OciError::InvalidSpec(format!("annotation {key}={value:?}: expected {expected}"))
+    };
+    let mut config = HttpConfig::default();
+    if let Some(v) = get(SERVE) {
+        config.mode = match v.to_ascii_lowercase().as_str() {
+            "" | "auto" => ServeMode::Auto,
+            "http" | "wasi-http" => ServeMode::Http,
+            "wagi" | "cgi" => ServeMode::Wagi,
+            "command" | "none" => ServeMode::Command,
+            _ => return Err(bad(SERVE, v, "http, wagi or command")),
+        };
+    }
+    let port_env = env.iter().rev().find(|(k, _)| k == "PORT").map(|(_, v)| v.trim());
+    match (get(PORT), port_env) {
+        (Some(v), _) => config.port = parse_port(v).ok_or_else(|| bad(PORT, v, "a port 1-65535"))?,
+        (None, Some(v)) => {
+            config.port = parse_port(v).ok_or_else(|| {
+                OciError::InvalidSpec(format!("env PORT={v:?}: expected a port 1-65535"))
+            })?
+        }
+        (None, None) => {}
+    }
+    if let Some(v) = get(MAX_CONCURRENCY) {
+        config.max_concurrency = v
+            .parse()
+            .ok()
+            .filter(|n| (1..=65_536).contains(n))
+            .ok_or_else(|| bad(MAX_CONCURRENCY, v, "a number 1-65536"))?;
+    }
+    if let Some(v) = get(REQUEST_TIMEOUT) {
+        config.request_timeout = parse_duration(v)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| bad(REQUEST_TIMEOUT, v, "a duration such as 500ms, 30s or 2m"))?;
+    }
+    if let Some(v) = get(REQUEST_MEMORY) {
+        config.request_memory = parse_size(v)
+            .filter(|n| *n >= 64 << 10)
+            .ok_or_else(|| bad(REQUEST_MEMORY, v, "a size of at least 64Ki, such as 64Mi or 1Gi"))?;
+    }
+    if let Some(v) = get(MAX_BODY) {
+        config.max_body =
+            parse_size(v).ok_or_else(|| bad(MAX_BODY, v, "a size such as 1Mi or 16Mi"))?;
+    }
+    if let Some(v) = get(ALLOWED_OUTBOUND) {
+        config.allowed_outbound = v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+    }
+    Ok(config)
+}
+
+fn parse_port(v: &str) -> Option<u16> {
+    v.parse().ok().filter(|p| *p != 0)
+}
+
+/// `250ms`, `30s`, `2m`, `1h`; a bare number is seconds.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+/// Bytes, as Kubernetes writes quantities: `1048576`, `512Ki`, `64Mi`, `1Gi`, `100M`, `1G`.
+pub fn parse_size(v: &str) -> Option<u64> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" => 1,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(annotations: &[(&str, &str)]) -> Spec {
+        let map: serde_json::Map<String, serde_json::Value> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect();
+        let json = serde_json::json!({
+            "ociVersion": "1.0.2", "root": {"path": "rootfs"},
+            "process": {"args": ["/a.wasm"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "annotations": map,
+        });
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_without_annotations() {
+        assert_eq!(http_config(&spec(&[]), &[]).unwrap(), HttpConfig::default());
+    }
+
+    #[test]
+    fn knative_port_and_annotation_precedence() {
+        assert_eq!(http_config(&spec(&[]), &env(&[("PORT", "9090")])).unwrap().port, 9090);
+        let s = spec(&[(PORT, "7070")]);
+        assert_eq!(http_config(&s, &env(&[("PORT", "9090")])).unwrap().port, 7070);
+        let err = http_config(&spec(&[]), &env(&[("PORT", "http")])).unwrap_err();
+        assert!(err.to_string().contains("env PORT=\"http\""), "{err}");
+    }
+
+    #[test]
+    fn every_annotation() {
+        let s = spec(&[
+            (SERVE, "WAGI"),
+            (MAX_CONCURRENCY, "4"),
+            (REQUEST_TIMEOUT, "250ms"),
+            (REQUEST_MEMORY, "64Mi"),
+            (MAX_BODY, "1Mi"),
+            (ALLOWED_OUTBOUND, "http://127.0.0.1:3500, api.example.com ,"),
+        ]);
+        let c = http_config(&s, &[]).unwrap();
+        assert_eq!(c.mode, ServeMode::Wagi);
+        assert_eq!(c.max_concurrency, 4);
+        assert_eq!(c.request_timeout, Duration::from_millis(250));
+        assert_eq!(c.request_memory, 64 << 20);
+        assert_eq!(c.max_body, 1 << 20);
+        assert_eq!(c.allowed_outbound, vec!["http://127.0.0.1:3500", "api.example.com"]);
+    }
+
+    #[test]
+    fn bad_values_name_the_annotation() {
+        for (key, value) in [
+            (SERVE, "fastcgi"),
+            (PORT, "0"),
+            (PORT, "65536"),
+            (MAX_CONCURRENCY, "0"),
+            (REQUEST_TIMEOUT, "soon"),
+            (REQUEST_TIMEOUT, "0s"),
+            (REQUEST_MEMORY, "1"),
+            (MAX_BODY, "lots"),
+        ] {
+            let err = http_config(&spec(&[(key, value)]), &[]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(key) && text.contains(value), "{text}");
+        }
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1.5s"), None);
+        assert_eq!(parse_size("512Ki"), Some(512 << 10));
+        assert_eq!(parse_size("1G"), Some(1_000_000_000));
+        assert_eq!(parse_size("99999999999999Gi"), None);
+    }
+}

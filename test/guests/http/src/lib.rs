@@ -1,0 +1,177 @@
+//! A `wasi:http/proxy` component for the tests and the benchmark. Routes:
+//!
+//! - `GET /` — `hello from wasi:http`; logs `request GET /` to stdout.
+//! - `POST /echo` — the request body back, with its Content-Type.
+//! - `/headers` — status 203, header `x-wasm: 1`, the request's headers as `name: value` lines.
+//! - `/status/<code>` — that status, empty body.
+//! - `/sleep?ms=<n>` — waits n ms (a host call), then `slept <n>`.
+//! - `/spin` — loops forever (the request timeout must end it).
+//! - `/trap` — traps (unreachable).
+//! - `/memory?mb=<n>` — allocates and touches n MiB.
+//! - `/fetch?url=http://host:port/path` — GETs the URL (`wasi:http/outgoing-handler`) and answers
+//!   200 with its status and body, or 502 with the error code.
+//! - `/stderr` — writes a line to stderr, answers `ok`.
+
+use wasip2::http::types::{
+    ErrorCode, Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
+    ResponseOutparam, Scheme,
+};
+
+wasip2::http::proxy::export!(Guest);
+
+struct Guest;
+
+impl wasip2::exports::http::incoming_handler::Guest for Guest {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path_query = request.path_with_query().unwrap_or_else(|| "/".to_string());
+        let (path, query) = match path_query.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (path_query.clone(), String::new()),
+        };
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+                .map(str::to_string)
+        };
+        match path.as_str() {
+            "/" => {
+                println!("request {} {}", method_name(&request.method()), path);
+                respond(out, 200, &[("content-type", "text/plain")], b"hello from wasi:http\n");
+            }
+            "/echo" => {
+                let ct = header(&request, "content-type").unwrap_or_else(|| "application/octet-stream".into());
+                let body = read_body(&request);
+                respond(out, 200, &[("content-type", &ct)], &body);
+            }
+            "/headers" => {
+                let mut text = String::new();
+                for (name, value) in request.headers().entries() {
+                    text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(&value)));
+                }
+                respond(out, 203, &[("x-wasm", "1"), ("content-type", "text/plain")], text.as_bytes());
+            }
+            "/sleep" => {
+                let ms: u64 = param("ms").and_then(|v| v.parse().ok()).unwrap_or(100);
+                wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                respond(out, 200, &[], format!("slept {ms}\n").as_bytes());
+            }
+            "/spin" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "/trap" => {
+                #[cfg(target_arch = "wasm32")]
+                core::arch::wasm32::unreachable();
+            }
+            "/memory" => {
+                let mb: usize = param("mb").and_then(|v| v.parse().ok()).unwrap_or(1);
+                let mut v = vec![0u8; mb << 20];
+                for i in (0..v.len()).step_by(4096) {
+                    v[i] = 1;
+                }
+                respond(out, 200, &[], format!("allocated {}\n", std::hint::black_box(&v).len() >> 20).as_bytes());
+            }
+            "/fetch" => {
+                let url = param("url").unwrap_or_default();
+                match fetch(&url) {
+                    Ok((status, body)) => {
+                        let mut text = format!("upstream {status}\n").into_bytes();
+                        text.extend_from_slice(&body);
+                        respond(out, 200, &[], &text);
+                    }
+                    Err(e) => respond(out, 502, &[], format!("outbound error: {e:?}\n").as_bytes()),
+                }
+            }
+            "/stderr" => {
+                eprintln!("a line on stderr from a request");
+                respond(out, 200, &[], b"ok\n");
+            }
+            p if p.starts_with("/status/") => {
+                let code: u16 = p["/status/".len()..].parse().unwrap_or(500);
+                respond(out, code, &[], b"");
+            }
+            _ => respond(out, 404, &[], b"no such route\n"),
+        }
+    }
+}
+
+fn method_name(m: &Method) -> String {
+    match m {
+        Method::Get => "GET".into(),
+        Method::Post => "POST".into(),
+        Method::Put => "PUT".into(),
+        Method::Delete => "DELETE".into(),
+        Method::Head => "HEAD".into(),
+        Method::Other(s) => s.clone(),
+        other => format!("{other:?}").to_uppercase(),
+    }
+}
+
+fn header(request: &IncomingRequest, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get(name)
+        .first()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+fn read_body(request: &IncomingRequest) -> Vec<u8> {
+    let mut data = Vec::new();
+    let Ok(body) = request.consume() else { return data };
+    let Ok(stream) = body.stream() else { return data };
+    while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+        data.extend_from_slice(&chunk);
+    }
+    drop(stream);
+    data
+}
+
+fn respond(out: ResponseOutparam, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+    let fields = Fields::new();
+    for (name, value) in headers {
+        let _ = fields.append(name, value.as_bytes());
+    }
+    let response = OutgoingResponse::new(fields);
+    let _ = response.set_status_code(status);
+    let outgoing = response.body().expect("response body");
+    ResponseOutparam::set(out, Ok(response));
+    {
+        let stream = outgoing.write().expect("body stream");
+        for chunk in body.chunks(4096) {
+            stream.blocking_write_and_flush(chunk).expect("write body");
+        }
+    }
+    OutgoingBody::finish(outgoing, None).expect("finish body");
+}
+
+/// GET `http://host:port/path`.
+fn fetch(url: &str) -> Result<(u16, Vec<u8>), ErrorCode> {
+    let rest = url.strip_prefix("http://").ok_or(ErrorCode::HttpRequestUriInvalid)?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    request.set_scheme(Some(&Scheme::Http)).map_err(|()| ErrorCode::HttpRequestUriInvalid)?;
+    request.set_authority(Some(authority)).map_err(|()| ErrorCode::HttpRequestUriInvalid)?;
+    request.set_path_with_query(Some(path)).map_err(|()| ErrorCode::HttpRequestUriInvalid)?;
+    let future = wasip2::http::outgoing_handler::handle(request, None)?;
+    future.subscribe().block();
+    let response = future
+        .get()
+        .ok_or_else(|| ErrorCode::InternalError(Some("no response".into())))?
+        .map_err(|()| ErrorCode::InternalError(Some("response taken twice".into())))??;
+    let status = response.status();
+    let mut data = Vec::new();
+    if let Ok(body) = response.consume() {
+        if let Ok(stream) = body.stream() {
+            while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+                data.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok((status, data))
+}

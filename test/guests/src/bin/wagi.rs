@@ -1,0 +1,44 @@
+//! A WAGI (CGI-style) handler: run once per request with the CGI meta-variables in its
+//! environment and the body on stdin; writes headers, a blank line and the body to stdout.
+//!
+//! - `/redirect` — `Location: /elsewhere` (302).
+//! - `/missing` — `Status: 404 Not Found`.
+//! - `/garbage` — output with no header section (the shim answers 500).
+//! - `/fail` — exits 3 (500).
+//! - anything else — 200, `text/plain`: method, path, query, the `X-Test` header, the body.
+use std::io::{Read, Write};
+
+fn main() {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let path = var("PATH_INFO");
+    let mut out = std::io::stdout().lock();
+    match path.as_str() {
+        "/redirect" => {
+            let _ = write!(out, "Location: /elsewhere\n\n");
+        }
+        "/missing" => {
+            let _ = write!(out, "Status: 404 Not Found\nContent-Type: text/plain\n\nnot here\n");
+        }
+        "/garbage" => {
+            let _ = write!(out, "just some text without headers");
+        }
+        "/fail" => {
+            eprintln!("wagi guest: failing on purpose");
+            std::process::exit(3);
+        }
+        _ => {
+            let mut body = String::new();
+            let _ = std::io::stdin().read_to_string(&mut body);
+            let _ = write!(
+                out,
+                "Content-Type: text/plain\r\nX-Wagi: 1\r\n\r\nmethod={} path={} query={} x-test={} length={} body={}\n",
+                var("REQUEST_METHOD"),
+                path,
+                var("QUERY_STRING"),
+                var("HTTP_X_TEST"),
+                var("CONTENT_LENGTH"),
+                body
+            );
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Serving HTTP in-process, without containerd or root: the engine's `serve` with the real test
+//! guests (`test/guests/http`, a `wasi:http/proxy` component, and `wagi.wasm`), a real listener
+//! and a real client. Every limit is tried: the concurrency cap (503), the request timeout
+//! (504), traps (500, then fine), the per-request memory cap, malformed requests (400, guest
+//! untouched), keep-alive, draining on shutdown, the outbound allow-list. The same paths under
+//! containerd are in the e2e suite (`http::*`).
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wasm_shim_e2e::guests::{self, Guests};
+use wasm_shim_e2e::http::{self, Reply};
+use wasm_shim_engine::{
+    Engine, EngineConfig, RunOptions, ServeKind, ServeOptions, ServeStats, ServingPool, Shutdown,
+};
+use wasm_shim_oci::HttpConfig;
+
+fn guests() -> &'static Guests {
+    static G: OnceLock<Guests> = OnceLock::new();
+    G.get_or_init(|| {
+        guests::build().expect("building the guests");
+        Guests::load().expect("loading the guests")
+    })
+}
+
+struct Server {
+    addr: SocketAddr,
+    shutdown: Shutdown,
+    thread: Option<JoinHandle<ServeStats>>,
+}
+
+impl Server {
+    fn start(guest: &str, kind: ServeKind, http: HttpConfig) -> Server {
+        let engine = Engine::with_config(EngineConfig {
+            pooling: true,
+            serving: Some(ServingPool {
+                instances: http.max_concurrency,
+                memory: http.request_memory,
+            }),
+        })
+        .unwrap();
+        let prepared = engine.prepare(guests().get(guest), guest, None).unwrap();
+        let prepared = engine.serve_as(prepared, kind).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let opts = ServeOptions {
+            run: RunOptions {
+                args: vec![guest.to_string()],
+                env: vec![("GREETING".into(), "hi".into())],
+                cwd: "/".into(),
+                ..Default::default()
+            },
+            http,
+        };
+        let s = shutdown.clone();
+        let thread = std::thread::spawn(move || engine.serve(prepared, listener, &opts, &s).unwrap());
+        Server { addr, shutdown, thread: Some(thread) }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        http::get(&self.url(path)).unwrap()
+    }
+
+    /// Triggers the drain and waits for `serve` to return.
+    fn stop(mut self) -> ServeStats {
+        self.shutdown.trigger();
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+fn proxy(http: HttpConfig) -> Server {
+    Server::start("http", ServeKind::Http, http)
+}
+
+#[test]
+fn proxy_component_is_served_by_default() {
+    assert!(wasm_shim_engine::serves_http_by_default(guests().get("http")));
+    assert!(!wasm_shim_engine::serves_http_by_default(guests().get("component")));
+    assert!(!wasm_shim_engine::serves_http_by_default(guests().get("hello")));
+    // Prepared without asking, it is a server already.
+    let engine = Engine::new().unwrap();
+    let p = engine.prepare(guests().get("http"), "http", None).unwrap();
+    assert_eq!(p.serves(), Some(ServeKind::Http));
+    // A command cannot be served as wasi:http, a component not as WAGI: clear errors.
+    let hello = engine.prepare(guests().get("hello"), "/hello.wasm", None).unwrap();
+    let e = engine.serve_as(hello, ServeKind::Http).unwrap_err().to_string();
+    assert!(e.contains("/hello.wasm") && e.contains("WAGI"), "{e}");
+    let c = engine.prepare(guests().get("component"), "/c.wasm", None).unwrap();
+    let e = engine.serve_as(c, ServeKind::Wagi).unwrap_err().to_string();
+    assert!(e.contains("/c.wasm") && e.contains("component"), "{e}");
+}
+
+#[test]
+fn hello_echo_headers_status() {
+    let s = proxy(HttpConfig::default());
+    let r = s.get("/");
+    assert_eq!((r.status, r.body.as_str()), (200, "hello from wasi:http\n"), "{r}");
+    let r = http::post(&s.url("/echo"), "application/json", r#"{"a":1}"#).unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"a":1}"#), "{r}");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let r = http::get_with(&s.url("/headers"), &[("x-test", "abc")], Duration::from_secs(10)).unwrap();
+    assert_eq!(r.status, 203, "{r}");
+    assert_eq!(r.header("x-wasm"), Some("1"));
+    assert!(r.body.contains("x-test: abc"), "{r}");
+    assert_eq!(s.get("/status/418").status, 418);
+    assert_eq!(s.get("/nowhere").status, 404);
+    let stats = s.stop();
+    assert_eq!(stats.requests, 5);
+}
+
+#[test]
+fn keep_alive_and_malformed_requests() {
+    let s = proxy(HttpConfig::default());
+    let two = http::raw(
+        s.addr,
+        b"GET / HTTP/1.1\r\nhost: x\r\n\r\nGET /status/202 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(two.starts_with("HTTP/1.1 200"), "{two}");
+    assert!(two.contains("hello from wasi:http") && two.contains("HTTP/1.1 202"), "{two}");
+    for garbage in [&b"NOT HTTP AT ALL\r\n\r\n"[..], b"GET / HTTP/1.1\r\nbad header\r\n\r\n", b"GET /\x01 HTTP/1.1\r\n\r\n"] {
+        let r = http::raw(s.addr, garbage, Duration::from_secs(5)).unwrap();
+        assert!(r.starts_with("HTTP/1.1 400"), "{garbage:?} -> {r:?}");
+    }
+    let stats = s.stop();
+    // Two connections for the good requests, three for the bad; the guest saw two requests.
+    assert_eq!((stats.connections, stats.requests), (4, 2), "{stats:?}");
+}
+
+#[test]
+fn concurrency_cap_answers_503() {
+    let s = proxy(HttpConfig { max_concurrency: 2, ..Default::default() });
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let url = s.url("/sleep?ms=1500");
+            std::thread::spawn(move || http::get(&url).unwrap())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let r = s.get("/");
+    assert_eq!(r.status, 503, "{r}");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    for t in slow {
+        let r = t.join().unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "slept 1500\n"), "{r}");
+    }
+    assert_eq!(s.get("/").status, 200);
+}
+
+#[test]
+fn timeout_answers_504_and_the_next_request_is_fine() {
+    let s = proxy(HttpConfig { request_timeout: Duration::from_millis(300), ..Default::default() });
+    for path in ["/spin", "/sleep?ms=5000"] {
+        let t = Instant::now();
+        let r = s.get(path);
+        assert_eq!(r.status, 504, "{path}: {r}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{path}: took {:?}", t.elapsed());
+    }
+    assert_eq!(s.get("/").status, 200);
+}
+
+#[test]
+fn trap_is_500_and_the_next_request_is_fine() {
+    let s = proxy(HttpConfig::default());
+    assert_eq!(s.get("/trap").status, 500);
+    assert_eq!(s.get("/").status, 200);
+    assert_eq!(s.get("/trap").status, 500);
+    assert_eq!(s.get("/").body, "hello from wasi:http\n");
+}
+
+#[test]
+fn per_request_memory_limit() {
+    let s = proxy(HttpConfig { request_memory: 16 << 20, ..Default::default() });
+    let r = s.get("/memory?mb=4");
+    assert_eq!((r.status, r.body.as_str()), (200, "allocated 4\n"), "{r}");
+    assert_eq!(s.get("/memory?mb=64").status, 500);
+    assert_eq!(s.get("/memory?mb=4").status, 200);
+}
+
+#[test]
+fn shutdown_drains_requests_in_flight() {
+    let s = proxy(HttpConfig::default());
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            let url = s.url("/sleep?ms=1000");
+            std::thread::spawn(move || http::get(&url))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let addr = s.addr;
+    let t = Instant::now();
+    let stats = s.stop();
+    let took = t.elapsed();
+    for t in in_flight {
+        let r = t.join().unwrap().unwrap();
+        assert_eq!(r.status, 200, "{r}");
+    }
+    assert_eq!(stats.requests, 3);
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(5), "drain took {took:?}");
+    assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(), "still accepting after the drain");
+}
+
+#[test]
+fn outbound_allow_list() {
+    let up = http::upstream().unwrap();
+    let other = http::upstream().unwrap();
+    let s = proxy(HttpConfig {
+        allowed_outbound: vec![format!("http://127.0.0.1:{up}")],
+        ..Default::default()
+    });
+    let r = s.get(&format!("/fetch?url=http://127.0.0.1:{up}/x"));
+    assert_eq!((r.status, r.body.as_str()), (200, "upstream 200\nupstream says hi"), "{r}");
+    let r = s.get(&format!("/fetch?url=http://127.0.0.1:{other}/x"));
+    assert_eq!(r.status, 502, "{r}");
+    assert!(r.body.contains("HttpRequestDenied"), "{r}");
+    // Nothing is allowed by default.
+    let s = proxy(HttpConfig::default());
+    let r = s.get(&format!("/fetch?url=http://127.0.0.1:{up}/x"));
+    assert!(r.status == 502 && r.body.contains("HttpRequestDenied"), "{r}");
+}
+
+fn wagi(http: HttpConfig) -> Server {
+    Server::start("wagi", ServeKind::Wagi, http)
+}
+
+#[test]
+fn wagi_request_and_response() {
+    let s = wagi(HttpConfig::default());
+    let r = http::get_with(&s.url("/some/path?x=1&y=2"), &[("x-test", "t1")], Duration::from_secs(10)).unwrap();
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.header("x-wagi"), Some("1"));
+    assert_eq!(r.body, "method=GET path=/some/path query=x=1&y=2 x-test=t1 length=0 body=\n");
+    let r = http::post(&s.url("/form?a=b"), "text/plain", "posted body").unwrap();
+    assert_eq!(r.body, "method=POST path=/form query=a=b x-test= length=11 body=posted body\n", "{r}");
+    let r = s.get("/missing");
+    assert_eq!((r.status, r.body.as_str()), (404, "not here\n"));
+    let r = http::raw(s.addr, b"GET /redirect HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", Duration::from_secs(5)).unwrap();
+    assert!(r.starts_with("HTTP/1.1 302") && r.to_ascii_lowercase().contains("location: /elsewhere"), "{r}");
+    assert_eq!(s.get("/garbage").status, 500);
+    assert_eq!(s.get("/fail").status, 500);
+    assert_eq!(s.get("/").status, 200);
+}
+
+#[test]
+fn wagi_body_limit() {
+    let s = wagi(HttpConfig { max_body: 10, ..Default::default() });
+    let r = http::post(&s.url("/"), "text/plain", "0123456789abcdef").unwrap();
+    assert_eq!(r.status, 413, "{r}");
+    let r = http::post(&s.url("/"), "text/plain", "short").unwrap();
+    assert_eq!(r.status, 200, "{r}");
+}
