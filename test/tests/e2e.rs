@@ -12,7 +12,8 @@
 //! - `main`: setup (guests, containerd, event recorder, images), the trial list, teardown.
 //! - `wasm::*`: the shim's cases: output, exit codes, args/env/cwd, files, stdin, component,
 //!   WAT, `#export`, TCP through `wasi:sockets` both ways (`--net-host`), signals, limits,
-//!   pause/resume, metrics, events, bad inputs, the compile cache (`e2e/cache.rs`), leak loop,
+//!   pause/resume, metrics, events, bad inputs, the compile cache (`e2e/cache.rs`), serving
+//!   HTTP (`e2e/http.rs`: wasi:http, WAGI, drain, outbound, port in use), leak loop,
 //!   latency print.
 //! - `runc::*`: the same harness paths with containerd's runc runtime and busybox: proves the
 //!   harness (and the machine) before blaming the shim.
@@ -44,6 +45,8 @@ mod native;
 mod artifact;
 #[path = "e2e/cache.rs"]
 mod cache;
+#[path = "e2e/http.rs"]
+mod http;
 
 #[path = "e2e/cri.rs"]
 mod cri;
@@ -108,7 +111,7 @@ impl Flavor {
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-fn expect_code(out: &Output, code: i32) -> Result<()> {
+pub(crate) fn expect_code(out: &Output, code: i32) -> Result<()> {
     ensure(out.code == Some(code), || {
         format!("expected exit {code}, got: {out}")
     })
@@ -563,7 +566,7 @@ fn wasm_latency(cx: &Ctx) -> Result<()> {
 // wasm: TCP through wasi:sockets (the `tcp` component guest), host network (`ctr run --net-host`)
 
 /// A port nobody listens on right now (bound, read, released).
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
@@ -1063,6 +1066,12 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     );
     add("cache_compiled_once", Wasm, Box::new(|cx| cache::compiled_once(cx)));
     add("cache_corrupt_entry_recovers", Wasm, Box::new(|cx| cache::corrupt_entry_recovers(cx)));
+    add("http::component", Wasm, Box::new(http::component));
+    add("http::sigterm_drains_in_flight", Wasm, Box::new(http::sigterm_drains));
+    add("http::wagi", Wasm, Box::new(http::wagi));
+    add("http::outbound_allowed_and_denied", Wasm, Box::new(http::outbound));
+    add("http::port_in_use", Wasm, Box::new(http::port_in_use));
+    add("http::bad_annotation", Wasm, Box::new(http::bad_annotation));
     add("latency_vs_runc", Wasm, Box::new(wasm_latency));
 
     // The Kubernetes path (e2e/cri.rs): containerd's CRI plugin, handler `runc` first (the
@@ -1085,6 +1094,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("wasm::native_exit_code_and_streams", Cri, Box::new(|cx| cri::native_exit_and_streams(cx, WASM_HANDLER)));
     add("wasm::stop_sigterm_spin", Cri, Box::new(cri::wasm_stop));
     add("wasm::sidecar_localhost_both_ways", Cri, Box::new(cri::wasm_sidecar_localhost));
+    add("wasm::http_function_and_sidecar", Cri, Box::new(cri::wasm_http_function));
     add("wasm::one_shim_per_pod", Cri, Box::new(|cx| cri::one_shim_per_pod(cx, WASM_HANDLER)));
     add("wasm::missing_image", Cri, Box::new(|cx| cri::missing_image(cx, WASM_HANDLER)));
     add("latency_wasm_vs_runc", Cri, Box::new(|cx| cri::latency(cx, 5)));

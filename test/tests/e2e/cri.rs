@@ -863,3 +863,31 @@ pub fn latency(cx: &Ctx, n: usize) -> Result<()> {
         None => Ok(()),
     }
 }
+
+/// A serverless function as Kubernetes runs it: a `wasi:http` component in a pod with handler
+/// `wasm`, told its port by `PORT` as Knative does, and a busybox sidecar calling it over the
+/// pod's localhost (busybox `wget`, retried until the function listens). StopContainer (SIGTERM)
+/// drains it and it exits 0.
+pub fn wasm_http_function(cx: &Ctx) -> Result<()> {
+    need_wasm(cx)?;
+    with_pod(cx, "wasm-http", WASM_HANDLER, |cri, pod| {
+        let function = wasm("function", "/http.wasm").env("PORT", "8081");
+        let (f, _) = pod.start(cri, function.clone())?;
+        let caller = busybox(
+            "caller",
+            "i=0; until busybox wget -q -O - http://127.0.0.1:8081/; do \
+               i=$((i+1)); [ $i -ge 100 ] && echo 'gave up' >&2 && exit 1; sleep 0.05; \
+             done",
+        );
+        let (c, _) = pod.start(cri, caller.clone())?;
+        let log = expect_success(cri, pod, &caller, &c)?;
+        expect_line(&log, &caller, "hello from wasi:http")?;
+        let t = Instant::now();
+        cri.stop_container(&f, 10)?;
+        let st = cri.wait_exited(&f, Duration::from_secs(15))?;
+        println!("  function stopped in {:?}, exit {}", t.elapsed(), st.exit_code);
+        ensure(st.exit_code == 0, || format!("function exited {} after StopContainer", st.exit_code))?;
+        let log = cri::read_log(&pod.log_file(&function)).unwrap_or_default();
+        expect_line(&log, &function, "request GET /")
+    })
+}

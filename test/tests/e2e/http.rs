@@ -1,0 +1,170 @@
+//! `http::*`: serving HTTP through the real shim under containerd. `ctr run --net-host` so the
+//! test reaches the port from the host: a `wasi:http` component (port from Knative's `PORT`,
+//! or the annotation), a WAGI module, SIGTERM while requests are in flight, outbound calls
+//! allowed and denied, a port already taken, a bad annotation. The pod path (CRI, a sidecar
+//! calling the function over the pod's localhost) is `cri::wasm::http_function_and_sidecar`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use wasm_shim_e2e::ctr::{ensure, line_with};
+use wasm_shim_e2e::http;
+use wasm_shim_e2e::images::GUESTS_IMAGE;
+use wasm_shim_e2e::{Leaks, RunOpts};
+
+use super::{expect_code, free_port, Ctx};
+
+/// `ctr run --net-host [--annotation k=v ...] guests <id> <entry>`, in the foreground.
+fn served(id: &str, entry: &str, annotations: &[(&str, String)]) -> RunOpts {
+    let mut opts = RunOpts::wasm(GUESTS_IMAGE, id).args([entry]).timeout(Duration::from_secs(60));
+    opts.extra.push("--net-host".into());
+    for (k, v) in annotations {
+        opts.extra.push("--annotation".into());
+        opts.extra.push(format!("{k}={v}"));
+    }
+    opts
+}
+
+fn port_annotation(port: u16) -> (&'static str, String) {
+    (wasm_shim_oci::http::PORT, port.to_string())
+}
+
+/// The component serves on `PORT` (as Knative sets it); hello, echo, headers; the first 200
+/// comes within a few hundred ms of `ctr run`; SIGTERM ends it with 0; what requests print is
+/// in the container's output.
+pub fn component(cx: &Ctx) -> Result<()> {
+    let port = free_port()?;
+    let id = "w-http";
+    let started = Instant::now();
+    let mut run = cx.cd.spawn(&served(id, "/http.wasm", &[]).env(&format!("PORT={port}")))?;
+    let base = format!("http://127.0.0.1:{port}");
+    let (first, at) = http::wait_until_serving(&format!("{base}/"), Duration::from_secs(30))
+        .with_context(|| format!("output so far: {}", run.stdout_now()))?;
+    println!("  ctr run -> first 200: {:?}", at - started);
+    ensure(first.status == 200 && first.body == "hello from wasi:http\n", || format!("first reply {first}"))?;
+    let r = http::post(&format!("{base}/echo"), "text/plain", "a posted body")?;
+    ensure(r.status == 200 && r.body == "a posted body", || format!("echo: {r}"))?;
+    let r = http::get_with(&format!("{base}/headers"), &[("x-test", "e2e")], Duration::from_secs(10))?;
+    ensure(r.status == 203 && r.body.contains("x-test: e2e"), || format!("headers: {r}"))?;
+    ensure(http::get(&format!("{base}/stderr"))?.status == 200, || "stderr route".to_string())?;
+    cx.cd.kill(id, "SIGTERM")?;
+    let out = run.wait(Duration::from_secs(10));
+    expect_code(&out, 0)?;
+    line_with(&out.stdout, &["request GET /"]).with_context(|| format!("{out}"))?;
+    line_with(&out.stderr, &["a line on stderr from a request"]).with_context(|| format!("{out}"))?;
+    Ok(())
+}
+
+/// SIGTERM while three slow requests are in flight: all three complete with 200, then the task
+/// exits 0 (what Kubernetes' grace period expects), and the port is closed.
+pub fn sigterm_drains(cx: &Ctx) -> Result<()> {
+    let port = free_port()?;
+    let id = "w-http-drain";
+    let mut run = cx.cd.spawn(&served(id, "/http.wasm", &[port_annotation(port)]))?;
+    let base = format!("http://127.0.0.1:{port}");
+    http::wait_until_serving(&format!("{base}/"), Duration::from_secs(30))
+        .with_context(|| format!("output so far: {}", run.stdout_now()))?;
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            let url = format!("{base}/sleep?ms=1500");
+            std::thread::spawn(move || http::get(&url))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    let t = Instant::now();
+    cx.cd.kill(id, "SIGTERM")?;
+    let out = run.wait(Duration::from_secs(15));
+    let took = t.elapsed();
+    for (i, h) in in_flight.into_iter().enumerate() {
+        let r = h.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+        ensure(r.status == 200 && r.body == "slept 1500\n", || format!("request {i}: {r}"))?;
+    }
+    expect_code(&out, 0)?;
+    println!("  drained 3 requests in flight; exit 0 after {took:?}");
+    ensure(took >= Duration::from_millis(700), || format!("exited after {took:?}: did not wait for the requests"))?;
+    ensure(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), || "port still open".to_string())
+}
+
+/// WAGI: `wasm.containerd.io/serve=wagi` on a WASI p1 module; CGI variables, body on stdin,
+/// Status and Location headers.
+pub fn wagi(cx: &Ctx) -> Result<()> {
+    let port = free_port()?;
+    let id = "w-wagi";
+    let mut run = cx.cd.spawn(&served(
+        id,
+        "/wagi.wasm",
+        &[(wasm_shim_oci::http::SERVE, "wagi".into()), port_annotation(port)],
+    ))?;
+    let base = format!("http://127.0.0.1:{port}");
+    let (r, _) = http::wait_until_serving(&format!("{base}/hello?name=x"), Duration::from_secs(30))
+        .with_context(|| format!("output so far: {}", run.stdout_now()))?;
+    ensure(r.status == 200 && r.body == "method=GET path=/hello query=name=x x-test= length=0 body=\n", || format!("GET: {r}"))?;
+    let r = http::post(&format!("{base}/form"), "text/plain", "field=value")?;
+    ensure(r.body == "method=POST path=/form query= x-test= length=11 body=field=value\n", || format!("POST: {r}"))?;
+    let r = http::get(&format!("{base}/missing"))?;
+    ensure(r.status == 404, || format!("/missing: {r}"))?;
+    let r = http::get(&format!("{base}/fail"))?;
+    ensure(r.status == 500, || format!("/fail: {r}"))?;
+    cx.cd.kill(id, "SIGTERM")?;
+    let out = run.wait(Duration::from_secs(10));
+    expect_code(&out, 0)?;
+    line_with(&out.stderr, &["wagi guest: failing on purpose"]).with_context(|| format!("{out}"))?;
+    Ok(())
+}
+
+/// Outbound `wasi:http`: the allow-listed upstream answers; another port on the same host is
+/// denied inside the guest (502 from the guest with HttpRequestDenied) and logged.
+pub fn outbound(cx: &Ctx) -> Result<()> {
+    let (up, other) = (http::upstream()?, http::upstream()?);
+    let port = free_port()?;
+    let id = "w-http-out";
+    let mut run = cx.cd.spawn(&served(
+        id,
+        "/http.wasm",
+        &[
+            port_annotation(port),
+            (wasm_shim_oci::http::ALLOWED_OUTBOUND, format!("http://127.0.0.1:{up}")),
+        ],
+    ))?;
+    let base = format!("http://127.0.0.1:{port}");
+    http::wait_until_serving(&format!("{base}/"), Duration::from_secs(30))
+        .with_context(|| format!("output so far: {}", run.stdout_now()))?;
+    let r = http::get(&format!("{base}/fetch?url=http://127.0.0.1:{up}/"))?;
+    ensure(r.status == 200 && r.body == "upstream 200\nupstream says hi", || format!("allowed: {r}"))?;
+    let r = http::get(&format!("{base}/fetch?url=http://127.0.0.1:{other}/"))?;
+    ensure(r.status == 502 && r.body.contains("HttpRequestDenied"), || format!("denied: {r}"))?;
+    cx.cd.kill(id, "SIGTERM")?;
+    let out = run.wait(Duration::from_secs(10));
+    expect_code(&out, 0)?;
+    line_with(&out.stderr, &["outbound request to http://127.0.0.1:", "denied"]).with_context(|| format!("{out}"))?;
+    Ok(())
+}
+
+/// A port someone else holds: Create fails naming the port, and nothing is left behind.
+pub fn port_in_use(cx: &Ctx) -> Result<()> {
+    let holder = std::net::TcpListener::bind("0.0.0.0:0")?;
+    let port = holder.local_addr()?.port();
+    refused(cx, "w-http-busy", &[port_annotation(port)], &format!("cannot listen on port {port}"))
+}
+
+/// `ctr run` fails with a line holding `needle`, and nothing is left behind.
+fn refused(cx: &Ctx, id: &str, annotations: &[(&str, String)], needle: &str) -> Result<()> {
+    let before = Leaks::measure(&cx.cd);
+    let out = cx.cd.run(&served(id, "/http.wasm", annotations).timeout(Duration::from_secs(20)))?;
+    ensure(!out.timed_out && out.code.is_some_and(|c| c != 0), || format!("expected `ctr run` to fail: {out}"))?;
+    let combined = out.combined();
+    let line = line_with(&combined, &[needle]).with_context(|| format!("{out}"))?;
+    println!("  exit {:?}: {}", out.code, line.trim());
+    let leaks = Leaks::wait_clean_since(&cx.cd, &before, Duration::from_secs(5));
+    ensure(leaks.is_clean(), || format!("left behind: {leaks}"))
+}
+
+/// A malformed annotation fails Create naming it.
+pub fn bad_annotation(cx: &Ctx) -> Result<()> {
+    refused(
+        cx,
+        "w-http-badann",
+        &[(wasm_shim_oci::http::REQUEST_TIMEOUT, "soon".into())],
+        &format!("{}=\"soon\"", wasm_shim_oci::http::REQUEST_TIMEOUT),
+    )
+}
