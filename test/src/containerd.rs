@@ -5,14 +5,20 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::process::{self, Output, Stdin};
-use crate::{NAMESPACE, SHIM_NAME};
+use crate::SHIM_NAME;
 
 pub struct Containerd {
+    /// The containerd namespace the `ctr` commands use: `wasmtest-<run tag>` (see
+    /// [`run_namespace`]), so concurrent runs of the suite never see each other's containers.
+    /// ctr puts a container's cgroup at `/<namespace>/<id>` and the shim keeps runc's state in
+    /// `<RUNC_STATE>/<namespace>`: both are this run's own too.
+    pub namespace: String,
     /// The temp dir holding everything below.
     pub dir: PathBuf,
     pub root: PathBuf,
@@ -54,16 +60,16 @@ pub struct CriSetup {
     /// Where the tests put pods' log directories.
     pub logs_dir: PathBuf,
     /// Pods' cgroup parents are `/<cgroup_prefix><pod name>` (cgroupfs driver), e.g.
-    /// `/wasmtest/pod-1x2y-hello`: below the suite's cgroup root, tagged with this run.
+    /// `/wasmtest-1x2y/pod-hello`: below this run's cgroup parent (named as its namespace).
     pub cgroup_prefix: String,
     /// Whether /var/lib/cni existed before this run (libcni creates it for its cache).
     var_lib_cni_existed: bool,
 }
 
-/// Prefix of the bridge interfaces the harness creates.
+/// Prefix of the bridge interfaces the harness creates (also its CNI network names).
 pub const BRIDGE_PREFIX: &str = "wasmtest";
-/// The CNI network name.
-pub const CNI_NETWORK: &str = "wasmtest-e2e";
+/// Prefix of the containerd namespaces (and cgroup parents) of the harness's runs.
+pub const NAMESPACE_PREFIX: &str = "wasmtest-";
 /// libcni (inside containerd 1.6) caches results here, whatever the config says.
 pub const CNI_CACHE_RESULTS: &str = "/var/lib/cni/results";
 
@@ -81,19 +87,48 @@ fn base36(mut n: u32) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// This process's pid in base 36: the tag of everything a run creates outside its temp dir.
+fn run_tag() -> String {
+    base36(std::process::id())
+}
+
+/// The namespace of the next [`Containerd`] this process starts: `wasmtest-<pid in base 36>`,
+/// then `wasmtest-<pid>-1`, `-2`... (the benchmark runs two containerds at once).
+fn run_namespace() -> String {
+    static STARTED: AtomicU32 = AtomicU32::new(0);
+    match STARTED.fetch_add(1, Ordering::SeqCst) {
+        0 => format!("{NAMESPACE_PREFIX}{}", run_tag()),
+        n => format!("{NAMESPACE_PREFIX}{}-{n}", run_tag()),
+    }
+}
+
+/// The pid that named a harness namespace (`wasmtest-<pid36>[-n]`), if `name` is one.
+fn namespace_owner(name: &str) -> Option<u32> {
+    let tag = name.strip_prefix(NAMESPACE_PREFIX)?;
+    let pid = tag.split('-').next()?;
+    u32::from_str_radix(pid, 36).ok()
+}
+
+/// Whether process `pid` is alive (a run that died leaves its tag to be swept).
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
 impl CriSetup {
-    fn new(dir: &Path, state: &Path) -> CriSetup {
-        let tag = base36(std::process::id());
+    fn new(dir: &Path, state: &Path, namespace: &str) -> CriSetup {
+        // Linux allows 15 bytes: "wasmtest" + at most 5 base-36 digits for a 22-bit pid.
+        let bridge = format!("{BRIDGE_PREFIX}{}", run_tag());
         CriSetup {
             cni_conf_dir: dir.join("cni").join("net.d"),
             ipam_dir: dir.join("cni").join("ipam"),
-            network: CNI_NETWORK.into(),
-            // Linux allows 15 bytes: "wasmtest" + at most 5 base-36 digits for a 22-bit pid.
-            bridge: format!("{BRIDGE_PREFIX}{tag}"),
+            // libcni names its cache files `<network>-<container>-<ifname>` in a directory all
+            // runs share: a network of this run's own keeps its entries apart.
+            network: bridge.clone(),
+            bridge,
             subnet: "10.88.213.0/24".into(),
             netns_dir: state.join("io.containerd.grpc.v1.cri").join("netns"),
             logs_dir: dir.join("pod-logs"),
-            cgroup_prefix: format!("{NAMESPACE}/pod-{tag}-"),
+            cgroup_prefix: format!("{namespace}/pod-"),
             var_lib_cni_existed: Path::new("/var/lib/cni").exists(),
         }
     }
@@ -188,11 +223,78 @@ fn sweep_stale_bridges() {
         let Ok(pid) = u32::from_str_radix(tag, 36) else {
             continue;
         };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        if pid != std::process::id() && !alive(pid) {
             match delete_link(&name) {
                 Ok(()) => eprintln!("removed bridge {name} left by an earlier run (pid {pid})"),
                 Err(e) => eprintln!("warning: cannot remove stale bridge {name}: {e:#}"),
             }
+        }
+    }
+}
+
+/// The cgroup hierarchies to look in: the root itself (cgroup v2) and each mounted v1
+/// controller (and the hybrid `unified` tree) below it.
+pub fn cgroup_hierarchies() -> Vec<PathBuf> {
+    let root = Path::new(crate::leaks::CGROUP_ROOT);
+    let mut found = vec![root.to_path_buf()];
+    if let Ok(rd) = fs::read_dir(root) {
+        found.extend(
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir() && !p.is_symlink()),
+        );
+    }
+    found
+}
+
+/// Removes the cgroup `rel` (relative to each hierarchy) and everything below it, deepest first
+/// (`rmdir`: only cgroups without processes go). Returns the directories that stay.
+pub fn remove_cgroup_tree(rel: &str) -> Vec<PathBuf> {
+    let mut stayed = Vec::new();
+    for h in cgroup_hierarchies() {
+        let top = h.join(rel.trim_start_matches('/'));
+        if !top.is_dir() {
+            continue;
+        }
+        let mut dirs = vec![top.clone()];
+        dirs.extend(crate::leaks::dirs_below(&top));
+        dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for d in dirs {
+            if fs::remove_dir(&d).is_err() && d.exists() {
+                stayed.push(d);
+            }
+        }
+    }
+    stayed
+}
+
+/// Removes cgroup parents and empty runc state roots of earlier runs that died without tearing
+/// down (their pid is gone).
+fn sweep_stale_namespaces() {
+    let mut stale: Vec<String> = Vec::new();
+    for dir in cgroup_hierarchies()
+        .into_iter()
+        .chain([PathBuf::from(crate::leaks::RUNC_STATE)])
+    {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if namespace_owner(&name).is_some_and(|pid| pid != std::process::id() && !alive(pid))
+                && !stale.contains(&name)
+            {
+                stale.push(name);
+            }
+        }
+    }
+    for ns in stale {
+        let stayed = remove_cgroup_tree(&ns);
+        let _ = fs::remove_dir(Path::new(crate::leaks::RUNC_STATE).join(&ns));
+        if stayed.is_empty() {
+            eprintln!("removed cgroups of {ns}, left by an earlier run");
+        } else {
+            eprintln!(
+                "warning: cgroups of {ns}, left by an earlier run, are still in use: {stayed:?}"
+            );
         }
     }
 }
@@ -302,7 +404,9 @@ impl Containerd {
         fs::create_dir_all(&root)?;
         fs::create_dir_all(&state)?;
         sweep_stale_bridges();
-        let cri = CriSetup::new(&dir, &state);
+        sweep_stale_namespaces();
+        let namespace = run_namespace();
+        let cri = CriSetup::new(&dir, &state, &namespace);
         cri.write()?;
         let config = dir.join("config.toml");
         fs::write(&config, config_toml(&root, &state, &socket, &dir, &cri))?;
@@ -350,6 +454,7 @@ impl Containerd {
             .spawn()
             .context("cannot start containerd (is it installed?)")?;
         let mut cd = Containerd {
+            namespace,
             dir,
             root,
             state,
@@ -397,7 +502,7 @@ impl Containerd {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        self.ctr_in(NAMESPACE, args)
+        self.ctr_in(&self.namespace, args)
     }
 
     /// A `ctr` command against this containerd in namespace `ns` (`k8s.io` for the CRI's).
@@ -444,9 +549,17 @@ impl Containerd {
 
     /// The directory containerd keeps a v2 task's bundle in, per namespace.
     pub fn task_state_dir(&self) -> PathBuf {
-        self.state
-            .join("io.containerd.runtime.v2.task")
-            .join(NAMESPACE)
+        self.task_state_dir_in(&self.namespace)
+    }
+
+    /// [`Containerd::task_state_dir`] of namespace `ns`.
+    pub fn task_state_dir_in(&self, ns: &str) -> PathBuf {
+        self.state.join("io.containerd.runtime.v2.task").join(ns)
+    }
+
+    /// The cgroup parent of this run's containers (`/<namespace>`), and its `rel` child.
+    pub fn cgroup_path(&self, rel: &str) -> String {
+        format!("/{}/{rel}", self.namespace)
     }
 
     /// The last `n` lines of containerd's log (the shim logs there too).
@@ -547,6 +660,12 @@ impl Containerd {
             let _ = fs::remove_dir("/var/lib/cni");
         }
         crate::cri::remove_pod_cgroups(&self.cri.cgroup_prefix);
+        // The run's cgroup parent and runc state root (runtimes create them and leave them).
+        let stayed = remove_cgroup_tree(&self.namespace);
+        if !stayed.is_empty() {
+            eprintln!("warning: cgroups still in use: {stayed:?}");
+        }
+        let _ = fs::remove_dir(Path::new(crate::leaks::RUNC_STATE).join(&self.namespace));
         if self.keep {
             eprintln!("E2E_KEEP: leaving {}", self.dir.display());
         } else if let Err(e) = fs::remove_dir_all(&self.dir) {
@@ -633,7 +752,7 @@ mod tests {
 
     #[test]
     fn config_names_every_path() {
-        let cri = CriSetup::new(Path::new("/t"), Path::new("/t/state"));
+        let cri = CriSetup::new(Path::new("/t"), Path::new("/t/state"), "wasmtest-1");
         let c = config_toml(
             Path::new("/t/root"),
             Path::new("/t/state"),
@@ -652,7 +771,7 @@ mod tests {
 
     #[test]
     fn cni_network_never_routes_through_the_host() {
-        let cri = CriSetup::new(Path::new("/t"), Path::new("/t/state"));
+        let cri = CriSetup::new(Path::new("/t"), Path::new("/t/state"), "wasmtest-1");
         let v: serde_json::Value = serde_json::from_str(&cri.conflist()).unwrap();
         let bridge = &v["plugins"][0];
         assert_eq!(bridge["type"], "bridge");
@@ -661,6 +780,18 @@ mod tests {
         assert_eq!(bridge["ipam"]["dataDir"], "/t/cni/ipam");
         assert!(cri.bridge.len() <= 15, "{}", cri.bridge);
         assert!(cri.bridge.starts_with(BRIDGE_PREFIX));
+        assert_eq!(cri.cgroup_parent("p"), "/wasmtest-1/pod-p");
+    }
+
+    #[test]
+    fn namespaces_name_their_run() {
+        let first = run_namespace();
+        let second = run_namespace();
+        assert_ne!(first, second);
+        assert_eq!(namespace_owner(&first), Some(std::process::id()));
+        assert_eq!(namespace_owner(&second), Some(std::process::id()));
+        assert_eq!(namespace_owner("wasmtest"), None);
+        assert_eq!(namespace_owner("k8s.io"), None);
     }
 
     #[test]

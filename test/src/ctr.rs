@@ -168,7 +168,7 @@ impl RunOpts {
 impl Containerd {
     /// `ctr image import` of an OCI tarball.
     pub fn import(&self, tar: &Path) -> Result<()> {
-        self.import_into(crate::NAMESPACE, tar)
+        self.import_into(&self.namespace, tar)
     }
 
     /// `ctr -n NS image import` of an OCI tarball.
@@ -300,7 +300,7 @@ impl Containerd {
 /// Best-effort removal of a container and its task: SIGKILL, task delete (forced), container
 /// delete (with its snapshot). Errors are ignored: there may be nothing to remove.
 pub fn force_remove(cd: &Containerd, id: &str) {
-    force_remove_in(cd, crate::NAMESPACE, id)
+    force_remove_in(cd, &cd.namespace, id)
 }
 
 /// [`force_remove`] in namespace `ns`.

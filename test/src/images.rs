@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use wasm_shim_oci::image::{write_image_tar, ImageFile, ImageSpec, Style};
 
 use crate::guests::{Guests, COMPONENT_GUESTS, RUST_GUESTS};
-use crate::{Containerd, NAMESPACE};
+use crate::Containerd;
 
 /// The wasm image: every guest at `/<name>.wasm`, data files, bad inputs.
 pub const GUESTS_IMAGE: &str = "docker.io/wasmtest/guests:1";
@@ -140,7 +140,7 @@ pub fn pause_image(binary: Vec<u8>) -> ImageSpec {
 
 /// Writes `spec` as a tarball under `<cd.dir>/images/` and imports it; returns the full name.
 pub fn build_and_import(cd: &Containerd, spec: &ImageSpec) -> Result<String> {
-    build_and_import_into(cd, spec, &[NAMESPACE])
+    build_and_import_into(cd, spec, &[&cd.namespace])
 }
 
 /// Writes `spec` as a tarball once and imports it into each namespace of `namespaces` (the
@@ -183,7 +183,7 @@ pub fn write_rootfs(files: &[ImageFile], dir: &Path) -> Result<()> {
 }
 
 /// A runtime spec for `ctr run --config`: ctr's default spec (`ctr oci spec`) with the rootfs
-/// path, args, cgroups path `/wasmtest/<id>` and `resources` (a JSON object merged into
+/// path, args, cgroups path `/<namespace>/<id>` and `resources` (a JSON object merged into
 /// `linux.resources`) filled in. Returns the spec file's path.
 pub fn config_spec(
     cd: &Containerd,
@@ -198,7 +198,7 @@ pub fn config_spec(
     spec["process"]["args"] = serde_json::json!(args);
     spec["process"]["cwd"] = serde_json::json!("/");
     spec["process"]["terminal"] = serde_json::json!(false);
-    spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{NAMESPACE}/{id}"));
+    spec["linux"]["cgroupsPath"] = serde_json::json!(cd.cgroup_path(id));
     if !spec["linux"]["resources"].is_object() {
         spec["linux"]["resources"] = serde_json::json!({});
     }

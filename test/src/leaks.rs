@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::containerd::mounts_under;
 use crate::cri::K8S_NAMESPACE;
-use crate::{Containerd, NAMESPACE, SHIM_NAME};
+use crate::{Containerd, SHIM_NAME};
 
 /// containerd's runc shim binary name.
 pub const RUNC_SHIM_NAME: &str = "containerd-shim-runc-v2";
@@ -19,9 +19,10 @@ pub struct Leaks {
     pub shim_processes: Vec<String>,
     /// Mount points under the private containerd's temp dir.
     pub mounts: Vec<PathBuf>,
-    /// Cgroup directories below `<hierarchy>/wasmtest`.
+    /// Cgroup directories below `<hierarchy>/<namespace>` (this run's containers and pods).
     pub cgroups: Vec<PathBuf>,
-    /// Bundle dirs under `<state>/io.containerd.runtime.v2.task/wasmtest`.
+    /// Bundle dirs under `<state>/io.containerd.runtime.v2.task/<namespace>` and `k8s.io`, and
+    /// the shim's runc state of this run's native containers.
     pub state_dirs: Vec<PathBuf>,
     /// Containers still known to containerd.
     pub containers: Vec<String>,
@@ -43,29 +44,32 @@ pub struct Leaks {
 
 /// Where the shim keeps runc's state for native containers (per namespace).
 pub const RUNC_STATE: &str = "/run/containerd-shim-wasm-v1/runc";
+/// Where the cgroup hierarchies are mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 impl Leaks {
-    /// Counts everything now.
+    /// Counts everything of this run's containerd now (and nothing of other runs or of other
+    /// containerds on the machine).
     pub fn measure(cd: &Containerd) -> Leaks {
         Leaks {
             shim_processes: shim_processes(&cd.socket),
             mounts: mounts_under(&cd.dir),
-            cgroups: cgroup_dirs(Path::new("/sys/fs/cgroup")),
+            cgroups: cgroup_dirs(Path::new(CGROUP_ROOT), &cd.namespace),
             state_dirs: list_dir(&cd.task_state_dir())
                 .into_iter()
-                .chain(list_dir(&Path::new(RUNC_STATE).join(crate::NAMESPACE)))
-                // The CRI's containers: containerd's bundles and the shim's runc state.
-                .chain(list_dir(
-                    &cd.state
-                        .join("io.containerd.runtime.v2.task")
-                        .join(K8S_NAMESPACE),
+                .chain(list_dir(&Path::new(RUNC_STATE).join(&cd.namespace)))
+                // The CRI's containers: containerd's bundles and the shim's runc state (a
+                // directory every containerd's `k8s.io` shares: only this run's bundles count).
+                .chain(list_dir(&cd.task_state_dir_in(K8S_NAMESPACE)))
+                .chain(runc_states_of(
+                    &Path::new(RUNC_STATE).join(K8S_NAMESPACE),
+                    &cd.task_state_dir_in(K8S_NAMESPACE),
                 ))
-                .chain(list_dir(&Path::new(RUNC_STATE).join(K8S_NAMESPACE)))
                 .collect(),
             containers: cd
                 .containers()
                 .unwrap_or_else(|e| vec![format!("(ctr failed: {e})")]),
-            snapshots: active_snapshots(cd, NAMESPACE),
+            snapshots: active_snapshots(cd, &cd.namespace),
             runc_shim_processes: shim_processes_named(&cd.socket, RUNC_SHIM_NAME),
             k8s_containers: match cd.ctr_in_output(K8S_NAMESPACE, ["containers", "ls", "-q"]) {
                 Ok(out) if out.success() => {
@@ -195,6 +199,20 @@ fn list_dir(dir: &Path) -> Vec<PathBuf> {
     }
 }
 
+/// runc state directories under `root` that belong to containers bundled under `bundles`:
+/// runc records the bundle in its `state.json` (`"bundle=<dir>"` among the config's labels);
+/// a directory without a readable state (runc still creating it) counts when a bundle of that
+/// id exists under `bundles`.
+fn runc_states_of(root: &Path, bundles: &Path) -> Vec<PathBuf> {
+    let needle = format!("bundle={}", bundles.display());
+    list_dir(root)
+        .into_iter()
+        .filter(|d| match fs::read_to_string(d.join("state.json")) {
+            Ok(state) => state.contains(&needle),
+            Err(_) => d.file_name().is_some_and(|id| bundles.join(id).exists()),
+        })
+        .collect()
+}
 #[cfg(test)]
 fn is_shim_path(p: &str) -> bool {
     is_binary_path(p, SHIM_NAME)
@@ -352,27 +370,33 @@ pub fn shim_socket(address: &Path, ns: &str, id: &str) -> PathBuf {
     Path::new("/run/containerd/s").join(hex)
 }
 
-/// Every directory below `<hierarchy>/wasmtest` for each mounted hierarchy (cgroup v1 controllers
-/// and the v2 unified tree), plus `<root>/wasmtest/...` on a pure v2 host. The `wasmtest`
-/// parent itself is not counted: runtimes leave it, as runc does.
-pub fn cgroup_dirs(root: &Path) -> Vec<PathBuf> {
-    let mut tops = vec![root.join(NAMESPACE)];
+/// Every directory below `<hierarchy>/<ns>` for each mounted hierarchy (cgroup v1 controllers
+/// and the v2 unified tree), plus `<root>/<ns>/...` on a pure v2 host. The `<ns>` parent itself
+/// is not counted: runtimes leave it, as runc does (the harness removes it at the end).
+pub fn cgroup_dirs(root: &Path, ns: &str) -> Vec<PathBuf> {
+    let mut tops = vec![root.join(ns)];
     for h in list_dir(root) {
-        tops.push(h.join(NAMESPACE));
+        if !h.is_symlink() {
+            tops.push(h.join(ns));
+        }
     }
+    let mut found: Vec<PathBuf> = tops.iter().flat_map(|t| dirs_below(t)).collect();
+    found.sort();
+    found
+}
+
+/// Every directory below `top` (not `top` itself), symlinks not followed.
+pub fn dirs_below(top: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    for top in tops {
-        let mut stack = vec![top];
-        while let Some(dir) = stack.pop() {
-            for child in list_dir(&dir) {
-                if child.is_dir() && !child.is_symlink() {
-                    found.push(child.clone());
-                    stack.push(child);
-                }
+    let mut stack = vec![top.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for child in list_dir(&dir) {
+            if child.is_dir() && !child.is_symlink() {
+                found.push(child.clone());
+                stack.push(child);
             }
         }
     }
-    found.sort();
     found
 }
 
@@ -432,7 +456,8 @@ mod tests {
             "1",
         )
         .unwrap();
-        let found = cgroup_dirs(t.path());
+        fs::create_dir_all(t.path().join("memory/wasmtest-other/c2")).unwrap();
+        let found = cgroup_dirs(t.path(), "wasmtest");
         assert_eq!(
             found,
             vec![
@@ -440,6 +465,31 @@ mod tests {
                 t.path().join("memory/wasmtest/c1/sub")
             ]
         );
+    }
+
+    #[test]
+    fn runc_states_count_only_this_runs_bundles() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, mine, other) = (
+            t.path().join("runc"),
+            t.path().join("a/k8s.io"),
+            t.path().join("b/k8s.io"),
+        );
+        for (id, bundles) in [("c1", &mine), ("c2", &other)] {
+            fs::create_dir_all(root.join(id)).unwrap();
+            let state = format!(
+                r#"{{"config":{{"labels":["bundle={}/{id}"]}}}}"#,
+                bundles.display()
+            );
+            fs::write(root.join(id).join("state.json"), state).unwrap();
+        }
+        // Being created: no state yet, but this run has its bundle.
+        fs::create_dir_all(root.join("c3")).unwrap();
+        fs::create_dir_all(mine.join("c3")).unwrap();
+        fs::create_dir_all(root.join("c4")).unwrap();
+        let mut found = runc_states_of(&root, &mine);
+        found.sort();
+        assert_eq!(found, vec![root.join("c1"), root.join("c3")]);
     }
 
     #[test]

@@ -53,8 +53,6 @@ pub use events::EventRecorder;
 pub use leaks::Leaks;
 pub use process::{Output, Spawned, Stdin};
 
-/// The containerd namespace every test uses (cgroups land under `/wasmtest/<id>`).
-pub const NAMESPACE: &str = "wasmtest";
 /// The runtime type the shim registers as; containerd maps it to `containerd-shim-wasm-v1`.
 pub const WASM_RUNTIME: &str = "io.containerd.wasm.v1";
 /// containerd's default runtime, used for the native baseline.

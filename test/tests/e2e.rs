@@ -37,7 +37,7 @@ use wasm_shim_e2e::ctr::{ensure, line_with};
 use wasm_shim_e2e::images::{self, BUSYBOX_IMAGE, DATA_IN, GUESTS_IMAGE, REL_TXT};
 use wasm_shim_e2e::leaks;
 use wasm_shim_e2e::cri::K8S_NAMESPACE;
-use wasm_shim_e2e::{guests, Containerd, EventRecorder, Leaks, Output, RunOpts, Stdin, NAMESPACE};
+use wasm_shim_e2e::{guests, Containerd, EventRecorder, Leaks, Output, RunOpts, Stdin};
 
 #[path = "e2e/native.rs"]
 mod native;
@@ -124,11 +124,12 @@ fn expect_stdout_line(out: &Output, line: &str) -> Result<()> {
 }
 
 /// A cgroup file of the container: the v1 hierarchy `controller` or the v2 tree.
-fn cgroup_file(controller: &str, id: &str, v1: &str, v2: &str) -> Result<String> {
+fn cgroup_file(cd: &Containerd, controller: &str, id: &str, v1: &str, v2: &str) -> Result<String> {
+    let cg = cd.cgroup_path(id);
     let candidates = [
-        format!("/sys/fs/cgroup/{controller}/{NAMESPACE}/{id}/{v1}"),
-        format!("/sys/fs/cgroup/{NAMESPACE}/{id}/{v2}"),
-        format!("/sys/fs/cgroup/unified/{NAMESPACE}/{id}/{v2}"),
+        format!("/sys/fs/cgroup/{controller}{cg}/{v1}"),
+        format!("/sys/fs/cgroup{cg}/{v2}"),
+        format!("/sys/fs/cgroup/unified{cg}/{v2}"),
     ];
     for c in &candidates {
         if let Ok(s) = std::fs::read_to_string(c) {
@@ -184,8 +185,8 @@ fn cpu_limit(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
         .cd
         .spawn(&f.opts(id).args(f.sleep_args(30)).cpu(50000, 100000))?;
     run.wait_for_stdout("sleeping", Duration::from_secs(20))?;
-    let quota = cgroup_file("cpu", id, "cpu.cfs_quota_us", "cpu.max")?;
-    let period = cgroup_file("cpu", id, "cpu.cfs_period_us", "cpu.max")?;
+    let quota = cgroup_file(&cx.cd, "cpu", id, "cpu.cfs_quota_us", "cpu.max")?;
+    let period = cgroup_file(&cx.cd, "cpu", id, "cpu.cfs_period_us", "cpu.max")?;
     cx.cd.kill(id, "SIGKILL")?;
     run.wait(Duration::from_secs(10));
     println!("  cpu quota {quota:?}, period {period:?}");
@@ -223,7 +224,7 @@ fn pids_limit(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
         format!("ctr run -d --config failed: {out}")
     })?;
     cx.cd.wait_status(id, "RUNNING", Duration::from_secs(10))?;
-    let max = cgroup_file("pids", id, "pids.max", "pids.max");
+    let max = cgroup_file(&cx.cd, "pids", id, "pids.max", "pids.max");
     cx.cd.kill(id, "SIGKILL")?;
     cx.cd.wait_status(id, "STOPPED", Duration::from_secs(10))?;
     cx.cd.task_delete(id)?;
@@ -241,7 +242,7 @@ fn pause_resume(cx: &Ctx, f: Flavor, id: &str) -> Result<()> {
     run.wait_for_stdout("sleeping", Duration::from_secs(20))?;
     cx.cd.pause(id)?;
     cx.cd.wait_status(id, "PAUSED", Duration::from_secs(5))?;
-    if let Ok(state) = cgroup_file("freezer", id, "freezer.state", "cgroup.freeze") {
+    if let Ok(state) = cgroup_file(&cx.cd, "freezer", id, "freezer.state", "cgroup.freeze") {
         ensure(state == "FROZEN" || state == "1", || {
             format!("freezer state {state:?} while paused")
         })?;
@@ -777,7 +778,7 @@ fn setup() -> Result<Ctx> {
     let events = EventRecorder::start(&cd)?;
 
     // Every image goes into the test namespace and into `k8s.io`, where the CRI looks.
-    let both = [NAMESPACE, K8S_NAMESPACE];
+    let both = [cd.namespace.as_str(), K8S_NAMESPACE];
     let runc_blocker = match images::busybox_image()
         .and_then(|s| images::build_and_import_into(&cd, &s, &both))
     {

@@ -36,6 +36,7 @@ fn create_container(cx: &Ctx, id: &str, image: &str, args: &[&str]) -> Result<()
     let spec_path = images::config_spec(&cx.cd, id, &rootfs, args, serde_json::json!({}))?;
     let spec = std::fs::read(&spec_path)?;
     let socket = cx.cd.socket.clone();
+    let namespace = cx.cd.namespace.clone();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let channel = containerd_client::connect(&socket).await.context("connect to containerd")?;
@@ -47,7 +48,7 @@ fn create_container(cx: &Ctx, id: &str, image: &str, args: &[&str]) -> Result<()
             ..Default::default()
         };
         ContainersClient::new(channel)
-            .create(with_namespace!(CreateContainerRequest { container: Some(container) }, wasm_shim_e2e::NAMESPACE))
+            .create(with_namespace!(CreateContainerRequest { container: Some(container) }, namespace))
             .await
             .context("Containers.Create")?;
         Ok(())

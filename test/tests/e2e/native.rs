@@ -130,7 +130,7 @@ pub fn terminal(cx: &Ctx) -> Result<()> {
         let cmd = format!(
             "ctr --address {} --namespace {} {args}",
             cx.cd.socket.display(),
-            wasm_shim_e2e::NAMESPACE
+            cx.cd.namespace
         );
         let mut c = std::process::Command::new("script");
         c.args(["-qec", &cmd, "/dev/null"]);
