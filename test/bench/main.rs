@@ -17,9 +17,13 @@
 //! - the big guest (`test/guests/big`, 6.7 MB): first start with an empty cache (baseline code
 //!   first, the default) against a first start that waits for the optimizing compile (a second
 //!   containerd whose shims run with `WASM_SHIM_BASELINE=off`), a second start (cached), and ten
-//!   replicas at once from an empty cache, counting compiles in the cache's `compile.log`.
+//!   replicas at once from an empty cache, counting compiles in the cache's `compile.log`;
+//! - HTTP (`http.rs`): the `wasi:http` guest served by this shim against `wasmtime serve`, wrk
+//!   at 1, 10 and 100 connections; the WAGI guest; `ctr run` to the first 200.
 //!
 //! Needs root, containerd, runc, busybox-static and the built guests.
+
+mod http;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -82,7 +86,7 @@ struct Args {
     only: Option<Vec<String>>,
 }
 
-const PARTS: &[&str] = &["latency", "throughput", "memory", "big", "replicas"];
+const PARTS: &[&str] = &["latency", "throughput", "memory", "big", "replicas", "http"];
 
 impl Args {
     fn wants(&self, part: &str) -> bool {
@@ -208,6 +212,11 @@ fn real_main() -> Result<()> {
             "baseline_first": replicas(&cd)?,
             "optimized_first": replicas(&cd_opt)?,
         });
+    }
+    if args.wants("http") {
+        eprintln!("bench: HTTP, this shim against wasmtime serve, wrk at {:?} connections", http::CONNECTIONS);
+        let hello = || sample(&cd, &runtimes[0], "http-hello");
+        results["http"] = http::run(&cd, &g, (args.rounds / 3).max(1), &hello)?;
     }
     results["duration_s"] = json!(started.elapsed().as_secs());
 
@@ -625,6 +634,9 @@ fn print_table(r: &Value, runtimes: &[Runtime]) {
     }
     if has("replicas") {
         print_replicas(&r["replicas"]);
+    }
+    if has("http") {
+        http::print(&r["http"]);
     }
     println!();
 }

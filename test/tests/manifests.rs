@@ -105,3 +105,52 @@ fn ci_workflow_runs_the_cluster_scripts() {
         assert!(root().join(script).exists(), "{script}");
     }
 }
+
+#[test]
+fn runtime_entries_pass_the_shims_pod_annotations() {
+    for rel in ["deploy/containerd-1.x.toml", "deploy/containerd-2.x.toml", "deploy/k3s/config.toml.tmpl", "deploy/k3s/config-v3.toml.tmpl"] {
+        let t = toml_of(rel);
+        let plugins = t["plugins"].as_table().unwrap();
+        let wasm = plugins.values().find_map(|p| p.get("containerd")?.get("runtimes")?.get("wasm")).unwrap_or_else(|| panic!("{rel}: no wasm runtime"));
+        let keys: Vec<&str> = wasm["pod_annotations"].as_array().unwrap_or_else(|| panic!("{rel}: no pod_annotations")).iter().filter_map(|v| v.as_str()).collect();
+        assert_eq!(keys, ["wasm.containerd.io/*"], "{rel}");
+    }
+}
+
+/// The pod template of an example, with its annotations checked the way the shim reads them.
+fn check_http_example(rel: &str, template: &Value) {
+    let annotations = &template["metadata"]["annotations"];
+    let mut map = serde_json::Map::new();
+    for (k, v) in annotations.as_mapping().unwrap_or_else(|| panic!("{rel}: no annotations")) {
+        let (k, v) = (k.as_str().unwrap(), v.as_str().unwrap_or_else(|| panic!("{rel}: {k:?} is not a string")));
+        if k.starts_with("wasm.containerd.io/") {
+            map.insert(k.to_string(), v.into());
+        }
+    }
+    assert!(!map.is_empty(), "{rel}: no wasm.containerd.io annotations");
+    let spec: oci_spec::runtime::Spec = serde_json::from_value(serde_json::json!({
+        "ociVersion": "1.0.2", "root": {"path": "rootfs"},
+        "process": {"args": ["/http.wasm"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "annotations": map,
+    }))
+    .unwrap();
+    wasm_shim_oci::http_config(&spec, &[]).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let pod = &template["spec"];
+    assert_eq!(pod["runtimeClassName"].as_str(), Some("wasm"), "{rel}");
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"].as_str(), Some(wasm_shim_e2e::images::GUESTS_IMAGE), "{rel}");
+    assert_eq!(c["command"][0].as_str(), Some("/http.wasm"), "{rel}");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"].as_str(), Some("/"), "{rel}");
+}
+
+#[test]
+fn http_examples_run_the_component_through_the_runtime_class() {
+    let docs = yaml_docs("examples/http/deployment.yaml");
+    assert_eq!(docs[0]["kind"].as_str(), Some("Deployment"));
+    check_http_example("examples/http/deployment.yaml", &docs[0]["spec"]["template"]);
+    assert_eq!(docs[1]["kind"].as_str(), Some("Service"));
+    let ksvc = yaml_docs("examples/knative/service.yaml");
+    assert_eq!(ksvc[0]["apiVersion"].as_str(), Some("serving.knative.dev/v1"));
+    assert_eq!(ksvc[0]["kind"].as_str(), Some("Service"));
+    check_http_example("examples/knative/service.yaml", &ksvc[0]["spec"]["template"]);
+}

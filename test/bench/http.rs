@@ -1,0 +1,240 @@
+//! The `http` part of `make bench`: the `wasi:http` test component served by this shim (under
+//! containerd, `ctr run --net-host`) against `wasmtime serve` (wasmtime-cli from crates.io, the
+//! same wasmtime version) serving the same component file on the same machine, with wrk
+//! (Debian's package) at concurrency 1, 10 and 100, keep-alive, alternating servers round by
+//! round; the WAGI module the same way (this shim only: `wasmtime serve` has no WAGI); and the
+//! time from `ctr run` to the first 200 against a hello `ctr run --rm`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use wasm_shim_e2e::guests::Guests;
+use wasm_shim_e2e::images::GUESTS_IMAGE;
+use wasm_shim_e2e::{http, Containerd, RunOpts};
+
+pub const CONNECTIONS: &[usize] = &[1, 10, 100];
+const WRK_SECONDS: u64 = 5;
+
+/// `wasmtime` with `serve`: `WASMTIME=...`, else `target/bench/wasmtime-cli/bin/wasmtime`
+/// (`make bench` installs it there with `cargo install`), else PATH.
+fn wasmtime_cli() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("WASMTIME") {
+        return Some(PathBuf::from(p));
+    }
+    let local = wasm_shim_e2e::workspace_root().join("target/bench/wasmtime-cli/bin/wasmtime");
+    if local.exists() {
+        return Some(local);
+    }
+    let ok = Command::new("wasmtime").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    ok.is_ok_and(|s| s.success()).then(|| PathBuf::from("wasmtime"))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One wrk run: requests per second and the latency percentiles in ms.
+fn wrk(url: &str, connections: usize) -> Result<Value> {
+    let threads = connections.min(2).to_string();
+    let out = Command::new("wrk")
+        .args(["-t", &threads, "-c", &connections.to_string(), "-d", &format!("{WRK_SECONDS}s"), "--latency", url])
+        .output()
+        .context("wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        bail!("wrk failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut v = json!({});
+    for line in text.lines().map(str::trim) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["Requests/sec:", n] => v["rps"] = json!(n.parse::<f64>().unwrap_or(f64::NAN)),
+            [p @ ("50%" | "90%" | "99%"), t] => v[format!("p{}", p.trim_end_matches('%'))] = json!(to_ms(t)),
+            ["Non-2xx", "or", "3xx", "responses:", n] => v["non_2xx"] = json!(n.parse::<u64>().unwrap_or(0)),
+            [_, "requests", "in", ..] => v["requests"] = json!(f[0].parse::<u64>().unwrap_or(0)),
+            _ => {}
+        }
+    }
+    if v["rps"].is_null() {
+        bail!("no Requests/sec in wrk's output: {text}");
+    }
+    Ok(v)
+}
+
+fn to_ms(t: &str) -> f64 {
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => f64::NAN,
+    }
+}
+
+/// A server being measured; stopped on drop.
+enum Server<'a> {
+    Shim { cd: &'a Containerd, id: String },
+    Wasmtime(Child),
+}
+
+impl Drop for Server<'_> {
+    fn drop(&mut self) {
+        match self {
+            Server::Shim { cd, id } => {
+                let _ = cd.kill(id, "SIGKILL");
+                wasm_shim_e2e::ctr::force_remove(cd, id);
+            }
+            Server::Wasmtime(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn shim_server<'a>(cd: &'a Containerd, id: &str, entry: &str, port: u16, wagi: bool) -> Result<Server<'a>> {
+    let mut opts = RunOpts::wasm(GUESTS_IMAGE, id).args([entry]).detach();
+    opts.extra.extend(["--net-host".into(), "--annotation".into(), format!("{}={port}", wasm_shim_oci::http::PORT)]);
+    if wagi {
+        opts.extra.extend(["--annotation".into(), format!("{}=wagi", wasm_shim_oci::http::SERVE)]);
+    }
+    let out = cd.run(&opts)?;
+    if !out.success() {
+        bail!("ctr run {entry}: {out}");
+    }
+    let server = Server::Shim { cd, id: id.to_string() };
+    http::wait_until_serving(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(30))?;
+    Ok(server)
+}
+
+fn wasmtime_server<'a>(wasmtime: &Path, component: &Path, port: u16) -> Result<Server<'a>> {
+    let child = Command::new(wasmtime)
+        .arg("serve")
+        .arg("--addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(component)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("{} serve", wasmtime.display()))?;
+    let server = Server::Wasmtime(child);
+    http::wait_until_serving(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(60))?;
+    Ok(server)
+}
+
+pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Result<Duration>) -> Result<Value> {
+    let dir = wasm_shim_e2e::workspace_root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let component = dir.join("http.wasm");
+    std::fs::write(&component, g.get("http"))?;
+    let wasmtime = wasmtime_cli();
+    if wasmtime.is_none() {
+        eprintln!("bench: no `wasmtime` (cargo install wasmtime-cli --version 48.0.8): this shim only");
+    }
+    let mut result = json!({ "wrk_seconds": WRK_SECONDS, "rounds": rounds });
+    if let Some(w) = &wasmtime {
+        let v = Command::new(w).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+        result["wasmtime_serve"] = json!(v);
+    }
+
+    // Throughput and latency: both servers up, alternating wrk runs.
+    let (p_shim, p_wt, p_wagi) = (free_port()?, free_port()?, free_port()?);
+    let _shim = shim_server(cd, "bench-http", "/http.wasm", p_shim, false)?;
+    let _wagi = shim_server(cd, "bench-wagi", "/wagi.wasm", p_wagi, true)?;
+    let _wt = match &wasmtime {
+        Some(w) => Some(wasmtime_server(w, &component, p_wt)?),
+        None => None,
+    };
+    for &c in CONNECTIONS {
+        let key = c.to_string();
+        for _ in 0..rounds {
+            push(&mut result, &["shim", &key], wrk(&format!("http://127.0.0.1:{p_shim}/"), c)?);
+            if wasmtime.is_some() {
+                push(&mut result, &["wasmtime_serve", &key], wrk(&format!("http://127.0.0.1:{p_wt}/"), c)?);
+            }
+            push(&mut result, &["wagi", &key], wrk(&format!("http://127.0.0.1:{p_wagi}/hello?x=1"), c)?);
+        }
+    }
+    drop((_shim, _wagi, _wt));
+
+    // Time to the first 200 against a hello `ctr run --rm`, interleaved.
+    let mut first = Vec::new();
+    let mut hellos = Vec::new();
+    for i in 0..rounds.max(3) {
+        hellos.push(super::ms(hello()?));
+        let port = free_port()?;
+        let id = format!("bench-first-{i}");
+        let mut opts = RunOpts::wasm(GUESTS_IMAGE, &id).args(["/http.wasm"]).timeout(Duration::from_secs(60));
+        opts.extra.extend(["--net-host".into(), "--env".into(), format!("PORT={port}")]);
+        let t = Instant::now();
+        let mut run = cd.spawn(&opts)?;
+        let (r, at) = http::wait_until_serving(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(30))?;
+        if r.status != 200 {
+            bail!("first reply {r}");
+        }
+        first.push(super::ms(at - t));
+        cd.kill(&id, "SIGTERM")?;
+        let out = run.wait(Duration::from_secs(10));
+        if !out.success() {
+            bail!("the server did not exit 0 after SIGTERM: {out}");
+        }
+    }
+    result["first_200_ms"] = json!(first);
+    result["hello_ms"] = json!(hellos);
+    Ok(result)
+}
+
+fn push(v: &mut Value, path: &[&str], item: Value) {
+    let mut at = v;
+    for k in path {
+        if at[*k].is_null() {
+            at[*k] = json!({});
+        }
+        at = &mut at[*k];
+    }
+    if !at.is_array() {
+        *at = json!([]);
+    }
+    at.as_array_mut().unwrap().push(item);
+}
+
+fn field(runs: &Value, name: &str) -> Vec<f64> {
+    runs.as_array().map(|a| a.iter().filter_map(|r| r[name].as_f64()).collect()).unwrap_or_default()
+}
+
+pub fn print(r: &Value) {
+    use super::{median, row};
+    for &c in CONNECTIONS {
+        let key = c.to_string();
+        let ours = &r["shim"][&key];
+        let theirs = &r["wasmtime_serve"][&key];
+        let rps = field(ours, "rps");
+        let ratio = (!theirs.is_null()).then(|| (median(&rps) / median(&field(theirs, "rps")), "of wasmtime serve"));
+        row(&format!("HTTP req/s, {c} connections: this shim"), &rps, "/s", ratio);
+        if !theirs.is_null() {
+            row(&format!("HTTP req/s, {c} connections: wasmtime serve"), &field(theirs, "rps"), "/s", None);
+        }
+        for p in ["p50", "p90", "p99"] {
+            let v = field(ours, p);
+            let ratio = (!theirs.is_null()).then(|| (median(&v) / median(&field(theirs, p)), "of wasmtime serve"));
+            row(&format!("HTTP {p} latency, {c} connections: this shim"), &v, "ms", ratio);
+            if !theirs.is_null() {
+                row(&format!("HTTP {p} latency, {c} connections: wasmtime serve"), &field(theirs, p), "ms", None);
+            }
+        }
+        let wagi = &r["wagi"][&key];
+        row(&format!("WAGI req/s, {c} connections: this shim"), &field(wagi, "rps"), "/s", None);
+        row(&format!("WAGI p99 latency, {c} connections: this shim"), &field(wagi, "p99"), "ms", None);
+    }
+    let first = super::nums(&r["first_200_ms"]);
+    let hello = super::nums(&r["hello_ms"]);
+    row("ctr run -> first HTTP 200", &first, "ms", Some((median(&first) / median(&hello), "of hello ctr run")));
+    row("hello ctr run --rm, same rounds", &hello, "ms", None);
+}
