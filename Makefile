@@ -58,7 +58,7 @@ demo: deps build guests
 # fuzz; the corpus grows in fuzz/corpus/<target>. Stable rustc takes cargo fuzz's -Z flags
 # with RUSTC_BOOTSTRAP=1.
 FUZZ_SECONDS   ?= 60
-FUZZ_TARGETS   := entrypoint run_config manifest classify
+FUZZ_TARGETS   := entrypoint run_config manifest classify cgi
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
