@@ -69,8 +69,15 @@ fuzz:
 
 # A benchmark to rerun, not a test: results in target/bench/results.json, a table on stdout.
 # BENCH_ARGS="--rounds 20" for more samples.
-bench: deps build guests big-guest
+# The HTTP part compares with `wasmtime serve` (wasmtime-cli from crates.io, the shim's wasmtime
+# version, installed once under target/bench) and loads both with wrk (Debian's package).
+WASMTIME_CLI := target/bench/wasmtime-cli/bin/wasmtime
+bench: deps build guests big-guest $(WASMTIME_CLI)
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	$(CARGO) run --release -p wasm-shim-e2e --bin bench -- $(BENCH_ARGS)
+
+$(WASMTIME_CLI):
+	$(CARGO) install wasmtime-cli --version 48.0.8 --locked --root target/bench/wasmtime-cli
 
 install: build
 	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/containerd-shim-wasm-v1
