@@ -126,10 +126,15 @@ fn real_main() -> Result<()> {
     ensure!(shim.exists(), "{}: missing; `cargo build --release` first", shim.display());
     guests::build()?;
     let g = Guests::load()?;
+    let needs_big = args.wants("big") || args.wants("replicas");
     let big_path = guests::guests_dir().join("big/target/wasm32-wasip1/release/big.wasm");
-    let big = fs::read(&big_path).with_context(|| {
-        format!("{}: build it with `cargo build --release --target wasm32-wasip1 --manifest-path test/guests/big/Cargo.toml`", big_path.display())
-    })?;
+    let big = if needs_big {
+        fs::read(&big_path).with_context(|| {
+            format!("{}: build it with `cargo build --release --target wasm32-wasip1 --manifest-path test/guests/big/Cargo.toml`", big_path.display())
+        })?
+    } else {
+        Vec::new()
+    };
 
     let started = Instant::now();
     eprintln!("bench: starting two private containerds (shims with baseline first start, and without)");
@@ -137,8 +142,10 @@ fn real_main() -> Result<()> {
     let cd_opt = Containerd::start_with_env(&[("WASM_SHIM_BASELINE", "off")])?;
     images::build_and_import(&cd, &images::guests_image(&g))?;
     images::build_and_import(&cd, &images::busybox_image()?)?;
-    for c in [&cd, &cd_opt] {
-        images::build_and_import(c, &big_image(&big))?;
+    if needs_big {
+        for c in [&cd, &cd_opt] {
+            images::build_and_import(c, &big_image(&big))?;
+        }
     }
 
     let mut runtimes = vec![
