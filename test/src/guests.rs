@@ -24,6 +24,8 @@ pub const RUST_GUESTS: &[&str] = &[
     "memhog",
     "sleep",
     "wagi",
+    "flood",
+    "exit-code",
 ];
 
 /// Rust guests that call WASI preview 2 interfaces directly (`tcp`: `wasi:sockets`): built for

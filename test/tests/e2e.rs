@@ -47,6 +47,8 @@ mod artifact;
 mod cache;
 #[path = "e2e/http.rs"]
 mod http;
+#[path = "e2e/faults.rs"]
+mod faults;
 
 #[path = "e2e/cri.rs"]
 mod cri;
@@ -1074,6 +1076,15 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("http::port_in_use", Wasm, Box::new(http::port_in_use));
     add("http::bad_annotation", Wasm, Box::new(http::bad_annotation));
     add("latency_vs_runc", Wasm, Box::new(wasm_latency));
+
+    // Faults around running tasks (e2e/faults.rs): containerd restarted, the shim killed, guests
+    // that spin, eat memory, flood stdout or never read stdin next to a well-behaved one.
+    add("faults::containerd_restart", Wasm, Box::new(|cx| faults::containerd_restart(cx)));
+    add("faults::shim_sigkill", Wasm, Box::new(|cx| faults::shim_sigkill(cx)));
+    add("faults::noisy_spin", Wasm, Box::new(|cx| faults::noisy_spin(cx)));
+    add("faults::noisy_memhog", Wasm, Box::new(|cx| faults::noisy_memhog(cx)));
+    add("faults::noisy_flood", Wasm, Box::new(|cx| faults::noisy_flood(cx)));
+    add("faults::noisy_unread_stdin", Wasm, Box::new(|cx| faults::noisy_unread_stdin(cx)));
 
     // The Kubernetes path (e2e/cri.rs): containerd's CRI plugin, handler `runc` first (the
     // baseline that proves the harness), then handler `wasm`.
