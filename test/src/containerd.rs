@@ -82,6 +82,9 @@ pub struct CriSetup {
 pub const BRIDGE_PREFIX: &str = "wasmtest";
 /// Prefix of the containerd namespaces (and cgroup parents) of the harness's runs.
 pub const NAMESPACE_PREFIX: &str = "wasmtest-";
+/// A variable in containerd's environment (so in every shim's) that no container may see.
+pub const HOST_ONLY_VAR: &str = "WASM_E2E_HOST_ONLY";
+pub const HOST_ONLY_VALUE: &str = "host-secret-7f3a";
 /// libcni (inside containerd 1.6) caches results here, whatever the config says.
 pub const CNI_CACHE_RESULTS: &str = "/var/lib/cni/results";
 
@@ -443,7 +446,10 @@ impl Containerd {
 
         let mut launch = Launch {
             config,
-            env: vec![("PATH".into(), path)],
+            env: vec![
+                ("PATH".into(), path),
+                (HOST_ONLY_VAR.into(), HOST_ONLY_VALUE.into()),
+            ],
         };
         launch
             .env

@@ -26,6 +26,7 @@ pub const RUST_GUESTS: &[&str] = &[
     "wagi",
     "flood",
     "exit-code",
+    "escape",
 ];
 
 /// Rust guests that call WASI preview 2 interfaces directly (`tcp`: `wasi:sockets`): built for

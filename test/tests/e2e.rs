@@ -49,6 +49,8 @@ mod cache;
 mod http;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/sandbox.rs"]
+mod sandbox;
 
 #[path = "e2e/cri.rs"]
 mod cri;
@@ -1085,6 +1087,12 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("faults::noisy_memhog", Wasm, Box::new(|cx| faults::noisy_memhog(cx)));
     add("faults::noisy_flood", Wasm, Box::new(|cx| faults::noisy_flood(cx)));
     add("faults::noisy_unread_stdin", Wasm, Box::new(|cx| faults::noisy_unread_stdin(cx)));
+
+    // A guest trying to get out (e2e/sandbox.rs): paths, network, memory, capabilities.
+    add("sandbox::paths", Wasm, Box::new(|cx| sandbox::paths(cx)));
+    add("sandbox::network", Wasm, Box::new(|cx| sandbox::network(cx)));
+    add("sandbox::memory_cgroup", Wasm, Box::new(|cx| sandbox::memory_cgroup(cx)));
+    add("sandbox::capabilities", Wasm, Box::new(|cx| sandbox::capabilities(cx)));
 
     // The Kubernetes path (e2e/cri.rs): containerd's CRI plugin, handler `runc` first (the
     // baseline that proves the harness), then handler `wasm`.
