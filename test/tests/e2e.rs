@@ -51,6 +51,8 @@ mod http;
 mod faults;
 #[path = "e2e/sandbox.rs"]
 mod sandbox;
+#[path = "e2e/soak.rs"]
+mod soak;
 
 #[path = "e2e/cri.rs"]
 mod cri;
@@ -1069,6 +1071,12 @@ fn cases() -> Vec<(String, Flavor, Case)> {
         Wasm,
         Box::new(move |cx| run_loop(cx, Wasm, "w-loop", loops)),
     );
+    add("concurrent_200_no_lost_exits", Wasm, Box::new(|cx| soak::concurrent(cx, 200)));
+    add("pod_shim_100_tasks_no_growth", Wasm, Box::new(|cx| soak::pod_shim(cx, 100)));
+    // `make soak` (ignored otherwise): the same at length.
+    add("soak::loop_1000", Wasm, Box::new(|cx| run_loop(cx, Wasm, "s-loop", 1000)));
+    add("soak::concurrent_200", Wasm, Box::new(|cx| soak::concurrent(cx, 200)));
+    add("soak::pod_shim_1000_tasks", Wasm, Box::new(|cx| soak::pod_shim(cx, 1000)));
     add("cache_compiled_once", Wasm, Box::new(|cx| cache::compiled_once(cx)));
     add("cache_corrupt_entry_recovers", Wasm, Box::new(|cx| cache::corrupt_entry_recovers(cx)));
     add("http::component", Wasm, Box::new(http::component));
@@ -1149,6 +1157,8 @@ fn main() {
     let trials: Vec<Trial> = cases()
         .into_iter()
         .map(|(name, flavor, case)| {
+            // The soak trials run only when asked for (`make soak`: --include-ignored soak::).
+            let ignored = !root || name.contains("::soak::");
             let cx = ctx.clone();
             Trial::test(name, move || {
                 let Some(cx) = cx else {
@@ -1179,7 +1189,7 @@ fn main() {
                     Failed::from(format!("{e:#}\n--- containerd log (errors, warnings, shim lines; last 15) ---\n{tail}"))
                 })
             })
-            .with_ignored_flag(!root)
+            .with_ignored_flag(ignored)
         })
         .collect();
 
