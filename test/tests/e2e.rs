@@ -53,6 +53,8 @@ mod faults;
 mod sandbox;
 #[path = "e2e/soak.rs"]
 mod soak;
+#[path = "e2e/badspec.rs"]
+mod badspec;
 
 #[path = "e2e/cri.rs"]
 mod cri;
@@ -1062,6 +1064,10 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     ] {
         add(name, Wasm, Box::new(move |cx| bad_input(cx, id, entry, &[needle])));
     }
+    for (name, id, how, needles) in badspec::cases() {
+        add(name, Wasm, Box::new(move |cx| badspec::bad_spec(cx, id, how, needles)));
+    }
+    add("bad_huge_module", Wasm, Box::new(|cx| badspec::huge_module(cx)));
     let loops = std::env::var("E2E_LOOP")
         .ok()
         .and_then(|s| s.parse().ok())
