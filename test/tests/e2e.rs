@@ -12,9 +12,13 @@
 //! - `main`: setup (guests, containerd, event recorder, images), the trial list, teardown.
 //! - `wasm::*`: the shim's cases: output, exit codes, args/env/cwd, files, stdin, component,
 //!   WAT, `#export`, TCP through `wasi:sockets` both ways (`--net-host`), signals, limits,
-//!   pause/resume, metrics, events, bad inputs, the compile cache (`e2e/cache.rs`), serving
-//!   HTTP (`e2e/http.rs`: wasi:http, WAGI, drain, outbound, port in use), leak loop,
-//!   latency print.
+//!   pause/resume, metrics, events, bad inputs (broken `config.json` and a huge module in
+//!   `e2e/badspec.rs`), the compile cache (`e2e/cache.rs`), serving HTTP (`e2e/http.rs`:
+//!   wasi:http, WAGI, drain, outbound, port in use), leak loop, latency print.
+//! - `wasm::faults::*` (e2e/faults.rs): containerd restarted, the shim SIGKILLed, noisy guests
+//!   next to a neighbour. `wasm::sandbox::*` (e2e/sandbox.rs): escapes tried and refused.
+//! - `wasm::concurrent_200_no_lost_exits`, `wasm::pod_shim_100_tasks_no_growth` (e2e/soak.rs),
+//!   and the ignored `wasm::soak::*` that `make soak` runs (`--include-ignored soak::`).
 //! - `runc::*`: the same harness paths with containerd's runc runtime and busybox: proves the
 //!   harness (and the machine) before blaming the shim.
 //! - `cri::*` (e2e/cri.rs): the Kubernetes path through containerd's CRI plugin with a Rust CRI
