@@ -175,7 +175,7 @@ pub fn shim_sigkill(cx: &Ctx) -> Result<()> {
 
 /// A bad guest `args` (with `stdin`) runs until it prints `marker`, grouped with a neighbour in
 /// one shim; the neighbour (hello) runs to completion within [`NEIGHBOUR_BOUND`]; then SIGTERM
-/// ends the bad one within [`KILL_BOUND`] with 143. `memory_limit` for the allocator.
+/// ends the bad one within [`KILL_BOUND`] with 143.
 fn noisy(cx: &Ctx, id: &str, args: &[&str], stdin: Stdin, marker: &str) -> Result<()> {
     let group = |mut o: RunOpts| {
         o.extra.push("--annotation".into());
