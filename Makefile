@@ -3,6 +3,7 @@
 #   make test     unit tests and the end-to-end suite against a real containerd (root)
 #   make install  put the shim next to containerd's binary
 #   make bench    latency, throughput, memory and big-module starts vs runc (docs/benchmarks.md)
+#   make soak     1000 tasks in a row, 200 at once, one shim serving 1000 (not part of make test)
 
 SHELL     := /bin/bash
 CARGO     ?= cargo
@@ -12,7 +13,7 @@ GUESTS    := test/guests
 BIG       := test/guests/big
 BENCH_ARGS ?=
 
-.PHONY: all build guests big-guest deps test unit e2e demo install bench clean fuzz
+.PHONY: all build guests big-guest deps test unit e2e demo install bench clean fuzz soak
 
 all: build
 
@@ -50,6 +51,11 @@ e2e: deps build guests
 # The README's test command: everything, from a fresh Debian machine.
 test: deps build guests
 	$(CARGO) test --release --workspace
+
+# Load and soak (not part of `make test`): the e2e suite's ignored soak:: trials, each printing its
+# figures (tasks, durations, leaks, the long-lived shim's RSS/fds/threads).
+soak: deps build guests
+	$(CARGO) test --release -p wasm-shim-e2e --test e2e -- --include-ignored soak::
 
 demo: deps build guests
 	bash test/demo.sh

@@ -18,9 +18,9 @@ use wasm_shim_oci::artifact::{self, Manifest};
 
 use crate::errors::{Result, ShimError};
 
-/// Manifests and indexes are small; a wasm layer may be large but not unbounded.
+/// Manifests and indexes are small; a wasm layer is bounded like any module
+/// (`WASM_SHIM_MAX_MODULE_SIZE`).
 const MAX_MANIFEST: u64 = 4 << 20;
-const MAX_LAYER: u64 = 1 << 30;
 
 /// A wasm layer read from the content store.
 pub struct Artifact {
@@ -98,7 +98,7 @@ async fn fetch(address: &str, namespace: &str, id: &str, wanted: &str) -> Result
                 let Some(layer) = artifact::select_wasm_layer(&layers, wanted).map_err(bad)? else {
                     return Ok(None);
                 };
-                let bytes = read_blob(&mut content, namespace, &layer, MAX_LAYER).await.map_err(|e| e.prefixed(&image_name))?;
+                let bytes = read_blob(&mut content, namespace, &layer, crate::settings::Settings::current().max_module_size).await.map_err(|e| e.prefixed(&image_name))?;
                 artifact::verify_blob(&layer, &bytes).map_err(bad)?;
                 debug!("{id}: wasm layer {} ({} bytes) of {image_name}", layer.digest(), bytes.len());
                 return Ok(Some(Artifact { name: format!("{image_name}@{}", layer.digest()), bytes }));

@@ -139,6 +139,27 @@ fn read_artifact(bundle: &Path) -> Result<Option<(String, Vec<u8>)>, InitError> 
     }
 }
 
+/// The workload's bytes; one larger than the settings allow is refused before it is read.
+fn read_module(path: &Path, shown: &str, settings: &Settings) -> Result<Vec<u8>, InitError> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| {
+        let kind = if e.kind() == std::io::ErrorKind::PermissionDenied { ErrorKind::FailedPrecondition } else { ErrorKind::InvalidArgument };
+        InitError::new(kind, format!("{shown}: cannot read: {e}"))
+    };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let limit = settings.max_module_size;
+    let size = file.metadata().map_err(cannot)?.len();
+    let mut bytes = Vec::new();
+    if size <= limit {
+        // Bounded: the file may grow meanwhile.
+        file.take(limit + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    }
+    if size > limit || bytes.len() as u64 > limit {
+        return Err(InitError::new(ErrorKind::InvalidArgument, settings.too_big(shown, size.max(bytes.len() as u64))));
+    }
+    Ok(bytes)
+}
+
 fn rootfs_path(bundle: &Path, spec: &Spec) -> PathBuf {
     let root = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| PathBuf::from("rootfs"));
     if root.is_absolute() { root } else { bundle.join(root) }
@@ -204,10 +225,7 @@ fn stage2(
         None => {
             let path = wasm_shim_oci::resolve_executable(Path::new("/"), &rc.entrypoint.path, rc.path_env.as_deref(), &rc.cwd)?;
             let shown = path.display().to_string();
-            let bytes = std::fs::read(&path).map_err(|e| {
-                let kind = if e.kind() == std::io::ErrorKind::PermissionDenied { ErrorKind::FailedPrecondition } else { ErrorKind::InvalidArgument };
-                InitError::new(kind, format!("{shown}: cannot read: {e}"))
-            })?;
+            let bytes = read_module(&path, &shown, &settings)?;
             (shown, bytes)
         }
     };

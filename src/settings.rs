@@ -8,6 +8,7 @@
 //! | `WASM_SHIM_CACHE_MAX_SIZE` | `1G` | bound on the cache (bytes, or with `K`, `M`, `G`) |
 //! | `WASM_SHIM_BASELINE` | `on` | start a module nobody compiled yet with baseline (Winch) code |
 //! | `WASM_SHIM_POOLING` | `off` | wasmtime's pooling instance allocator |
+//! | `WASM_SHIM_MAX_MODULE_SIZE` | `256M` | the largest module or component a container may run |
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,6 +22,12 @@ const CACHE_DIR: &str = "WASM_SHIM_CACHE_DIR";
 const CACHE_MAX_SIZE: &str = "WASM_SHIM_CACHE_MAX_SIZE";
 const BASELINE: &str = "WASM_SHIM_BASELINE";
 const POOLING: &str = "WASM_SHIM_POOLING";
+const MAX_MODULE_SIZE: &str = "WASM_SHIM_MAX_MODULE_SIZE";
+
+/// The default bound on a workload's size: a module is read into the container's memory and
+/// compiled whole, and the largest real ones are tens of MiB (the same bound as a compile
+/// request to the shim, `protocol::MAX_COMPILE_BYTES`).
+pub const DEFAULT_MAX_MODULE_SIZE: u64 = 256 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -30,11 +37,19 @@ pub struct Settings {
     /// Baseline code first when nothing is cached.
     pub baseline: bool,
     pub pooling: bool,
+    /// Modules and components larger than this are refused at Create, unread.
+    pub max_module_size: u64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { cache_dir: Some(PathBuf::from(DEFAULT_CACHE_DIR)), cache_max_size: DEFAULT_MAX_SIZE, baseline: true, pooling: false }
+        Settings {
+            cache_dir: Some(PathBuf::from(DEFAULT_CACHE_DIR)),
+            cache_max_size: DEFAULT_MAX_SIZE,
+            baseline: true,
+            pooling: false,
+            max_module_size: DEFAULT_MAX_MODULE_SIZE,
+        }
     }
 }
 
@@ -91,10 +106,12 @@ impl Settings {
                 _ => Some(PathBuf::from(dir)),
             };
         }
-        if let Some(v) = get(CACHE_MAX_SIZE) {
-            match parse_size(&v) {
-                Some(n) => s.cache_max_size = n,
-                None => log::warn!("{CACHE_MAX_SIZE}={v:?} is not a size; using {}", s.cache_max_size),
+        for (name, field) in [(CACHE_MAX_SIZE, &mut s.cache_max_size), (MAX_MODULE_SIZE, &mut s.max_module_size)] {
+            if let Some(v) = get(name) {
+                match parse_size(&v) {
+                    Some(n) => *field = n,
+                    None => log::warn!("{name}={v:?} is not a size; using {field}"),
+                }
             }
         }
         for (name, field) in [(BASELINE, &mut s.baseline), (POOLING, &mut s.pooling)] {
@@ -118,11 +135,28 @@ impl Settings {
         cmd.env(CACHE_MAX_SIZE, self.cache_max_size.to_string());
         cmd.env(BASELINE, onoff(self.baseline));
         cmd.env(POOLING, onoff(self.pooling));
+        cmd.env(MAX_MODULE_SIZE, self.max_module_size.to_string());
     }
 
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig { pooling: self.pooling, serving: None }
     }
+
+    /// The error for a workload of `size` bytes above [`Settings::max_module_size`].
+    pub fn too_big(&self, what: &str, size: u64) -> String {
+        format!("{what}: {} is more than the {} a module may have ({MAX_MODULE_SIZE})", show_size(size), show_size(self.max_module_size))
+    }
+}
+
+/// `300 MiB`, `1.5 GiB`, `4096 bytes`.
+pub fn show_size(n: u64) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if n >= 1 << shift {
+            let v = n as f64 / (1u64 << shift) as f64;
+            return if v.fract() == 0.0 { format!("{v:.0} {unit}") } else { format!("{v:.1} {unit}") };
+        }
+    }
+    format!("{n} bytes")
 }
 
 #[cfg(test)]
@@ -142,15 +176,17 @@ mod tests {
         assert_eq!(s.cache_max_size, 1 << 30);
         assert!(s.baseline);
         assert!(!s.pooling);
+        assert_eq!(s.max_module_size, 256 << 20);
     }
 
     #[test]
     fn overrides_and_bad_values() {
-        let s = from(&[(CACHE_DIR, "off"), (CACHE_MAX_SIZE, "512M"), (BASELINE, "0"), (POOLING, "yes")]);
+        let s = from(&[(CACHE_DIR, "off"), (CACHE_MAX_SIZE, "512M"), (BASELINE, "0"), (POOLING, "yes"), (MAX_MODULE_SIZE, "1G")]);
         assert_eq!(s.cache_dir, None);
         assert_eq!(s.cache_max_size, 512 << 20);
+        assert_eq!(s.max_module_size, 1 << 30);
         assert!(!s.baseline && s.pooling);
-        let s = from(&[(CACHE_DIR, "relative/dir"), (CACHE_MAX_SIZE, "lots"), (BASELINE, "maybe")]);
+        let s = from(&[(CACHE_DIR, "relative/dir"), (CACHE_MAX_SIZE, "lots"), (BASELINE, "maybe"), (MAX_MODULE_SIZE, "big")]);
         assert_eq!(s, Settings::default());
         assert_eq!(from(&[(CACHE_DIR, "/tmp/c")]).cache_dir, Some(PathBuf::from("/tmp/c")));
     }
@@ -163,11 +199,16 @@ mod tests {
         assert_eq!(parse_size("10MiB"), Some(10 << 20));
         assert_eq!(parse_size("1.5G"), None);
         assert_eq!(parse_size("G"), None);
+        assert_eq!(show_size(300 << 20), "300 MiB");
+        assert_eq!(show_size(3 << 29), "1.5 GiB");
+        assert_eq!(show_size(100), "100 bytes");
+        let s = Settings::default();
+        assert_eq!(s.too_big("/a.wasm", 300 << 20), "/a.wasm: 300 MiB is more than the 256 MiB a module may have (WASM_SHIM_MAX_MODULE_SIZE)");
     }
 
     #[test]
     fn round_trip_through_a_child_environment() {
-        let s = Settings { cache_dir: None, cache_max_size: 123, baseline: false, pooling: true };
+        let s = Settings { cache_dir: None, cache_max_size: 123, baseline: false, pooling: true, max_module_size: 456 };
         let mut cmd = Command::new("true");
         s.apply_to(&mut cmd);
         let env: HashMap<String, String> = cmd

@@ -2,7 +2,9 @@
 //! address back), the `delete` action (clean up after a shim that died), and the glue that
 //! serves the Task service until Shutdown.
 
-use std::path::PathBuf;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,6 +63,23 @@ fn grouping_id(id: &str) -> String {
         .and_then(|spec| spec.annotations().as_ref().and_then(|a| a.get(SANDBOX_ID).cloned()))
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| id.to_string())
+}
+
+/// The socket of a shim server that is gone (killed, crashed): it unlinks its socket only when it
+/// exits normally, and containerd does not. Read from the bundle's `address` file (the `start`
+/// action wrote it); left alone while a server still answers on it (the shim of a pod serving
+/// its other containers).
+fn remove_dead_socket(bundle: &Path) {
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else { return };
+    let address = address.trim();
+    let path = Path::new(address.strip_prefix("unix://").unwrap_or(address));
+    let is_socket = std::fs::symlink_metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false);
+    if !is_socket || UnixStream::connect(path).is_ok() {
+        return;
+    }
+    if let Err(e) = std::fs::remove_file(path) {
+        warn!("remove the dead shim's socket {}: {e}", path.display());
+    }
 }
 
 pub struct WasmShim {
@@ -125,6 +144,7 @@ impl containerd_shim::Shim for WasmShim {
         let rootfs = self.bundle.join("rootfs");
         let _ = wasm_shim_container::rootfs::unmount_all(&rootfs);
         let _ = std::fs::remove_file(&pid_file);
+        remove_dead_socket(&self.bundle);
         Ok(DeleteResponse {
             pid: pid.max(0) as u32,
             exit_status: 128 + libc::SIGKILL as u32,

@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -33,8 +34,19 @@ pub struct Containerd {
     pub ip_forward_before: String,
     /// The shims' compile cache: `$WASM_SHIM_CACHE_DIR`, else `<dir>/cache`.
     pub cache: PathBuf,
-    child: Option<Child>,
+    /// The containerd process; a trial may stop and start it again ([`Containerd::restart`]).
+    daemon: Mutex<Option<Child>>,
+    /// How to start it: the same command every time.
+    launch: Launch,
     keep: bool,
+    /// [`Containerd::stop`] ran.
+    stopped: bool,
+}
+
+/// containerd's command line and environment.
+struct Launch {
+    config: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 /// The image containerd's CRI plugin runs as every pod's sandbox (`sandbox_image`): the static
@@ -70,6 +82,9 @@ pub struct CriSetup {
 pub const BRIDGE_PREFIX: &str = "wasmtest";
 /// Prefix of the containerd namespaces (and cgroup parents) of the harness's runs.
 pub const NAMESPACE_PREFIX: &str = "wasmtest-";
+/// A variable in containerd's environment (so in every shim's) that no container may see.
+pub const HOST_ONLY_VAR: &str = "WASM_E2E_HOST_ONLY";
+pub const HOST_ONLY_VALUE: &str = "host-secret-7f3a";
 /// libcni (inside containerd 1.6) caches results here, whatever the config says.
 pub const CNI_CACHE_RESULTS: &str = "/var/lib/cni/results";
 
@@ -429,10 +444,16 @@ impl Containerd {
             std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
         );
 
-        let logfile = fs::File::create(&log)?;
-        let mut command = Command::new("containerd");
-        command.arg("--config").arg(&config).env("PATH", path);
-        command.envs(env.iter().copied());
+        let mut launch = Launch {
+            config,
+            env: vec![
+                ("PATH".into(), path),
+                (HOST_ONLY_VAR.into(), HOST_ONLY_VALUE.into()),
+            ],
+        };
+        launch
+            .env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         // Shims inherit containerd's environment: a compile cache of this run's own (under the
         // temp dir) unless the caller chose one.
         let chosen = env
@@ -443,17 +464,15 @@ impl Containerd {
         let cache = match chosen {
             Some(d) => PathBuf::from(d),
             None => {
-                command.env("WASM_SHIM_CACHE_DIR", dir.join("cache"));
+                launch.env.push((
+                    "WASM_SHIM_CACHE_DIR".into(),
+                    dir.join("cache").display().to_string(),
+                ));
                 dir.join("cache")
             }
         };
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(logfile.try_clone()?)
-            .stderr(logfile)
-            .spawn()
-            .context("cannot start containerd (is it installed?)")?;
-        let mut cd = Containerd {
+        fs::File::create(&log)?;
+        let cd = Containerd {
             namespace,
             dir,
             root,
@@ -464,17 +483,71 @@ impl Containerd {
             cri,
             ip_forward_before,
             cache,
-            child: Some(child),
+            daemon: Mutex::new(None),
+            launch,
             keep: std::env::var_os("E2E_KEEP").is_some(),
+            stopped: false,
         };
-        cd.wait_ready(Duration::from_secs(30))?;
+        cd.start_daemon()?;
         Ok(cd)
     }
 
-    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+    /// Starts containerd (again, after [`Containerd::stop_daemon`]) on the same socket, root and
+    /// state, its output appended to the same log, and waits until it answers.
+    pub fn start_daemon(&self) -> Result<()> {
+        let mut daemon = self.daemon.lock().unwrap();
+        if daemon.is_some() {
+            bail!("containerd is already running");
+        }
+        let logfile = fs::OpenOptions::new().append(true).open(&self.log)?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&self.launch.config)
+            .envs(self.launch.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(logfile.try_clone()?)
+            .stderr(logfile)
+            .spawn()
+            .context("cannot start containerd (is it installed?)")?;
+        *daemon = Some(child);
+        drop(daemon);
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    /// Stops containerd the way a service manager does (SIGTERM; SIGKILL after 10 s) and
+    /// leaves everything else alone: shims and their tasks keep running. Returns how it ended.
+    pub fn stop_daemon(&self) -> Result<std::process::ExitStatus> {
+        let Some(mut child) = self.daemon.lock().unwrap().take() else {
+            bail!("containerd is not running");
+        };
+        // SAFETY: kill(2) on our own child's pid; it has not been reaped yet, so the pid is ours.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = child.kill();
+        }
+        Ok(child.wait()?)
+    }
+
+    /// containerd's pid, while it runs.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.lock().unwrap().as_ref().map(|c| c.id())
+    }
+
+    fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
+            let exited = match self.daemon.lock().unwrap().as_mut() {
+                Some(child) => child.try_wait()?,
+                None => bail!("containerd is not running"),
+            };
+            if let Some(status) = exited {
+                self.daemon.lock().unwrap().take();
                 bail!(
                     "containerd exited ({status}) during startup; log tail:\n{}",
                     self.log_tail(30)
@@ -611,22 +684,19 @@ impl Containerd {
     /// Stops containerd (SIGTERM, then SIGKILL after 10 s) after removing what is left, unmounts
     /// anything under the temp dir and deletes it (unless `E2E_KEEP` is set).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        if self.stopped {
             return;
-        };
+        }
+        self.stopped = true;
+        // A trial that stopped containerd and failed before starting it again: it is needed to
+        // remove what is left.
+        if self.daemon_pid().is_none() {
+            if let Err(e) = self.start_daemon() {
+                eprintln!("warning: cannot start containerd again to clean up: {e:#}");
+            }
+        }
         self.remove_all();
-        // SAFETY: kill(2) on our own child's pid; it has not been reaped yet, so the pid is ours.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if matches!(child.try_wait(), Ok(None)) {
-            let _ = child.kill();
-        }
-        let _ = child.wait();
+        let _ = self.stop_daemon();
         // Shims outlive containerd by design; any still running were lost track of.
         let mut left = crate::leaks::shim_processes(&self.socket);
         left.extend(crate::leaks::shim_processes_named(

@@ -1,10 +1,12 @@
-//! `ctr events` in the background, every line kept.
+//! `ctr events` in the background, every line kept; started again whenever it ends (containerd
+//! restarted by a trial).
 //!
 //! containerd 1.6's ctr prints one event per line: `<timestamp> <namespace> <topic> <json>`, e.g.
 //! `2024-01-01 00:00:00.1 +0000 UTC wasmtest /tasks/exit {"container_id":"x",...}`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,32 +62,96 @@ impl Event {
 }
 
 pub struct EventRecorder {
-    child: Child,
+    child: Arc<Mutex<Option<Child>>>,
     lines: Arc<Mutex<Vec<String>>>,
+    /// How many `ctr events` were started so far.
+    subscriptions: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
 }
 
 impl EventRecorder {
-    /// Starts `ctr events` against `cd`.
+    /// Starts `ctr events` against `cd`, and again each time it ends until the recorder is
+    /// dropped.
     pub fn start(cd: &Containerd) -> Result<EventRecorder> {
-        let mut child = cd
-            .ctr(["events"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start ctr events")?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
+        // ctr's complaints (containerd away) go to `<dir>/ctr-events.log`.
+        let errors = cd.dir.join("ctr-events.log");
+        let command = {
+            let probe = cd.ctr(["events"]);
+            let args: Vec<std::ffi::OsString> =
+                probe.get_args().map(|a| a.to_os_string()).collect();
+            move || {
+                let mut c = std::process::Command::new("ctr");
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&errors);
+                c.args(&args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(log.map(Stdio::from).unwrap_or_else(|_| Stdio::null()));
+                c
+            }
+        };
+        let first = command().spawn().context("cannot start ctr events")?;
+        let rec = EventRecorder {
+            child: Arc::new(Mutex::new(Some(first))),
+            lines: Arc::new(Mutex::new(Vec::new())),
+            subscriptions: Arc::new(AtomicUsize::new(1)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (child, sink, subscriptions, stop) = (
+            rec.child.clone(),
+            rec.lines.clone(),
+            rec.subscriptions.clone(),
+            rec.stop.clone(),
+        );
+        std::thread::spawn(move || loop {
+            let stdout = child.lock().unwrap().as_mut().and_then(|c| c.stdout.take());
+            if let Some(stdout) = stdout {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    sink.lock().unwrap().push(line);
+                }
+            }
+            if let Some(mut c) = child.lock().unwrap().take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            // containerd went away: subscribe again once it answers.
+            std::thread::sleep(Duration::from_millis(50));
+            let mut slot = child.lock().unwrap();
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Ok(c) = command().spawn() {
+                *slot = Some(c);
+                subscriptions.fetch_add(1, Ordering::SeqCst);
             }
         });
         // Subscribing is not instant; give it a moment so the first test's events are seen.
         std::thread::sleep(Duration::from_millis(300));
-        Ok(EventRecorder { child, lines })
+        Ok(rec)
+    }
+
+    /// How many times `ctr events` was started (1, plus one per containerd restart or so).
+    pub fn subscriptions(&self) -> usize {
+        self.subscriptions.load(Ordering::SeqCst)
+    }
+
+    /// Starts `ctr events` again now; for after a containerd restart. The `ctr events` started
+    /// while containerd was going down may have connected to it during its shutdown, and then
+    /// (ctr 1.6) stays connected to the new containerd without receiving anything.
+    pub fn resubscribe(&self) -> Result<()> {
+        let before = self.subscriptions();
+        if let Some(c) = self.child.lock().unwrap().as_mut() {
+            let _ = c.kill();
+        }
+        poll(Duration::from_secs(5), || {
+            (self.subscriptions() > before).then_some(())
+        })
+        .ok_or_else(|| anyhow!("ctr events was not started again"))?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(())
     }
 
     /// All events so far.
@@ -132,8 +198,12 @@ impl EventRecorder {
 
 impl Drop for EventRecorder {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut slot = self.child.lock().unwrap();
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(mut c) = slot.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

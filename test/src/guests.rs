@@ -24,6 +24,9 @@ pub const RUST_GUESTS: &[&str] = &[
     "memhog",
     "sleep",
     "wagi",
+    "flood",
+    "exit-code",
+    "escape",
 ];
 
 /// Rust guests that call WASI preview 2 interfaces directly (`tcp`: `wasi:sockets`): built for

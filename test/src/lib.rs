@@ -17,9 +17,10 @@
 //!
 //! # Layout
 //! - [`containerd`]: [`Containerd`] starts a private containerd (own socket, root, state and log
-//!   under a temp dir; CRI plugin with runtime handlers `runc` and `wasm`, a private CNI bridge
-//!   network, the harness's pause image), builds `ctr` commands against it, and tears everything
-//!   down (pods, netns, the bridge interface).
+//!   under a temp dir; a namespace and cgroup parent of this run's own; CRI plugin with runtime
+//!   handlers `runc` and `wasm`, a private CNI bridge network, the harness's pause image),
+//!   builds `ctr` commands against it, stops and starts it again for the fault trials, and tears
+//!   everything down (pods, netns, the bridge interface, the run's cgroups).
 //! - [`cri`]: [`cri::Cri`], a blocking CRI client (k8s-cri over tonic on the unix socket), the
 //!   pod/container configs the kubelet sends, and the CRI log file format.
 //! - [`pause`]: builds the static pod sandbox binary of `test/pause`.
@@ -27,7 +28,8 @@
 //!   background while the test watches its output ([`Spawned`]).
 //! - [`ctr`]: the `ctr` verbs the tests use: import, run ([`RunOpts`]), kill, pause, resume,
 //!   metrics, ps, task ls, delete, and forced cleanup of a container.
-//! - [`events`]: [`EventRecorder`] runs `ctr events` in the background and keeps every line.
+//! - [`events`]: [`EventRecorder`] runs `ctr events` in the background and keeps every line
+//!   (subscribing again after a containerd restart).
 //! - [`leaks`]: [`Leaks`] counts what a finished task or pod must not leave: shim processes
 //!   (wasm and runc), mounts, cgroups, task state dirs, containers and snapshots (both
 //!   namespaces), pod netns, CNI cache entries; and finds shim servers and sockets.

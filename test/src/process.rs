@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -90,6 +91,8 @@ pub struct Spawned {
     stdin_writer: Option<JoinHandle<()>>,
     stdout: Arc<Mutex<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// Bytes read from stdout, kept or not.
+    stdout_total: Arc<AtomicU64>,
     readers: Vec<JoinHandle<()>>,
     started: Instant,
     finished: Option<Output>,
@@ -105,13 +108,24 @@ pub fn describe(cmd: &Command) -> String {
     s
 }
 
-fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+/// Reads `from` to its end, keeping the first `keep` bytes in `into` and counting all in `total`.
+fn collect(
+    mut from: impl Read + Send + 'static,
+    into: Arc<Mutex<Vec<u8>>>,
+    keep: usize,
+    total: Arc<AtomicU64>,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
+        let mut buf = vec![0u8; 64 << 10];
         loop {
             match from.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => into.lock().unwrap().extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    total.fetch_add(n as u64, Ordering::Relaxed);
+                    let mut kept = into.lock().unwrap();
+                    let room = keep.saturating_sub(kept.len()).min(n);
+                    kept.extend_from_slice(&buf[..room]);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
@@ -121,7 +135,13 @@ fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> J
 
 impl Spawned {
     /// Starts `cmd` with the given stdin; stdout and stderr are captured.
-    pub fn start(mut cmd: Command, stdin: Stdin) -> Result<Spawned> {
+    pub fn start(cmd: Command, stdin: Stdin) -> Result<Spawned> {
+        Spawned::start_capped(cmd, stdin, usize::MAX)
+    }
+
+    /// [`Spawned::start`], keeping only the first `keep` bytes of stdout (a child that floods
+    /// it); [`Spawned::stdout_bytes`] counts them all.
+    pub fn start_capped(mut cmd: Command, stdin: Stdin, keep: usize) -> Result<Spawned> {
         let command = describe(&cmd);
         cmd.stdin(match stdin {
             Stdin::Null => Stdio::null(),
@@ -134,9 +154,20 @@ impl Spawned {
             .with_context(|| format!("cannot start `{command}`"))?;
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout_total = Arc::new(AtomicU64::new(0));
         let readers = vec![
-            collect(child.stdout.take().unwrap(), stdout.clone()),
-            collect(child.stderr.take().unwrap(), stderr.clone()),
+            collect(
+                child.stdout.take().unwrap(),
+                stdout.clone(),
+                keep,
+                stdout_total.clone(),
+            ),
+            collect(
+                child.stderr.take().unwrap(),
+                stderr.clone(),
+                usize::MAX,
+                Arc::new(AtomicU64::new(0)),
+            ),
         ];
         let mut held = None;
         let mut stdin_writer = None;
@@ -161,6 +192,7 @@ impl Spawned {
             stdin_writer,
             stdout,
             stderr,
+            stdout_total,
             readers,
             started,
             finished: None,
@@ -174,6 +206,11 @@ impl Spawned {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// How many bytes the child has written to stdout so far (kept or not).
+    pub fn stdout_bytes(&self) -> u64 {
+        self.stdout_total.load(Ordering::Relaxed)
     }
 
     /// Everything the child has written to stdout so far.

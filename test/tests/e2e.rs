@@ -12,9 +12,13 @@
 //! - `main`: setup (guests, containerd, event recorder, images), the trial list, teardown.
 //! - `wasm::*`: the shim's cases: output, exit codes, args/env/cwd, files, stdin, component,
 //!   WAT, `#export`, TCP through `wasi:sockets` both ways (`--net-host`), signals, limits,
-//!   pause/resume, metrics, events, bad inputs, the compile cache (`e2e/cache.rs`), serving
-//!   HTTP (`e2e/http.rs`: wasi:http, WAGI, drain, outbound, port in use), leak loop,
-//!   latency print.
+//!   pause/resume, metrics, events, bad inputs (broken `config.json` and a huge module in
+//!   `e2e/badspec.rs`), the compile cache (`e2e/cache.rs`), serving HTTP (`e2e/http.rs`:
+//!   wasi:http, WAGI, drain, outbound, port in use), leak loop, latency print.
+//! - `wasm::faults::*` (e2e/faults.rs): containerd restarted, the shim SIGKILLed, noisy guests
+//!   next to a neighbour. `wasm::sandbox::*` (e2e/sandbox.rs): escapes tried and refused.
+//! - `wasm::concurrent_200_no_lost_exits`, `wasm::pod_shim_100_tasks_no_growth` (e2e/soak.rs),
+//!   and the ignored `wasm::soak::*` that `make soak` runs (`--include-ignored soak::`).
 //! - `runc::*`: the same harness paths with containerd's runc runtime and busybox: proves the
 //!   harness (and the machine) before blaming the shim.
 //! - `cri::*` (e2e/cri.rs): the Kubernetes path through containerd's CRI plugin with a Rust CRI
@@ -47,6 +51,14 @@ mod artifact;
 mod cache;
 #[path = "e2e/http.rs"]
 mod http;
+#[path = "e2e/faults.rs"]
+mod faults;
+#[path = "e2e/sandbox.rs"]
+mod sandbox;
+#[path = "e2e/soak.rs"]
+mod soak;
+#[path = "e2e/badspec.rs"]
+mod badspec;
 
 #[path = "e2e/cri.rs"]
 mod cri;
@@ -1056,6 +1068,10 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     ] {
         add(name, Wasm, Box::new(move |cx| bad_input(cx, id, entry, &[needle])));
     }
+    for (name, id, how, needles) in badspec::cases() {
+        add(name, Wasm, Box::new(move |cx| badspec::bad_spec(cx, id, how, needles)));
+    }
+    add("bad_huge_module", Wasm, Box::new(|cx| badspec::huge_module(cx)));
     let loops = std::env::var("E2E_LOOP")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -1065,6 +1081,12 @@ fn cases() -> Vec<(String, Flavor, Case)> {
         Wasm,
         Box::new(move |cx| run_loop(cx, Wasm, "w-loop", loops)),
     );
+    add("concurrent_200_no_lost_exits", Wasm, Box::new(|cx| soak::concurrent(cx, 200)));
+    add("pod_shim_100_tasks_no_growth", Wasm, Box::new(|cx| soak::pod_shim(cx, 100)));
+    // `make soak` (ignored otherwise): the same at length.
+    add("soak::loop_1000", Wasm, Box::new(|cx| run_loop(cx, Wasm, "s-loop", 1000)));
+    add("soak::concurrent_200", Wasm, Box::new(|cx| soak::concurrent(cx, 200)));
+    add("soak::pod_shim_1000_tasks", Wasm, Box::new(|cx| soak::pod_shim(cx, 1000)));
     add("cache_compiled_once", Wasm, Box::new(|cx| cache::compiled_once(cx)));
     add("cache_corrupt_entry_recovers", Wasm, Box::new(|cx| cache::corrupt_entry_recovers(cx)));
     add("http::component", Wasm, Box::new(http::component));
@@ -1074,6 +1096,21 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("http::port_in_use", Wasm, Box::new(http::port_in_use));
     add("http::bad_annotation", Wasm, Box::new(http::bad_annotation));
     add("latency_vs_runc", Wasm, Box::new(wasm_latency));
+
+    // Faults around running tasks (e2e/faults.rs): containerd restarted, the shim killed, guests
+    // that spin, eat memory, flood stdout or never read stdin next to a well-behaved one.
+    add("faults::containerd_restart", Wasm, Box::new(|cx| faults::containerd_restart(cx)));
+    add("faults::shim_sigkill", Wasm, Box::new(|cx| faults::shim_sigkill(cx)));
+    add("faults::noisy_spin", Wasm, Box::new(|cx| faults::noisy_spin(cx)));
+    add("faults::noisy_memhog", Wasm, Box::new(|cx| faults::noisy_memhog(cx)));
+    add("faults::noisy_flood", Wasm, Box::new(|cx| faults::noisy_flood(cx)));
+    add("faults::noisy_unread_stdin", Wasm, Box::new(|cx| faults::noisy_unread_stdin(cx)));
+
+    // A guest trying to get out (e2e/sandbox.rs): paths, network, memory, capabilities.
+    add("sandbox::paths", Wasm, Box::new(|cx| sandbox::paths(cx)));
+    add("sandbox::network", Wasm, Box::new(|cx| sandbox::network(cx)));
+    add("sandbox::memory_cgroup", Wasm, Box::new(|cx| sandbox::memory_cgroup(cx)));
+    add("sandbox::capabilities", Wasm, Box::new(|cx| sandbox::capabilities(cx)));
 
     // The Kubernetes path (e2e/cri.rs): containerd's CRI plugin, handler `runc` first (the
     // baseline that proves the harness), then handler `wasm`.
@@ -1130,6 +1167,8 @@ fn main() {
     let trials: Vec<Trial> = cases()
         .into_iter()
         .map(|(name, flavor, case)| {
+            // The soak trials run only when asked for (`make soak`: --include-ignored soak::).
+            let ignored = !root || name.contains("::soak::");
             let cx = ctx.clone();
             Trial::test(name, move || {
                 let Some(cx) = cx else {
@@ -1160,7 +1199,7 @@ fn main() {
                     Failed::from(format!("{e:#}\n--- containerd log (errors, warnings, shim lines; last 15) ---\n{tail}"))
                 })
             })
-            .with_ignored_flag(!root)
+            .with_ignored_flag(ignored)
         })
         .collect();
 

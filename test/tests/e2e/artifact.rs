@@ -26,15 +26,20 @@ fn import_no_unpack(cx: &Ctx, tar: &Path) -> Result<()> {
 /// Creates container `id` from `image` (no snapshot; the spec's root is an empty directory)
 /// through containerd's Containers API, with the wasm runtime.
 fn create_container(cx: &Ctx, id: &str, image: &str, args: &[&str]) -> Result<()> {
+    let rootfs = cx.cd.dir.join(format!("empty-rootfs-{id}"));
+    std::fs::create_dir_all(&rootfs)?;
+    let spec_path = images::config_spec(&cx.cd, id, &rootfs, args, serde_json::json!({}))?;
+    create_with_spec(cx, id, image, std::fs::read(&spec_path)?)
+}
+
+/// Creates container `id` (image name `image`, no snapshot) with the wasm runtime and `spec` as
+/// its runtime spec, as given: containerd writes these bytes to the bundle's config.json.
+pub fn create_with_spec(cx: &Ctx, id: &str, image: &str, spec: Vec<u8>) -> Result<()> {
     use containerd_client::services::v1::container::Runtime;
     use containerd_client::services::v1::{containers_client::ContainersClient, Container, CreateContainerRequest};
     use containerd_client::tonic::Request;
     use containerd_client::with_namespace;
 
-    let rootfs = cx.cd.dir.join(format!("empty-rootfs-{id}"));
-    std::fs::create_dir_all(&rootfs)?;
-    let spec_path = images::config_spec(&cx.cd, id, &rootfs, args, serde_json::json!({}))?;
-    let spec = std::fs::read(&spec_path)?;
     let socket = cx.cd.socket.clone();
     let namespace = cx.cd.namespace.clone();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -55,11 +60,11 @@ fn create_container(cx: &Ctx, id: &str, image: &str, args: &[&str]) -> Result<()
     })
 }
 
-fn start_task(cx: &Ctx, id: &str) -> Result<wasm_shim_e2e::Output> {
+pub fn start_task(cx: &Ctx, id: &str) -> Result<wasm_shim_e2e::Output> {
     process::run(cx.cd.ctr(["tasks", "start", id]), Stdin::Null, Duration::from_secs(60))
 }
 
-fn cleanup(cx: &Ctx, id: &str) {
+pub fn cleanup(cx: &Ctx, id: &str) {
     let _ = cx.cd.ctr_output(["tasks", "delete", "--force", id]);
     let _ = cx.cd.container_rm(id);
 }

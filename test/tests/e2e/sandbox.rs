@@ -1,0 +1,330 @@
+//! `sandbox::*`: a guest trying to get out. Each trial runs the `escape` guest (or `tcp`,
+//! `sleep`) and asserts what it must not reach or hold.
+//!
+//! - `paths`: a rootfs (`ctr run --config`) next to a host file holding a secret, with symlinks
+//!   that point at it (absolute, and relative climbing out of the rootfs) and an entrypoint
+//!   symlinked to a module outside. The guest tries `..`, the symlinks, hard and symbolic links
+//!   of its own, `/proc/1/root`, writing outside; it sees `/proc` of its own pid namespace only,
+//!   and its environment is the spec's (plus `PWD`), never the host's (containerd's
+//!   environment carries a marker variable).
+//! - `network`: a container without `--net-host` cannot connect to a listener on the host's
+//!   loopback or its external address.
+//! - `memory_cgroup`: the init runs inside the container's memory cgroup, whose limit is the
+//!   one asked for.
+//! - `capabilities`: the init's capability sets, no_new_privs and ids in `/proc/<pid>/status`
+//!   are exactly the spec's, for ctr's default set, `--cap-add`, `--cap-drop`, `--privileged`
+//!   and `--user`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use wasm_shim_e2e::containerd::{HOST_ONLY_VALUE, HOST_ONLY_VAR};
+use wasm_shim_e2e::ctr::ensure;
+use wasm_shim_e2e::images::{self, GUESTS_IMAGE};
+use wasm_shim_e2e::{guests, RunOpts};
+use wasm_shim_oci::ImageFile;
+
+use super::{expect_code, Ctx};
+
+/// What the host file outside every rootfs holds.
+const SECRET: &str = "host-only-secret-5d9e";
+
+/// The runtime spec containerd wrote to the task's bundle.
+fn spec_json(cx: &Ctx, id: &str) -> Result<serde_json::Value> {
+    let path = cx.cd.task_state_dir().join(id).join("config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// The lines `<attempt> -> ok: ...` / `-> error: ...` of the escape guest, by attempt.
+fn attempts(stdout: &str) -> Vec<(String, Result<String, String>)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let (attempt, rest) = l.split_once(" -> ")?;
+            let r = match rest.split_once(": ") {
+                Some(("ok", v)) => Ok(v.to_string()),
+                Some(("error", e)) => Err(e.to_string()),
+                _ => return None,
+            };
+            Some((attempt.to_string(), r))
+        })
+        .collect()
+}
+
+pub fn paths(cx: &Ctx) -> Result<()> {
+    let id = "s-paths";
+    let g = guests::Guests::load()?;
+    let dir = &cx.cd.dir;
+    let marker = dir.join("host-marker.txt");
+    std::fs::write(&marker, format!("{SECRET}\n"))?;
+    std::fs::write(dir.join("outside.wasm"), g.get("hello"))?;
+    let rootfs = dir.join(format!("rootfs-{id}"));
+    let marker_abs = marker.display().to_string();
+    images::write_rootfs(
+        &[
+            ImageFile::new("/escape.wasm", g.get("escape"), 0o755),
+            ImageFile::new("/data/in.txt", "inside\n", 0o644),
+            ImageFile::new("/tmp/.keep", Vec::new(), 0o644),
+            // Pointing at the host file: absolute, and relative climbing out of the rootfs
+            // (resolved on the host, `rootfs/../host-marker.txt` is the marker).
+            ImageFile::symlink("/hostlink", marker_abs.clone()),
+            ImageFile::symlink("/rellink", "../host-marker.txt"),
+            // The entrypoint itself, symlinked to a module outside the rootfs.
+            ImageFile::symlink("/out-abs.wasm", dir.join("outside.wasm").display().to_string()),
+            ImageFile::symlink("/out-rel.wasm", "../outside.wasm"),
+            // An absolute symlink that stays inside.
+            ImageFile::symlink("/inlink", "/data/in.txt"),
+        ],
+        &rootfs,
+    )?;
+    let climb = format!("../../../../../..{marker_abs}");
+    let tries: Vec<String> = vec![
+        format!("read:/..{marker_abs}"),
+        format!("read:{climb}"),
+        format!("read:{marker_abs}"),
+        "read:/hostlink".into(),
+        "read:/rellink".into(),
+        format!("read:/proc/1/root{marker_abs}"),
+        format!("read:/proc/self/root{marker_abs}"),
+        format!("hardlink:{climb}:/tmp/stolen-hard"),
+        "hardlink:/hostlink:/tmp/stolen-hard2".into(),
+        format!("symlink:{marker_abs}:/tmp/stolen-sym"),
+        format!("symlink:{climb}:/tmp/stolen-sym2"),
+        // Writing above the root: refused, or clamped to the rootfs; never on the host.
+        "write:/../escaped.txt".into(),
+        "write:../../escaped.txt".into(),
+        "read:/proc/1/environ".into(),
+        "read:/inlink".into(),
+        "list:/".into(),
+        "list:/proc".into(),
+        "env".into(),
+    ];
+    let mut args = vec!["/escape.wasm"];
+    args.extend(tries.iter().map(String::as_str));
+    let spec = images::config_spec(&cx.cd, id, &rootfs, &args, serde_json::json!({}))?;
+    let spec_env = ["PATH=/bin", "FROM_SPEC=yes"];
+    edit_spec(&spec, |s| s["process"]["env"] = serde_json::json!(spec_env))?;
+    let out = cx.cd.run(&RunOpts::wasm("", id).config(&spec))?;
+    expect_code(&out, 0)?;
+
+    let results = attempts(&out.stdout);
+    let result = |t: &str| results.iter().find(|(a, _)| a == t).map(|(_, r)| r.clone());
+    for t in &tries[..11] {
+        let r = result(t).with_context(|| format!("no line for {t}: {out}"))?;
+        println!("  {t} -> {}", match &r { Ok(v) => format!("ok: {v}"), Err(e) => format!("refused: {e}") });
+        ensure(r.is_err(), || format!("{t} succeeded: {r:?}"))?;
+    }
+    ensure(!out.stdout.contains(SECRET) && !out.stderr.contains(SECRET), || format!("the host secret leaked: {out}"))?;
+    for t in &tries[11..13] {
+        println!("  {t} -> {:?}", result(t));
+    }
+    for host in [dir.join("escaped.txt"), dir.parent().unwrap_or(dir).join("escaped.txt")] {
+        ensure(!host.exists(), || format!("the guest wrote {}", host.display()))?;
+    }
+    ensure(std::fs::read_to_string(&marker)? == format!("{SECRET}\n"), || "the host file changed".into())?;
+
+    // /proc is the container's: its own pid namespace (the init is pid 1, alone).
+    let procs: Vec<String> = match result("list:/proc") {
+        Some(Ok(names)) => names.split(',').filter(|n| n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty()).map(String::from).collect(),
+        other => bail!("list:/proc: {other:?}"),
+    };
+    println!("  /proc lists pids {procs:?}; /inlink -> {:?}; / holds {:?}", result("read:/inlink"), result("list:/"));
+    ensure(procs == ["1"], || format!("the guest sees processes {procs:?} in /proc"))?;
+    if let Some(Ok(environ)) = result("read:/proc/1/environ") {
+        ensure(!environ.contains(HOST_ONLY_VAR), || format!("/proc/1/environ shows the host's variable: {environ}"))?;
+    }
+
+    // The environment is exactly the spec's, and PWD (the working directory of a preview 1
+    // guest, see the README).
+    let mut env: Vec<&str> = out.stdout.lines().filter_map(|l| l.strip_prefix("env ")).collect();
+    env.sort();
+    println!("  environment: {env:?}");
+    ensure(env == ["FROM_SPEC=yes", "PATH=/bin", "PWD=/"], || format!("the guest's environment is {env:?}, the spec's {spec_env:?}"))?;
+    ensure(!out.stdout.contains(HOST_ONLY_VALUE), || format!("the host's {HOST_ONLY_VAR} reached the guest"))?;
+
+    // An entrypoint symlinked out of the rootfs is looked up inside it, not on the host.
+    for entry in ["/out-abs.wasm", "/out-rel.wasm"] {
+        let spec = images::config_spec(&cx.cd, id, &rootfs, &[entry], serde_json::json!({}))?;
+        let out = cx.cd.run(&RunOpts::wasm("", id).config(&spec).timeout(Duration::from_secs(20)))?;
+        println!("  entrypoint {entry}: exit {:?}, {}", out.code, out.stderr.lines().last().unwrap_or(""));
+        ensure(!out.success() && !out.stdout.contains("hello from wasm"), || format!("{entry} ran the module outside the rootfs: {out}"))?;
+        ensure(out.stderr.contains(entry), || format!("the error does not name {entry}: {out}"))?;
+    }
+    let _ = std::fs::remove_dir_all(&rootfs);
+    Ok(())
+}
+
+/// Rewrites the spec file at `path` with `f`.
+fn edit_spec(path: &Path, f: impl FnOnce(&mut serde_json::Value)) -> Result<()> {
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)?;
+    f(&mut spec);
+    std::fs::write(path, serde_json::to_vec_pretty(&spec)?)?;
+    Ok(())
+}
+
+/// The host's first global IPv4 address, if any (`ip -4 -o addr show scope global`).
+fn host_address() -> Option<String> {
+    let out = std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "scope", "global"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let word = text.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
+    Some(word.split('/').next()?.to_string())
+}
+
+pub fn network(cx: &Ctx) -> Result<()> {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").context("bind 0.0.0.0:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let mut targets = vec![format!("127.0.0.1:{port}")];
+    targets.extend(host_address().map(|a| format!("{a}:{port}")));
+    for (i, target) in targets.iter().enumerate() {
+        let id = format!("s-net-{i}");
+        let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, &id).args(["/tcp.wasm", "connect", target, "out"]).timeout(Duration::from_secs(30)))?;
+        let why = out.stderr.lines().find(|l| l.contains("connect")).unwrap_or("").to_string();
+        println!("  connect {target} without --net-host: exit {:?} after {:.1?}: {why}", out.code, out.duration);
+        expect_code(&out, 1)?;
+        ensure(!out.stdout.contains("reply:"), || format!("the guest got an answer: {out}"))?;
+    }
+    match listener.accept() {
+        Ok((_, from)) => bail!("the host listener was reached from {from}"),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn status_field(pid: u32, name: &str) -> Result<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.trim().to_string())
+        .with_context(|| format!("no {name} in /proc/{pid}/status"))
+}
+
+fn task_pid(cx: &Ctx, id: &str) -> Result<u32> {
+    cx.cd
+        .ctr_ok(["tasks", "ls"])?
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&id))
+        .and_then(|f| f.get(1)?.parse().ok())
+        .with_context(|| format!("{id} not in ctr task ls"))
+}
+
+/// `/sleep.wasm 30` detached, with `extra` ctr flags.
+fn sleeper(id: &str, extra: &[&str]) -> RunOpts {
+    let mut opts = RunOpts::wasm(GUESTS_IMAGE, id).args(["/sleep.wasm", "30"]).detach();
+    opts.extra = extra.iter().map(|s| s.to_string()).collect();
+    opts
+}
+
+/// Runs `opts` (a detached task), calls `check` with the init's pid, then removes it.
+fn with_task(cx: &Ctx, id: &str, opts: &RunOpts, check: impl FnOnce(u32) -> Result<()>) -> Result<()> {
+    let out = cx.cd.run(opts)?;
+    ensure(out.success(), || format!("{out}"))?;
+    let result = cx.cd.wait_status(id, "RUNNING", Duration::from_secs(10)).and_then(|()| check(task_pid(cx, id)?));
+    let _ = cx.cd.kill(id, "SIGKILL");
+    let _ = cx.cd.wait_status(id, "STOPPED", Duration::from_secs(10));
+    let _ = cx.cd.task_delete(id);
+    let _ = cx.cd.container_rm(id);
+    result
+}
+
+pub fn memory_cgroup(cx: &Ctx) -> Result<()> {
+    let id = "s-mem";
+    let limit: u64 = 96 << 20;
+    with_task(cx, id, &sleeper(id, &["--memory-limit", &limit.to_string()]), |pid| {
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        let memory = cgroups
+            .lines()
+            .find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+                controllers.split(',').any(|c| c == "memory").then(|| path.to_string())
+            })
+            .or_else(|| cgroups.lines().find_map(|l| l.strip_prefix("0::").map(String::from)))
+            .with_context(|| format!("no memory cgroup in /proc/{pid}/cgroup:\n{cgroups}"))?;
+        let expected = cx.cd.cgroup_path(id);
+        let file = ["memory.limit_in_bytes", "memory.max"]
+            .iter()
+            .map(|f| Path::new("/sys/fs/cgroup/memory").join(memory.trim_start_matches('/')).join(f))
+            .chain(std::iter::once(Path::new("/sys/fs/cgroup").join(memory.trim_start_matches('/')).join("memory.max")))
+            .find(|p| p.exists())
+            .with_context(|| format!("no memory limit file for cgroup {memory}"))?;
+        let got: u64 = std::fs::read_to_string(&file)?.trim().parse().with_context(|| file.display().to_string())?;
+        println!("  init {pid} is in memory cgroup {memory}; {} = {got}", file.display());
+        ensure(memory == expected, || format!("the init is in memory cgroup {memory}, not {expected}"))?;
+        ensure(got == limit, || format!("{} is {got}, not {limit}", file.display()))
+    })
+}
+
+/// Capability names in bit order (linux/capability.h, 0..=40).
+const CAPS: [&str; 41] = [
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The kernel's mask for a spec capability list, restricted to what this kernel knows (the
+/// bounding set of this process shows it).
+fn mask(list: &serde_json::Value, known: u64) -> Result<u64> {
+    let mut m = 0u64;
+    for name in list.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let name = name.as_str().unwrap_or("").trim_start_matches("CAP_");
+        let bit = CAPS.iter().position(|c| *c == name).with_context(|| format!("unknown capability {name}"))?;
+        m |= 1 << bit;
+    }
+    Ok(m & known)
+}
+
+pub fn capabilities(cx: &Ctx) -> Result<()> {
+    let known = u64::from_str_radix(&status_field(std::process::id(), "CapBnd")?, 16)?;
+    let mut cases: Vec<(&str, String, RunOpts)> = [
+        ("s-caps-default", &[][..]),
+        ("s-caps-add", &["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_NET_ADMIN"]),
+        ("s-caps-drop", &["--cap-drop", "CAP_NET_RAW", "--cap-drop", "CAP_CHOWN"]),
+        ("s-caps-privileged", &["--privileged"]),
+        ("s-caps-new-privs", &["--allow-new-privs"]),
+    ]
+    .into_iter()
+    .map(|(id, flags)| (id, flags.join(" "), sleeper(id, flags)))
+    .collect();
+    // ctr 1.6 has no --user: a spec with uid/gid 1000 and the default capabilities.
+    let id = "s-caps-user";
+    let rootfs = cx.cd.dir.join(format!("rootfs-{id}"));
+    images::write_rootfs(&[ImageFile::new("/sleep.wasm", guests::Guests::load()?.get("sleep"), 0o755)], &rootfs)?;
+    let spec = images::config_spec(&cx.cd, id, &rootfs, &["/sleep.wasm", "30"], serde_json::json!({}))?;
+    edit_spec(&spec, |s| s["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000}))?;
+    cases.push((id, "uid/gid 1000 in the spec".into(), RunOpts::wasm("", id).config(&spec).detach()));
+    for (id, flags, opts) in &cases {
+        let id = *id;
+        with_task(cx, id, opts, |pid| {
+            let spec = spec_json(cx, id)?;
+            let caps = &spec["process"]["capabilities"];
+            let mut line = Vec::new();
+            for (field, set) in [("CapEff", "effective"), ("CapPrm", "permitted"), ("CapBnd", "bounding"), ("CapInh", "inheritable"), ("CapAmb", "ambient")] {
+                let got = u64::from_str_radix(&status_field(pid, field)?, 16)?;
+                let want = mask(&caps[set], known)?;
+                ensure(got == want, || format!("{id} ({flags:?}): {field} is {got:016x}, the spec's {set} set is {want:016x}"))?;
+                line.push(format!("{field} {got:x}"));
+            }
+            let nnp = status_field(pid, "NoNewPrivs")?;
+            let want_nnp = if spec["process"]["noNewPrivileges"].as_bool().unwrap_or(false) { "1" } else { "0" };
+            ensure(nnp == want_nnp, || format!("{id}: NoNewPrivs is {nnp}, the spec says {want_nnp}"))?;
+            let uid = status_field(pid, "Uid")?;
+            let gid = status_field(pid, "Gid")?;
+            let (want_uid, want_gid) = (spec["process"]["user"]["uid"].as_u64().unwrap_or(0), spec["process"]["user"]["gid"].as_u64().unwrap_or(0));
+            ensure(uid.split_whitespace().all(|u| u == want_uid.to_string()), || format!("{id}: Uid {uid}, the spec says {want_uid}"))?;
+            ensure(gid.split_whitespace().all(|g| g == want_gid.to_string()), || format!("{id}: Gid {gid}, the spec says {want_gid}"))?;
+            println!("  {id} ({flags}): {}, NoNewPrivs {nnp}, uid {want_uid}", line.join(", "));
+            Ok(())
+        })?;
+    }
+    let _ = std::fs::remove_dir_all(&rootfs);
+    Ok(())
+}
