@@ -107,13 +107,22 @@ fn stage1(bundle: &Path, sync: UnixStream) -> Result<Never, InitError> {
             "the spec has no mount namespace: a wasm container needs one to get its own rootfs",
         ));
     }
+    // The child must not speak on the sync socket before the parent has reported its pid (the
+    // shim reads Pid first): it waits for the end of this pipe, which closes when the parent
+    // exits after sending.
+    let (pid_sent, parent_done) = nix::unistd::pipe().map_err(InitError::internal)?;
     match process::fork_single_threaded().map_err(InitError::internal)? {
         process::Fork::Parent(pid) => {
+            drop(pid_sent);
             let mut w = sync;
             let _ = protocol::send(&mut w, &FromInit::Pid(pid));
+            drop(parent_done);
             process::exit_now(0);
         }
         process::Fork::Child => {
+            drop(parent_done);
+            let mut byte = [0u8; 1];
+            let _ = std::io::Read::read(&mut std::fs::File::from(pid_sent), &mut byte);
             let mut writer = sync.try_clone().map_err(InitError::internal)?;
             match stage2(bundle, &spec, entered, sync, reader) {
                 Ok(never) => match never {},
