@@ -141,7 +141,7 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
     let mut result = json!({ "wrk_seconds": WRK_SECONDS, "rounds": rounds });
     if let Some(w) = &wasmtime {
         let v = Command::new(w).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-        result["wasmtime_serve"] = json!(v);
+        result["wasmtime_version"] = json!(v);
     }
 
     // Throughput and latency: both servers up, alternating wrk runs.
