@@ -11,7 +11,7 @@ use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::ttrpc;
 use containerd_shim::{ExitSignal, Task, TtrpcContext};
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use crate::container::Container;
 use crate::errors::{Result, ShimError};
@@ -237,8 +237,17 @@ impl Task for Service {
     }
 
     fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TResult<Empty> {
-        if self.containers.lock().unwrap().is_empty() {
+        let containers = self.containers.lock().unwrap();
+        // A container whose bundle containerd has already removed is gone for containerd (its
+        // Delete failed or raced with a cleanup): it must not keep this shim alive forever.
+        let live: Vec<&String> = containers.iter().filter(|(_, c)| c.bundle.exists()).map(|(id, _)| id).collect();
+        if live.is_empty() {
+            if !containers.is_empty() {
+                warn!("shutdown with containers whose bundles are gone: {:?}", containers.keys().collect::<Vec<_>>());
+            }
             self.exit.signal();
+        } else {
+            debug!("shutdown ignored: still serving {live:?}");
         }
         Ok(Empty::new())
     }
