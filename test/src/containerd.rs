@@ -34,7 +34,8 @@ pub struct Containerd {
     pub ip_forward_before: String,
     /// The shims' compile cache: `$WASM_SHIM_CACHE_DIR`, else `<dir>/cache`.
     pub cache: PathBuf,
-    /// The containerd process; a trial may stop and start it again ([`Containerd::restart`]).
+    /// The containerd process; a trial may stop and start it again ([`Containerd::stop_daemon`],
+    /// [`Containerd::start_daemon`]).
     daemon: Mutex<Option<Child>>,
     /// How to start it: the same command every time.
     launch: Launch,

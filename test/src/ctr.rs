@@ -119,6 +119,14 @@ impl RunOpts {
         self
     }
 
+    /// `--annotation io.kubernetes.cri.sandbox-id=<pod>`: containers carrying the same pod share
+    /// one shim process, as a CRI pod's do.
+    pub fn in_pod(mut self, pod: &str) -> RunOpts {
+        self.extra.push("--annotation".into());
+        self.extra.push(format!("io.kubernetes.cri.sandbox-id={pod}"));
+        self
+    }
+
     /// The `ctr run` argument list (after `ctr --address … --namespace …`).
     pub fn ctr_args(&self) -> Vec<String> {
         let mut a = vec!["run".to_string()];
@@ -230,15 +238,26 @@ impl Containerd {
         self.ctr_ok(["tasks", "resume", id]).map(drop)
     }
 
-    /// The task's status column in `ctr task ls` (RUNNING, PAUSED, STOPPED, CREATED...), if listed.
-    pub fn task_status(&self, id: &str) -> Result<Option<String>> {
+    /// The task's row in `ctr task ls` (`TASK PID STATUS`), if listed.
+    fn task_row(&self, id: &str) -> Result<Option<Vec<String>>> {
         let out = self.ctr_ok(["tasks", "ls"])?;
         Ok(out
             .lines()
             .skip(1)
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f.first() == Some(&id))
-            .and_then(|f| f.get(2).map(|s| s.to_string())))
+            .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .find(|f| f.first().map(String::as_str) == Some(id)))
+    }
+
+    /// The task's status column in `ctr task ls` (RUNNING, PAUSED, STOPPED, CREATED...), if listed.
+    pub fn task_status(&self, id: &str) -> Result<Option<String>> {
+        Ok(self.task_row(id)?.and_then(|f| f.get(2).cloned()))
+    }
+
+    /// The task's pid in `ctr task ls` (its init's, on the host).
+    pub fn task_pid(&self, id: &str) -> Result<u32> {
+        self.task_row(id)?
+            .and_then(|f| f.get(1)?.parse().ok())
+            .ok_or_else(|| anyhow!("task {id} not in `ctr task ls`"))
     }
 
     /// Waits until `ctr task ls` shows `status` for `id`.

@@ -32,17 +32,6 @@ fn shims_for(cx: &Ctx, id: &str) -> Vec<ShimDaemon> {
     leaks::shim_daemons(&cx.cd.socket, SHIM_NAME).into_iter().filter(|d| d.id == id).collect()
 }
 
-/// The task's pid as `ctr task ls` shows it.
-fn task_pid(cx: &Ctx, id: &str) -> Result<u32> {
-    let out = cx.cd.ctr_ok(["tasks", "ls"])?;
-    out.lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&id))
-        .and_then(|f| f.get(1)?.parse().ok())
-        .with_context(|| format!("{id} not in `ctr task ls`:\n{out}"))
-}
-
 /// Whether `pid` is a live process (a zombie nobody reaped yet does not count).
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -79,7 +68,7 @@ pub fn containerd_restart(cx: &Ctx) -> Result<()> {
     for id in [early, late] {
         cx.cd.wait_status(id, "RUNNING", Duration::from_secs(10))?;
     }
-    let pids = [task_pid(cx, early)?, task_pid(cx, late)?];
+    let pids = [cx.cd.task_pid(early)?, cx.cd.task_pid(late)?];
     let shims: Vec<u32> = [early, late].iter().flat_map(|id| shims_for(cx, id)).map(|d| d.pid).collect();
     ensure(shims.len() == 2, || format!("expected one shim per task: {shims:?}"))?;
     let log_start = std::fs::metadata(&cx.cd.log)?.len();
@@ -144,7 +133,7 @@ pub fn shim_sigkill(cx: &Ctx) -> Result<()> {
     let id = "f-shim-kill";
     run_ok(cx, &detached(id, &["/sleep.wasm", "600"]))?;
     cx.cd.wait_status(id, "RUNNING", Duration::from_secs(10))?;
-    let pid = task_pid(cx, id)?;
+    let pid = cx.cd.task_pid(id)?;
     let shim = match shims_for(cx, id).as_slice() {
         [one] => one.pid,
         other => bail!("expected one shim for {id}: {other:?}"),
@@ -177,12 +166,7 @@ pub fn shim_sigkill(cx: &Ctx) -> Result<()> {
 /// one shim; the neighbour (hello) runs to completion within [`NEIGHBOUR_BOUND`]; then SIGTERM
 /// ends the bad one within [`KILL_BOUND`] with 143.
 fn noisy(cx: &Ctx, id: &str, args: &[&str], stdin: Stdin, marker: &str) -> Result<()> {
-    let group = |mut o: RunOpts| {
-        o.extra.push("--annotation".into());
-        o.extra.push(format!("io.kubernetes.cri.sandbox-id={id}"));
-        o
-    };
-    let opts = group(RunOpts::wasm(GUESTS_IMAGE, id).args(args.iter().copied()).stdin(stdin.clone()).timeout(Duration::from_secs(120)));
+    let opts = RunOpts::wasm(GUESTS_IMAGE, id).args(args.iter().copied()).stdin(stdin.clone()).timeout(Duration::from_secs(120)).in_pod(id);
     // Foreground, so its stdout is read as fast as it comes (the flood), but only the first
     // 64 KiB are kept.
     let mut bad = process::Spawned::start_capped(cx.cd.ctr(opts.ctr_args()), stdin, 64 << 10)?;
@@ -192,7 +176,7 @@ fn noisy(cx: &Ctx, id: &str, args: &[&str], stdin: Stdin, marker: &str) -> Resul
 
     let neighbour = format!("{id}-neighbour");
     let t = Instant::now();
-    let out = cx.cd.run(&group(RunOpts::wasm(GUESTS_IMAGE, &neighbour)).timeout(Duration::from_secs(60)))?;
+    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, &neighbour).timeout(Duration::from_secs(60)).in_pod(id))?;
     let took = t.elapsed();
     let shims = shims_for(cx, id).len();
     let bad_running = bad.running();
@@ -234,13 +218,10 @@ pub fn noisy_unread_stdin(cx: &Ctx) -> Result<()> {
 /// own with a clean trap (125) and an OOM event once it reaches the limit.
 pub fn noisy_memhog(cx: &Ctx) -> Result<()> {
     let id = "f-memhog";
-    let mut opts = RunOpts::wasm(GUESTS_IMAGE, id).args(["/memhog.wasm"]).memory_limit(1 << 30).timeout(Duration::from_secs(120));
-    opts.extra.push("--annotation".into());
-    opts.extra.push(format!("io.kubernetes.cri.sandbox-id={id}"));
+    let opts = RunOpts::wasm(GUESTS_IMAGE, id).args(["/memhog.wasm"]).memory_limit(1 << 30).timeout(Duration::from_secs(120)).in_pod(id);
     let mut bad = cx.cd.spawn(&opts)?;
     bad.wait_for_stdout("allocated 64 MiB", Duration::from_secs(20))?;
-    let mut neighbour = RunOpts::wasm(GUESTS_IMAGE, "f-memhog-neighbour").timeout(Duration::from_secs(60));
-    neighbour.extra = opts.extra.clone();
+    let neighbour = RunOpts::wasm(GUESTS_IMAGE, "f-memhog-neighbour").timeout(Duration::from_secs(60)).in_pod(id);
     let t = Instant::now();
     let out = cx.cd.run(&neighbour)?;
     let took = t.elapsed();

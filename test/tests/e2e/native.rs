@@ -92,9 +92,7 @@ pub fn pod_shares_one_shim(cx: &Ctx) -> Result<()> {
             ("pod-b", RunOpts::wasm(GUESTS_IMAGE, "pod-b").args(["/sleep.wasm", "30"])),
             ("pod-c", opts("pod-c").args(["/bin/sh", "-c", "sleep 30"])),
         ] {
-            let mut o = o.detach();
-            o.extra.push("--annotation".into());
-            o.extra.push("io.kubernetes.cri.sandbox-id=pod-a".into());
+            let o = o.detach().in_pod("pod-a");
             let out = cx.cd.run(&o)?;
             ensure(out.success(), || format!("{out}"))?;
             ids.push(id);

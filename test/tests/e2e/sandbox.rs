@@ -202,17 +202,6 @@ fn status_field(pid: u32, name: &str) -> Result<String> {
         .with_context(|| format!("no {name} in /proc/{pid}/status"))
 }
 
-fn task_pid(cx: &Ctx, id: &str) -> Result<u32> {
-    cx.cd
-        .ctr_ok(["tasks", "ls"])?
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&id))
-        .and_then(|f| f.get(1)?.parse().ok())
-        .with_context(|| format!("{id} not in ctr task ls"))
-}
-
 /// `/sleep.wasm 30` detached, with `extra` ctr flags.
 fn sleeper(id: &str, extra: &[&str]) -> RunOpts {
     let mut opts = RunOpts::wasm(GUESTS_IMAGE, id).args(["/sleep.wasm", "30"]).detach();
@@ -224,7 +213,7 @@ fn sleeper(id: &str, extra: &[&str]) -> RunOpts {
 fn with_task(cx: &Ctx, id: &str, opts: &RunOpts, check: impl FnOnce(u32) -> Result<()>) -> Result<()> {
     let out = cx.cd.run(opts)?;
     ensure(out.success(), || format!("{out}"))?;
-    let result = cx.cd.wait_status(id, "RUNNING", Duration::from_secs(10)).and_then(|()| check(task_pid(cx, id)?));
+    let result = cx.cd.wait_status(id, "RUNNING", Duration::from_secs(10)).and_then(|()| check(cx.cd.task_pid(id)?));
     let _ = cx.cd.kill(id, "SIGKILL");
     let _ = cx.cd.wait_status(id, "STOPPED", Duration::from_secs(10));
     let _ = cx.cd.task_delete(id);

@@ -179,12 +179,7 @@ struct Sample {
 
 pub fn pod_shim(cx: &Ctx, n: usize) -> Result<()> {
     let pod = "p-holder";
-    let group = |mut o: RunOpts| {
-        o.extra.push("--annotation".into());
-        o.extra.push(format!("io.kubernetes.cri.sandbox-id={pod}"));
-        o
-    };
-    let out = cx.cd.run(&group(RunOpts::wasm(GUESTS_IMAGE, pod).args(["/sleep.wasm", "3600"]).detach()))?;
+    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, pod).args(["/sleep.wasm", "3600"]).detach().in_pod(pod))?;
     ensure(out.success(), || format!("{out}"))?;
     let result = (|| -> Result<()> {
         cx.cd.wait_status(pod, "RUNNING", Duration::from_secs(10))?;
@@ -198,7 +193,7 @@ pub fn pod_shim(cx: &Ctx, n: usize) -> Result<()> {
         let t = Instant::now();
         for i in 0..n {
             let id = format!("p-task-{i}");
-            let out = cx.cd.run(&group(RunOpts::wasm(GUESTS_IMAGE, &id)))?;
+            let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, &id).in_pod(pod))?;
             ensure(out.success() && out.stdout == "hello from wasm\n", || format!("task {i} of {n}: {out}"))?;
             if (i + 1) % warm == 0 {
                 // Its descriptors close as the task's delete returns; give it a moment.
