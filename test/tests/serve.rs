@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use wasm_shim_e2e::guests::{self, Guests};
 use wasm_shim_e2e::http::{self, Reply};
 use wasm_shim_engine::{
-    Engine, EngineConfig, RunOptions, ServeKind, ServeOptions, ServeStats, ServingPool, Shutdown,
+    Engine, EngineConfig, Prepared, RunOptions, ServeKind, ServeOptions, ServeStats, ServingPool, Shutdown, Tier,
+    Upgrade,
 };
 use wasm_shim_oci::HttpConfig;
 
@@ -33,16 +34,13 @@ struct Server {
 
 impl Server {
     fn start(guest: &str, kind: ServeKind, http: HttpConfig) -> Server {
-        let engine = Engine::with_config(EngineConfig {
-            pooling: true,
-            serving: Some(ServingPool {
-                instances: http.max_concurrency,
-                memory: http.request_memory,
-            }),
-        })
-        .unwrap();
+        let engine = serving_engine(&http);
         let prepared = engine.prepare(guests().get(guest), guest, None).unwrap();
         let prepared = engine.serve_as(prepared, kind).unwrap();
+        Server::serve(engine, prepared, guest, http, Upgrade::new())
+    }
+
+    fn serve(engine: Engine, prepared: Prepared, guest: &str, http: HttpConfig, upgrade: Upgrade) -> Server {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
@@ -56,7 +54,7 @@ impl Server {
             http,
         };
         let s = shutdown.clone();
-        let thread = std::thread::spawn(move || engine.serve(prepared, listener, &opts, &s).unwrap());
+        let thread = std::thread::spawn(move || engine.serve_upgradable(prepared, listener, &opts, &s, &upgrade).unwrap());
         Server { addr, shutdown, thread: Some(thread) }
     }
 
@@ -79,6 +77,18 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown.trigger();
     }
+}
+
+/// An engine sized for serving, as the shim makes it.
+fn serving_engine(http: &HttpConfig) -> Engine {
+    Engine::with_config(EngineConfig {
+        pooling: true,
+        serving: Some(ServingPool {
+            instances: http.max_concurrency,
+            memory: http.request_memory,
+        }),
+    })
+    .unwrap()
 }
 
 fn proxy(http: HttpConfig) -> Server {
@@ -171,6 +181,50 @@ fn timeout_answers_504_and_the_next_request_is_fine() {
         assert!(t.elapsed() < Duration::from_secs(2), "{path}: took {:?}", t.elapsed());
     }
     assert_eq!(s.get("/").status, 200);
+}
+
+/// A server started on baseline code (nothing optimized cached yet) switches to the optimized
+/// build handed to it, between requests; the upgraded code's deadlines and yields still work
+/// (its engine's epoch ticks too), and code prepared for another kind of serving is ignored.
+#[test]
+fn baseline_server_switches_to_optimized_code() {
+    let http = HttpConfig { request_timeout: Duration::from_millis(300), ..Default::default() };
+    let engine = serving_engine(&http);
+    let bytes = guests().get("http");
+    let prepare = |tier| engine.serve_as(engine.prepare_tier(bytes, "http", None, tier).unwrap(), ServeKind::Http).unwrap();
+    let baseline = prepare(Tier::Baseline);
+    assert_eq!(baseline.tier(), Tier::Baseline);
+    let optimized = prepare(Tier::Optimized);
+    let upgrade = Upgrade::new();
+    let s = Server::serve(engine.clone(), baseline, "http", http, upgrade.clone());
+    for _ in 0..3 {
+        assert_eq!(s.get("/").status, 200);
+    }
+    assert!(upgrade.offer(optimized));
+    assert!(!upgrade.offer(prepare(Tier::Optimized)), "a second offer is refused");
+    for _ in 0..3 {
+        assert_eq!(s.get("/").body, "hello from wasi:http\n");
+    }
+    // Spinning guests on the new code are stopped at their deadline: if they never yielded,
+    // two of them would hold both worker threads and the last request would hang.
+    for _ in 0..2 {
+        let t = Instant::now();
+        assert_eq!(s.get("/spin").status, 504);
+        assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    }
+    assert_eq!(s.get("/").status, 200);
+    let stats = s.stop();
+    assert_eq!((stats.requests, stats.upgraded_requests), (9, 6), "{stats:?}");
+
+    // WAGI code offered to a wasi:http server is not used.
+    let http = HttpConfig::default();
+    let engine = serving_engine(&http);
+    let upgrade = Upgrade::new();
+    let s = Server::serve(engine.clone(), engine.serve_as(engine.prepare(bytes, "http", None).unwrap(), ServeKind::Http).unwrap(), "http", http, upgrade.clone());
+    let wagi = engine.serve_as(engine.prepare(guests().get("wagi"), "wagi", None).unwrap(), ServeKind::Wagi).unwrap();
+    assert!(upgrade.offer(wagi));
+    assert_eq!(s.get("/").body, "hello from wasi:http\n");
+    assert_eq!(s.stop().upgraded_requests, 0);
 }
 
 #[test]

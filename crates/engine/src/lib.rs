@@ -58,5 +58,5 @@ pub use engine::{Engine, EngineConfig, ServingPool, Tier};
 pub use error::EngineError;
 pub use outcome::{Outcome, EXIT_CANNOT_RUN, EXIT_TRAP};
 pub use prepare::{serves_http_by_default, Origin, Prepared, ServeKind};
-pub use serve::{ServeOptions, ServeStats, Shutdown};
+pub use serve::{ServeOptions, ServeStats, Shutdown, Upgrade};
 pub use run::{Capture, RunOptions, Stdio};

@@ -13,7 +13,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -68,11 +68,38 @@ impl Shutdown {
     }
 }
 
+/// Better code for a running `serve`: a server started on baseline (Winch) code, because
+/// nothing optimized was cached yet, is handed the optimized build of the same workload when
+/// it is ready; requests from then on get instances of it (those in flight finish on the old
+/// code). Cheap to clone; `offer` may be called from any thread, once.
+#[derive(Clone, Default)]
+pub struct Upgrade(Arc<OnceLock<Arc<Prepared>>>);
+
+impl Upgrade {
+    pub fn new() -> Upgrade {
+        Upgrade::default()
+    }
+
+    /// Serve `prepared` from now on. It must have been made servable the same way as the code
+    /// being served (`Engine::serve_as` with the same kind), else it is ignored. False if code
+    /// was already offered.
+    pub fn offer(&self, prepared: Prepared) -> bool {
+        self.0.set(Arc::new(prepared)).is_ok()
+    }
+
+    /// The offered code, if it serves the same way as `current`.
+    fn for_kind(&self, current: &Prepared) -> Option<&Arc<Prepared>> {
+        self.0.get().filter(|p| p.serves() == current.serves())
+    }
+}
+
 /// What a finished `serve` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServeStats {
     pub connections: u64,
     pub requests: u64,
+    /// Requests served by code handed over through [`Upgrade`].
+    pub upgraded_requests: u64,
 }
 
 /// Shared by every request.
@@ -84,6 +111,8 @@ pub(crate) struct App {
     file: String,
     limit: Arc<Semaphore>,
     requests: AtomicU64,
+    upgrade: Upgrade,
+    upgraded_requests: AtomicU64,
 }
 
 impl App {
@@ -126,6 +155,13 @@ impl App {
         peer: SocketAddr,
     ) -> hyper::Response<HyperOutgoingBody> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let prepared = match self.upgrade.for_kind(&prepared) {
+            Some(better) => {
+                self.upgraded_requests.fetch_add(1, Ordering::Relaxed);
+                better.clone()
+            }
+            None => prepared,
+        };
         let Ok(permit) = self.limit.clone().try_acquire_owned() else {
             let mut r = plain(503, "too many requests in flight\n");
             r.headers_mut()
@@ -170,6 +206,18 @@ impl Engine {
         opts: &ServeOptions,
         shutdown: &Shutdown,
     ) -> Result<ServeStats, EngineError> {
+        self.serve_upgradable(prepared, listener, opts, shutdown, &Upgrade::new())
+    }
+
+    /// `serve`, switching to the code `upgrade` is offered once it is.
+    pub fn serve_upgradable(
+        &self,
+        prepared: Prepared,
+        listener: std::net::TcpListener,
+        opts: &ServeOptions,
+        shutdown: &Shutdown,
+        upgrade: &Upgrade,
+    ) -> Result<ServeStats, EngineError> {
         if prepared.serves().is_none() {
             return Err(EngineError::NotServable {
                 file: prepared.file.clone(),
@@ -207,12 +255,15 @@ impl Engine {
             file: prepared.file.clone(),
             limit: Arc::new(Semaphore::new(opts.http.max_concurrency as usize)),
             requests: AtomicU64::new(0),
+            upgrade: upgrade.clone(),
+            upgraded_requests: AtomicU64::new(0),
         });
 
         // The epoch clock: request deadlines and a busy guest's yields count its ticks.
         let ticking = Arc::new(AtomicBool::new(true));
         let ticker = {
             let engine = prepared.engine.clone();
+            let upgrade = upgrade.clone();
             let ticking = ticking.clone();
             std::thread::Builder::new()
                 .name("epoch".into())
@@ -220,6 +271,13 @@ impl Engine {
                     while ticking.load(Ordering::Relaxed) {
                         std::thread::sleep(TICK);
                         engine.increment_epoch();
+                        // The upgraded code's stores count the ticks of its own engine.
+                        if let Some(p) = upgrade.0.get() {
+                            if wasmtime::Engine::same(&p.engine, &engine) {
+                                continue;
+                            }
+                            p.engine.increment_epoch();
+                        }
                     }
                 })
                 .map_err(|e| internal("epoch thread", e))?
@@ -276,6 +334,7 @@ impl Engine {
         Ok(ServeStats {
             connections: result?,
             requests: app.requests.load(Ordering::Relaxed),
+            upgraded_requests: app.upgraded_requests.load(Ordering::Relaxed),
         })
     }
 }

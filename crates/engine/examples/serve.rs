@@ -1,0 +1,37 @@
+//! Serves a `wasi:http` component (or, with `--wagi`, a WAGI module) on a port, the way the shim
+//! does inside a container, without containerd: for profiling and load tests of the serving
+//! path. `cargo run --release -p wasm-shim-engine --example serve -- FILE PORT [--wagi] [--baseline]`
+//! (Ctrl-C stops it).
+
+use wasm_shim_engine::{Engine, EngineConfig, RunOptions, ServeKind, ServeOptions, ServingPool, Shutdown, Tier};
+use wasm_shim_oci::HttpConfig;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(file), Some(port)) = (args.get(1), args.get(2)) else {
+        return Err("usage: serve FILE PORT [--wagi]".into());
+    };
+    let kind = if args.iter().any(|a| a == "--wagi") { ServeKind::Wagi } else { ServeKind::Http };
+    let http = HttpConfig::default();
+    let engine = Engine::with_config(EngineConfig {
+        pooling: true,
+        serving: Some(ServingPool { instances: http.max_concurrency, memory: http.request_memory }),
+    })?;
+    let bytes = std::fs::read(file)?;
+    let tier = if args.iter().any(|a| a == "--baseline") { Tier::Baseline } else { Tier::Optimized };
+    let prepared = engine.serve_as(engine.prepare_tier(&bytes, file, None, tier)?, kind)?;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>()?))?;
+    let opts = ServeOptions {
+        run: RunOptions {
+            args: vec![file.clone()],
+            cwd: "/".into(),
+            // What the shim gives a container: its rootfs (here the host's /, read-only use).
+            preopens: if args.iter().any(|a| a == "--preopen") { vec![("/".into(), "/".into())] } else { vec![] },
+            ..Default::default()
+        },
+        http,
+    };
+    let stats = engine.serve(prepared, listener, &opts, &Shutdown::new())?;
+    eprintln!("{stats:?}");
+    Ok(())
+}
