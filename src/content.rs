@@ -89,7 +89,7 @@ async fn fetch(address: &str, namespace: &str, id: &str, wanted: &str) -> Result
     for depth in 0..2 {
         let blob = read_blob(&mut content, namespace, &desc, MAX_MANIFEST).await.map_err(|e| e.prefixed(&image_name))?;
         artifact::verify_blob(&desc, &blob).map_err(bad)?;
-        match artifact::parse_manifest(&desc.media_type().to_string(), &blob).map_err(bad)? {
+        match artifact::parse_manifest(desc.media_type().as_ref(), &blob).map_err(bad)? {
             Manifest::Index(ms) if depth == 0 => {
                 desc = artifact::pick_manifest(&ms, wasm_shim_oci::image::host_architecture()).map_err(bad)?;
             }

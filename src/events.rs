@@ -78,12 +78,4 @@ impl Events {
     pub fn send<E: Event + Clone + Send + 'static>(&self, ev: E) {
         let _ = self.tx.send(Box::new(move || Box::new(ev.clone()) as Boxed));
     }
-
-    /// A sink for tests: events are dropped.
-    #[cfg(test)]
-    pub fn discard() -> Events {
-        let (tx, rx) = channel::<Make>();
-        std::thread::spawn(move || for _ in rx {});
-        Events { tx }
-    }
 }

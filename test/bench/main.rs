@@ -223,7 +223,7 @@ fn real_main() -> Result<()> {
     if args.wants("http") {
         eprintln!("bench: HTTP, this shim against wasmtime serve, wrk at {:?} connections", http::CONNECTIONS);
         let hello = || sample(&cd, &runtimes[0], "http-hello");
-        results["http"] = http::run(&cd, &g, (args.rounds / 3).max(1), &hello)?;
+        results["http"] = http::run(&cd, &g, (args.rounds / 2).max(1), &hello)?;
     }
     results["duration_s"] = json!(started.elapsed().as_secs());
 

@@ -121,6 +121,11 @@ fn base_config(tier: Tier) -> wasmtime::Config {
     config
 }
 
+/// Serving: freed instance slots kept warm, and the bytes of each memory and
+/// table kept resident in them.
+const SERVING_WARM_SLOTS: u32 = 64;
+const SERVING_KEEP_RESIDENT: usize = 256 << 10;
+
 /// Pool sizes for one container: the init instantiates one workload once, so
 /// a few slots suffice; a component (a module plus the WASI adapter) uses a
 /// handful of core instances, memories and tables. Per-module limits are
@@ -155,6 +160,15 @@ fn pooling_config(serving: Option<ServingPool>) -> wasmtime::PoolingAllocationCo
         // why when one tries to grow past it); the reservation per slot
         // follows, so a big pool stays small in address space.
         pool.max_memory_size(usize::try_from(s.memory).unwrap_or(usize::MAX));
+        // A server instantiates the same code again and again: slots freed by
+        // one request stay warm (their memory image stays mapped) and keep
+        // their first pages resident, cleared by memset instead of being
+        // given back and faulted in again by the next request. Measured with
+        // wrk at 100 connections: +20-30% requests/s and a 20% lower p99,
+        // for ~2 MiB more RSS (docs/benchmarks.md).
+        pool.max_unused_warm_slots(SERVING_WARM_SLOTS)
+            .linear_memory_keep_resident(SERVING_KEEP_RESIDENT)
+            .table_keep_resident(SERVING_KEEP_RESIDENT);
     }
     pool
 }
