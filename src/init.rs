@@ -20,7 +20,7 @@ use std::time::Duration;
 use oci_spec::runtime::Spec;
 use wasm_shim_container::{namespaces, process, rootfs, security};
 use wasm_shim_engine::{
-    Cache, Engine, EngineError, Origin, Outcome, Prepared, RunOptions, ServeKind, ServeOptions, ServingPool, Shutdown, Tier, Upgrade,
+    Cache, Engine, EngineError, Origin, Outcome, Prepared, RunOptions, ServeKind, ServeOptions, ServingPool, Shutdown, Tier,
 };
 use wasm_shim_oci::{classify, Kind, ServeMode};
 
@@ -269,19 +269,11 @@ fn stage2(
     }
     let engine = Engine::with_config(engine_config).map_err(|e| InitError::internal(e.to_string()))?;
     let export = rc.entrypoint.export.as_deref();
-    let (prepared, cache) = match cache {
+    let prepared = match cache {
         Some(cache) => load_or_compile(&engine, &settings, cache, &bytes, &shown, export, &mut writer, &mut reader)?,
-        None => (engine.prepare(&bytes, &shown, export)?, None),
+        None => engine.prepare(&bytes, &shown, export)?,
     };
-    // A server started on baseline code keeps the cache (and the bytes, for the key) to switch
-    // to the optimized code when the shim has compiled it; everything else is done with both.
-    let pending = match (serve, cache) {
-        (Some(kind), Some(cache)) => Some((kind, cache, bytes)),
-        _ => {
-            drop(bytes);
-            None
-        }
-    };
+    drop(bytes);
     if http.mode == ServeMode::Command && prepared.serves().is_some() {
         return Err(InitError::new(
             ErrorKind::InvalidArgument,
@@ -359,15 +351,7 @@ fn stage2(
     started.store(true, Ordering::SeqCst);
 
     if let (Some(listener), Some(shutdown)) = (listener, shutdown) {
-        let upgrade = Upgrade::new();
-        if let Some((kind, cache, bytes)) = pending {
-            let (engine, upgrade, shown, export) = (engine.clone(), upgrade.clone(), shown.clone(), rc.entrypoint.export.clone());
-            std::thread::Builder::new()
-                .name("upgrade".into())
-                .spawn(move || await_optimized(&engine, &cache, &bytes, &shown, export.as_deref(), kind, &upgrade))
-                .map_err(InitError::internal)?;
-        }
-        let code = match engine.serve_upgradable(prepared, listener, &ServeOptions { run: opts, http }, &shutdown, &upgrade) {
+        let code = match engine.serve(prepared, listener, &ServeOptions { run: opts, http }, &shutdown) {
             Ok(stats) => {
                 log::debug!("{shown}: served {} requests on {} connections", stats.requests, stats.connections);
                 0
@@ -420,8 +404,7 @@ fn listen(port: u16) -> Result<std::net::TcpListener, InitError> {
 
 /// Compiled code for the workload: mapped from the cache (optimized, else baseline while the
 /// shim has optimized code built), else compiled by the shim's helper and then mapped, else
-/// (no helper result) compiled here. Gives the cache handle back only with baseline code (the
-/// optimized build is under way); else it is closed before the guest runs.
+/// (no helper result) compiled here. Consumes the cache handle: closed before the guest runs.
 #[allow(clippy::too_many_arguments)]
 fn load_or_compile(
     engine: &Engine,
@@ -432,16 +415,15 @@ fn load_or_compile(
     export: Option<&str>,
     writer: &mut UnixStream,
     reader: &mut BufReader<UnixStream>,
-) -> Result<(Prepared, Option<Cache>), InitError> {
+) -> Result<Prepared, InitError> {
     let tiers: &[Tier] = if settings.baseline { &[Tier::Optimized, Tier::Baseline] } else { &[Tier::Optimized] };
     if let Some(p) = engine.load_cached(&cache, bytes, name, export, tiers)? {
         report_hit(writer, &p);
         if p.tier() == Tier::Baseline {
             // Optimized code is still missing (being compiled, or its compile died): ask again.
             protocol::send_compile(writer, name, bytes, false).map_err(InitError::internal)?;
-            return Ok((p, Some(cache)));
         }
-        return Ok((p, None));
+        return Ok(p);
     }
     if bytes.len() as u64 <= protocol::MAX_COMPILE_BYTES {
         protocol::send_compile(writer, name, bytes, true).map_err(InitError::internal)?;
@@ -451,48 +433,12 @@ fn load_or_compile(
         }
         if let Some(p) = engine.load_cached(&cache, bytes, name, export, tiers)? {
             report_hit(writer, &p);
-            // A baseline result means the helper compiles the optimized code next.
-            let cache = (p.tier() == Tier::Baseline).then_some(cache);
-            return Ok((p, cache));
+            return Ok(p);
         }
     }
     // Invalid wasm (reported from here as without a cache) or no usable helper result.
     drop(cache);
-    Ok((engine.prepare(bytes, name, export)?, None))
-}
-
-/// How long a server on baseline code looks for its optimized code before it gives up (a
-/// compile helper that died, a cache that refused the entry): the baseline code goes on serving.
-const UPGRADE_WAIT: Duration = Duration::from_secs(600);
-
-/// Waits (polling the cache with backoff) for the optimized code the shim is compiling, then
-/// hands it to the server: a long-lived function pays for baseline code only while it starts.
-fn await_optimized(engine: &Engine, cache: &Cache, bytes: &[u8], shown: &str, export: Option<&str>, kind: ServeKind, upgrade: &Upgrade) {
-    let key = match engine.cache_key(bytes, Tier::Optimized) {
-        Ok(k) => k,
-        Err(e) => return log::warn!("{shown}: no optimized code for the server: {e}"),
-    };
-    let since = std::time::Instant::now();
-    let mut pause = Duration::from_millis(20);
-    while since.elapsed() < UPGRADE_WAIT {
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_secs(1));
-        if !cache.contains(&key) {
-            continue;
-        }
-        let better = engine.load_cached(cache, bytes, shown, export, &[Tier::Optimized]).and_then(|p| p.map(|p| engine.serve_as(p, kind)).transpose());
-        match better {
-            // Removed as corrupt: the helper may still write a good one.
-            Ok(None) => continue,
-            Ok(Some(p)) => {
-                upgrade.offer(p);
-                log::info!("{shown}: serving optimized code from now on ({} ms after start)", since.elapsed().as_millis());
-                return;
-            }
-            Err(e) => return log::warn!("{shown}: optimized code unusable, serving baseline code: {e}"),
-        }
-    }
-    log::warn!("{shown}: no optimized code after {UPGRADE_WAIT:?}; serving baseline code");
+    Ok(engine.prepare(bytes, name, export)?)
 }
 
 fn report_hit(writer: &mut UnixStream, prepared: &Prepared) {
@@ -507,7 +453,7 @@ struct ForwardLogs(Mutex<UnixStream>);
 
 impl log::Log for ForwardLogs {
     fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::Level::Info
+        m.level() <= log::Level::Warn
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
@@ -521,7 +467,7 @@ impl log::Log for ForwardLogs {
 
 fn forward_logs(socket: UnixStream) {
     if log::set_boxed_logger(Box::new(ForwardLogs(Mutex::new(socket)))).is_ok() {
-        log::set_max_level(log::LevelFilter::Info);
+        log::set_max_level(log::LevelFilter::Warn);
     }
 }
 

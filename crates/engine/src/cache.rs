@@ -346,12 +346,6 @@ impl Cache {
         }
     }
 
-    /// Whether an entry named `key` exists (one stat; not verified: `Engine::load_cached` does
-    /// that). For polling until a compile helper has written it.
-    pub fn contains(&self, key: &CacheKey) -> bool {
-        self.dir.metadata(key.entry()).is_ok()
-    }
-
     fn lookup(&self, key: &CacheKey) -> Lookup {
         let file = match self.dir.open(key.entry()) {
             Ok(f) => f.into_std(),

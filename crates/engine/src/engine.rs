@@ -124,7 +124,7 @@ fn base_config(tier: Tier) -> wasmtime::Config {
 /// Serving: freed instance slots kept warm, and the bytes of each memory and
 /// table kept resident in them.
 const SERVING_WARM_SLOTS: u32 = 64;
-const SERVING_KEEP_RESIDENT: usize = 256 << 10;
+const SERVING_KEEP_RESIDENT: usize = 64 << 10;
 
 /// Pool sizes for one container: the init instantiates one workload once, so
 /// a few slots suffice; a component (a module plus the WASI adapter) uses a
@@ -162,10 +162,13 @@ fn pooling_config(serving: Option<ServingPool>) -> wasmtime::PoolingAllocationCo
         pool.max_memory_size(usize::try_from(s.memory).unwrap_or(usize::MAX));
         // A server instantiates the same code again and again: slots freed by
         // one request stay warm (their memory image stays mapped) and keep
-        // their first pages resident, cleared by memset instead of being
+        // their first 64 KiB resident, cleared by memset instead of being
         // given back and faulted in again by the next request. Measured with
-        // wrk at 100 connections: +20-30% requests/s and a 20% lower p99,
-        // for ~2 MiB more RSS (docs/benchmarks.md).
+        // wrk at 100 connections: +20-30% requests/s and a 20% lower p99
+        // (docs/benchmarks.md). The resident part stays for every slot ever
+        // used: at most peak requests in flight x memories per instance x
+        // 64 KiB (16 MiB per memory at the default cap of 256); 256 KiB was
+        // no faster and four times that.
         pool.max_unused_warm_slots(SERVING_WARM_SLOTS)
             .linear_memory_keep_resident(SERVING_KEEP_RESIDENT)
             .table_keep_resident(SERVING_KEEP_RESIDENT);

@@ -69,9 +69,13 @@ impl Shutdown {
 }
 
 /// Better code for a running `serve`: a server started on baseline (Winch) code, because
-/// nothing optimized was cached yet, is handed the optimized build of the same workload when
-/// it is ready; requests from then on get instances of it (those in flight finish on the old
-/// code). Cheap to clone; `offer` may be called from any thread, once.
+/// nothing optimized was cached yet, can be handed the optimized build of the same workload
+/// when it is ready; requests from then on get instances of it (those in flight finish on the
+/// old code). Cheap to clone; `offer` may be called from any thread, once.
+///
+/// The shim does not use it yet: the init would have to get the optimized code without holding
+/// the node's compile cache open while guest code runs (a read-only fd of the finished entry
+/// from the shim, not the cache directory, which other containers map code from).
 #[derive(Clone, Default)]
 pub struct Upgrade(Arc<OnceLock<Arc<Prepared>>>);
 
@@ -155,18 +159,18 @@ impl App {
         peer: SocketAddr,
     ) -> hyper::Response<HyperOutgoingBody> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+            let mut r = plain(503, "too many requests in flight\n");
+            r.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            return r;
+        };
         let prepared = match self.upgrade.for_kind(&prepared) {
             Some(better) => {
                 self.upgraded_requests.fetch_add(1, Ordering::Relaxed);
                 better.clone()
             }
             None => prepared,
-        };
-        let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-            let mut r = plain(503, "too many requests in flight\n");
-            r.headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-            return r;
         };
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         match &prepared.kind {
