@@ -1,6 +1,6 @@
 //! Serves a `wasi:http` component (or, with `--wagi`, a WAGI module) on a port, the way the shim
 //! does inside a container, without containerd: for profiling and load tests of the serving
-//! path. `cargo run --release -p wasm-shim-engine --example serve -- FILE PORT [--wagi] [--baseline]`
+//! path. `cargo run --release -p wasm-shim-engine --example serve -- FILE PORT [--wagi] [--baseline] [--preopen]`
 //! (Ctrl-C stops it).
 
 use wasm_shim_engine::{Engine, EngineConfig, RunOptions, ServeKind, ServeOptions, ServingPool, Shutdown, Tier};
@@ -11,14 +11,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (Some(file), Some(port)) = (args.get(1), args.get(2)) else {
         return Err("usage: serve FILE PORT [--wagi]".into());
     };
-    let kind = if args.iter().any(|a| a == "--wagi") { ServeKind::Wagi } else { ServeKind::Http };
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    let kind = if flag("--wagi") { ServeKind::Wagi } else { ServeKind::Http };
     let http = HttpConfig::default();
     let engine = Engine::with_config(EngineConfig {
         pooling: true,
         serving: Some(ServingPool { instances: http.max_concurrency, memory: http.request_memory }),
     })?;
     let bytes = std::fs::read(file)?;
-    let tier = if args.iter().any(|a| a == "--baseline") { Tier::Baseline } else { Tier::Optimized };
+    let tier = if flag("--baseline") { Tier::Baseline } else { Tier::Optimized };
     let prepared = engine.serve_as(engine.prepare_tier(&bytes, file, None, tier)?, kind)?;
     let listener = std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>()?))?;
     let opts = ServeOptions {
@@ -26,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             args: vec![file.clone()],
             cwd: "/".into(),
             // What the shim gives a container: its rootfs (here the host's /, read-only use).
-            preopens: if args.iter().any(|a| a == "--preopen") { vec![("/".into(), "/".into())] } else { vec![] },
+            preopens: if flag("--preopen") { vec![("/".into(), "/".into())] } else { vec![] },
             ..Default::default()
         },
         http,

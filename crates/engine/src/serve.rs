@@ -276,10 +276,7 @@ impl Engine {
                         std::thread::sleep(TICK);
                         engine.increment_epoch();
                         // The upgraded code's stores count the ticks of its own engine.
-                        if let Some(p) = upgrade.0.get() {
-                            if wasmtime::Engine::same(&p.engine, &engine) {
-                                continue;
-                            }
+                        if let Some(p) = upgrade.0.get().filter(|p| !wasmtime::Engine::same(&p.engine, &engine)) {
                             p.engine.increment_epoch();
                         }
                     }
