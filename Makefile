@@ -17,15 +17,16 @@ BENCH_ARGS ?=
 
 all: build
 
-# containerd, runc and ctr from Debian's packages when missing; for the CRI cases protoc (the
-# k8s-cri crate's build), the CNI plugins in /usr/lib/cni, busybox-static (sidecar images) and
-# ip (bridge teardown); the wasm32-wasip1 target.
+# containerd, runc and ctr from Debian's packages when missing; libseccomp's headers (the shim
+# links libseccomp, as runc does); for the CRI cases protoc (the k8s-cri crate's build), the CNI
+# plugins in /usr/lib/cni, busybox-static (sidecar images) and ip (bridge teardown); the
+# wasm32-wasip1 target.
 deps:
 	@missing=""; \
 	for b in containerd:containerd ctr:containerd runc:runc protoc:protobuf-compiler \
 	         /usr/lib/cni/bridge:containernetworking-plugins /bin/busybox:busybox-static \
-	         ip:iproute2; do \
-	  command -v $${b%%:*} >/dev/null 2>&1 || missing="$$missing $${b##*:}"; \
+	         ip:iproute2 /usr/include/seccomp.h:libseccomp-dev pkg-config:pkg-config; do \
+	  { command -v $${b%%:*} || test -e $${b%%:*}; } >/dev/null 2>&1 || missing="$$missing $${b##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
@@ -33,8 +34,9 @@ deps:
 	fi
 	@rustup target list --installed 2>/dev/null | grep -q wasm32-wasip1 || rustup target add wasm32-wasip1
 
-build:
-	$(CARGO) build --release --bins
+# The shim and the image tool (wasm-image, which make demo uses).
+build: deps
+	$(CARGO) build --release --bins -p containerd-shim-wasm-v1 -p wasm-shim-oci
 
 guests:
 	$(CARGO) build --release --target wasm32-wasip1 --manifest-path $(GUESTS)/Cargo.toml
