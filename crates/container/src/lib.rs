@@ -5,11 +5,13 @@
 //! - `process`: spawning the container init, pidfds, signals, waiting (added by the shim work).
 //! - `pty`: console sockets (the pty master runc sends) and terminal resizing.
 //! - `rootfs`: mounts, pivot_root, masked paths (added by the shim work).
-//! - `security`: capabilities, no_new_privs, rlimits, users (added by the shim work).
+//! - `security`: capabilities, no_new_privs, rlimits, users, dumpable, LSM labels.
+//! - `seccomp`: the spec's `linux.seccomp` as a libseccomp filter on the init.
 
 pub mod cgroup;
 pub mod namespaces;
 pub mod process;
 pub mod pty;
 pub mod rootfs;
+pub mod seccomp;
 pub mod security;

@@ -1,5 +1,6 @@
 //! Privileges of the container init, applied after the rootfs is in place and before any guest
-//! code runs: rlimits, oom_score_adj, user and groups, capability sets, no_new_privs.
+//! code runs: rlimits, oom_score_adj, user and groups, capability sets, no_new_privs; the
+//! non-dumpable flag (set first of all); AppArmor and SELinux labels.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -17,6 +18,107 @@ pub enum SecurityError {
     Caps(String),
     #[error("no_new_privs: {0}")]
     NoNewPrivs(std::io::Error),
+    #[error("dumpable: {0}")]
+    Dumpable(std::io::Error),
+    /// An LSM field of the spec that cannot be applied; names the field.
+    #[error("{field} {value:?}: {reason}")]
+    Lsm { field: &'static str, value: String, reason: String },
+}
+
+/// Makes the calling process non-dumpable: its `/proc/<pid>` entries belong to root and other
+/// processes (a sidecar sharing the pod's pid namespace, even as root without
+/// CAP_SYS_PTRACE) cannot open its memory, descriptors or root, nor ptrace it. Inherited by
+/// fork; a later uid change keeps it off unless the node sets `fs.suid_dumpable=1`, so it is
+/// set again after the switch to the spec's user.
+pub fn set_non_dumpable() -> Result<(), SecurityError> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if ret < 0 {
+        return Err(SecurityError::Dumpable(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// The LSM labels of the spec, prepared while the host's `/proc` is still mounted (before
+/// `pivot_root`: a wasm guest gets no procfs) and applied by [`Lsm::apply`] on the thread that
+/// prepared them, before any other thread exists, so every later thread inherits them.
+#[derive(Debug, Default)]
+pub struct Lsm {
+    apparmor: Option<(std::fs::File, String)>,
+    selinux: Option<(std::fs::File, String)>,
+}
+
+fn read_trim(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+/// AppArmor is enabled when its module says `Y` (what runc checks).
+pub fn apparmor_enabled() -> bool {
+    read_trim("/sys/module/apparmor/parameters/enabled").map(|v| v.starts_with('Y')).unwrap_or(false)
+}
+
+/// SELinux is enabled when selinuxfs is mounted.
+pub fn selinux_enabled() -> bool {
+    std::path::Path::new("/sys/fs/selinux/enforce").exists()
+}
+
+fn open_attr(paths: &[&str]) -> std::io::Result<std::fs::File> {
+    let mut last = std::io::Error::from(std::io::ErrorKind::NotFound);
+    for p in paths {
+        match std::fs::OpenOptions::new().write(true).open(p) {
+            Ok(f) => return Ok(f),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Checks `process.apparmorProfile` and `process.selinuxLabel` against the host: a label the
+/// host cannot apply (its LSM is not enabled, the attribute cannot be opened) is an error
+/// naming the field, never ignored.
+pub fn prepare_lsm(process: &Process) -> Result<Lsm, SecurityError> {
+    let mut lsm = Lsm::default();
+    if let Some(profile) = process.apparmor_profile().as_deref().filter(|p| !p.is_empty()) {
+        let err = |reason: String| SecurityError::Lsm { field: "process.apparmorProfile", value: profile.to_string(), reason };
+        if !apparmor_enabled() {
+            return Err(err("AppArmor is not enabled on this host".into()));
+        }
+        let f = open_attr(&["/proc/thread-self/attr/apparmor/current", "/proc/thread-self/attr/current"])
+            .map_err(|e| err(format!("cannot open the AppArmor attribute: {e}")))?;
+        lsm.apparmor = Some((f, profile.to_string()));
+    }
+    if let Some(label) = process.selinux_label().as_deref().filter(|l| !l.is_empty()) {
+        let err = |reason: String| SecurityError::Lsm { field: "process.selinuxLabel", value: label.to_string(), reason };
+        if !selinux_enabled() {
+            return Err(err("SELinux is not enabled on this host".into()));
+        }
+        let f = open_attr(&["/proc/thread-self/attr/current"]).map_err(|e| err(format!("cannot open the SELinux attribute: {e}")))?;
+        lsm.selinux = Some((f, label.to_string()));
+    }
+    Ok(lsm)
+}
+
+impl Lsm {
+    /// Moves the calling thread into the spec's AppArmor profile and SELinux context at once
+    /// (runc does it at execve; the init runs the guest without an exec).
+    pub fn apply(self) -> Result<(), SecurityError> {
+        use std::io::Write;
+        if let Some((mut f, profile)) = self.apparmor {
+            f.write_all(format!("changeprofile {profile}").as_bytes()).map_err(|e| SecurityError::Lsm {
+                field: "process.apparmorProfile",
+                value: profile.clone(),
+                reason: format!("the kernel refused the profile: {e}"),
+            })?;
+        }
+        if let Some((mut f, label)) = self.selinux {
+            f.write_all(label.as_bytes()).map_err(|e| SecurityError::Lsm {
+                field: "process.selinuxLabel",
+                value: label.clone(),
+                reason: format!("the kernel refused the label: {e}"),
+            })?;
+        }
+        Ok(())
+    }
 }
 
 fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
@@ -78,9 +180,32 @@ fn to_caps(set: &Option<Capabilities>) -> Result<CapsHashSet, SecurityError> {
     Ok(out)
 }
 
+/// Runs `f` with the file-system identity of the spec's user (fsuid, fsgid, its groups), so
+/// that what the init reads for the guest before it switches user (the module, before
+/// `pivot_root`) is read with the permissions the guest will have, as runc's execve would.
+/// Only the calling thread's fsuid changes, and is restored (with the file capabilities that
+/// root keeps) when `f` returns.
+pub fn as_user_for_files<T>(process: &Process, f: impl FnOnce() -> T) -> Result<T, SecurityError> {
+    let user = process.user();
+    let (uid, gid) = (user.uid(), user.gid());
+    if uid == 0 && gid == 0 {
+        return Ok(f());
+    }
+    let groups: Vec<nix::unistd::Gid> =
+        user.additional_gids().as_deref().unwrap_or(&[]).iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(|err| SecurityError::User { uid, gid, err })?;
+    let old_gid = nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
+    let old_uid = nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
+    let out = f();
+    nix::unistd::setfsuid(old_uid);
+    nix::unistd::setfsgid(old_gid);
+    Ok(out)
+}
+
 /// Switches to the spec's user and groups, keeping the permitted capabilities across the uid
 /// change, then sets the capability sets from the spec (bounding first, ambient last) and
-/// no_new_privs. Everything not listed in the spec is dropped.
+/// no_new_privs. Everything not listed in the spec is dropped. A non-root user ends with the
+/// ambient set as permitted and effective, as after runc's execve.
 pub fn apply_user_and_caps(process: &Process) -> Result<(), SecurityError> {
     let user = process.user();
     let (uid, gid) = (user.uid(), user.gid());
@@ -121,10 +246,19 @@ pub fn apply_user_and_caps(process: &Process) -> Result<(), SecurityError> {
     caps::set(None, CapSet::Inheritable, &inheritable).map_err(cerr)?;
     caps::set(None, CapSet::Effective, &effective.intersection(&permitted).copied().collect()).map_err(cerr)?;
     caps::clear(None, CapSet::Ambient).map_err(cerr)?;
+    let mut raised = CapsHashSet::new();
     for cap in &ambient {
         if permitted.contains(cap) && inheritable.contains(cap) {
             caps::raise(None, CapSet::Ambient, *cap).map_err(cerr)?;
+            raised.insert(*cap);
         }
+    }
+    if uid != 0 {
+        // What the kernel gives a non-root user at execve, i.e. what runc's process ends with:
+        // permitted and effective are the ambient set, whatever else the spec lists.
+        caps::set(None, CapSet::Effective, &raised).map_err(cerr)?;
+        caps::set(None, CapSet::Permitted, &raised).map_err(cerr)?;
+        set_non_dumpable()?;
     }
 
     if process.no_new_privileges().unwrap_or(false) {
