@@ -3,12 +3,15 @@
 //! Stage 1 (fresh from exec, single-threaded) waits until the shim has put it in the
 //! container's cgroup, enters the spec's namespaces and forks once, so that its child is the
 //! first process of a new or joined pid namespace; it reports the child's pid and exits, and the
-//! child is reparented to the shim (a subreaper). Stage 2 takes a handle on the compile cache,
-//! builds the rootfs, drops privileges, reads the wasm and maps its compiled code from the cache
-//! (or has the shim compile it: see `compile`; all of it still inside Create), reports Ready
-//! and waits for Start. Signals are blocked before any thread exists and handled by one thread:
-//! before Start they end the process at once, after it they interrupt the guest (epoch), and a
-//! guest stuck in a host call (a blocked read) is ended after a short grace.
+//! child is reparented to the shim (a subreaper). The init is non-dumpable from its first
+//! instruction. Stage 2 checks the spec's security fields, builds the rootfs (the guest's view:
+//! no kernel filesystem, `nodev`), reads the wasm through it and maps its compiled code from the
+//! cache (or has the shim compile it: see `compile`; all of it still inside Create) while the
+//! host's /proc and the cache are reachable, then pivots, drops privileges, loads seccomp and
+//! the LSM labels, reports Ready and waits for Start. Signals are blocked before any thread
+//! exists and handled by one thread: before Start they end the process at once, after it they
+//! interrupt the guest (epoch), and a guest stuck in a host call (a blocked read) is ended
+//! after a short grace.
 
 use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -18,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oci_spec::runtime::Spec;
-use wasm_shim_container::{namespaces, process, rootfs, security};
+use wasm_shim_container::{namespaces, process, rootfs, seccomp, security};
 use wasm_shim_engine::{
     Cache, Engine, EngineError, Origin, Outcome, Prepared, RunOptions, ServeKind, ServeOptions, ServingPool, Shutdown, Tier,
 };
@@ -70,6 +73,12 @@ impl From<wasm_shim_oci::OciError> for InitError {
 
 /// Entry of `containerd-shim-wasm-v1 init <bundle>`; never returns.
 pub fn main(bundle: &str) -> ! {
+    // First of all, before joining any namespace of the pod: a sidecar sharing the pod's pid
+    // namespace must never open this process's /proc entries (memory, descriptors, root).
+    if let Err(e) = security::set_non_dumpable() {
+        eprintln!("containerd-shim-wasm-v1 init: {e}");
+        process::exit_now(2);
+    }
     let sync = match process::inherited_sync() {
         Ok(s) => s,
         Err(e) => {
@@ -148,14 +157,15 @@ fn read_artifact(bundle: &Path) -> Result<Option<(String, Vec<u8>)>, InitError> 
     }
 }
 
-/// The workload's bytes; one larger than the settings allow is refused before it is read.
-fn read_module(path: &Path, shown: &str, settings: &Settings) -> Result<Vec<u8>, InitError> {
+/// The workload's bytes, `path` opened inside `root` (see `rootfs::open_in_root`); one larger
+/// than the settings allow is refused before it is read.
+fn read_module(root: &Path, path: &Path, shown: &str, settings: &Settings) -> Result<Vec<u8>, InitError> {
     use std::io::Read;
     let cannot = |e: std::io::Error| {
         let kind = if e.kind() == std::io::ErrorKind::PermissionDenied { ErrorKind::FailedPrecondition } else { ErrorKind::InvalidArgument };
         InitError::new(kind, format!("{shown}: cannot read: {e}"))
     };
-    let file = std::fs::File::open(path).map_err(cannot)?;
+    let file = rootfs::open_in_root(root, path).map_err(cannot)?;
     let limit = settings.max_module_size;
     let size = file.metadata().map_err(cannot)?.len();
     let mut bytes = Vec::new();
@@ -217,24 +227,33 @@ fn stage2(
         return Err(InitError::new(ErrorKind::Unimplemented, "a terminal (tty) is not supported for wasm containers"));
     }
 
+    // Security fields are checked before anything is set up: one the shim cannot apply fails
+    // Create, naming it.
+    let invalid = |e: &dyn std::fmt::Display| InitError::new(ErrorKind::InvalidArgument, e.to_string());
+    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => Some(seccomp::plan(s).map_err(|e| invalid(&e))?),
+        None => None,
+    };
+    // The LSM attributes and oom_score_adj live in /proc, which the guest's view has not.
+    let lsm = security::prepare_lsm(process).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    security::apply_oom_score_adj(process);
+
     // A wasm OCI artifact: the shim left the layer in the bundle; read it before pivot_root.
     let artifact = read_artifact(bundle)?;
-    rootfs::setup(spec, &rootfs_path(bundle, spec)).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
-    if entered.new_uts {
-        if let Some(h) = spec.hostname() {
-            rootfs::set_hostname(h).map_err(|e| InitError::internal(format!("hostname {h}: {e}")))?;
-        }
-    }
-    security::apply_rlimits(process).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
-    security::apply_oom_score_adj(process);
-    security::apply_user_and_caps(process).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    let root = rootfs::prepare(spec, &rootfs_path(bundle, spec)).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
 
+    // Everything the guest's code needs is read and mapped before pivot_root, while the host's
+    // /proc and the compile cache are still reachable: the module (through the rootfs, never
+    // out of it), its compiled code (a cache handle closed before pivot_root). After it the
+    // init holds no descriptor of a host directory.
     let (shown, bytes) = match artifact {
         Some(a) => a,
         None => {
-            let path = wasm_shim_oci::resolve_executable(Path::new("/"), &rc.entrypoint.path, rc.path_env.as_deref(), &rc.cwd)?;
-            let shown = path.display().to_string();
-            let bytes = read_module(&path, &shown, &settings)?;
+            let path = wasm_shim_oci::resolve_executable(&root, &rc.entrypoint.path, rc.path_env.as_deref(), &rc.cwd)?;
+            let inside = Path::new("/").join(path.strip_prefix(&root).unwrap_or(&path));
+            let shown = inside.display().to_string();
+            let bytes = security::as_user_for_files(process, || read_module(&root, &inside, &shown, &settings))
+                .map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))??;
             (shown, bytes)
         }
     };
@@ -290,6 +309,31 @@ fn stage2(
         None => (prepared, None),
     };
 
+    rootfs::enter(spec, &root).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    if entered.new_uts {
+        if let Some(h) = spec.hostname() {
+            rootfs::set_hostname(h).map_err(|e| InitError::internal(format!("hostname {h}: {e}")))?;
+        }
+    }
+    security::apply_rlimits(process).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    // Seccomp as runc places it: without no_new_privs loading a filter needs CAP_SYS_ADMIN, so
+    // it goes before the capabilities are dropped; with it, after (the filter then also covers
+    // the switch of user). Either way before any guest code, on every thread.
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    let load_seccomp = |plan: &Option<seccomp::Plan>| -> Result<(), InitError> {
+        match plan {
+            Some(p) => p.load().map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string())),
+            None => Ok(()),
+        }
+    };
+    if !nnp {
+        load_seccomp(&seccomp)?;
+    }
+    security::apply_user_and_caps(process).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    if nnp {
+        load_seccomp(&seccomp)?;
+    }
+
     let memory_limit = spec
         .linux()
         .as_ref()
@@ -305,6 +349,9 @@ fn stage2(
         memory_limit,
         ..Default::default()
     };
+
+    // The LSM labels, on the only thread there is yet: every thread after inherits them.
+    lsm.apply().map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
 
     let started = Arc::new(AtomicBool::new(false));
     let shutdown = listener.as_ref().map(|_| Shutdown::new());

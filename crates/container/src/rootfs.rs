@@ -1,7 +1,14 @@
-//! The container's filesystem view, built inside its new mount namespace: propagation, the
+//! The wasm container's filesystem view, built inside its new mount namespace: propagation, the
 //! rootfs bind, the spec's mounts (resolved inside the rootfs, never through a symlink out of
-//! it), the default device nodes, `pivot_root`, masked and read-only paths, a read-only root.
-
+//! it), then the guest's boundary, the granted device nodes, `pivot_root`, masked and read-only
+//! paths, a read-only root.
+//!
+//! The boundary (see docs/security.md): a wasm guest reaches files through WASI only, and WASI
+//! sees whatever is mounted under its root. So no kernel pseudo-filesystem is mounted there
+//! (procfs, sysfs, cgroupfs, devpts, mqueue, debugfs, …: not from the spec, and not as a bind of
+//! the host's, even nested in a recursive bind), and every mount is `nodev` and `nosuid`; the
+//! only device nodes that open are the spec's defaults and `linux.devices`, each a bind of the
+//! host's node placed without following a symlink of the image.
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -108,9 +115,9 @@ fn mount_one(root: &Path, m: &Mount) -> Result<(), RootfsError> {
     let typ = m.typ().as_deref().unwrap_or("");
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
     let is_bind = typ == "bind" || opts.flags.contains(MsFlags::MS_BIND);
-    if !is_bind && (typ == "cgroup" || typ == "cgroup2") {
-        // A wasm guest has no cgroupfs API; the host's cgroup tree is not exposed to it.
-        log::debug!("skipping {typ} mount on {}", m.destination().display());
+    if !is_bind && is_kernel_fs(typ) {
+        // proc, sysfs, cgroup, devpts, mqueue: kernel interfaces a wasm guest must not reach.
+        log::debug!("not mounting {typ} on {}: no kernel filesystem in a wasm guest's view", m.destination().display());
         return Ok(());
     }
     let source = m.source().clone();
@@ -129,19 +136,7 @@ fn mount_one(root: &Path, m: &Mount) -> Result<(), RootfsError> {
         }
     } else {
         let src = source.as_deref().unwrap_or(Path::new(typ));
-        let res = mnt(Some(src), &target, Some(typ), opts.flags, data, &what);
-        if let Err(e) = res {
-            // sysfs cannot be mounted in a network namespace we did not create; mqueue
-            // needs a new IPC namespace. Fall back to a read-only bind of the host's.
-            if typ == "sysfs" || typ == "mqueue" {
-                log::debug!("{e}; binding the host's {typ} instead");
-                let host = if typ == "sysfs" { "/sys" } else { "/dev/mqueue" };
-                mnt(Some(Path::new(host)), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, &what)?;
-                mnt(None, &target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV, None, &what)?;
-            } else {
-                return Err(e);
-            }
-        }
+        mnt(Some(src), &target, Some(typ), opts.flags, data, &what)?;
     }
     if !opts.propagation.is_empty() {
         mnt(None, &target, None, opts.propagation, None, &what)?;
@@ -149,26 +144,190 @@ fn mount_one(root: &Path, m: &Mount) -> Result<(), RootfsError> {
     Ok(())
 }
 
+/// The device nodes every container gets (the OCI runtime spec's list), from the host's `/dev`.
 const DEFAULT_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-fn default_devices(root: &Path) -> Result<(), RootfsError> {
-    let dev = root.join("dev");
-    if !dev.is_dir() {
-        return Ok(());
-    }
-    for name in DEFAULT_DEVICES {
-        let host = Path::new("/dev").join(name);
-        if !host.exists() {
-            continue;
+/// Filesystem types that are kernel interfaces, not storage: never in a wasm guest's view.
+const KERNEL_FS: &[&str] = &[
+    "proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "devtmpfs", "securityfs", "debugfs", "tracefs",
+    "bpf", "configfs", "fusectl", "binfmt_misc", "pstore", "efivarfs", "nsfs", "autofs", "rpc_pipefs",
+    "selinuxfs", "hugetlbfs", "usbfs", "xenfs", "nfsd",
+];
+
+/// True for a filesystem type a wasm guest must not see.
+pub fn is_kernel_fs(fstype: &str) -> bool {
+    KERNEL_FS.contains(&fstype)
+}
+
+/// One line of `/proc/self/mountinfo`: where, the per-mount options, the filesystem type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MountInfo {
+    pub point: PathBuf,
+    pub options: Vec<String>,
+    pub fstype: String,
+}
+
+/// `\040` (space), `\011`, `\012`, `\134`: mountinfo's octal escapes.
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
         }
-        let target = dev.join(name);
-        if fs::symlink_metadata(&target).is_err() {
-            fs::File::create(&target).map_err(|err| RootfsError::Destination { dest: target.clone(), err })?;
-        }
-        mnt(Some(&host), &target, None, MsFlags::MS_BIND, None, &format!("device {}", host.display()))?;
     }
-    for (link, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
-        let _ = std::os::unix::fs::symlink(to, dev.join(link));
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses mountinfo text (proc(5)): mount point is field 5, options field 6, the type follows
+/// the ` - ` separator.
+pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+    text.lines()
+        .filter_map(|l| {
+            let (head, tail) = l.split_once(" - ")?;
+            let f: Vec<&str> = head.split(' ').collect();
+            let point = PathBuf::from(unescape(f.get(4)?));
+            let options = f.get(5)?.split(',').map(String::from).collect();
+            let fstype = tail.split(' ').next()?.to_string();
+            Some(MountInfo { point, options, fstype })
+        })
+        .collect()
+}
+
+/// The flags a bind remount must repeat to keep a mount's per-mount options.
+fn kept_flags(options: &[String]) -> MsFlags {
+    let mut f = MsFlags::empty();
+    for o in options {
+        f |= match o.as_str() {
+            "ro" => MsFlags::MS_RDONLY,
+            "noexec" => MsFlags::MS_NOEXEC,
+            "noatime" => MsFlags::MS_NOATIME,
+            "nodiratime" => MsFlags::MS_NODIRATIME,
+            "relatime" => MsFlags::MS_RELATIME,
+            _ => MsFlags::empty(),
+        };
+    }
+    f
+}
+
+/// What [`guest_boundary`] does with each mount under the root: detach kernel filesystems (the
+/// deepest first), remount the rest `nodev,nosuid`.
+pub fn boundary_plan(mounts: &[MountInfo], root: &Path) -> (Vec<PathBuf>, Vec<(PathBuf, MsFlags)>) {
+    let under: Vec<&MountInfo> = mounts.iter().filter(|m| m.point.starts_with(root)).collect();
+    let mut detach: Vec<PathBuf> = under.iter().filter(|m| is_kernel_fs(&m.fstype)).map(|m| m.point.clone()).collect();
+    detach.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    detach.dedup();
+    let remount = under
+        .iter()
+        .filter(|m| !detach.iter().any(|d| m.point.starts_with(d)))
+        .filter(|m| !(m.options.iter().any(|o| o == "nodev") && m.options.iter().any(|o| o == "nosuid")))
+        .map(|m| (m.point.clone(), kept_flags(&m.options) | MsFlags::MS_NODEV | MsFlags::MS_NOSUID))
+        .collect();
+    (detach, remount)
+}
+
+/// Makes the tree under `root` what a wasm guest may see: no kernel filesystem (whatever the
+/// spec or a recursive bind brought in), and no device node that opens.
+fn guest_boundary(root: &Path) -> Result<(), RootfsError> {
+    let info = fs::read_to_string("/proc/self/mountinfo").map_err(|err| RootfsError::Root { root: root.to_path_buf(), err })?;
+    let (detach, remount) = boundary_plan(&parse_mountinfo(&info), root);
+    for p in &detach {
+        log::debug!("detaching {} from the guest's view", p.display());
+        match umount2(p, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+            Err(err) => return Err(RootfsError::Mount { what: "kernel filesystem (detach)".into(), target: p.clone(), err }),
+        }
+    }
+    for (p, flags) in &remount {
+        // A mount that a detach above took along is gone: nothing to do.
+        match mount(None::<&str>, p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | *flags, None::<&str>) {
+            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+            Err(err) => return Err(RootfsError::Mount { what: "nodev,nosuid remount".into(), target: p.clone(), err }),
+        }
+    }
+    Ok(())
+}
+
+/// A device node the guest may open: the host's node at `host`, bound on `dest` (a path inside
+/// the rootfs). The mount point is created and opened without following symlinks (an image
+/// whose `/dev` or `/dev/null` is a symlink never makes the shim touch a file outside the
+/// rootfs), and the bind goes through that descriptor.
+fn grant_device(root: &Path, host: &Path, dest: &Path) -> Result<(), RootfsError> {
+    use std::os::fd::AsRawFd;
+    let fd = device_mount_point(root, dest)?;
+    let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    mnt(Some(host), &via, None, MsFlags::MS_BIND, None, &format!("device {}", host.display()))
+}
+
+/// The mount point of a granted device, `dest` inside `root`, opened `O_PATH` without
+/// following a symlink; a symlink or special file of the image there is replaced.
+fn device_mount_point(root: &Path, dest: &Path) -> Result<fs::File, RootfsError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let derr = |err| RootfsError::Destination { dest: dest.to_path_buf(), err };
+    let rel = dest.strip_prefix("/").unwrap_or(dest);
+    let name = rel.file_name().ok_or_else(|| derr(std::io::Error::other("no file name")))?;
+    // The directories are resolved inside the root; the node's own name is never followed.
+    let parent = safe_path::scoped_join(root, rel.parent().unwrap_or(Path::new(""))).map_err(derr)?;
+    fs::create_dir_all(&parent).map_err(derr)?;
+    let target = parent.join(name);
+    match fs::symlink_metadata(&target) {
+        Ok(md) if md.file_type().is_file() || md.file_type().is_char_device() || md.file_type().is_block_device() => {}
+        Ok(md) if md.is_dir() => return Err(derr(std::io::Error::other("is a directory in the image, not a device node"))),
+        // A symlink, a fifo, a socket in the image: replaced by a plain mount point.
+        Ok(_) => fs::remove_file(&target).map_err(derr)?,
+        Err(_) => {}
+    }
+    let _ = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&target);
+    let fd = fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_NOFOLLOW).open(&target).map_err(derr)?;
+    if !fd.metadata().map_err(derr)?.is_file() && !fd.metadata().map_err(derr)?.file_type().is_char_device() && !fd.metadata().map_err(derr)?.file_type().is_block_device() {
+        return Err(derr(std::io::Error::other("the mount point is not a file")));
+    }
+    Ok(fd)
+}
+
+/// The default device nodes in the rootfs's `/dev` (when it has one), then `linux.devices`:
+/// each the host's node of the same path, which must be that device.
+fn devices(spec: &Spec, root: &Path) -> Result<(), RootfsError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let dev = safe_path::scoped_join(root, "dev").map_err(|err| RootfsError::Destination { dest: "/dev".into(), err })?;
+    if dev.is_dir() {
+        for name in DEFAULT_DEVICES {
+            let host = Path::new("/dev").join(name);
+            if fs::metadata(&host).map(|m| m.file_type().is_char_device()).unwrap_or(false) {
+                grant_device(root, &host, &Path::new("/dev").join(name))?;
+            }
+        }
+    }
+    for d in spec.linux().as_ref().and_then(|l| l.devices().as_ref()).map(Vec::as_slice).unwrap_or(&[]) {
+        let path = d.path();
+        let bad = |reason: String| RootfsError::Destination { dest: path.clone(), err: std::io::Error::other(reason) };
+        let md = fs::metadata(path).map_err(|e| bad(format!("linux.devices: no such device node on the host ({e}); a wasm container binds the host's node")))?;
+        let (kind_ok, want) = match d.typ() {
+            oci_spec::runtime::LinuxDeviceType::C | oci_spec::runtime::LinuxDeviceType::U => (md.file_type().is_char_device(), "c"),
+            oci_spec::runtime::LinuxDeviceType::B => (md.file_type().is_block_device(), "b"),
+            _ => (false, "p"),
+        };
+        let rdev = md.rdev();
+        let (major, minor) = (libc::major(rdev) as i64, libc::minor(rdev) as i64);
+        if !kind_ok || major != d.major() || minor != d.minor() {
+            return Err(bad(format!(
+                "linux.devices: the host's {} is {major}:{minor}, not the {want} {}:{} the spec asks for",
+                path.display(),
+                d.major(),
+                d.minor()
+            )));
+        }
+        grant_device(root, path, path)?;
     }
     Ok(())
 }
@@ -214,9 +373,20 @@ fn mask_paths(spec: &Spec) {
     }
 }
 
-/// Builds the container's root inside the current (new) mount namespace and pivots into it.
-/// `rootfs` is the host path of the container's root (the bundle's `rootfs` or spec.root.path).
+/// Builds a wasm container's root inside the current (new) mount namespace and pivots into it:
+/// [`prepare`] then [`enter`].
 pub fn setup(spec: &Spec, rootfs: &Path) -> Result<(), RootfsError> {
+    let root = prepare(spec, rootfs)?;
+    enter(spec, &root)
+}
+
+/// Builds the container's root under `rootfs` (the host path of the bundle's `rootfs` or
+/// spec.root.path) inside the current (new) mount namespace: the spec's mounts, the guest's
+/// boundary, the granted device nodes. Returns the root's canonical path. Needs the host's
+/// `/proc` (the boundary reads mountinfo, device binds go through `/proc/self/fd`); between
+/// this and [`enter`] the init can still read what lives outside the root (the compile cache),
+/// and reads the container's files with [`open_in_root`].
+pub fn prepare(spec: &Spec, rootfs: &Path) -> Result<PathBuf, RootfsError> {
     let root = fs::canonicalize(rootfs).map_err(|err| RootfsError::Root { root: rootfs.to_path_buf(), err })?;
     let propagation = spec
         .linux()
@@ -230,13 +400,41 @@ pub fn setup(spec: &Spec, rootfs: &Path) -> Result<(), RootfsError> {
     for m in spec.mounts().as_deref().unwrap_or(&[]) {
         mount_one(&root, m)?;
     }
-    default_devices(&root)?;
-    pivot(&root)?;
+    guest_boundary(&root)?;
+    devices(spec, &root)?;
+    Ok(root)
+}
+
+/// Pivots into `root` (from [`prepare`]), masks and read-only paths, a read-only root.
+pub fn enter(spec: &Spec, root: &Path) -> Result<(), RootfsError> {
+    pivot(root)?;
     mask_paths(spec);
     if spec.root().as_ref().map(|r| r.readonly().unwrap_or(false)).unwrap_or(false) {
-        mnt(None, Path::new("/"), None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None, "read-only root")?;
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
+        mnt(None, Path::new("/"), None, flags, None, "read-only root")?;
     }
     Ok(())
+}
+
+/// Opens `path` (absolute in the container) for reading as if `root` were `/`: `..` and
+/// symlinks, absolute or relative, cannot leave it, even if the tree changes meanwhile
+/// (`openat2` with `RESOLVE_IN_ROOT`; Linux 5.6+, else a scoped join and `O_NOFOLLOW`).
+pub fn open_in_root(root: &Path, path: &Path) -> std::io::Result<fs::File> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    use std::os::unix::fs::OpenOptionsExt;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let dir = fs::File::open(root)?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match nix::fcntl::openat2(&dir, rel, how) {
+        Ok(fd) => Ok(fs::File::from(fd)),
+        Err(nix::Error::ENOSYS) => {
+            let target = safe_path::scoped_join(root, rel)?;
+            fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(target)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Sets the hostname (only meaningful in a new UTS namespace).
@@ -323,5 +521,91 @@ mod tests {
         let t = mount_point(root, Path::new("/../../x"), false).unwrap();
         assert!(t.starts_with(root));
         assert!(t.is_dir());
+    }
+
+    const MOUNTINFO: &str = "\
+22 1 0:21 / / rw,relatime - overlay overlay rw
+30 22 0:21 / /run/b/rootfs rw,relatime - overlay overlay rw,lowerdir=/l
+31 30 0:5 / /run/b/rootfs/proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+32 30 0:6 / /run/b/rootfs/dev rw,nosuid - tmpfs tmpfs rw,mode=755
+33 32 0:7 / /run/b/rootfs/dev/pts rw,nosuid,noexec - devpts devpts rw
+34 30 0:8 / /run/b/rootfs/host\\040root ro,relatime - ext4 /dev/vda1 rw
+35 34 0:5 / /run/b/rootfs/host\\040root/proc rw - proc proc rw
+36 35 0:9 / /run/b/rootfs/host\\040root/proc/sys/fs/binfmt_misc rw - binfmt_misc binfmt_misc rw
+37 34 0:10 / /run/b/rootfs/host\\040root/sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+38 30 0:11 / /run/b/rootfs/data rw,nosuid,nodev - tmpfs tmpfs rw
+39 22 0:5 / /proc rw - proc proc rw
+";
+
+    #[test]
+    fn mountinfo_parses_with_escapes() {
+        let m = parse_mountinfo(MOUNTINFO);
+        assert_eq!(m.len(), 11);
+        assert_eq!(m[5].point, PathBuf::from("/run/b/rootfs/host root"));
+        assert_eq!(m[5].fstype, "ext4");
+        assert_eq!(m[5].options, s(&["ro", "relatime"]));
+        assert_eq!(unescape("a\\134b\\011"), "a\\b\t");
+        assert_eq!(unescape("tail\\04"), "tail\\04");
+    }
+
+    #[test]
+    fn the_boundary_detaches_kernel_filesystems_and_remounts_the_rest_nodev() {
+        let (detach, remount) = boundary_plan(&parse_mountinfo(MOUNTINFO), Path::new("/run/b/rootfs"));
+        // Kernel filesystems under the root, nested in a bind of the host's root too, deepest
+        // first; the host's own /proc (outside the root) is left alone.
+        assert_eq!(
+            detach,
+            vec![
+                PathBuf::from("/run/b/rootfs/host root/proc/sys/fs/binfmt_misc"),
+                PathBuf::from("/run/b/rootfs/host root/sys/fs/cgroup/memory"),
+                PathBuf::from("/run/b/rootfs/dev/pts"),
+                PathBuf::from("/run/b/rootfs/host root/proc"),
+                PathBuf::from("/run/b/rootfs/proc"),
+            ]
+        );
+        let points: Vec<&Path> = remount.iter().map(|(p, _)| p.as_path()).collect();
+        // Already nodev,nosuid (data) and detached ones are not remounted.
+        assert_eq!(points, vec![Path::new("/run/b/rootfs"), Path::new("/run/b/rootfs/dev"), Path::new("/run/b/rootfs/host root")]);
+        for (p, f) in &remount {
+            assert!(f.contains(MsFlags::MS_NODEV | MsFlags::MS_NOSUID), "{}", p.display());
+        }
+        // A read-only mount stays read-only.
+        assert!(remount[2].1.contains(MsFlags::MS_RDONLY | MsFlags::MS_RELATIME));
+        assert!(!remount[0].1.contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn kernel_filesystems_are_named() {
+        for t in ["proc", "sysfs", "cgroup2", "devpts", "mqueue", "devtmpfs", "bpf", "debugfs"] {
+            assert!(is_kernel_fs(t), "{t}");
+        }
+        for t in ["tmpfs", "overlay", "ext4", "xfs", "nfs4", "fuse.sshfs"] {
+            assert!(!is_kernel_fs(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn a_device_mount_point_never_follows_an_image_symlink() {
+        // Unprivileged part: the mount point is made inside the root even when the image's
+        // /dev/null is a symlink out of it (the bind itself needs root: e2e sandbox::devices).
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(root.join("dev")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(outside.join("null"), root.join("dev/null")).unwrap();
+        device_mount_point(&root, Path::new("/dev/null")).unwrap();
+        assert!(!outside.join("null").exists(), "created a file outside the root");
+        // /dev itself a symlink out of the root: resolved inside it.
+        fs::remove_dir_all(root.join("dev")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("dev")).unwrap();
+        device_mount_point(&root, Path::new("/dev/zero")).unwrap();
+        assert!(!outside.join("zero").exists(), "created a file outside the root");
+        assert!(fs::symlink_metadata(root.join(outside.strip_prefix("/").unwrap()).join("zero")).unwrap().is_file());
+        fs::remove_file(root.join("dev")).unwrap();
+        fs::create_dir_all(root.join("dev")).unwrap();
+        std::os::unix::fs::symlink(outside.join("null"), root.join("dev/null")).unwrap();
+        device_mount_point(&root, Path::new("/dev/null")).unwrap();
+        assert!(fs::symlink_metadata(root.join("dev/null")).unwrap().file_type().is_file());
     }
 }
