@@ -331,7 +331,12 @@ impl Container {
                 other => Err(ShimError::internal(format!("container init: unexpected {other:?}"))),
             }
         })();
-        // Stage 1 exits right after reporting; reaping it reparents stage 2 to us.
+        // Stage 1 exits right after reporting; reaping it reparents stage 2 to us. If setup
+        // failed before Go was sent (the cgroup refused the pid), stage 1 still waits for it:
+        // end it, or Create would wait forever.
+        if setup.is_err() {
+            let _ = stage1.kill();
+        }
         let stage1_status = stage1.wait();
         let pid = setup?;
         debug!("{}: init stage 1 {:?}, container pid {pid}", req.id, stage1_status);
@@ -467,6 +472,7 @@ impl Container {
         let oom_before = self.cgroup.as_ref().and_then(|c| c.oom_kill_count().ok()).unwrap_or(0);
         let mut oom_sent = false;
         let mut reader = reader;
+        let mut budget = LogBudget::new();
         while let Some(Ok(Some(msg))) = reader.as_mut().map(protocol::recv::<FromInit>) {
             match msg {
                 FromInit::Oom { message } => {
@@ -476,10 +482,21 @@ impl Container {
                         oom_sent = true;
                     }
                 }
-                FromInit::Log { level, message } => log::log!(level.into(), "{}: {message}", self.id),
+                FromInit::Log { level, message } => match budget.take(std::time::Instant::now()) {
+                    Budget::Log(suppressed) => {
+                        if suppressed > 0 {
+                            warn!("{}: {suppressed} log lines of the init suppressed (more than {} in {:?})", self.id, LogBudget::LINES, LogBudget::WINDOW);
+                        }
+                        log::log!(level.into(), "{}: {message}", self.id)
+                    }
+                    Budget::Drop => {}
+                },
                 _ => {}
             }
         }
+        // A bad or endless message ends the reading: close our end, so that an init still
+        // writing gets an error instead of blocking.
+        drop(reader);
         let status = match self.pidfd.wait() {
             Ok(s) => s,
             Err(e) => {
@@ -677,3 +694,60 @@ impl Container {
     }
 }
 
+/// What the running init may make the shim log (after Start, guest code runs there): at most
+/// [`LogBudget::LINES`] lines per [`LogBudget::WINDOW`]; past it lines are counted, and the
+/// count is logged with the next line let through.
+struct LogBudget {
+    window_start: std::time::Instant,
+    lines: u32,
+    suppressed: u64,
+}
+
+#[derive(Debug, PartialEq)]
+enum Budget {
+    /// Log it; so many lines were dropped before it.
+    Log(u64),
+    Drop,
+}
+
+impl LogBudget {
+    const LINES: u32 = 20;
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn new() -> Self {
+        LogBudget { window_start: std::time::Instant::now(), lines: 0, suppressed: 0 }
+    }
+
+    fn take(&mut self, now: std::time::Instant) -> Budget {
+        if now.duration_since(self.window_start) >= Self::WINDOW {
+            self.window_start = now;
+            self.lines = 0;
+        }
+        if self.lines >= Self::LINES {
+            self.suppressed += 1;
+            return Budget::Drop;
+        }
+        self.lines += 1;
+        Budget::Log(std::mem::take(&mut self.suppressed))
+    }
+}
+
+#[cfg(test)]
+mod log_budget_tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_init_log_lines_is_cut_and_counted() {
+        let mut b = LogBudget::new();
+        let t0 = b.window_start;
+        for _ in 0..LogBudget::LINES {
+            assert_eq!(b.take(t0), Budget::Log(0));
+        }
+        for _ in 0..1000 {
+            assert_eq!(b.take(t0 + std::time::Duration::from_secs(1)), Budget::Drop);
+        }
+        // The next window lets lines through again and reports what was dropped, once.
+        assert_eq!(b.take(t0 + LogBudget::WINDOW), Budget::Log(1000));
+        assert_eq!(b.take(t0 + LogBudget::WINDOW), Budget::Log(0));
+    }
+}

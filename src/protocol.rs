@@ -20,7 +20,7 @@
 //! `Compile` is the one message followed by raw bytes: its `len` bytes of wasm come right
 //! after its line.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
@@ -117,11 +117,19 @@ pub fn send<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
     w.flush()
 }
 
+/// The longest message line read from the other side: past it, an error. An init runs guest
+/// code; if that ever escaped, it must not make the shim allocate without bound.
+pub const MAX_MESSAGE: u64 = 64 << 10;
+
 /// Reads one message; `Ok(None)` at end of stream (the other side is gone).
 pub fn recv<T: for<'de> Deserialize<'de>>(r: &mut impl BufRead) -> io::Result<Option<T>> {
     let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
+    let n = r.by_ref().take(MAX_MESSAGE).read_line(&mut line)?;
+    if n == 0 {
         return Ok(None);
+    }
+    if !line.ends_with('\n') && n as u64 >= MAX_MESSAGE {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("sync message longer than {MAX_MESSAGE} bytes")));
     }
     serde_json::from_str(&line)
         .map(Some)
@@ -131,6 +139,19 @@ pub fn recv<T: for<'de> Deserialize<'de>>(r: &mut impl BufRead) -> io::Result<Op
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endless_message_is_an_error_not_an_allocation() {
+        let mut big = vec![b'x'; (MAX_MESSAGE as usize) * 4];
+        big.push(b'\n');
+        let mut r = io::BufReader::new(&big[..]);
+        let err = recv::<FromInit>(&mut r).unwrap_err();
+        assert!(err.to_string().contains("longer than"), "{err}");
+        // A message just under the bound still reads.
+        let mut buf = Vec::new();
+        send(&mut buf, &FromInit::Log { level: LogLevel::Warn, message: "y".repeat(MAX_MESSAGE as usize - 100) }).unwrap();
+        assert!(matches!(recv::<FromInit>(&mut io::BufReader::new(&buf[..])).unwrap(), Some(FromInit::Log { .. })));
+    }
 
     #[test]
     fn messages_round_trip_line_by_line() {
