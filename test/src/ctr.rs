@@ -103,6 +103,12 @@ impl RunOpts {
         self
     }
 
+    /// More `ctr run` flags (`--seccomp`, `--cap-add X`, …).
+    pub fn extra(mut self, flags: &[&str]) -> RunOpts {
+        self.extra.extend(flags.iter().map(|f| f.to_string()));
+        self
+    }
+
     pub fn detach(mut self) -> RunOpts {
         self.detach = true;
         self.rm = false;

@@ -1111,6 +1111,9 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("sandbox::network", Wasm, Box::new(|cx| sandbox::network(cx)));
     add("sandbox::memory_cgroup", Wasm, Box::new(|cx| sandbox::memory_cgroup(cx)));
     add("sandbox::capabilities", Wasm, Box::new(|cx| sandbox::capabilities(cx)));
+    add("sandbox::kernel_interfaces", Wasm, Box::new(|cx| sandbox::kernel_interfaces(cx)));
+    add("sandbox::dev_symlink", Wasm, Box::new(|cx| sandbox::dev_symlink(cx)));
+    add("sandbox::seccomp", Wasm, Box::new(|cx| sandbox::seccomp(cx)));
 
     // The Kubernetes path (e2e/cri.rs): containerd's CRI plugin, handler `runc` first (the
     // baseline that proves the harness), then handler `wasm`.

@@ -6,6 +6,8 @@
 //! - `hardlink:FROM:TO`: make a hard link TO of FROM;
 //! - `symlink:TARGET:LINK`: make a symbolic link LINK pointing at TARGET, then read through it;
 //! - `write:PATH`: create the file;
+//! - `open-rw:PATH`, `open-w:PATH`: open an existing file read-write / write-only (no create,
+//!   no truncation; nothing is written): `/proc/self/mem`, `/proc/sysrq-trigger`, a device;
 //! - `env`: every environment variable, one `env NAME=value` line each.
 use std::fs;
 
@@ -58,6 +60,8 @@ fn attempt(arg: &str) -> Result<String, String> {
                 .map_err(|err| format!("linked, but reading through it: {err}"))
         }
         "write" => fs::write(rest, b"written by the escape guest\n").map(|()| "written".into()).map_err(e),
+        "open-rw" => fs::OpenOptions::new().read(true).write(true).open(rest).map(|_| "opened read-write".into()).map_err(e),
+        "open-w" => fs::OpenOptions::new().write(true).open(rest).map(|_| "opened for writing".into()).map_err(e),
         other => Err(format!("unknown attempt {other:?}")),
     }
 }
