@@ -1,15 +1,18 @@
 //! One container's cgroup, on cgroup v1 (one directory per controller hierarchy) or v2 (one
-//! directory in the unified tree): create it, apply resource limits, move processes in, freeze and
-//! thaw, read statistics and the OOM-kill count, and remove it.
+//! directory in the unified tree): create it, apply resource limits and device rules, move
+//! processes in, freeze and thaw, read statistics and the OOM-kill count, and remove it.
 //!
 //! # Layout
 //! - `path`: the spec's `cgroupsPath` (plain or systemd `slice:prefix:name`) -> cgroupfs path.
 //! - `v1`, `v2`: the two filesystem layouts behind the one [`Cgroup`] type.
+//! - `devices`: the spec's device rules, checked and emulated into a default plus exceptions
+//!   (what v1 writes to `devices.deny`/`devices.allow`).
 //! - `fs`: reading/writing control files with errors that name the file.
 //!
 //! Nothing here needs root to be tested: the layouts are exercised against temp-dir fixtures that
-//! mimic cgroupfs. One test drives the real v1 hierarchy when it runs as root.
+//! mimic cgroupfs. When run as root, tests also drive the real v1 hierarchy.
 
+mod devices;
 mod fs;
 mod path;
 mod v1;
@@ -19,6 +22,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use devices::{DeviceAccess, DeviceKind, DeviceRule};
 pub use path::normalize_path;
 
 /// How long `freeze`/`thaw` wait for the kernel to report the new state.
@@ -125,13 +129,18 @@ pub struct Resources {
     pub cpuset_mems: Option<String>,
     /// <= 0 = unlimited.
     pub pids_limit: Option<i64>,
+    /// The device rules, in the spec's order; what they mean is in the `devices` module. They
+    /// replace whatever the cgroup allowed before (v1; v2 does not enforce them yet).
+    pub devices: Option<Vec<DeviceRule>>,
 }
 
 impl Resources {
     /// Takes the limits we support from the spec. Zero values of memory, shares, quota and period
     /// mean "not set" (that is how CRI and Docker pass an absent limit), so they become `None`;
-    /// empty cpuset strings likewise.
-    pub fn from_spec(r: &oci_spec::runtime::LinuxResources) -> Resources {
+    /// empty cpuset strings likewise, and an absent or empty device rule list (the cgroup's
+    /// devices are then left as they are). A device rule that is not valid is
+    /// `InvalidResources`, naming it.
+    pub fn from_spec(r: &oci_spec::runtime::LinuxResources) -> Result<Resources> {
         let nonzero_i = |v: Option<i64>| v.filter(|&x| x != 0);
         let nonzero_u = |v: Option<u64>| v.filter(|&x| x != 0);
         let nonempty = |v: Option<&String>| v.filter(|s| !s.trim().is_empty()).cloned();
@@ -151,7 +160,15 @@ impl Resources {
         if let Some(p) = r.pids() {
             out.pids_limit = Some(p.limit());
         }
-        out
+        if let Some(rules) = r.devices().as_ref().filter(|d| !d.is_empty()) {
+            let rules = rules.iter().enumerate();
+            out.devices = Some(
+                rules
+                    .map(|(i, d)| DeviceRule::from_spec(i, d))
+                    .collect::<Result<_>>()?,
+            );
+        }
+        Ok(out)
     }
 }
 
@@ -244,7 +261,9 @@ impl Cgroup {
         }
     }
 
-    /// Writes the limits that are `Some`. Used at Create and by the Update API.
+    /// Writes the limits that are `Some`. Used at Create and by the Update API. Device rules are
+    /// checked before anything is written, then set first: v1 writes them to `devices.deny` and
+    /// `devices.allow` (v2: not yet).
     pub fn apply(&self, r: &Resources) -> Result<()> {
         match &self.inner {
             Inner::V1(c) => c.apply(r),
@@ -252,9 +271,9 @@ impl Cgroup {
         }
     }
 
-    /// Reads back memory, cpu, cpuset and pids limits. Unlimited values read as `Some(-1)`;
-    /// values whose file is missing read as `None`. On v2, `cpu_shares` is `None` (the kernel
-    /// keeps a weight, and the shares->weight conversion cannot be inverted).
+    /// Reads back memory, cpu, cpuset and pids limits; `devices` reads as `None`. Unlimited values
+    /// read as `Some(-1)`; values whose file is missing read as `None`. On v2, `cpu_shares` is
+    /// `None` (the kernel keeps a weight, and the shares->weight conversion cannot be inverted).
     pub fn read_limits(&self) -> Result<Resources> {
         match &self.inner {
             Inner::V1(c) => c.read_limits(),
