@@ -638,7 +638,8 @@ impl Container {
 
     /// Update: new limits (LinuxResources JSON) for the container's cgroup. Device rules are left
     /// as Create set them: the CRI cannot change them (containerd sends the old ones back), and
-    /// on cgroup v1 writing them again would briefly deny every device to running processes.
+    /// applying them again would briefly deny every device on cgroup v1 and stack one more eBPF
+    /// filter per update on v2.
     pub fn update(&self, resources_json: &[u8]) -> Result<()> {
         if let Some(runc) = &self.runc {
             return runc.update(resources_json);

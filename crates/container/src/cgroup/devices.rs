@@ -1,7 +1,8 @@
 //! Device rules (`linux.resources.devices`): checking them, and emulating what the kernel keeps
 //! once they are applied in order — a default (every device allowed, or every device denied) and
-//! a list of exceptions to it. v1 writes that emulated [`Policy`] to
-//! `devices.deny`/`devices.allow`.
+//! a list of exceptions to it. Both layouts start from that emulated [`Policy`]: v1 writes it to
+//! `devices.deny`/`devices.allow`, v2 compiles it into an eBPF filter (`bpf`), so a rule list
+//! means the same thing on both.
 //!
 //! The semantics are those of the kernel's v1 devices controller, as runc applies them:
 //! - The list starts from "deny every device": a list that does not begin with an `a` rule is an

@@ -939,6 +939,56 @@ fn v1_device_rules_need_the_devices_hierarchy() {
     .unwrap();
 }
 
+#[test]
+fn v2_device_rules_attach_a_filter_and_failures_name_the_cgroup() {
+    let t = v2_tree();
+    let d = v2_leaf(t.path());
+    let cg = Cgroup::new(t.path(), "/default/t1").unwrap();
+    // A fixture directory is not a cgroup: without root the kernel refuses to load the filter,
+    // with root it loads it and refuses to attach it. Either way the error names the cgroup,
+    // and since the filter comes first, nothing else is written.
+    let err = cg
+        .apply(&Resources {
+            memory_limit: Some(MIB),
+            devices: Some(devices::containerd_defaults()),
+            ..Default::default()
+        })
+        .unwrap_err();
+    let CgroupError::DeviceFilter { op, path, .. } = &err else {
+        panic!("expected DeviceFilter, got {err}");
+    };
+    assert!(*op == "load" || *op == "attach", "{err}");
+    assert_eq!(path, &d);
+    let prefix = format!("cgroup: {op} the device filter for {}: ", d.display());
+    assert!(err.to_string().starts_with(&prefix), "{err}");
+    assert!(err.raw_os_error().is_some(), "{err:?}");
+    assert_eq!(get(&d.join("memory.max")), "max\n");
+
+    // Bad rules are refused before the kernel is asked anything.
+    let err = cg
+        .apply(&Resources {
+            devices: Some(vec![
+                devices::rule("allow a"),
+                devices::rule("deny c *:* r"),
+                devices::rule("allow c 1:3 r"),
+            ]),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(matches!(err, CgroupError::InvalidResources(_)), "{err}");
+
+    // A cgroup directory that does not exist is named as such.
+    let gone = Cgroup::new(t.path(), "/default/gone").unwrap();
+    let err = gone
+        .apply(&Resources {
+            devices: Some(devices::containerd_defaults()),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert!(err.to_string().contains("default/gone"), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Real cgroup v1 (root only)
 
@@ -1151,6 +1201,49 @@ done"#;
             &["r:/dev/null", "w:/dev/null", "r:/dev/zero", "r:/dev/kmsg"],
         );
         assert_eq!(refused, ["r:/dev/kmsg"]);
+        cg.destroy().unwrap();
+    }
+
+    /// The v2 filter, loaded and attached for real: needs root and a cgroup2 mount, either the
+    /// whole of /sys/fs/cgroup or the hybrid layout's /sys/fs/cgroup/unified.
+    #[test]
+    fn real_v2_device_filter() {
+        let root = [
+            Path::new("/sys/fs/cgroup"),
+            Path::new("/sys/fs/cgroup/unified"),
+        ]
+        .into_iter()
+        .find(|r| detect(r) == Version::V2);
+        let Some(root) = root.filter(|_| nix::unistd::geteuid().is_root()) else {
+            println!("skipped: needs root and a cgroup2 mount");
+            return;
+        };
+        let path = format!("/wasm-shim-test-devices-{}", std::process::id());
+        let cg = Cgroup::new(root, &path).unwrap();
+        let _remove = Remove(cg.clone());
+        cg.create().unwrap();
+        assert!(refused_inside(&cg, &["r:/dev/zero", "w:/dev/zero", "r:/dev/full"]).is_empty());
+
+        cg.apply(&Resources {
+            devices: Some(vec![
+                devices::rule("deny a"),
+                devices::rule("allow c 1:3 rwm"),
+                devices::rule("allow c 1:5 r"),
+            ]),
+            ..Default::default()
+        })
+        .unwrap();
+        let refused = refused_inside(
+            &cg,
+            &[
+                "r:/dev/null",
+                "w:/dev/null",
+                "r:/dev/zero",
+                "w:/dev/zero",
+                "r:/dev/full",
+            ],
+        );
+        assert_eq!(refused, ["w:/dev/zero", "r:/dev/full"]);
         cg.destroy().unwrap();
     }
 }
