@@ -1110,14 +1110,15 @@ mod real_devices {
     }
 
     /// Opens devices from a shell inside the cgroup ("r:/dev/null" opens for reading,
-    /// "w:/dev/zero" for writing) and returns the probes that were refused. Each probe is first
+    /// "w:/dev/zero" for writing, "rw:/dev/full" for both) and returns the probes that were
+    /// refused. Each probe is first
     /// checked to succeed outside the cgroup, so a refusal inside is the cgroup's doing.
     fn refused_inside(cg: &Cgroup, probes: &[&str]) -> Vec<String> {
         for p in probes {
             let (mode, path) = p.split_once(':').unwrap();
             let opened = std::fs::OpenOptions::new()
-                .read(mode == "r")
-                .write(mode == "w")
+                .read(mode.contains('r'))
+                .write(mode.contains('w'))
                 .open(path);
             assert!(
                 opened.is_ok(),
@@ -1127,7 +1128,11 @@ mod real_devices {
         let script = r#"read line
 for p in "$@"; do
     f=${p#*:}
-    if [ "${p%%:*}" = r ]; then (exec 3<"$f"); else (exec 3>"$f"); fi && echo "$p ok" || echo "$p refused"
+    case "${p%%:*}" in
+        r) (exec 3<"$f") ;;
+        w) (exec 3>"$f") ;;
+        rw) (exec 3<>"$f") ;;
+    esac && echo "$p ok" || echo "$p refused"
 done"#;
         let mut child = Command::new("sh")
             .arg("-c")
@@ -1164,7 +1169,7 @@ done"#;
     }
 
     #[test]
-    fn real_v1_devices_containerd_defaults() {
+    fn real_v1_device_rules() {
         let root = Path::new("/sys/fs/cgroup");
         if !nix::unistd::geteuid().is_root()
             || !root.join("devices").is_dir()
@@ -1201,6 +1206,19 @@ done"#;
             &["r:/dev/null", "w:/dev/null", "r:/dev/zero", "r:/dev/kmsg"],
         );
         assert_eq!(refused, ["r:/dev/kmsg"]);
+
+        // A deny-list denies a request that shares one access bit with a deny exception.
+        cg.apply(&Resources {
+            devices: Some(vec![
+                devices::rule("allow a"),
+                devices::rule("deny c 1:7 w"),
+            ]),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(get(&list).trim(), "a *:* rwm");
+        let refused = refused_inside(&cg, &["r:/dev/full", "w:/dev/full", "rw:/dev/full"]);
+        assert_eq!(refused, ["w:/dev/full", "rw:/dev/full"]);
         cg.destroy().unwrap();
     }
 
@@ -1244,6 +1262,23 @@ done"#;
             ],
         );
         assert_eq!(refused, ["w:/dev/zero", "r:/dev/full"]);
+
+        // A deny-list, in a fresh cgroup (filters add up): as on v1, a request that shares one
+        // access bit with a deny exception is denied.
+        let path = format!("{path}-2");
+        let cg = Cgroup::new(root, &path).unwrap();
+        let _remove = Remove(cg.clone());
+        cg.create().unwrap();
+        cg.apply(&Resources {
+            devices: Some(vec![
+                devices::rule("allow a"),
+                devices::rule("deny c 1:7 w"),
+            ]),
+            ..Default::default()
+        })
+        .unwrap();
+        let refused = refused_inside(&cg, &["r:/dev/full", "w:/dev/full", "rw:/dev/full"]);
+        assert_eq!(refused, ["w:/dev/full", "rw:/dev/full"]);
         cg.destroy().unwrap();
     }
 }
