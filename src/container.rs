@@ -300,7 +300,10 @@ impl Container {
         cg.create().map_err(|e| ShimError::internal(e.to_string()))?;
         undo.cgroup = Some(cg.clone());
         if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-            cg.apply(&Resources::from_spec(res)).map_err(|e| ShimError::precondition(e.to_string()))?;
+            // Limits and device rules (containerd's default spec denies every device, and ctr and
+            // the CRI allow its default ones), set before the init joins the cgroup.
+            let res = Resources::from_spec(res).map_err(|e| ShimError::invalid(e.to_string()))?;
+            cg.apply(&res).map_err(|e| ShimError::precondition(e.to_string()))?;
         }
 
         let stdin = if req.stdin.is_empty() {
@@ -650,14 +653,18 @@ impl Container {
         self.cgroup.as_ref().ok_or_else(|| ShimError::precondition(format!("{}: no cgroup", self.id)))
     }
 
-    /// Update: new limits (LinuxResources JSON) for the container's cgroup.
+    /// Update: new limits (LinuxResources JSON) for the container's cgroup. Device rules are left
+    /// as Create set them: the CRI cannot change them (containerd sends the old ones back), and
+    /// applying them again would briefly deny every device on cgroup v1 and stack one more eBPF
+    /// filter per update on v2.
     pub fn update(&self, resources_json: &[u8]) -> Result<()> {
         if let Some(runc) = &self.runc {
             return runc.update(resources_json);
         }
         let res: oci_spec::runtime::LinuxResources = serde_json::from_slice(resources_json)
             .map_err(|e| ShimError::invalid(format!("update: resources are not LinuxResources JSON: {e}")))?;
-        self.cgroup()?.apply(&Resources::from_spec(&res)).map_err(|e| ShimError::invalid(e.to_string()))
+        let res = Resources::from_spec(&res).map_err(|e| ShimError::invalid(e.to_string()))?;
+        self.cgroup()?.apply(&Resources { devices: None, ..res }).map_err(|e| ShimError::invalid(e.to_string()))
     }
 
     /// Tears down what Create set up. A created-but-never-started init is killed first.

@@ -1,7 +1,8 @@
 //! # Layout
 //! Linux isolation for the wasm shim. Every `unsafe` block of the project lives in this crate,
 //! each with a `SAFETY:` note.
-//! - `cgroup`: cgroup v1 and v2 — create, limits, stats, freeze, OOM count, destroy.
+//! - `cgroup`: cgroup v1 and v2 — create, limits, device rules (v2: an eBPF filter), stats,
+//!   freeze, OOM count, destroy.
 //! - `process`: spawning the container init, pidfds, signals, waiting (added by the shim work).
 //! - `pty`: console sockets (the pty master runc sends) and terminal resizing.
 //! - `rootfs`: mounts, pivot_root, masked paths (added by the shim work).

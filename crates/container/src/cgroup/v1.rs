@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::devices::Policy;
 use super::fs;
 use super::{parse_procs, rel, CgroupError, Resources, Result, Stats};
 
@@ -97,6 +98,14 @@ impl V1 {
     }
 
     pub(crate) fn apply(&self, r: &Resources) -> Result<()> {
+        if let Some(rules) = &r.devices {
+            let policy = Policy::from_rules(rules)?;
+            let dir = self.need("devices")?;
+            // One rule per write: the kernel reads one rule from each.
+            for (file, line) in policy.v1_writes() {
+                fs::write(&dir.join(file), &line)?;
+            }
+        }
         self.apply_memory(r)?;
         self.apply_cpu(r)?;
         if r.cpuset_cpus.is_some() || r.cpuset_mems.is_some() {

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::fs;
+use super::devices::Policy;
+use super::{bpf, fs};
 use super::{parse_procs, rel, CgroupError, Resources, Result, Stats};
 
 /// Controllers we enable for containers, when the parent offers them.
@@ -55,7 +56,8 @@ impl V2 {
 
     pub(crate) fn apply(&self, r: &Resources) -> Result<()> {
         let d = &self.dir;
-        // Validate swap before writing anything, so a bad request changes nothing.
+        // Validate devices and swap before writing anything, so a bad request changes nothing.
+        let device_policy = r.devices.as_deref().map(Policy::from_rules).transpose()?;
         let swap = match r.memory_swap {
             None => None,
             Some(_) if !d.join("memory.swap.max").exists() => {
@@ -84,6 +86,9 @@ impl V2 {
                 Some((s - mem).to_string())
             }
         };
+        if let Some(policy) = &device_policy {
+            bpf::attach_device_filter(d, &bpf::program(policy))?;
+        }
         if let Some(l) = r.memory_limit {
             fs::write(&d.join("memory.max"), &fs::v2_limit(l))?;
         }
