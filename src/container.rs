@@ -302,7 +302,11 @@ impl Container {
         if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
             // Limits and device rules (containerd's default spec denies every device, and ctr and
             // the CRI allow its default ones), set before the init joins the cgroup.
-            let res = Resources::from_spec(res).map_err(|e| ShimError::invalid(e.to_string()))?;
+            let mut res = Resources::from_spec(res).map_err(|e| ShimError::invalid(e.to_string()))?;
+            // The default nodes the init binds open whatever the spec's rules say, as under runc.
+            if let Some(rules) = res.devices.as_mut() {
+                rules.extend(wasm_shim_container::cgroup::DeviceRule::default_nodes());
+            }
             cg.apply(&res).map_err(|e| ShimError::precondition(e.to_string()))?;
         }
 

@@ -418,6 +418,8 @@ pub struct PodSpec {
     /// cgroupfs parent of every container of the pod (see [`CriSetup::cgroup_parent`]); the
     /// kubelet creates and removes it, so [`remove_pod_cgroup`] does that here.
     pub cgroup_parent: String,
+    /// Kubernetes `shareProcessNamespace: true`: one pid namespace for the pod.
+    pub share_pid: bool,
 }
 
 impl PodSpec {
@@ -430,6 +432,7 @@ impl PodSpec {
             namespace: "default".into(),
             log_dir: cri.logs_dir.join(name),
             cgroup_parent: cri.cgroup_parent(name),
+            share_pid: false,
         }
     }
 
@@ -443,7 +446,7 @@ impl PodSpec {
     pub fn config(&self) -> PodSandboxConfig {
         let ns = api::NamespaceOption {
             network: api::NamespaceMode::Pod as i32,
-            pid: api::NamespaceMode::Container as i32,
+            pid: if self.share_pid { api::NamespaceMode::Pod } else { api::NamespaceMode::Container } as i32,
             ipc: api::NamespaceMode::Pod as i32,
             ..Default::default()
         };
@@ -480,6 +483,8 @@ pub struct ContainerSpec {
     /// Replaces the image's cmd when not empty (Kubernetes `args`).
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// In the pod's pid namespace (the pod shares one, `shareProcessNamespace`).
+    pub share_pid: bool,
 }
 
 impl ContainerSpec {
@@ -490,7 +495,14 @@ impl ContainerSpec {
             command: Vec::new(),
             args: Vec::new(),
             env: Vec::new(),
+            share_pid: false,
         }
+    }
+
+    /// Joins the pod's shared pid namespace (the pod must share one).
+    pub fn share_pid(mut self) -> Self {
+        self.share_pid = true;
+        self
     }
 
     pub fn command<I: IntoIterator<Item = S>, S: Into<String>>(mut self, c: I) -> Self {
@@ -530,7 +542,7 @@ impl ContainerSpec {
                 security_context: Some(api::LinuxContainerSecurityContext {
                     namespace_options: Some(api::NamespaceOption {
                         network: api::NamespaceMode::Pod as i32,
-                        pid: api::NamespaceMode::Container as i32,
+                        pid: if self.share_pid { api::NamespaceMode::Pod } else { api::NamespaceMode::Container } as i32,
                         ipc: api::NamespaceMode::Pod as i32,
                         ..Default::default()
                     }),

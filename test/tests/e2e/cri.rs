@@ -74,9 +74,20 @@ pub fn with_pod(
     handler: &str,
     body: impl FnOnce(&Cri, &mut Pod) -> Result<()>,
 ) -> Result<()> {
+    with_pod_sharing(cx, name, handler, false, body)
+}
+
+/// [`with_pod`], with one pid namespace for the pod when `share_pid`.
+pub fn with_pod_sharing(
+    cx: &Ctx,
+    name: &str,
+    handler: &str,
+    share_pid: bool,
+    body: impl FnOnce(&Cri, &mut Pod) -> Result<()>,
+) -> Result<()> {
     let cri = Cri::connect(&cx.cd.socket)?;
     let before = Leaks::measure(&cx.cd);
-    let pod = run_pod(cx, &cri, name, handler)?;
+    let pod = run_pod(cx, &cri, name, handler, share_pid)?;
     let mut pod = match pod {
         Ok(p) => p,
         Err(e) => {
@@ -100,8 +111,9 @@ pub fn with_pod(
 
 /// RunPodSandbox as the kubelet does (log directory created first). The outer `Result` is for
 /// harness errors, the inner one for the CRI's answer.
-fn run_pod(cx: &Ctx, cri: &Cri, name: &str, handler: &str) -> Result<Result<Pod>> {
-    let spec = PodSpec::new(name, &cx.cd.cri);
+fn run_pod(cx: &Ctx, cri: &Cri, name: &str, handler: &str, share_pid: bool) -> Result<Result<Pod>> {
+    let mut spec = PodSpec::new(name, &cx.cd.cri);
+    spec.share_pid = share_pid;
     std::fs::create_dir_all(&spec.log_dir)?;
     let config = spec.config();
     let t = Instant::now();
@@ -405,7 +417,7 @@ pub fn unconfigured_handler(cx: &Ctx) -> Result<()> {
     let cri = Cri::connect(&cx.cd.socket)?;
     let before = Leaks::measure(&cx.cd);
     let pods_before = cri.list_pod_sandboxes()?.len();
-    let err = match run_pod(cx, &cri, "nope-handler", "nope")? {
+    let err = match run_pod(cx, &cri, "nope-handler", "nope", false)? {
         Ok(pod) => {
             let _ = cri.teardown_pod(&pod.id);
             bail!("RunPodSandbox with handler \"nope\" succeeded (pod {})", pod.id);
@@ -711,6 +723,60 @@ pub fn wasm_sidecar_localhost(cx: &Ctx) -> Result<()> {
         ensure(shims.len() == 1, || {
             format!("expected one {SHIM_NAME} for the pod, found {shims:?}")
         })
+    })
+}
+
+/// The busybox lines that try what a sidecar sharing the pod's pid namespace could do to the
+/// process whose command line matches `needle` (a grep pattern): each `<what> <pid> -> ok|error`.
+fn proc_attempts(needle: &str) -> String {
+    format!(
+        r#"for p in /proc/[0-9]*; do
+  pid=${{p#/proc/}}
+  [ "$pid" = "$$" ] && continue
+  /bin/busybox tr '\0' ' ' < $p/cmdline 2>/dev/null | /bin/busybox grep -q -- '{needle}' || continue
+  for a in environ maps fd root/ cwd/ exe; do
+    case $a in
+      fd|root/|cwd/) /bin/busybox ls $p/$a >/dev/null 2>&1 ;;
+      exe) /bin/busybox readlink $p/exe >/dev/null 2>&1 ;;
+      *) /bin/busybox cat $p/$a >/dev/null 2>&1 ;;
+    esac && r=ok || r=error
+    echo "$a $pid -> $r"
+  done
+  ( exec 3<>$p/mem ) 2>/dev/null && r=ok || r=error
+  echo "mem $pid -> $r"
+done"#
+    )
+}
+
+/// A pod sharing one pid namespace (`shareProcessNamespace`): a wasm container runs, and a
+/// busybox sidecar (root, the default capabilities) tries the wasm init's `/proc/<pid>`
+/// memory, descriptors, root, cwd, exe, environment and maps: all refused, the init is not
+/// dumpable. The same sidecar reads the pause process's (dumpable, same capabilities): the
+/// attempts are not refused for some other reason.
+pub fn wasm_shared_pid_sidecar(cx: &Ctx) -> Result<()> {
+    need_wasm(cx)?;
+    with_pod_sharing(cx, "shared-pid", WASM_HANDLER, true, |cri, pod| {
+        let app = wasm("wasm-app", "/sleep.wasm").args(["30"]).share_pid();
+        let (app_id, _) = pod.start(cri, app.clone())?;
+        wait_logged(cri, pod, &app, &app_id, "sleeping")?;
+        // Anchored: the sidecar's own shells (`/bin/sh -c <this script>`) never match.
+        let script = format!("{}\n{}", proc_attempts("^/proc/self/exe init "), proc_attempts("^/pause"));
+        let side = busybox("sidecar", &script).share_pid();
+        let (side_id, _) = pod.start(cri, side.clone())?;
+        let log = expect_success(cri, pod, &side, &side_id)?;
+        let lines: Vec<&str> = log.iter().filter(|l| l.stream == "stdout").map(|l| l.message.as_str()).collect();
+        let pause_pid = "1";
+        let (pause, init): (Vec<&str>, Vec<&str>) = lines.iter().partition(|l| l.split(' ').nth(1) == Some(pause_pid));
+        println!("  wasm init, from the sidecar: {init:?}\n  pause, from the sidecar: {pause:?}");
+        ensure(init.len() == 7, || format!("the sidecar did not find the wasm init (7 attempts expected): {lines:?}"))?;
+        for l in &init {
+            ensure(l.ends_with("-> error"), || format!("the sidecar got through: {l}"))?;
+        }
+        ensure(pause.iter().any(|l| l.starts_with("environ ") && l.ends_with("-> ok")), || {
+            format!("the sidecar could not read even the pause process's environ: {pause:?}")
+        })?;
+        cri.stop_container(&app_id, 0)?;
+        Ok(())
     })
 }
 

@@ -120,6 +120,23 @@ pub struct DeviceRule {
 }
 
 impl DeviceRule {
+    /// Allow rules for the device nodes every container gets (`null`, `zero`, `full`,
+    /// `random`, `urandom`, `tty`: the OCI runtime spec's defaults, which the wasm init binds):
+    /// runc appends the same after the spec's rules, so they open whatever the spec denies.
+    /// Unlike runc, no blanket `mknod` rule: a wasm guest cannot call mknod.
+    pub fn default_nodes() -> Vec<DeviceRule> {
+        [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)]
+            .into_iter()
+            .map(|(major, minor)| DeviceRule {
+                allow: true,
+                kind: DeviceKind::Char,
+                major: Some(major),
+                minor: Some(minor),
+                access: DeviceAccess::READ.union(DeviceAccess::WRITE).union(DeviceAccess::MKNOD),
+            })
+            .collect()
+    }
+
     /// Converts the spec's rule number `index`. A missing type is `a` and a missing (or -1)
     /// number is `*`, as in runc. Refused, naming the rule: a type other than `a`, `c` or `b`,
     /// an access that is empty or holds anything but `r`, `w` and `m`, a number outside u32.
