@@ -736,7 +736,9 @@ fn proc_attempts(needle: &str) -> String {
   /bin/busybox tr '\0' ' ' < $p/cmdline 2>/dev/null | /bin/busybox grep -q -- '{needle}' || continue
   for a in environ maps fd root/ cwd/ exe; do
     case $a in
-      fd|root/|cwd/) /bin/busybox ls $p/$a >/dev/null 2>&1 ;;
+      # The fd numbers list (a count, no more); following one to the file is the attempt.
+      fd) n=1; for f in $p/fd/*; do /bin/busybox readlink $f >/dev/null 2>&1 && n=0; done; [ $n = 0 ] ;;
+      root/|cwd/) /bin/busybox ls $p/$a >/dev/null 2>&1 ;;
       exe) /bin/busybox readlink $p/exe >/dev/null 2>&1 ;;
       *) /bin/busybox cat $p/$a >/dev/null 2>&1 ;;
     esac && r=ok || r=error
