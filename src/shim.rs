@@ -130,8 +130,14 @@ impl containerd_shim::Shim for WasmShim {
                 }
             }
         }
+        // The recorded pid may be long gone and reused by now: signal it only through a pidfd
+        // (it then cannot change under us) of a process that is this bundle's init.
         if pid > 0 {
-            let _ = process::kill(pid, libc::SIGKILL);
+            if let Ok(fd) = process::PidFd::open(pid) {
+                if is_init_of(pid, &self.bundle) {
+                    let _ = fd.send_signal(libc::SIGKILL);
+                }
+            }
         }
         // A native container: runc's record of it (and its cgroup) go too.
         if let Ok(runc) = crate::native::Runc::new(&self.namespace, &self.id, &self.bundle) {
@@ -160,5 +166,31 @@ impl containerd_shim::Shim for WasmShim {
     fn create_task_service(&self, _publisher: RemotePublisher) -> Self::T {
         let events = Events::start(std::env::var("TTRPC_ADDRESS").unwrap_or_default(), self.namespace.clone());
         Service::new(self.namespace.clone(), std::env::var("GRPC_ADDRESS").unwrap_or_default(), events, self.exit.clone())
+    }
+}
+
+/// Whether `pid` is the wasm init of `bundle` (`/proc/self/exe init <bundle>`, as Create
+/// starts it). Read after the pidfd is open, so the answer is about the process it holds.
+fn is_init_of(pid: i32, bundle: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    init_cmdline_matches(&cmdline, bundle)
+}
+
+fn init_cmdline_matches(cmdline: &[u8], bundle: &Path) -> bool {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.len() >= 3 && args[1] == b"init" && args[2] == bundle.as_os_str().as_encoded_bytes()
+}
+
+#[cfg(test)]
+mod delete_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_bundles_init_is_recognised() {
+        let b = Path::new("/run/containerd/io.containerd.runtime.v2.task/ns/c1");
+        assert!(init_cmdline_matches(b"/proc/self/exe\0init\0/run/containerd/io.containerd.runtime.v2.task/ns/c1\0", b));
+        assert!(!init_cmdline_matches(b"/proc/self/exe\0init\0/run/containerd/io.containerd.runtime.v2.task/ns/c2\0", b));
+        assert!(!init_cmdline_matches(b"/usr/bin/sleep\0300\0", b));
+        assert!(!init_cmdline_matches(b"", b));
     }
 }
