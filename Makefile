@@ -1,5 +1,5 @@
 # containerd-shim-wasm-v1 — see README.md.
-#   make demo     build, start a private containerd, import a wasm image, ctr run it
+#   make demo     build, start a private containerd, run a wasm command and serve a wasm function
 #   make test     unit tests and the end-to-end suite against a real containerd (root)
 #   make install  put the shim next to containerd's binary
 #   make bench    latency, throughput, memory and big-module starts vs runc (docs/benchmarks.md)

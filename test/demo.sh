@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# make demo: a private containerd (own socket, root and state under a temp dir), a wasm image
-# built from test/guests' hello and imported with `ctr image import`, then
-#   ctr run --rm --runtime io.containerd.wasm.v1 docker.io/library/hello-wasm:latest demo
+# make demo: a private containerd (own socket, root and state under a temp dir), wasm images
+# built from test/guests and imported with `ctr image import`, then, each step timed:
+#   1. ctr run --rm --runtime io.containerd.wasm.v1 docker.io/library/hello-wasm:latest demo
+#      (a wasm command: its output and exit status);
+#   2. ctr run -d … a CGI-style (WAGI) function serving HTTP on 127.0.0.1, answered;
+#   3. ctr task kill (SIGTERM): it drains and exits 0;
 # and containerd is stopped again. Needs root (containerd does).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 shim_dir="$here/target/release"
 wasm="$here/test/guests/target/wasm32-wasip1/release/hello.wasm"
+wagi="$here/test/guests/target/wasm32-wasip1/release/wagi.wasm"
 [ -x "$shim_dir/containerd-shim-wasm-v1" ] || { echo "build first: make build" >&2; exit 1; }
 [ -f "$wasm" ] || { echo "build the guests first: make guests" >&2; exit 1; }
 
@@ -36,8 +40,43 @@ for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || { echo "containerd did not start; its log:" >&2; cat "$tmp/containerd.log" >&2; exit 1; }
 
 ctr() { command ctr --address "$sock" --namespace demo "$@"; }
+ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 "$shim_dir/wasm-image" build --name docker.io/library/hello-wasm:latest --wasm "$wasm" --path /hello.wasm -o "$tmp/hello-wasm.tar" >/dev/null
+"$shim_dir/wasm-image" build --name docker.io/library/fn-wasm:latest --wasm "$wagi" --path /fn.wasm -o "$tmp/fn-wasm.tar" >/dev/null
 ctr image import "$tmp/hello-wasm.tar" >/dev/null
+ctr image import "$tmp/fn-wasm.tar" >/dev/null
+
 echo "\$ ctr run --rm --runtime io.containerd.wasm.v1 docker.io/library/hello-wasm:latest demo"
-ctr run --rm --runtime io.containerd.wasm.v1 docker.io/library/hello-wasm:latest demo
-echo "(exit status $?)"
+t=$(date +%s%N)
+status=0
+ctr run --rm --runtime io.containerd.wasm.v1 docker.io/library/hello-wasm:latest demo || status=$?
+echo "(exit status $status, $(ms "$t") ms)"
+[ "$status" -eq 0 ]
+
+# A function: WAGI (one instance per request, compiled once), on a free loopback port.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 18080)
+echo
+echo "\$ ctr run -d --net-host --annotation wasm.containerd.io/serve=wagi --annotation wasm.containerd.io/http-port=$port … fn-wasm fn"
+t=$(date +%s%N)
+ctr run -d --net-host --runtime io.containerd.wasm.v1 \
+  --annotation wasm.containerd.io/serve=wagi --annotation "wasm.containerd.io/http-port=$port" \
+  docker.io/library/fn-wasm:latest fn >/dev/null
+get() { exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'GET /hello?from=demo HTTP/1.0\r\nHost: demo\r\n\r\n' >&3 && cat <&3; exec 3>&-; }
+reply=""
+for _ in $(seq 200); do reply="$(get 2>/dev/null)" && [ -n "$reply" ] && break; sleep 0.05; done
+echo "(first answer after $(ms "$t") ms)"
+echo "\$ GET http://127.0.0.1:$port/hello?from=demo"
+printf '%s\n' "$reply" | tr -d '\r' | sed 's/^/  /'
+printf '%s' "$reply" | head -1 | grep -q " 200 " || { echo "the function did not answer 200" >&2; exit 1; }
+
+echo
+echo "\$ ctr task kill fn   # SIGTERM: drains requests in flight, exits 0"
+t=$(date +%s%N)
+ctr task kill fn
+for _ in $(seq 100); do ctr task ls 2>/dev/null | grep -q "^fn .*STOPPED" && break; sleep 0.05; done
+# ctr 1.6 reports a non-zero exit status when it deletes the task, and says nothing for 0.
+said=$(ctr task delete fn 2>&1 || true)
+code=$(printf '%s' "$said" | grep -o 'exit code [0-9]*' | grep -o '[0-9]*$' || echo 0)
+ctr container rm fn >/dev/null 2>&1 || true
+echo "(stopped, exit status $code, $(ms "$t") ms)"
+[ "$code" -eq 0 ]
