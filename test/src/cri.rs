@@ -734,6 +734,7 @@ mod tests {
             namespace: "default".into(),
             log_dir: "/logs/p1".into(),
             cgroup_parent: "/wasmtest/pod-x-p1".into(),
+            share_pid: false,
         }
         .config();
         let ns = p
