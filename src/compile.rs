@@ -296,6 +296,46 @@ pub fn touch(settings: &Settings, key: &str) {
     }
 }
 
+/// The sha256 (hex) of wasm bytes, as cache keys begin.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How long the shim looks for an entry a running server waits for (a compile that died, a
+/// cache that refused the entry: the server goes on with baseline code).
+const HANDOVER_WAIT: Duration = Duration::from_secs(600);
+
+/// Waits (in a thread, polling with backoff) for the cache entry at `path`, then hands a
+/// read-only descriptor of it to the init on `sock` (SCM_RIGHTS). The init checks and maps the
+/// code by that descriptor; it never holds the cache directory.
+pub fn hand_over_when_built(id: String, path: std::path::PathBuf, sock: std::os::unix::net::UnixStream) {
+    let spawned = std::thread::Builder::new().name(format!("handover-{id}")).spawn(move || {
+        let since = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        while since.elapsed() < HANDOVER_WAIT {
+            match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&path) {
+                Ok(file) => {
+                    use std::os::fd::AsFd;
+                    match wasm_shim_container::process::send_fd(&sock, file.as_fd()) {
+                        Ok(()) => debug!("{id}: handed {} to the init after {} ms", path.display(), since.elapsed().as_millis()),
+                        Err(e) => debug!("{id}: cannot hand {} to the init: {e}", path.display()),
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return warn!("{id}: {}: {e}; the server keeps its baseline code", path.display()),
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+        warn!("{id}: no optimized code at {} after {HANDOVER_WAIT:?}; the server keeps its baseline code", path.display());
+    });
+    if let Err(e) = spawned {
+        warn!("{e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

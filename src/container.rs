@@ -71,6 +71,10 @@ pub struct Container {
     tty: Option<Terminal>,
     rootfs_mounted: bool,
     stdin_relay: Option<StdinRelay>,
+    /// The sha256 of the wasm this container's init asked the shim to compile, and the cache
+    /// it went to: the one entry the shim may hand the running init (a server switching from
+    /// baseline to optimized code).
+    compiled: Option<(String, PathBuf)>,
     state: Mutex<State>,
     exited: Condvar,
     /// Exec processes of a native container, by exec id.
@@ -351,6 +355,7 @@ impl Container {
         let _ = std::fs::write(bundle.join(INIT_PID_FILE), pid.to_string());
         undo.pid = Some(pidfd);
 
+        let mut compiled = None;
         loop {
             match protocol::recv::<FromInit>(&mut reader) {
                 Ok(Some(FromInit::Ready)) => break,
@@ -358,6 +363,9 @@ impl Container {
                 Ok(Some(FromInit::CacheHit { key })) => crate::compile::touch(&settings, &key),
                 Ok(Some(FromInit::Compile { name, len, wait })) => {
                     let bytes = protocol::recv_bytes(&mut reader, len).map_err(|e| ShimError::internal(format!("container init: {e}")))?;
+                    if let Some(dir) = &settings.cache_dir {
+                        compiled = Some((crate::compile::digest(&bytes), dir.clone()));
+                    }
                     crate::compile::request(&settings, &bundle, &req.id, &name, bytes, wait, Some(&cg));
                     if wait {
                         protocol::send(&mut writer, &ToInit::Compiled).map_err(ShimError::internal)?;
@@ -388,6 +396,7 @@ impl Container {
             tty: None,
             rootfs_mounted: mounted,
             stdin_relay: undo.stdin.take(),
+            compiled,
             state: Mutex::new(State { status: Status::Created, exit: None, start_tx: Some(writer) }),
             exited: Condvar::new(),
             execs: Mutex::new(HashMap::new()),
@@ -439,6 +448,7 @@ impl Container {
             tty,
             rootfs_mounted: mounted,
             stdin_relay: undo.stdin.take(),
+            compiled: None,
             state: Mutex::new(State { status: Status::Created, exit: None, start_tx: None }),
             exited: Condvar::new(),
             execs: Mutex::new(HashMap::new()),
@@ -473,6 +483,11 @@ impl Container {
         Ok(())
     }
 
+    /// The cache entry a running init may be handed: see [`handover_path`].
+    fn handover_entry(&self, key: &str) -> std::result::Result<PathBuf, String> {
+        handover_path(self.compiled.as_ref(), key)
+    }
+
     /// Reads what a wasm init reports while it runs (OOM), then reaps the init and records
     /// the exit.
     fn monitor(self: Arc<Self>, reader: Option<BufReader<UnixStream>>, events: &Events) {
@@ -487,6 +502,14 @@ impl Container {
                     if !oom_sent {
                         events.send(TaskOOM { container_id: self.id.clone(), ..Default::default() });
                         oom_sent = true;
+                    }
+                }
+                FromInit::AwaitOptimized { key } => {
+                    let sock = reader.as_ref().and_then(|r| r.get_ref().try_clone().ok());
+                    match (sock, self.handover_entry(&key)) {
+                        (Some(sock), Ok(path)) => crate::compile::hand_over_when_built(self.id.clone(), path, sock),
+                        (_, Err(why)) => warn!("{}: the init asked for compiled code {key:?}: {why}", self.id),
+                        (None, _) => {}
                     }
                 }
                 FromInit::Log { level, message } => match budget.take(std::time::Instant::now()) {
@@ -760,5 +783,39 @@ mod log_budget_tests {
         // The next window lets lines through again and reports what was dropped, once.
         assert_eq!(b.take(t0 + LogBudget::WINDOW), Budget::Log(1000));
         assert_eq!(b.take(t0 + LogBudget::WINDOW), Budget::Log(0));
+    }
+}
+
+/// The cache entry a running init may be handed: the optimized code of the very wasm it asked
+/// the shim to compile (`compiled`: its digest and the cache), nothing else. The key comes from
+/// the init, which runs guest code: it is checked, never used as a path as is.
+fn handover_path(compiled: Option<&(String, PathBuf)>, key: &str) -> std::result::Result<PathBuf, String> {
+    let (digest, dir) = compiled.ok_or("it asked for no compile")?;
+    let key = wasm_shim_engine::CacheKey::parse(key).ok_or("not a cache key")?;
+    if key.digest() != digest {
+        return Err("not the wasm it asked to compile".into());
+    }
+    if !key.as_str()[digest.len()..].starts_with("-o") {
+        return Err("not optimized code".into());
+    }
+    Ok(dir.join(key.file_name()))
+}
+
+#[cfg(test)]
+mod handover_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_optimized_entry_of_its_own_wasm_is_handed_to_an_init() {
+        let d = "ab".repeat(32);
+        let compiled = (d.clone(), PathBuf::from("/var/lib/cache"));
+        let ok = handover_path(Some(&compiled), &format!("{d}-o0123456789abcdef")).unwrap();
+        assert_eq!(ok, PathBuf::from(format!("/var/lib/cache/{d}-o0123456789abcdef.cwasm")));
+        // Another tenant's wasm, baseline code, a path, nothing compiled.
+        assert!(handover_path(Some(&compiled), &format!("{}-o0123456789abcdef", "cd".repeat(32))).is_err());
+        assert!(handover_path(Some(&compiled), &format!("{d}-b0123456789abcdef")).is_err());
+        assert!(handover_path(Some(&compiled), "../../etc/passwd").is_err());
+        assert!(handover_path(Some(&compiled), &format!("{d}-o/../../x")).is_err());
+        assert!(handover_path(None, &format!("{d}-o0123456789abcdef")).is_err());
     }
 }

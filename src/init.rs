@@ -23,7 +23,7 @@ use std::time::Duration;
 use oci_spec::runtime::Spec;
 use wasm_shim_container::{namespaces, process, rootfs, seccomp, security};
 use wasm_shim_engine::{
-    Cache, Engine, EngineError, Origin, Outcome, Prepared, RunOptions, ServeKind, ServeOptions, ServingPool, Shutdown, Tier,
+    Cache, CacheKey, Engine, EngineError, Origin, Outcome, Prepared, RunOptions, ServeKind, ServeOptions, ServingPool, Shutdown, Tier, Upgrade,
 };
 use wasm_shim_oci::{classify, Kind, ServeMode};
 
@@ -288,10 +288,18 @@ fn stage2(
     }
     let engine = Engine::with_config(engine_config).map_err(|e| InitError::internal(e.to_string()))?;
     let export = rc.entrypoint.export.as_deref();
+    let had_cache = cache.is_some();
     let prepared = match cache {
         Some(cache) => load_or_compile(&engine, &settings, cache, &bytes, &shown, export, &mut writer, &mut reader)?,
         None => engine.prepare(&bytes, &shown, export)?,
     };
+    // A server that starts on baseline code switches to the optimized code once the shim has
+    // built it: the entry it will ask for.
+    let await_optimized = match (serve, had_cache, prepared.tier()) {
+        (Some(_), true, Tier::Baseline) => Some(engine.cache_key(&bytes, Tier::Optimized)?),
+        _ => None,
+    };
+    let component = prepared.is_component();
     drop(bytes);
     if http.mode == ServeMode::Command && prepared.serves().is_some() {
         return Err(InitError::new(
@@ -398,7 +406,12 @@ fn stage2(
     started.store(true, Ordering::SeqCst);
 
     if let (Some(listener), Some(shutdown)) = (listener, shutdown) {
-        let code = match engine.serve(prepared, listener, &ServeOptions { run: opts, http }, &shutdown) {
+        let upgrade = Upgrade::new();
+        if let (Some(key), Some(kind)) = (await_optimized, serve) {
+            let export = rc.entrypoint.export.clone();
+            await_handover(&engine, &mut writer, &reader, key, kind, component, &shown, export, &upgrade);
+        }
+        let code = match engine.serve_upgradable(prepared, listener, &ServeOptions { run: opts, http }, &shutdown, &upgrade) {
             Ok(stats) => {
                 log::debug!("{shown}: served {} requests on {} connections", stats.requests, stats.connections);
                 0
@@ -435,6 +448,57 @@ fn stage2(
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     process::exit_now(code);
+}
+
+/// Asks the shim for the optimized code of a server started on baseline code and, in a thread,
+/// waits for it: a read-only descriptor of the finished cache entry (SCM_RIGHTS on the sync
+/// socket, which nothing else reads after Start), checked and loaded by that descriptor, then
+/// offered to the server. The init never names the cache. Without it the baseline code goes
+/// on serving.
+#[allow(clippy::too_many_arguments)]
+fn await_handover(
+    engine: &Engine,
+    writer: &mut UnixStream,
+    reader: &BufReader<UnixStream>,
+    key: CacheKey,
+    kind: ServeKind,
+    component: bool,
+    shown: &str,
+    export: Option<String>,
+    upgrade: &Upgrade,
+) {
+    if !reader.buffer().is_empty() {
+        return log::warn!("{shown}: unexpected data after Start; serving baseline code");
+    }
+    let sock = match reader.get_ref().try_clone() {
+        Ok(s) => s,
+        Err(e) => return log::warn!("{shown}: {e}; serving baseline code"),
+    };
+    if protocol::send(writer, &FromInit::AwaitOptimized { key: key.as_str().to_string() }).is_err() {
+        return;
+    }
+    let (engine, upgrade, shown) = (engine.clone(), upgrade.clone(), shown.to_string());
+    let since = std::time::Instant::now();
+    let spawned = std::thread::Builder::new().name("upgrade".into()).spawn(move || {
+        let fd = match process::recv_fd(&sock) {
+            Ok(Some(fd)) => fd,
+            Ok(None) => return,
+            Err(e) => return log::warn!("{shown}: optimized code not handed over ({e}); serving baseline code"),
+        };
+        let better = engine
+            .load_entry_file(std::fs::File::from(fd), &key, Tier::Optimized, component, &shown, export.as_deref())
+            .and_then(|p| engine.serve_as(p, kind));
+        match better {
+            Ok(p) => {
+                upgrade.offer(p);
+                log::info!("{shown}: serving optimized code from now on ({} ms after start)", since.elapsed().as_millis());
+            }
+            Err(e) => log::warn!("{shown}: optimized code unusable, serving baseline code: {e}"),
+        }
+    });
+    if let Err(e) = spawned {
+        log::warn!("{shown}: {e}; serving baseline code");
+    }
 }
 
 /// A listener on `port` on every address of the container's network namespace: IPv6 and IPv4
@@ -500,7 +564,9 @@ struct ForwardLogs(Mutex<UnixStream>);
 
 impl log::Log for ForwardLogs {
     fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::Level::Warn
+        // The init's own news (a server switching to optimized code) and every library's
+        // warnings; the shim rate-limits what it logs after Start.
+        m.level() <= log::Level::Warn || (m.level() <= log::Level::Info && m.target().starts_with("containerd_shim_wasm_v1"))
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
@@ -514,7 +580,7 @@ impl log::Log for ForwardLogs {
 
 fn forward_logs(socket: UnixStream) {
     if log::set_boxed_logger(Box::new(ForwardLogs(Mutex::new(socket)))).is_ok() {
-        log::set_max_level(log::LevelFilter::Warn);
+        log::set_max_level(log::LevelFilter::Info);
     }
 }
 

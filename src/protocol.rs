@@ -56,6 +56,9 @@ pub enum FromInit {
     Compile { name: String, len: u64, wait: bool },
     /// A log line of the init (it has no log pipe of its own).
     Log { level: LogLevel, message: String },
+    /// A server runs on baseline code: hand over the optimized entry `key` (of the module the
+    /// init asked to compile) when it is built, with [`send_fd`].
+    AwaitOptimized { key: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

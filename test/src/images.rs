@@ -42,7 +42,8 @@ fn noise(len: usize) -> Vec<u8> {
 /// - `/<guest>.wasm` for every Rust guest (the component guests such as `/tcp.wasm` as
 ///   components), `/hello.wat` (text), `/custom.wasm` (exports `_start` and `custom`),
 ///   `/no-start.wasm`, `/component.wasm`, `/http.wasm` (the `wasi:http/proxy` guest; `/wagi.wasm`
-///   is the WAGI one);
+///   is the WAGI one), `/http-upgrade.wasm` (the same with one more custom section: other bytes,
+///   so another cache entry, that only the upgrade trial starts);
 /// - `/data/in.txt`, `/work/rel.txt`, an empty `/tmp`;
 /// - bad inputs: `/corrupt.wasm` (wasm magic and version, then noise), `/truncated.wasm` (the
 ///   first half of hello.wasm), `/dir.wasm/` (a directory), `/notes.txt` (text), `/empty.wasm`
@@ -62,6 +63,7 @@ pub fn guests_files(g: &Guests) -> Vec<ImageFile> {
     files.push(ImageFile::new("/no-start.wasm", g.get("no-start"), 0o755));
     files.push(ImageFile::new("/component.wasm", g.get("component"), 0o755));
     files.push(ImageFile::new("/http.wasm", g.get("http"), 0o755));
+    files.push(ImageFile::new("/http-upgrade.wasm", http_upgrade(g), 0o755));
     files.push(ImageFile::new(
         "/data/in.txt",
         format!("{DATA_IN}\n"),
@@ -96,6 +98,19 @@ pub fn guests_files(g: &Guests) -> Vec<ImageFile> {
     files.push(ImageFile::new("/needs-import.wasm", g.get("needs-import"), 0o755));
     files.push(ImageFile::new("/needs-import-component.wasm", g.get("needs-import-component"), 0o755));
     files
+}
+
+/// `/http-upgrade.wasm`: the `wasi:http` guest with a custom section appended (valid in a
+/// component as in a module; the code is the same, the bytes and so the cache key are not).
+pub fn http_upgrade(g: &Guests) -> Vec<u8> {
+    let mut bytes = g.get("http").to_vec();
+    let (name, payload) = (&b"wasm-shim-test"[..], &b"upgrade"[..]);
+    let len = 1 + name.len() + payload.len();
+    assert!(len < 128 && name.len() < 128, "one-byte LEB128 lengths");
+    bytes.extend([0, len as u8, name.len() as u8]);
+    bytes.extend(name);
+    bytes.extend(payload);
+    bytes
 }
 
 pub fn guests_image(g: &Guests) -> ImageSpec {

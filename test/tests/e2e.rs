@@ -1091,6 +1091,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("cache_corrupt_entry_recovers", Wasm, Box::new(|cx| cache::corrupt_entry_recovers(cx)));
     add("http::component", Wasm, Box::new(http::component));
     add("http::sigterm_drains_in_flight", Wasm, Box::new(http::sigterm_drains));
+    add("http::baseline_then_optimized", Wasm, Box::new(http::baseline_then_optimized));
     add("http::wagi", Wasm, Box::new(http::wagi));
     add("http::outbound_allowed_and_denied", Wasm, Box::new(http::outbound));
     add("http::port_in_use", Wasm, Box::new(http::port_in_use));

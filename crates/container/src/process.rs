@@ -254,6 +254,39 @@ pub fn stdout_to_stderr() -> io::Result<()> {
     Ok(())
 }
 
+/// Hands `fd` to the other side (SCM_RIGHTS, with one byte). Only on a socket the other side
+/// reads with [`recv_fd`] at that point, never through a `BufReader` (it would drop the fd).
+pub fn send_fd(sock: &std::os::unix::net::UnixStream, fd: std::os::fd::BorrowedFd) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [fd.as_raw_fd()];
+    let iov = [io::IoSlice::new(b"F")];
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::MSG_NOSIGNAL, None)?;
+    Ok(())
+}
+
+/// Receives one descriptor sent with [`send_fd`]; `Ok(None)` at end of stream.
+pub fn recv_fd(sock: &std::os::unix::net::UnixStream) -> io::Result<Option<std::os::fd::OwnedFd>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    if msg.bytes == 0 {
+        return Ok(None);
+    }
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel has just installed this descriptor in our table for this message;
+                // nothing else owns it.
+                return Ok(Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::InvalidData, "a message without a descriptor"))
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,6 +80,16 @@ impl CacheKey {
         &self.0
     }
 
+    /// The sha256 (hex) of the wasm the entry was compiled from.
+    pub fn digest(&self) -> &str {
+        self.0.split('-').next().unwrap_or("")
+    }
+
+    /// The entry's file name in the cache directory.
+    pub fn file_name(&self) -> String {
+        self.entry()
+    }
+
     fn entry(&self) -> String {
         format!("{}{ENTRY_SUFFIX}", self.0)
     }
@@ -634,6 +644,29 @@ impl Engine {
                 Ok(None)
             }
         }
+    }
+
+    /// Loads the code of a cache entry that arrives as an open descriptor (the shim hands the
+    /// init a read-only one once a background compile has finished; the init holds no handle
+    /// on the cache directory). Checked by that descriptor: the entry's trailer and checksum,
+    /// then wasmtime's own header checks of the engine, tier and format. `component` says which
+    /// the workload is; `name` and `export` are linked as `prepare` does, so that `serve_as`
+    /// with the same kind makes it servable. A component without `/proc` is read into memory
+    /// (wasmtime maps components by path only).
+    pub fn load_entry_file(
+        &self,
+        file: std::fs::File,
+        key: &CacheKey,
+        tier: Tier,
+        component: bool,
+        name: &str,
+        export: Option<&str>,
+    ) -> Result<Prepared, EngineError> {
+        let bad = |why: String| EngineError::Cache(format!("entry {key} (handed over): {why}"));
+        let payload_len = verify(&file).map_err(&bad)?;
+        let format = if component { Format::Component } else { Format::Module };
+        let artifact = deserialize(&self.tier(tier)?.wasmtime, format, file, payload_len).map_err(|e| bad(one_line(&e)))?;
+        self.link(tier, artifact, name, export, Origin::Cache(key.0.clone()))
     }
 
     /// Compiles `bytes` with the compiler of `tier` and stores the code in

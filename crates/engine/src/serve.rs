@@ -73,9 +73,9 @@ impl Shutdown {
 /// when it is ready; requests from then on get instances of it (those in flight finish on the
 /// old code). Cheap to clone; `offer` may be called from any thread, once.
 ///
-/// The shim does not use it yet: the init would have to get the optimized code without holding
-/// the node's compile cache open while guest code runs (a read-only fd of the finished entry
-/// from the shim, not the cache directory, which other containers map code from).
+/// The init gets the optimized code as a read-only descriptor of the finished cache entry from
+/// the shim (`Engine::load_entry_file`), never by holding the cache directory, which other
+/// containers map code from.
 #[derive(Clone, Default)]
 pub struct Upgrade(Arc<OnceLock<Arc<Prepared>>>);
 

@@ -601,3 +601,37 @@ fn initial_memory_is_mapped_from_the_entry() {
         "no writable private mapping of the entry"
     );
 }
+
+/// The code a shim hands a running init as an open descriptor: loaded and run from it, with
+/// the checksum checked by that descriptor; a damaged entry is refused, not run.
+#[test]
+fn an_entry_handed_over_as_a_descriptor_loads_and_a_damaged_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let engine = Engine::new().unwrap();
+    let wasm = hello(41);
+    let bytes = wasm.as_bytes();
+    engine.compile_to_cache(&cache, bytes, "/h.wasm", Tier::Optimized, true).unwrap();
+    let key = engine.cache_key(bytes, Tier::Optimized).unwrap();
+    let path = dir.path().join(key.file_name());
+    assert_eq!(entry_path(dir.path(), &cache), path);
+    assert_eq!(key.digest().len(), 64);
+
+    let file = std::fs::File::open(&path).unwrap();
+    let p = engine.load_entry_file(file, &key, Tier::Optimized, false, "/h.wasm", None).unwrap();
+    assert_eq!(p.origin(), &Origin::Cache(key.to_string()));
+    let (outcome, stdout, _) = run_captured(&engine, &p);
+    assert_eq!(outcome, Outcome::Exited(3));
+    assert_eq!(stdout, b"hello 41\n");
+
+    // One byte flipped in the code: the checksum refuses it.
+    let mut data = std::fs::read(&path).unwrap();
+    data[100] ^= 0xff;
+    let damaged = dir.path().join("damaged");
+    std::fs::write(&damaged, &data).unwrap();
+    let err = engine
+        .load_entry_file(std::fs::File::open(&damaged).unwrap(), &key, Tier::Optimized, false, "/h.wasm", None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("handed over") && err.contains("checksum"), "{err}");
+}

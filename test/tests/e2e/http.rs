@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use sha2::Digest;
 use wasm_shim_e2e::ctr::{ensure, line_with};
 use wasm_shim_e2e::http;
 use wasm_shim_e2e::images::GUESTS_IMAGE;
@@ -53,6 +54,48 @@ pub fn component(cx: &Ctx) -> Result<()> {
     line_with(&out.stdout, &["request GET /"]).with_context(|| format!("{out}"))?;
     line_with(&out.stderr, &["a line on stderr from a request"]).with_context(|| format!("{out}"))?;
     Ok(())
+}
+
+/// A component nobody compiled yet starts on baseline (Winch) code and, once the shim's helper
+/// has built the optimized code, serves that from then on: the init says so in containerd's log,
+/// and requests before, around and after the switch all succeed.
+pub fn baseline_then_optimized(cx: &Ctx) -> Result<()> {
+    // Start from nothing cached for these bytes, whatever cache the run uses.
+    let bytes = wasm_shim_e2e::images::http_upgrade(&wasm_shim_e2e::guests::Guests::load()?);
+    let digest: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    for entry in std::fs::read_dir(&cx.cd.cache).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&digest) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    let port = free_port()?;
+    let id = "w-http-upgrade";
+    let log_start = std::fs::metadata(&cx.cd.log)?.len();
+    let mut run = cx.cd.spawn(&served(id, "/http-upgrade.wasm", &[port_annotation(port)]))?;
+    let base = format!("http://127.0.0.1:{port}");
+    http::wait_until_serving(&format!("{base}/"), Duration::from_secs(30))
+        .with_context(|| format!("output so far: {}", run.stdout_now()))?;
+    let t = Instant::now();
+    let mut served = 0;
+    let line = loop {
+        let r = http::get(&format!("{base}/"))?;
+        ensure(r.status == 200, || format!("request {served}: {r}"))?;
+        served += 1;
+        let log = std::fs::read(&cx.cd.log)?;
+        let text = String::from_utf8_lossy(&log[log_start as usize..]);
+        if let Some(l) = text.lines().find(|l| l.contains("/http-upgrade.wasm: serving optimized code from now on")) {
+            break l.to_string();
+        }
+        ensure(t.elapsed() < Duration::from_secs(60), || format!("no switch to optimized code within 60 s; containerd log since the start:\n{text}"))?;
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!("  {served} requests before: {}", line.split("msg=").nth(1).unwrap_or(&line));
+    for i in 0..20 {
+        let r = http::get(&format!("{base}/"))?;
+        ensure(r.status == 200 && r.body == "hello from wasi:http\n", || format!("request {i} after the switch: {r}"))?;
+    }
+    cx.cd.kill(id, "SIGTERM")?;
+    expect_code(&run.wait(Duration::from_secs(10)), 0)
 }
 
 /// SIGTERM while three slow requests are in flight: all three complete with 200, then the task
