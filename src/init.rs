@@ -477,23 +477,23 @@ fn await_handover(
     if protocol::send(writer, &FromInit::AwaitOptimized { key: key.as_str().to_string() }).is_err() {
         return;
     }
-    let (engine, upgrade, shown) = (engine.clone(), upgrade.clone(), shown.to_string());
+    let (engine, upgrade, name) = (engine.clone(), upgrade.clone(), shown.to_string());
     let since = std::time::Instant::now();
     let spawned = std::thread::Builder::new().name("upgrade".into()).spawn(move || {
         let fd = match process::recv_fd(&sock) {
             Ok(Some(fd)) => fd,
             Ok(None) => return,
-            Err(e) => return log::warn!("{shown}: optimized code not handed over ({e}); serving baseline code"),
+            Err(e) => return log::warn!("{name}: optimized code not handed over ({e}); serving baseline code"),
         };
         let better = engine
-            .load_entry_file(std::fs::File::from(fd), &key, Tier::Optimized, component, &shown, export.as_deref())
+            .load_entry_file(std::fs::File::from(fd), &key, Tier::Optimized, component, &name, export.as_deref())
             .and_then(|p| engine.serve_as(p, kind));
         match better {
             Ok(p) => {
                 upgrade.offer(p);
-                log::info!("{shown}: serving optimized code from now on ({} ms after start)", since.elapsed().as_millis());
+                log::info!("{name}: serving optimized code from now on ({} ms after start)", since.elapsed().as_millis());
             }
-            Err(e) => log::warn!("{shown}: optimized code unusable, serving baseline code: {e}"),
+            Err(e) => log::warn!("{name}: optimized code unusable, serving baseline code: {e}"),
         }
     });
     if let Err(e) = spawned {
