@@ -14,7 +14,8 @@
 //! - `init`: the hidden `init` mode, the container's first process, which runs the wasm.
 //! - `compile`: the hidden `compile-cache` mode (helpers that fill the compile cache outside
 //!   the container) and the shim side that starts them.
-//! - `settings`: the `WASM_SHIM_*` environment (cache, baseline first start, pooling).
+//! - `settings`: the `WASM_SHIM_*` environment (cache, baseline first start, pooling, the
+//!   bounds of compiles).
 //! - `protocol`: messages between the shim and its init.
 //! - `events`: publishing task events to containerd in order.
 //! - `stats`: cgroup statistics as containerd's metrics types.
