@@ -14,6 +14,7 @@
 //! - `init`: the hidden `init` mode, the container's first process, which runs the wasm.
 //! - `compile`: the hidden `compile-cache` mode (helpers that fill the compile cache outside
 //!   the container) and the shim side that starts them.
+//! - `slots`: the node-wide cap on concurrent compiles (lock files in the cache directory).
 //! - `settings`: the `WASM_SHIM_*` environment (cache, baseline first start, pooling, the
 //!   bounds of compiles).
 //! - `protocol`: messages between the shim and its init.
@@ -34,6 +35,7 @@ mod serve;
 mod settings;
 mod service;
 mod shim;
+mod slots;
 mod stats;
 mod task;
 mod tty;
