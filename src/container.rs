@@ -316,6 +316,7 @@ impl Container {
         let stdio = [stdin, open_output(&req.stdout)?, open_output(&req.stderr)?];
 
         let settings = init_settings();
+        let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj()).unwrap_or(0);
         let (sync, theirs) = process::sync_pair().map_err(ShimError::internal)?;
         // /proc/self/exe still names this binary after an upgrade replaced the file on disk.
         let mut cmd = Command::new("/proc/self/exe");
@@ -354,7 +355,8 @@ impl Container {
                 Ok(Some(FromInit::CacheHit { key })) => crate::compile::touch(&settings, &key),
                 Ok(Some(FromInit::Compile { name, len, wait })) => {
                     let bytes = protocol::recv_bytes(&mut reader, len).map_err(|e| ShimError::internal(format!("container init: {e}")))?;
-                    crate::compile::request(&settings, &bundle, &req.id, &name, bytes, wait, Some(&cg));
+                    let by = crate::compile::Requester { id: &req.id, cgroup: Some(&cg), oom_score_adj };
+                    crate::compile::request(&settings, &bundle, &by, &name, bytes, wait);
                     if wait {
                         protocol::send(&mut writer, &ToInit::Compiled).map_err(ShimError::internal)?;
                     }
