@@ -31,7 +31,8 @@ use crate::tty::Terminal;
 
 /// Where the init's host pid is written in the bundle, for the `delete` action after a crash.
 pub const INIT_PID_FILE: &str = "init.pid";
-/// A wasm OCI artifact's layer, fetched into the bundle for the init, and its name.
+/// A wasm OCI artifact's layer, fetched into the bundle for the init during Create (and removed
+/// when Create returns), and its name.
 pub const ARTIFACT_FILE: &str = "artifact.wasm";
 pub const ARTIFACT_NAME_FILE: &str = "artifact.name";
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -190,6 +191,22 @@ fn fetch_artifact(spec: &oci_spec::runtime::Spec, rootfs: &Path, address: &str, 
     }
 }
 
+/// Removes the artifact files `fetch_artifact` left in the bundle (`.0`) when dropped: a wasm
+/// layer is read by the init during Create and by nothing after, so it does not stay in the
+/// bundle (a tmpfs) for the container's life.
+struct ArtifactFiles(PathBuf);
+
+impl Drop for ArtifactFiles {
+    fn drop(&mut self) {
+        for f in [ARTIFACT_FILE, ARTIFACT_NAME_FILE] {
+            match std::fs::remove_file(self.0.join(f)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => warn!("{}: {e}", self.0.join(f).display()),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// The rootfs directory on the host: the spec's `root.path`, relative to the bundle.
 fn rootfs_path(bundle: &Path, spec: &oci_spec::runtime::Spec) -> PathBuf {
     match spec.root().as_ref().map(|r| r.path().clone()) {
@@ -300,6 +317,9 @@ impl Container {
         if req.terminal {
             return Err(ShimError::unimplemented("a terminal (tty) is not supported for wasm containers: run without -t"));
         }
+        // The layer lives in the bundle (on /run: memory) only until the init has read it, which
+        // it does before it reports Ready: removed when Create returns, whatever the outcome.
+        let artifact = ArtifactFiles(bundle.clone());
         fetch_artifact(&spec, &rootfs_path(&bundle, &spec), address, namespace, &req.id, &bundle)?;
         cg.create().map_err(|e| ShimError::internal(e.to_string()))?;
         undo.cgroup = Some(cg.clone());
@@ -324,6 +344,7 @@ impl Container {
         let stdio = [stdin, open_output(&req.stdout)?, open_output(&req.stderr)?];
 
         let settings = init_settings();
+        let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj()).unwrap_or(0);
         let (sync, theirs) = process::sync_pair().map_err(ShimError::internal)?;
         // /proc/self/exe still names this binary after an upgrade replaced the file on disk.
         let mut cmd = Command::new("/proc/self/exe");
@@ -366,7 +387,8 @@ impl Container {
                     if let Some(dir) = &settings.cache_dir {
                         compiled = Some((crate::compile::digest(&bytes), dir.clone()));
                     }
-                    crate::compile::request(&settings, &bundle, &req.id, &name, bytes, wait, Some(&cg));
+                    let by = crate::compile::Requester { id: &req.id, cgroup: Some(&cg), oom_score_adj };
+                    crate::compile::request(&settings, &bundle, &by, &name, bytes, wait);
                     if wait {
                         protocol::send(&mut writer, &ToInit::Compiled).map_err(ShimError::internal)?;
                     }
@@ -382,6 +404,8 @@ impl Container {
             }
         }
 
+        // Ready: the init has read what it runs.
+        drop(artifact);
         undo.armed = false;
         let container = Arc::new(Container {
             id: req.id.clone(),

@@ -238,7 +238,8 @@ fn stage2(
     let lsm = security::prepare_lsm(process).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
     security::apply_oom_score_adj(process);
 
-    // A wasm OCI artifact: the shim left the layer in the bundle; read it before pivot_root.
+    // A wasm OCI artifact: the shim left the layer in the bundle (until Create returns); read it
+    // before pivot_root.
     let artifact = read_artifact(bundle)?;
     let root = rootfs::prepare(spec, &rootfs_path(bundle, spec)).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
 

@@ -13,8 +13,10 @@
 //! - `native`: native containers (pause, sidecars) handed to runc.
 //! - `init`: the hidden `init` mode, the container's first process, which runs the wasm.
 //! - `compile`: the hidden `compile-cache` mode (helpers that fill the compile cache outside
-//!   the container) and the shim side that starts them.
-//! - `settings`: the `WASM_SHIM_*` environment (cache, baseline first start, pooling).
+//!   the container) and the shim side that starts them, bounded (cgroup, OOM score, timeout).
+//! - `slots`: the node-wide cap on concurrent compiles (lock files in the cache directory).
+//! - `settings`: the `WASM_SHIM_*` environment (cache, baseline first start, pooling, the
+//!   bounds of compiles).
 //! - `protocol`: messages between the shim and its init.
 //! - `events`: publishing task events to containerd in order.
 //! - `stats`: cgroup statistics as containerd's metrics types.
@@ -33,6 +35,7 @@ mod serve;
 mod settings;
 mod service;
 mod shim;
+mod slots;
 mod stats;
 mod task;
 mod tty;

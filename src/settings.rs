@@ -9,10 +9,17 @@
 //! | `WASM_SHIM_BASELINE` | `on` | start a module nobody compiled yet with baseline (Winch) code |
 //! | `WASM_SHIM_POOLING` | `off` | wasmtime's pooling instance allocator |
 //! | `WASM_SHIM_MAX_MODULE_SIZE` | `256M` | the largest module or component a container may run |
+//! | `WASM_SHIM_COMPILE_CGROUP` | `/containerd-shim-wasm/compile` | the cgroup of background compiles; `off`: the shim's |
+//! | `WASM_SHIM_COMPILE_MEMORY` | `2G` | its memory limit (bytes, or with `K`, `M`, `G`) |
+//! | `WASM_SHIM_COMPILE_CPU` | `1` | its CPU limit, in CPUs (`0.5`, `2`, `500m`) |
+//! | `WASM_SHIM_COMPILE_CONCURRENCY` | the number of CPUs | compiles at once on the node, every shim together |
+//! | `WASM_SHIM_COMPILE_TIMEOUT` | `300s` | life of a compile helper Create waits for (`90`, `90s`, `5m`) |
+//! | `WASM_SHIM_BACKGROUND_COMPILE_TIMEOUT` | `900s` | life of a background compile helper |
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use wasm_shim_engine::{EngineConfig, DEFAULT_MAX_SIZE};
 
@@ -23,6 +30,26 @@ const CACHE_MAX_SIZE: &str = "WASM_SHIM_CACHE_MAX_SIZE";
 const BASELINE: &str = "WASM_SHIM_BASELINE";
 const POOLING: &str = "WASM_SHIM_POOLING";
 const MAX_MODULE_SIZE: &str = "WASM_SHIM_MAX_MODULE_SIZE";
+const COMPILE_CGROUP: &str = "WASM_SHIM_COMPILE_CGROUP";
+const COMPILE_MEMORY: &str = "WASM_SHIM_COMPILE_MEMORY";
+const COMPILE_CPU: &str = "WASM_SHIM_COMPILE_CPU";
+const COMPILE_CONCURRENCY: &str = "WASM_SHIM_COMPILE_CONCURRENCY";
+const COMPILE_TIMEOUT: &str = "WASM_SHIM_COMPILE_TIMEOUT";
+const BACKGROUND_COMPILE_TIMEOUT: &str = "WASM_SHIM_BACKGROUND_COMPILE_TIMEOUT";
+
+/// The node-level cgroup of background compiles (below the cgroup root; in every v1 hierarchy).
+pub const DEFAULT_COMPILE_CGROUP: &str = "/containerd-shim-wasm/compile";
+/// Its memory limit: enough for Cranelift on the largest modules a container may run (a 256 MiB
+/// module is not compiled in this cgroup: see `protocol::MAX_COMPILE_BYTES`, same bound), and
+/// shared by every background compile of the node at once.
+pub const DEFAULT_COMPILE_MEMORY: u64 = 2 << 30;
+/// Its CPU limit in thousandths of a CPU: one CPU, so background compiles never take more than
+/// one core of the node whatever their number.
+pub const DEFAULT_COMPILE_MILLICPUS: u64 = 1000;
+/// How long a compile a Create waits for may live, waiting for its turn included.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a background compile may live, waiting for its turn included.
+pub const DEFAULT_BACKGROUND_COMPILE_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The default bound on a workload's size: a module is read into the container's memory and
 /// compiled whole, and the largest real ones are tens of MiB (the same bound as a compile
@@ -39,6 +66,23 @@ pub struct Settings {
     pub pooling: bool,
     /// Modules and components larger than this are refused at Create, unread.
     pub max_module_size: u64,
+    /// The normalized cgroups path background compiles run in; `None`: the shim's own.
+    pub compile_cgroup: Option<String>,
+    /// That cgroup's memory limit, in bytes.
+    pub compile_memory: u64,
+    /// That cgroup's CPU limit, in thousandths of a CPU.
+    pub compile_millicpus: u64,
+    /// How many compile helpers may compile at once on the node (at least 1).
+    pub compile_concurrency: usize,
+    /// The life of a compile helper Create waits for.
+    pub compile_timeout: Duration,
+    /// The life of a background compile helper.
+    pub background_compile_timeout: Duration,
+}
+
+/// The number of CPUs this process may run on, at least 1.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1)
 }
 
 impl Default for Settings {
@@ -49,6 +93,12 @@ impl Default for Settings {
             baseline: true,
             pooling: false,
             max_module_size: DEFAULT_MAX_MODULE_SIZE,
+            compile_cgroup: Some(DEFAULT_COMPILE_CGROUP.to_string()),
+            compile_memory: DEFAULT_COMPILE_MEMORY,
+            compile_millicpus: DEFAULT_COMPILE_MILLICPUS,
+            compile_concurrency: cpus(),
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
+            background_compile_timeout: DEFAULT_BACKGROUND_COMPILE_TIMEOUT,
         }
     }
 }
@@ -78,6 +128,33 @@ pub fn parse_size(value: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(1u64 << shift)
+}
+
+/// CPUs as Kubernetes writes them: `1`, `0.5`, `2.25`, `500m`; in thousandths of a CPU. Zero
+/// (no CPU at all) is refused.
+pub fn parse_cpus(value: &str) -> Option<u64> {
+    let v = value.trim();
+    let millis = match v.strip_suffix('m') {
+        Some(m) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()) => m.parse().ok()?,
+        Some(_) => return None,
+        None => {
+            let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
+            let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+            if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) || frac.len() > 3 {
+                return None;
+            }
+            let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+            let frac: u64 = if frac.is_empty() { 0 } else { format!("{frac:0<3}").parse().ok()? };
+            whole.checked_mul(1000)?.checked_add(frac)?
+        }
+    };
+    (millis > 0).then_some(millis)
+}
+
+/// `300`, `300s`, `5m`, `1h`, `1500ms`: the grammar of the HTTP annotations' timeouts. Zero is
+/// refused.
+pub fn parse_timeout(value: &str) -> Option<Duration> {
+    wasm_shim_oci::http::parse_duration(value.trim()).filter(|d| !d.is_zero())
 }
 
 impl Settings {
@@ -114,6 +191,47 @@ impl Settings {
                 }
             }
         }
+        if let Some(v) = get(COMPILE_CGROUP) {
+            let v = v.trim();
+            s.compile_cgroup = match switch(v) {
+                Some(false) => None,
+                Some(true) => s.compile_cgroup,
+                _ if v.is_empty() => s.compile_cgroup,
+                _ => match wasm_shim_container::cgroup::normalize_path(v, DEFAULT_COMPILE_CGROUP) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        log::warn!("{COMPILE_CGROUP}={v:?}: {e}; using {DEFAULT_COMPILE_CGROUP}");
+                        s.compile_cgroup
+                    }
+                },
+            };
+        }
+        if let Some(v) = get(COMPILE_MEMORY) {
+            match parse_size(&v).filter(|&n| n > 0) {
+                Some(n) => s.compile_memory = n,
+                None => log::warn!("{COMPILE_MEMORY}={v:?} is not a size; using {}", show_size(s.compile_memory)),
+            }
+        }
+        if let Some(v) = get(COMPILE_CPU) {
+            match parse_cpus(&v) {
+                Some(m) => s.compile_millicpus = m,
+                None => log::warn!("{COMPILE_CPU}={v:?} is not a number of CPUs (1, 0.5, 500m); using {}m", s.compile_millicpus),
+            }
+        }
+        if let Some(v) = get(COMPILE_CONCURRENCY) {
+            match v.trim().parse::<usize>().ok().filter(|&n| n > 0) {
+                Some(n) => s.compile_concurrency = n,
+                None => log::warn!("{COMPILE_CONCURRENCY}={v:?} is not a count of at least 1; using {}", s.compile_concurrency),
+            }
+        }
+        for (name, field) in [(COMPILE_TIMEOUT, &mut s.compile_timeout), (BACKGROUND_COMPILE_TIMEOUT, &mut s.background_compile_timeout)] {
+            if let Some(v) = get(name) {
+                match parse_timeout(&v) {
+                    Some(d) => *field = d,
+                    None => log::warn!("{name}={v:?} is not a duration (300, 300s, 5m); using {field:?}"),
+                }
+            }
+        }
         for (name, field) in [(BASELINE, &mut s.baseline), (POOLING, &mut s.pooling)] {
             if let Some(v) = get(name) {
                 match switch(&v) {
@@ -136,6 +254,12 @@ impl Settings {
         cmd.env(BASELINE, onoff(self.baseline));
         cmd.env(POOLING, onoff(self.pooling));
         cmd.env(MAX_MODULE_SIZE, self.max_module_size.to_string());
+        cmd.env(COMPILE_CGROUP, self.compile_cgroup.as_deref().unwrap_or("off"));
+        cmd.env(COMPILE_MEMORY, self.compile_memory.to_string());
+        cmd.env(COMPILE_CPU, format!("{}m", self.compile_millicpus));
+        cmd.env(COMPILE_CONCURRENCY, self.compile_concurrency.to_string());
+        cmd.env(COMPILE_TIMEOUT, format!("{}ms", self.compile_timeout.as_millis()));
+        cmd.env(BACKGROUND_COMPILE_TIMEOUT, format!("{}ms", self.background_compile_timeout.as_millis()));
     }
 
     pub fn engine_config(&self) -> EngineConfig {
@@ -177,6 +301,69 @@ mod tests {
         assert!(s.baseline);
         assert!(!s.pooling);
         assert_eq!(s.max_module_size, 256 << 20);
+        assert_eq!(s.compile_cgroup.as_deref(), Some("/containerd-shim-wasm/compile"));
+        assert_eq!(s.compile_memory, 2 << 30);
+        assert_eq!(s.compile_millicpus, 1000);
+        assert_eq!(s.compile_concurrency, cpus());
+        assert!(s.compile_concurrency >= 1);
+        assert_eq!(s.compile_timeout, Duration::from_secs(300));
+        assert_eq!(s.background_compile_timeout, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn compile_bounds() {
+        let s = from(&[
+            (COMPILE_CGROUP, "/system.slice/wasm-compile"),
+            (COMPILE_MEMORY, "512M"),
+            (COMPILE_CPU, "1.5"),
+            (COMPILE_CONCURRENCY, "3"),
+            (COMPILE_TIMEOUT, "90"),
+            (BACKGROUND_COMPILE_TIMEOUT, "20m"),
+        ]);
+        assert_eq!(s.compile_cgroup.as_deref(), Some("/system.slice/wasm-compile"));
+        assert_eq!(s.compile_memory, 512 << 20);
+        assert_eq!(s.compile_millicpus, 1500);
+        assert_eq!(s.compile_concurrency, 3);
+        assert_eq!(s.compile_timeout, Duration::from_secs(90));
+        assert_eq!(s.background_compile_timeout, Duration::from_secs(1200));
+        // A relative path is taken from the root; the systemd form is understood; `off` turns it off.
+        assert_eq!(from(&[(COMPILE_CGROUP, "wasm//compile/")]).compile_cgroup.as_deref(), Some("/wasm/compile"));
+        assert_eq!(from(&[(COMPILE_CGROUP, "system.slice:wasm:compile")]).compile_cgroup.as_deref(), Some("/system.slice/wasm-compile.scope"));
+        assert_eq!(from(&[(COMPILE_CGROUP, "off")]).compile_cgroup, None);
+        assert_eq!(from(&[(COMPILE_CGROUP, "on")]).compile_cgroup.as_deref(), Some(DEFAULT_COMPILE_CGROUP));
+        // Bad values keep the defaults: a path out of the tree, a zero limit, no CPU, no slot, no time.
+        let bad = from(&[
+            (COMPILE_CGROUP, "/a/../b"),
+            (COMPILE_MEMORY, "0"),
+            (COMPILE_CPU, "0"),
+            (COMPILE_CONCURRENCY, "0"),
+            (COMPILE_TIMEOUT, "0s"),
+            (BACKGROUND_COMPILE_TIMEOUT, "soon"),
+        ]);
+        assert_eq!(bad, Settings::default());
+        // The project's size grammar: `G` is GiB, and `2Gi` (Kubernetes') is not understood.
+        assert_eq!(from(&[(COMPILE_MEMORY, "2Gi")]).compile_memory, DEFAULT_COMPILE_MEMORY);
+        assert_eq!(from(&[(COMPILE_MEMORY, "2GiB")]).compile_memory, 2 << 30);
+    }
+
+    #[test]
+    fn cpus_and_timeouts() {
+        assert_eq!(parse_cpus("1"), Some(1000));
+        assert_eq!(parse_cpus(" 2 "), Some(2000));
+        assert_eq!(parse_cpus("0.5"), Some(500));
+        assert_eq!(parse_cpus(".25"), Some(250));
+        assert_eq!(parse_cpus("1.125"), Some(1125));
+        assert_eq!(parse_cpus("500m"), Some(500));
+        for bad in ["", "0", "0.0", "0m", "m", ".", "1.2345", "-1", "1.5m", "one", "1e3", "1,5"] {
+            assert_eq!(parse_cpus(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_timeout("300"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_timeout(" 5m "), Some(Duration::from_secs(300)));
+        assert_eq!(parse_timeout("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_timeout("1h"), Some(Duration::from_secs(3600)));
+        for bad in ["", "0", "0s", "5 minutes", "-1", "1.5s"] {
+            assert_eq!(parse_timeout(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
@@ -208,7 +395,27 @@ mod tests {
 
     #[test]
     fn round_trip_through_a_child_environment() {
-        let s = Settings { cache_dir: None, cache_max_size: 123, baseline: false, pooling: true, max_module_size: 456 };
+        let s = Settings {
+            cache_dir: None,
+            cache_max_size: 123,
+            baseline: false,
+            pooling: true,
+            max_module_size: 456,
+            compile_cgroup: None,
+            compile_memory: 789,
+            compile_millicpus: 250,
+            compile_concurrency: 7,
+            compile_timeout: Duration::from_millis(1500),
+            background_compile_timeout: Duration::from_secs(42),
+        };
+        let mut cmd = Command::new("true");
+        s.apply_to(&mut cmd);
+        let env: HashMap<String, String> = cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
+            .collect();
+        assert_eq!(Settings::from_vars(|k| env.get(k).cloned()), s);
+        let s = Settings { compile_cgroup: Some("/x/y".into()), ..s };
         let mut cmd = Command::new("true");
         s.apply_to(&mut cmd);
         let env: HashMap<String, String> = cmd

@@ -130,6 +130,9 @@ pub enum Stored {
     /// Another process holds the entry's lock (it is compiling it) and we
     /// were asked not to wait.
     Busy,
+    /// The entry was missing, but the caller's admission (see
+    /// [`Engine::compile_to_cache_admitted`]) refused the compile.
+    NotAdmitted,
 }
 
 /// Result of looking an entry up.
@@ -682,6 +685,24 @@ impl Engine {
         tier: Tier,
         wait: bool,
     ) -> Result<Stored, EngineError> {
+        self.compile_to_cache_admitted(cache, bytes, name, tier, wait, || Some(()))
+    }
+
+    /// [`Engine::compile_to_cache`], with `admit` asked for leave to compile
+    /// once the entry's lock is held and the entry was found missing: what it
+    /// returns (a node-wide compile slot) is held until the code is stored;
+    /// `None` ends with [`Stored::NotAdmitted`]. Taken in this order, the
+    /// processes that wait for another's compile of the same entry hold no
+    /// admission meanwhile.
+    pub fn compile_to_cache_admitted<G>(
+        &self,
+        cache: &Cache,
+        bytes: &[u8],
+        name: &str,
+        tier: Tier,
+        wait: bool,
+        admit: impl FnOnce() -> Option<G>,
+    ) -> Result<Stored, EngineError> {
         let (binary, format) = decode(bytes, name)?;
         let key = self.cache_key(bytes, tier)?;
         let Some(_lock) = cache
@@ -693,6 +714,9 @@ impl Engine {
         if self.load_entry(cache, &key, tier, format, name)?.is_some() {
             return Ok(Stored::Present);
         }
+        let Some(_admitted) = admit() else {
+            return Ok(Stored::NotAdmitted);
+        };
         let started = Instant::now();
         let artifact = self.compile(tier, &binary, format, name)?;
         let elapsed = started.elapsed();
@@ -787,6 +811,54 @@ mod tests {
             .load_cached(&cache, WAT.as_bytes(), "/s.wasm", None, &[Tier::Optimized])
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn admission_is_asked_only_for_a_missing_entry_under_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let engine = Engine::new().unwrap();
+        let key = engine.cache_key(WAT.as_bytes(), Tier::Baseline).unwrap();
+        let compile = |admit: &mut dyn FnMut() -> Option<()>| {
+            engine
+                .compile_to_cache_admitted(
+                    &cache,
+                    WAT.as_bytes(),
+                    "/a.wasm",
+                    Tier::Baseline,
+                    false,
+                    admit,
+                )
+                .unwrap()
+        };
+        // Refused: nothing compiled, nothing stored, the entry's lock released.
+        assert_eq!(compile(&mut || None), Stored::NotAdmitted);
+        assert!(matches!(cache.lookup(&key), Lookup::Missing));
+        // Admitted, while the entry's lock is held (nobody else can take it).
+        let mut asked = 0;
+        let stored = compile(&mut || {
+            asked += 1;
+            assert!(
+                cache.lock(&key, false).unwrap().is_none(),
+                "asked under the entry's lock"
+            );
+            Some(())
+        });
+        assert!(matches!(stored, Stored::Compiled { .. }), "{stored:?}");
+        assert_eq!(asked, 1);
+        // Present: not asked at all.
+        assert_eq!(
+            compile(&mut || panic!("asked for a present entry")),
+            Stored::Present
+        );
+        // Busy (another holds the lock): not asked either.
+        cache.remove(&key);
+        let held = cache.lock(&key, true).unwrap().unwrap();
+        assert_eq!(
+            compile(&mut || panic!("asked while another compiles")),
+            Stored::Busy
+        );
+        drop(held);
     }
 
     #[test]
