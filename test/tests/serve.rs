@@ -2,8 +2,8 @@
 //! guests (`test/guests/http`, a `wasi:http/proxy` component, and `wagi.wasm`), a real listener
 //! and a real client. Every limit is tried: the concurrency cap (503), the request timeout
 //! (504), traps (500, then fine), the per-request memory cap, malformed requests (400, guest
-//! untouched), keep-alive, draining on shutdown, the outbound allow-list. The same paths under
-//! containerd are in the e2e suite (`http::*`).
+//! untouched), keep-alive, draining on shutdown, the outbound allow-list, httpoxy for WAGI.
+//! The same paths under containerd are in the e2e suite (`http::*`).
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -316,4 +316,23 @@ fn wagi_body_limit() {
     assert_eq!(r.status, 413, "{r}");
     let r = http::post(&s.url("/"), "text/plain", "short").unwrap();
     assert_eq!(r.status, 200, "{r}");
+}
+
+/// httpoxy (CVE-2016-5385): a `Proxy:` request header must not become `HTTP_PROXY` in a WAGI
+/// program's environment, where HTTP libraries would take it as their outbound proxy. Other
+/// headers still arrive, and the container's own environment is there.
+#[test]
+fn wagi_drops_the_proxy_header() {
+    let s = wagi(HttpConfig::default());
+    let r = http::raw(
+        s.addr,
+        b"GET /env HTTP/1.1\r\nhost: x\r\nProxy: http://evil.example:8888\r\nx-test: t2\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
+    let lines: Vec<&str> = body.lines().collect();
+    assert!(lines.contains(&"HTTP_X_TEST=t2") && lines.contains(&"GREETING=hi"), "{body}");
+    assert!(!lines.iter().any(|l| l.starts_with("HTTP_PROXY=") || l.contains("evil")), "{body}");
 }
