@@ -2,11 +2,14 @@
 //! guests (`test/guests/http`, a `wasi:http/proxy` component, and `wagi.wasm`), a real listener
 //! and a real client. Every limit is tried: the concurrency cap (503), the request timeout
 //! (504), traps (500, then fine), the per-request memory cap, malformed requests (400, guest
-//! untouched), keep-alive, draining on shutdown, the outbound allow-list, httpoxy for WAGI.
-//! The same paths under containerd are in the e2e suite (`http::*`).
+//! untouched), keep-alive, draining on shutdown, the outbound allow-list for `wasi:http` and
+//! for raw sockets, httpoxy for WAGI. The same paths under
+//! containerd are in the e2e suite (`http::*`).
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -335,4 +338,66 @@ fn wagi_drops_the_proxy_header() {
     let lines: Vec<&str> = body.lines().collect();
     assert!(lines.contains(&"HTTP_X_TEST=t2") && lines.contains(&"GREETING=hi"), "{body}");
     assert!(!lines.iter().any(|l| l.starts_with("HTTP_PROXY=") || l.contains("evil")), "{body}");
+}
+
+/// A loopback line server for the sockets tests: answers each connection's first line with
+/// `native got: <line>`. Returns its port and how many connections it accepted.
+fn line_server() -> (u16, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut line = String::new();
+                if BufReader::new(&stream).read_line(&mut line).is_ok() {
+                    let _ = (&stream).write_all(format!("native got: {}\n", line.trim_end()).as_bytes());
+                }
+            });
+        }
+    });
+    (port, accepted)
+}
+
+/// `http-allowed-outbound` governs raw sockets too: with the default (empty) list a served
+/// component cannot even create one; with an entry it reaches that address and port and no
+/// other (denied before any packet leaves: the other server sees no connection); a name entry
+/// allows what the name resolves to; and a listener is never allowed, even with `*`.
+#[test]
+fn sockets_follow_the_outbound_allow_list() {
+    let (port, accepted) = line_server();
+    let (other, other_accepted) = line_server();
+
+    let s = proxy(HttpConfig::default());
+    let r = s.get(&format!("/connect?addr=127.0.0.1:{port}"));
+    assert_eq!((r.status, r.body.as_str()), (502, "create: access-denied\n"), "{r}");
+    let r = s.get(&format!("/connect?addr=localhost:{port}"));
+    assert_eq!((r.status, r.body.as_str()), (502, "resolve: permanent-resolver-failure\n"), "{r}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 0);
+
+    let s = proxy(HttpConfig { allowed_outbound: vec![format!("127.0.0.1:{port}")], ..Default::default() });
+    let r = s.get(&format!("/connect?addr=127.0.0.1:{port}"));
+    assert_eq!((r.status, r.body.as_str()), (200, "reply: native got: hello\n"), "{r}");
+    let r = s.get(&format!("/connect?addr=127.0.0.1:{other}"));
+    assert_eq!((r.status, r.body.as_str()), (502, format!("connect 127.0.0.1:{other}: access-denied\n").as_str()), "{r}");
+    assert_eq!((accepted.load(Ordering::SeqCst), other_accepted.load(Ordering::SeqCst)), (1, 0));
+    // wasi:http checks the same list: the other port is denied there too.
+    let r = s.get(&format!("/fetch?url=http://127.0.0.1:{other}/x"));
+    assert!(r.status == 502 && r.body.contains("HttpRequestDenied"), "{r}");
+
+    let s = proxy(HttpConfig { allowed_outbound: vec![format!("localhost:{port}")], ..Default::default() });
+    let r = s.get(&format!("/connect?addr=localhost:{port}"));
+    assert_eq!((r.status, r.body.as_str()), (200, "reply: native got: hello\n"), "{r}");
+    let r = s.get(&format!("/connect?addr=127.0.0.1:{other}"));
+    assert_eq!(r.status, 502, "{r}");
+    assert_eq!((accepted.load(Ordering::SeqCst), other_accepted.load(Ordering::SeqCst)), (2, 0));
+
+    let s = proxy(HttpConfig { allowed_outbound: vec!["*".into()], ..Default::default() });
+    let r = s.get("/listen");
+    assert_eq!((r.status, r.body.as_str()), (502, "listen: access-denied\n"), "{r}");
+    let r = s.get(&format!("/connect?addr=127.0.0.1:{other}"));
+    assert_eq!((r.status, r.body.as_str()), (200, "reply: native got: hello\n"), "{r}");
 }

@@ -30,7 +30,7 @@ use wasm_shim_oci::HttpConfig;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::prepare::{Kind, Prepared};
-use crate::proxy::{Outbound, Rule};
+use crate::outbound::{AllowList, Outbound};
 use crate::run::{wasi_builder, RunOptions};
 
 /// How often the epoch advances while serving: the granularity of request deadlines and of a
@@ -120,11 +120,12 @@ pub(crate) struct App {
 }
 
 impl App {
-    /// The WASI context of one request (stdio inherited).
+    /// The WASI context of one request (stdio inherited; sockets as the allow-list says).
     pub(crate) fn wasi_builder(&self) -> Result<WasiCtxBuilder, String> {
         let mut b = wasi_builder(&self.run)?;
         // Blocking host calls go to tokio's blocking pool, not this worker.
         b.allow_blocking_current_thread(false);
+        self.outbound.restrict(&mut b);
         Ok(b)
     }
 
@@ -228,16 +229,10 @@ impl Engine {
                 reason: "neither a wasi:http component nor a WAGI module".to_string(),
             });
         }
-        let rules = opts
-            .http
-            .allowed_outbound
-            .iter()
-            .map(|e| Rule::parse(e))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|why| EngineError::NotServable {
-                file: prepared.file.clone(),
-                reason: format!("{}: {why}", wasm_shim_oci::http::ALLOWED_OUTBOUND),
-            })?;
+        let allowed = AllowList::parse(&opts.http.allowed_outbound).map_err(|why| EngineError::NotServable {
+            file: prepared.file.clone(),
+            reason: format!("{}: {why}", wasm_shim_oci::http::ALLOWED_OUTBOUND),
+        })?;
         let internal = |what: &str, e: std::io::Error| EngineError::Internal(format!("{what}: {e}"));
         let port = listener.local_addr().map_err(|e| internal("listener", e))?.port();
         listener.set_nonblocking(true).map_err(|e| internal("listener", e))?;
@@ -250,10 +245,7 @@ impl Engine {
 
         let app = Arc::new(App {
             config: opts.http.clone(),
-            outbound: Outbound {
-                rules: rules.into(),
-                file: prepared.file.clone().into(),
-            },
+            outbound: Outbound::new(allowed, &prepared.file),
             port,
             run: opts.run.clone(),
             file: prepared.file.clone(),
