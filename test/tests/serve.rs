@@ -2,12 +2,12 @@
 //! guests (`test/guests/http`, a `wasi:http/proxy` component, and `wagi.wasm`), a real listener
 //! and a real client. Every limit is tried: the concurrency cap (503), the request timeout
 //! (504), traps (500, then fine), the per-request memory cap, malformed requests (400, guest
-//! untouched), keep-alive, draining on shutdown, the outbound allow-list for `wasi:http` and
-//! for raw sockets, httpoxy for WAGI. The same paths under
+//! untouched), keep-alive, the open-connections cap, draining on shutdown, the outbound
+//! allow-list for `wasi:http` and for raw sockets, httpoxy for WAGI. The same paths under
 //! containerd are in the e2e suite (`http::*`).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -400,4 +400,57 @@ fn sockets_follow_the_outbound_allow_list() {
     assert_eq!((r.status, r.body.as_str()), (502, "listen: access-denied\n"), "{r}");
     let r = s.get(&format!("/connect?addr=127.0.0.1:{other}"));
     assert_eq!((r.status, r.body.as_str()), (200, "reply: native got: hello\n"), "{r}");
+}
+
+/// Sends a request on `c` and reads the response head (the routes used have no body).
+fn request_head(c: &mut TcpStream, path: &str) -> std::io::Result<String> {
+    c.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())?;
+    read_head(c)
+}
+
+fn read_head(c: &mut TcpStream) -> std::io::Result<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match c.read(&mut byte)? {
+            0 => break,
+            _ => head.push(byte[0]),
+        }
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// With `max_connections` 2, two idle keep-alive clients hold both slots: a third client's
+/// connection is not accepted (its request waits in the backlog, unanswered), and is served as
+/// soon as one of the two closes; the other one is still served.
+#[test]
+fn connection_cap_holds_the_next_client_until_one_closes() {
+    let s = proxy(HttpConfig { max_connections: Some(2), ..Default::default() });
+    let connect = || {
+        let c = TcpStream::connect_timeout(&s.addr, Duration::from_secs(5)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
+    };
+    let (mut first, mut second) = (connect(), connect());
+    for c in [&mut first, &mut second] {
+        let head = request_head(c, "/status/204").unwrap();
+        assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+    }
+    // The kernel completes the handshake; the server does not accept.
+    let mut third = connect();
+    third.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    let waited = request_head(&mut third, "/status/204");
+    assert!(
+        matches!(&waited, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the third connection was served while two were open: {waited:?}"
+    );
+    drop(first);
+    third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = read_head(&mut third).unwrap();
+    assert!(head.starts_with("HTTP/1.1 204"), "after a slot was freed: {head:?}");
+    let head = request_head(&mut second, "/status/204").unwrap();
+    assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+    drop((second, third));
+    let stats = s.stop();
+    assert_eq!((stats.connections, stats.requests), (3, 4), "{stats:?}");
 }

@@ -31,7 +31,8 @@
 //! - `run`: `RunOptions` and `Stdio` to a WASI context, a fresh store with the
 //!   limiter and epoch deadline, calling the entry point.
 //! - `serve`: serving HTTP/1.1 on a bound listener: tokio and hyper, the
-//!   concurrency cap (503), deadlines (504), graceful drain on `Shutdown`.
+//!   open-connections cap (past it, not accepted), the concurrency cap (503),
+//!   deadlines (504), graceful drain on `Shutdown`.
 //! - `proxy`: one request to a `wasi:http/proxy` component (`ProxyPre`), its
 //!   outbound `wasi:http` requests checked against the allow-list.
 //! - `outbound`: the allow-list of a served workload (`http-allowed-outbound`)

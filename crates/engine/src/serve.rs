@@ -2,8 +2,10 @@
 //! connection task per client, and per request a fresh instance of the prepared workload
 //! (`proxy` for `wasi:http` components, `wagi` for CGI-style modules).
 //!
-//! Hardening, in the order a request meets it: hyper answers a malformed request 400 itself (the
-//! guest never sees it) and drops a client that does not send its headers in time; past
+//! Hardening, in the order a request meets it: past `max_open_connections` open connections the
+//! next one is not accepted until one closes (it waits in the listen backlog); hyper answers a
+//! malformed request 400 itself (the guest never sees it) and drops a client that does not send
+//! its headers in time, or sends none for that long between keep-alive requests; past
 //! `max_concurrency` requests in flight the answer is 503 with `Retry-After`; each request has a
 //! deadline (504 when it passes; the guest yields to tokio at every epoch tick, so even a
 //! spinning one is stopped) and a memory cap; a trap is a 500 and the next request gets a new
@@ -37,7 +39,9 @@ use crate::run::{wasi_builder, RunOptions};
 /// busy guest's yields.
 const TICK: Duration = Duration::from_millis(5);
 
-/// How long a client may take to send a request's headers.
+/// How long a client may take to send a request's headers, counted from the end of the previous
+/// response on a keep-alive connection: hyper's header timer runs while it waits for a request,
+/// so it is also the idle timeout that frees the connection slot of a client that went quiet.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a served workload gets: the guest's WASI setup (args, env, cwd, preopens; stdio is
@@ -278,12 +282,36 @@ impl Engine {
 
         let prepared = Arc::new(prepared);
         let mut stop = shutdown.0.subscribe();
+        let max_open = opts.http.max_open_connections();
+        let open = Arc::new(Semaphore::new(max_open as usize));
         let result = runtime.block_on(async {
             let listener = tokio::net::TcpListener::from_std(listener)
                 .map_err(|e| internal("listener", e))?;
             let graceful = GracefulShutdown::new();
             let mut connections = 0u64;
+            let mut said_full = false;
             loop {
+                // A slot for the next connection before accepting it: past the cap, clients wait
+                // in the kernel's listen backlog (their requests are served once a connection
+                // closes) instead of costing this process an fd and a task each.
+                let slot = match open.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) => {
+                        if !said_full {
+                            said_full = true;
+                            log::warn!(
+                                "{}: {max_open} connections open ({}): new ones wait in the listen backlog",
+                                prepared.file,
+                                wasm_shim_oci::http::MAX_CONNECTIONS
+                            );
+                        }
+                        tokio::select! {
+                            biased;
+                            _ = stop.wait_for(|stop| *stop) => break,
+                            slot = open.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                        }
+                    }
+                };
                 let (stream, peer) = tokio::select! {
                     biased;
                     _ = stop.wait_for(|stop| *stop) => break,
@@ -314,6 +342,7 @@ impl Engine {
                     if let Err(e) = conn.await {
                         log::debug!("connection from {peer}: {e}");
                     }
+                    drop(slot);
                 });
             }
             drop(listener);
