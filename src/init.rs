@@ -351,7 +351,8 @@ fn stage2(
     started.store(true, Ordering::SeqCst);
 
     if let (Some(listener), Some(shutdown)) = (listener, shutdown) {
-        let code = match engine.serve(prepared, listener, &ServeOptions { run: opts, http }, &shutdown) {
+        let max_connections = http.max_open_connections();
+        let code = match engine.serve(prepared, listener, &ServeOptions { run: opts, http, max_connections }, &shutdown) {
             Ok(stats) => {
                 log::debug!("{shown}: served {} requests on {} connections", stats.requests, stats.connections);
                 0

@@ -54,6 +54,7 @@ impl Server {
                 cwd: "/".into(),
                 ..Default::default()
             },
+            max_connections: http.max_open_connections(),
             http,
         };
         let s = shutdown.clone();

@@ -2,10 +2,10 @@
 //! connection task per client, and per request a fresh instance of the prepared workload
 //! (`proxy` for `wasi:http` components, `wagi` for CGI-style modules).
 //!
-//! Hardening, in the order a request meets it: past `max_open_connections` open connections the
-//! next one is not accepted until one closes (it waits in the listen backlog); hyper answers a
-//! malformed request 400 itself (the guest never sees it) and drops a client that does not send
-//! its headers in time, or sends none for that long between keep-alive requests; past
+//! Hardening, in the order a request meets it: past `ServeOptions::max_connections` open
+//! connections the next one is not accepted until one closes (it waits in the listen backlog);
+//! hyper answers a malformed request 400 itself (the guest never sees it) and drops a client that
+//! does not send its headers in time, or sends none for that long between keep-alive requests; past
 //! `max_concurrency` requests in flight the answer is 503 with `Retry-After`; each request has a
 //! deadline (504 when it passes; the guest yields to tokio at every epoch tick, so even a
 //! spinning one is stopped) and a memory cap; a trap is a 500 and the next request gets a new
@@ -50,6 +50,9 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ServeOptions {
     pub run: RunOptions,
     pub http: HttpConfig,
+    /// Client connections open at once (at least 1); the next one is not accepted until one
+    /// closes. The shim passes `HttpConfig::max_open_connections`.
+    pub max_connections: u32,
 }
 
 /// Asks a running `serve` to stop accepting and drain. Cheap to clone; `trigger` may be called
@@ -282,7 +285,7 @@ impl Engine {
 
         let prepared = Arc::new(prepared);
         let mut stop = shutdown.0.subscribe();
-        let max_open = opts.http.max_open_connections();
+        let max_open = opts.max_connections.max(1);
         let open = Arc::new(Semaphore::new(max_open as usize));
         let result = runtime.block_on(async {
             let listener = tokio::net::TcpListener::from_std(listener)
@@ -300,9 +303,8 @@ impl Engine {
                         if !said_full {
                             said_full = true;
                             log::warn!(
-                                "{}: {max_open} connections open ({}): new ones wait in the listen backlog",
-                                prepared.file,
-                                wasm_shim_oci::http::MAX_CONNECTIONS
+                                "{}: {max_open} connections open, the most allowed: new ones wait in the listen backlog",
+                                prepared.file
                             );
                         }
                         tokio::select! {
