@@ -412,7 +412,9 @@ fn stage2(
             let export = rc.entrypoint.export.clone();
             await_handover(&engine, &mut writer, &reader, key, kind, component, &shown, export, &upgrade);
         }
-        let code = match engine.serve_upgradable(prepared, listener, &ServeOptions { run: opts, http }, &shutdown, &upgrade) {
+        let max_connections = http.max_open_connections();
+        let opts = ServeOptions { run: opts, http, max_connections };
+        let code = match engine.serve_upgradable(prepared, listener, &opts, &shutdown, &upgrade) {
             Ok(stats) => {
                 log::debug!("{shown}: served {} requests on {} connections", stats.requests, stats.connections);
                 0

@@ -1,6 +1,7 @@
 //! CGI response parsing (what a WAGI program writes to stdout) and the request meta-variables:
 //! never panics; a parsed response's body offset is within the output and its headers are
-//! single-line; the environment always has the CGI 1.1 variables.
+//! single-line; the environment always has the CGI 1.1 variables and never `HTTP_PROXY`
+//! (httpoxy).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -30,4 +31,5 @@ fuzz_target!(|data: &[u8]| {
     });
     assert!(env.iter().any(|(k, _)| k == "GATEWAY_INTERFACE"));
     assert!(env.iter().any(|(k, v)| k == "REQUEST_METHOD" && v == method));
+    assert!(!env.iter().any(|(k, _)| k == "HTTP_PROXY"));
 });

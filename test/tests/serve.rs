@@ -2,11 +2,14 @@
 //! guests (`test/guests/http`, a `wasi:http/proxy` component, and `wagi.wasm`), a real listener
 //! and a real client. Every limit is tried: the concurrency cap (503), the request timeout
 //! (504), traps (500, then fine), the per-request memory cap, malformed requests (400, guest
-//! untouched), keep-alive, draining on shutdown, the outbound allow-list. The same paths under
+//! untouched), keep-alive, the open-connections cap, draining on shutdown, the outbound
+//! allow-list for `wasi:http` and for raw sockets, httpoxy for WAGI. The same paths under
 //! containerd are in the e2e suite (`http::*`).
 
-use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -51,6 +54,7 @@ impl Server {
                 cwd: "/".into(),
                 ..Default::default()
             },
+            max_connections: http.max_open_connections(),
             http,
         };
         let s = shutdown.clone();
@@ -316,4 +320,138 @@ fn wagi_body_limit() {
     assert_eq!(r.status, 413, "{r}");
     let r = http::post(&s.url("/"), "text/plain", "short").unwrap();
     assert_eq!(r.status, 200, "{r}");
+}
+
+/// httpoxy (CVE-2016-5385): a `Proxy:` request header must not become `HTTP_PROXY` in a WAGI
+/// program's environment, where HTTP libraries would take it as their outbound proxy. Other
+/// headers still arrive, and the container's own environment is there.
+#[test]
+fn wagi_drops_the_proxy_header() {
+    let s = wagi(HttpConfig::default());
+    let r = http::raw(
+        s.addr,
+        b"GET /env HTTP/1.1\r\nhost: x\r\nProxy: http://evil.example:8888\r\nx-test: t2\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
+    let lines: Vec<&str> = body.lines().collect();
+    assert!(lines.contains(&"HTTP_X_TEST=t2") && lines.contains(&"GREETING=hi"), "{body}");
+    assert!(!lines.iter().any(|l| l.starts_with("HTTP_PROXY=") || l.contains("evil")), "{body}");
+}
+
+/// A loopback line server for the sockets tests: answers each connection's first line with
+/// `native got: <line>`. Returns its port and how many connections it accepted.
+fn line_server() -> (u16, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut line = String::new();
+                if BufReader::new(&stream).read_line(&mut line).is_ok() {
+                    let _ = (&stream).write_all(format!("native got: {}\n", line.trim_end()).as_bytes());
+                }
+            });
+        }
+    });
+    (port, accepted)
+}
+
+/// `http-allowed-outbound` governs raw sockets too: with the default (empty) list a served
+/// component cannot even create one; with an entry it reaches that address and port and no
+/// other (denied before any packet leaves: the other server sees no connection); a name entry
+/// allows what the name resolves to; and a listener is never allowed, even with `*`.
+#[test]
+fn sockets_follow_the_outbound_allow_list() {
+    let (port, accepted) = line_server();
+    let (other, other_accepted) = line_server();
+
+    let s = proxy(HttpConfig::default());
+    let r = s.get(&format!("/connect?addr=127.0.0.1:{port}"));
+    assert_eq!((r.status, r.body.as_str()), (502, "create: access-denied\n"), "{r}");
+    let r = s.get(&format!("/connect?addr=localhost:{port}"));
+    assert_eq!((r.status, r.body.as_str()), (502, "resolve: permanent-resolver-failure\n"), "{r}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 0);
+
+    let s = proxy(HttpConfig { allowed_outbound: vec![format!("127.0.0.1:{port}")], ..Default::default() });
+    let r = s.get(&format!("/connect?addr=127.0.0.1:{port}"));
+    assert_eq!((r.status, r.body.as_str()), (200, "reply: native got: hello\n"), "{r}");
+    let r = s.get(&format!("/connect?addr=127.0.0.1:{other}"));
+    assert_eq!((r.status, r.body.as_str()), (502, format!("connect 127.0.0.1:{other}: access-denied\n").as_str()), "{r}");
+    assert_eq!((accepted.load(Ordering::SeqCst), other_accepted.load(Ordering::SeqCst)), (1, 0));
+    // wasi:http checks the same list: the other port is denied there too.
+    let r = s.get(&format!("/fetch?url=http://127.0.0.1:{other}/x"));
+    assert!(r.status == 502 && r.body.contains("HttpRequestDenied"), "{r}");
+
+    let s = proxy(HttpConfig { allowed_outbound: vec![format!("localhost:{port}")], ..Default::default() });
+    let r = s.get(&format!("/connect?addr=localhost:{port}"));
+    assert_eq!((r.status, r.body.as_str()), (200, "reply: native got: hello\n"), "{r}");
+    let r = s.get(&format!("/connect?addr=127.0.0.1:{other}"));
+    assert_eq!(r.status, 502, "{r}");
+    assert_eq!((accepted.load(Ordering::SeqCst), other_accepted.load(Ordering::SeqCst)), (2, 0));
+
+    let s = proxy(HttpConfig { allowed_outbound: vec!["*".into()], ..Default::default() });
+    let r = s.get("/listen");
+    assert_eq!((r.status, r.body.as_str()), (502, "listen: access-denied\n"), "{r}");
+    let r = s.get(&format!("/connect?addr=127.0.0.1:{other}"));
+    assert_eq!((r.status, r.body.as_str()), (200, "reply: native got: hello\n"), "{r}");
+}
+
+/// Sends a request on `c` and reads the response head (the routes used have no body).
+fn request_head(c: &mut TcpStream, path: &str) -> std::io::Result<String> {
+    c.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())?;
+    read_head(c)
+}
+
+fn read_head(c: &mut TcpStream) -> std::io::Result<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match c.read(&mut byte)? {
+            0 => break,
+            _ => head.push(byte[0]),
+        }
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// With `max_connections` 2, two idle keep-alive clients hold both slots: a third client's
+/// connection is not accepted (its request waits in the backlog, unanswered), and is served as
+/// soon as one of the two closes; the other one is still served.
+#[test]
+fn connection_cap_holds_the_next_client_until_one_closes() {
+    let s = proxy(HttpConfig { max_connections: Some(2), ..Default::default() });
+    let connect = || {
+        let c = TcpStream::connect_timeout(&s.addr, Duration::from_secs(5)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
+    };
+    let (mut first, mut second) = (connect(), connect());
+    for c in [&mut first, &mut second] {
+        let head = request_head(c, "/status/204").unwrap();
+        assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+    }
+    // The kernel completes the handshake; the server does not accept.
+    let mut third = connect();
+    third.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    let waited = request_head(&mut third, "/status/204");
+    assert!(
+        matches!(&waited, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the third connection was served while two were open: {waited:?}"
+    );
+    drop(first);
+    third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = read_head(&mut third).unwrap();
+    assert!(head.starts_with("HTTP/1.1 204"), "after a slot was freed: {head:?}");
+    let head = request_head(&mut second, "/status/204").unwrap();
+    assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+    drop((second, third));
+    let stats = s.stop();
+    assert_eq!((stats.connections, stats.requests), (3, 4), "{stats:?}");
 }

@@ -30,6 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             preopens: if flag("--preopen") { vec![("/".into(), "/".into())] } else { vec![] },
             ..Default::default()
         },
+        max_connections: http.max_open_connections(),
         http,
     };
     let stats = engine.serve(prepared, listener, &opts, &Shutdown::new())?;

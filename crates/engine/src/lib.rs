@@ -31,9 +31,14 @@
 //! - `run`: `RunOptions` and `Stdio` to a WASI context, a fresh store with the
 //!   limiter and epoch deadline, calling the entry point.
 //! - `serve`: serving HTTP/1.1 on a bound listener: tokio and hyper, the
-//!   concurrency cap (503), deadlines (504), graceful drain on `Shutdown`.
-//! - `proxy`: one request to a `wasi:http/proxy` component (`ProxyPre`), and
-//!   the outbound allow-list.
+//!   open-connections cap (past it, not accepted), the concurrency cap (503),
+//!   deadlines (504), graceful drain on `Shutdown`.
+//! - `proxy`: one request to a `wasi:http/proxy` component (`ProxyPre`), its
+//!   outbound `wasi:http` requests checked against the allow-list.
+//! - `outbound`: the allow-list of a served workload (`http-allowed-outbound`)
+//!   for `wasi:http` requests and `wasi:sockets` addresses alike: entries,
+//!   matching, resolving name entries for sockets, the sockets a request's
+//!   WASI context gets.
 //! - `wagi`: one request to a WASI p1 module run CGI-style.
 //! - `limits`: the `ResourceLimiter` enforcing the memory limit and noting
 //!   when it was hit.
@@ -46,6 +51,7 @@ mod cache;
 mod engine;
 mod error;
 mod limits;
+mod outbound;
 mod outcome;
 mod prepare;
 mod proxy;

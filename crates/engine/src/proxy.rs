@@ -1,5 +1,5 @@
 //! `wasi:http/proxy` components: the per-request store (WASI p2, `wasi:http`, the memory limit,
-//! the outbound allow-list) and one request's life: instantiate from the `ProxyPre`, call
+//! the outbound allow-list as `wasi:http`'s send hook) and one request's life: instantiate from the `ProxyPre`, call
 //! `incoming-handler.handle`, hand hyper the response the guest sets.
 
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::limits::Limiter;
+use crate::outbound::Outbound;
 use crate::outcome::classify;
 use crate::serve::App;
 
@@ -46,89 +47,6 @@ impl WasiHttpView for ProxyState {
     }
 }
 
-/// One entry of the outbound allow-list: `*`, or `[scheme://]host[:port]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Rule {
-    Any,
-    Host {
-        scheme: Option<String>,
-        host: String,
-        port: Option<u16>,
-    },
-}
-
-impl Rule {
-    pub(crate) fn parse(entry: &str) -> Result<Rule, String> {
-        let entry = entry.trim();
-        if entry == "*" {
-            return Ok(Rule::Any);
-        }
-        let (scheme, rest) = match entry.split_once("://") {
-            Some((s, r)) => (Some(s.to_ascii_lowercase()), r),
-            None => (None, entry),
-        };
-        let rest = rest.trim_end_matches('/');
-        let authority: http::uri::Authority = rest
-            .parse()
-            .map_err(|_| format!("{entry:?} is not [scheme://]host[:port]"))?;
-        if matches!(scheme.as_deref(), Some(s) if s != "http" && s != "https") {
-            return Err(format!("{entry:?}: only http and https can be allowed"));
-        }
-        Ok(Rule::Host {
-            scheme,
-            host: authority.host().trim_matches(['[', ']']).to_ascii_lowercase(),
-            port: authority.port_u16(),
-        })
-    }
-
-    /// Whether a request to `scheme://host:port` is allowed by this rule. A rule without a port
-    /// allows the scheme's default port when it names a scheme, any port when it does not.
-    pub(crate) fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
-        match self {
-            Rule::Any => true,
-            Rule::Host {
-                scheme: s,
-                host: h,
-                port: p,
-            } => {
-                let host = host.trim_matches(['[', ']']);
-                if !h.eq_ignore_ascii_case(host) || s.as_deref().is_some_and(|s| s != scheme) {
-                    return false;
-                }
-                match (p, s.as_deref()) {
-                    (Some(p), _) => *p == port,
-                    (None, Some(s)) => port == default_port(s),
-                    (None, None) => true,
-                }
-            }
-        }
-    }
-}
-
-fn default_port(scheme: &str) -> u16 {
-    if scheme == "https" {
-        443
-    } else {
-        80
-    }
-}
-
-/// The outbound side of `wasi:http`: requests go out only where the allow-list says.
-#[derive(Clone)]
-pub(crate) struct Outbound {
-    pub(crate) rules: Arc<[Rule]>,
-    pub(crate) file: Arc<str>,
-}
-
-impl Outbound {
-    pub(crate) fn allows(&self, uri: &http::Uri) -> bool {
-        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
-        let Some(host) = uri.host() else { return false };
-        let port = uri.port_u16().unwrap_or_else(|| default_port(&scheme));
-        self.rules.iter().any(|r| r.allows(&scheme, host, port))
-    }
-}
-
 type SendFuture = Box<
     dyn std::future::Future<
             Output = Result<
@@ -148,16 +66,8 @@ impl WasiHttpHooks for Outbound {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> SendFuture {
-        if !self.allows(request.uri()) {
-            let line = format!(
-                "{}: outbound request to {} denied: not in {}",
-                self.file,
-                request.uri(),
-                wasm_shim_oci::http::ALLOWED_OUTBOUND
-            );
-            // The container's log, where the function's author looks, and the shim's.
-            eprintln!("{line}");
-            log::warn!("{line}");
+        if !self.list.allows_uri(request.uri()) {
+            self.denied(&format!("outbound request to {}", request.uri()));
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         Box::new(async move {
@@ -246,49 +156,5 @@ pub(crate) async fn handle(
             abort.abort();
             app.timed_out(&label)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rules(entries: &[&str]) -> Outbound {
-        Outbound {
-            rules: entries.iter().map(|e| Rule::parse(e).unwrap()).collect(),
-            file: "/f.wasm".into(),
-        }
-    }
-
-    fn allowed(o: &Outbound, uri: &str) -> bool {
-        o.allows(&uri.parse().unwrap())
-    }
-
-    #[test]
-    fn nothing_is_allowed_by_default() {
-        let o = rules(&[]);
-        assert!(!allowed(&o, "http://127.0.0.1:3500/v1.0/state"));
-    }
-
-    #[test]
-    fn allow_list_entries() {
-        let o = rules(&["http://127.0.0.1:3500", "api.example.com", "https://secure.example.com/", "[::1]:80"]);
-        assert!(allowed(&o, "http://127.0.0.1:3500/v1.0/invoke"));
-        assert!(!allowed(&o, "http://127.0.0.1:3501/"));
-        assert!(!allowed(&o, "https://127.0.0.1:3500/"));
-        assert!(allowed(&o, "http://API.example.com:9999/x"));
-        assert!(allowed(&o, "https://api.example.com/x"));
-        assert!(allowed(&o, "https://secure.example.com/x"));
-        assert!(!allowed(&o, "https://secure.example.com:8443/x"));
-        assert!(!allowed(&o, "http://secure.example.com/x"));
-        assert!(allowed(&o, "http://[::1]/"));
-        assert!(!allowed(&o, "http://evil.com/?api.example.com"));
-        assert!(allowed(&rules(&["*"]), "https://anything.example/"));
-    }
-
-    #[test]
-    fn bad_entries_are_refused() {
-        assert!(Rule::parse("ftp://x").is_err());
-        assert!(Rule::parse("http://a b").is_err());
     }
 }

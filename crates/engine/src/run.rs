@@ -278,8 +278,9 @@ pub(crate) fn wasi_builder(opts: &RunOptions) -> Result<WasiCtxBuilder, String> 
     }
     // No async runtime here: let blocking WASI calls block this thread.
     builder.allow_blocking_current_thread(true);
-    // The container's network namespace is the boundary (a pod's network, or none at all):
-    // p2 sockets may use whatever it offers. wasmtime-wasi starts with TCP and UDP off.
+    // A command: the container's network namespace is the boundary (a pod's network, or none at
+    // all), as for a native container; p2 sockets may use whatever it offers. wasmtime-wasi
+    // starts with TCP and UDP off. A served workload gets less: `Outbound::restrict`.
     builder.inherit_network().allow_tcp(true).allow_udp(true).allow_ip_name_lookup(true);
     for (host, guest) in &opts.preopens {
         builder

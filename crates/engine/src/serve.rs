@@ -2,8 +2,10 @@
 //! connection task per client, and per request a fresh instance of the prepared workload
 //! (`proxy` for `wasi:http` components, `wagi` for CGI-style modules).
 //!
-//! Hardening, in the order a request meets it: hyper answers a malformed request 400 itself (the
-//! guest never sees it) and drops a client that does not send its headers in time; past
+//! Hardening, in the order a request meets it: past `ServeOptions::max_connections` open
+//! connections the next one is not accepted until one closes (it waits in the listen backlog);
+//! hyper answers a malformed request 400 itself (the guest never sees it) and drops a client that
+//! does not send its headers in time, or sends none for that long between keep-alive requests; past
 //! `max_concurrency` requests in flight the answer is 503 with `Retry-After`; each request has a
 //! deadline (504 when it passes; the guest yields to tokio at every epoch tick, so even a
 //! spinning one is stopped) and a memory cap; a trap is a 500 and the next request gets a new
@@ -30,14 +32,16 @@ use wasm_shim_oci::HttpConfig;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::prepare::{Kind, Prepared};
-use crate::proxy::{Outbound, Rule};
+use crate::outbound::{AllowList, Outbound};
 use crate::run::{wasi_builder, RunOptions};
 
 /// How often the epoch advances while serving: the granularity of request deadlines and of a
 /// busy guest's yields.
 const TICK: Duration = Duration::from_millis(5);
 
-/// How long a client may take to send a request's headers.
+/// How long a client may take to send a request's headers, counted from the end of the previous
+/// response on a keep-alive connection: hyper's header timer runs while it waits for a request,
+/// so it is also the idle timeout that frees the connection slot of a client that went quiet.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a served workload gets: the guest's WASI setup (args, env, cwd, preopens; stdio is
@@ -46,6 +50,9 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ServeOptions {
     pub run: RunOptions,
     pub http: HttpConfig,
+    /// Client connections open at once (at least 1); the next one is not accepted until one
+    /// closes. The shim passes `HttpConfig::max_open_connections`.
+    pub max_connections: u32,
 }
 
 /// Asks a running `serve` to stop accepting and drain. Cheap to clone; `trigger` may be called
@@ -120,11 +127,12 @@ pub(crate) struct App {
 }
 
 impl App {
-    /// The WASI context of one request (stdio inherited).
+    /// The WASI context of one request (stdio inherited; sockets as the allow-list says).
     pub(crate) fn wasi_builder(&self) -> Result<WasiCtxBuilder, String> {
         let mut b = wasi_builder(&self.run)?;
         // Blocking host calls go to tokio's blocking pool, not this worker.
         b.allow_blocking_current_thread(false);
+        self.outbound.restrict(&mut b);
         Ok(b)
     }
 
@@ -228,16 +236,10 @@ impl Engine {
                 reason: "neither a wasi:http component nor a WAGI module".to_string(),
             });
         }
-        let rules = opts
-            .http
-            .allowed_outbound
-            .iter()
-            .map(|e| Rule::parse(e))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|why| EngineError::NotServable {
-                file: prepared.file.clone(),
-                reason: format!("{}: {why}", wasm_shim_oci::http::ALLOWED_OUTBOUND),
-            })?;
+        let allowed = AllowList::parse(&opts.http.allowed_outbound).map_err(|why| EngineError::NotServable {
+            file: prepared.file.clone(),
+            reason: format!("{}: {why}", wasm_shim_oci::http::ALLOWED_OUTBOUND),
+        })?;
         let internal = |what: &str, e: std::io::Error| EngineError::Internal(format!("{what}: {e}"));
         let port = listener.local_addr().map_err(|e| internal("listener", e))?.port();
         listener.set_nonblocking(true).map_err(|e| internal("listener", e))?;
@@ -250,10 +252,7 @@ impl Engine {
 
         let app = Arc::new(App {
             config: opts.http.clone(),
-            outbound: Outbound {
-                rules: rules.into(),
-                file: prepared.file.clone().into(),
-            },
+            outbound: Outbound::new(allowed, &prepared.file),
             port,
             run: opts.run.clone(),
             file: prepared.file.clone(),
@@ -286,12 +285,35 @@ impl Engine {
 
         let prepared = Arc::new(prepared);
         let mut stop = shutdown.0.subscribe();
+        let max_open = opts.max_connections.max(1);
+        let open = Arc::new(Semaphore::new(max_open as usize));
         let result = runtime.block_on(async {
             let listener = tokio::net::TcpListener::from_std(listener)
                 .map_err(|e| internal("listener", e))?;
             let graceful = GracefulShutdown::new();
             let mut connections = 0u64;
+            let mut said_full = false;
             loop {
+                // A slot for the next connection before accepting it: past the cap, clients wait
+                // in the kernel's listen backlog (their requests are served once a connection
+                // closes) instead of costing this process an fd and a task each.
+                let slot = match open.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) => {
+                        if !said_full {
+                            said_full = true;
+                            log::warn!(
+                                "{}: {max_open} connections open, the most allowed: new ones wait in the listen backlog",
+                                prepared.file
+                            );
+                        }
+                        tokio::select! {
+                            biased;
+                            _ = stop.wait_for(|stop| *stop) => break,
+                            slot = open.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                        }
+                    }
+                };
                 let (stream, peer) = tokio::select! {
                     biased;
                     _ = stop.wait_for(|stop| *stop) => break,
@@ -322,6 +344,7 @@ impl Engine {
                     if let Err(e) = conn.await {
                         log::debug!("connection from {peer}: {e}");
                     }
+                    drop(slot);
                 });
             }
             drop(listener);

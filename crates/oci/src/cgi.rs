@@ -6,6 +6,12 @@ use std::fmt;
 /// Largest header section a program may write before its body.
 pub const MAX_HEADER_BYTES: usize = 64 << 10;
 
+/// Meta-variables a request header must never become. `Proxy: x` would be `HTTP_PROXY=x`,
+/// which HTTP libraries read as the proxy for their outbound requests: a client could route the
+/// program's outbound traffic through a host of its choosing ("httpoxy", CVE-2016-5385). The
+/// header is dropped; the container's own `HTTP_PROXY`, if its spec sets one, is untouched.
+pub const DROPPED: &[&str] = &["HTTP_PROXY"];
+
 /// What the environment of one request is built from (strings only: no HTTP library here).
 #[derive(Debug, Clone, Default)]
 pub struct CgiRequest<'a> {
@@ -24,7 +30,7 @@ pub struct CgiRequest<'a> {
 
 /// The meta-variables of a request, in a stable order: RFC 3875 section 4.1, WAGI's `X_FULL_URL`
 /// and `X_MATCHED_ROUTE`, then one `HTTP_*` per header (except `Content-Type` and
-/// `Content-Length`, which have their own).
+/// `Content-Length`, which have their own, and `Proxy`, which is dropped: see [`DROPPED`]).
 pub fn environment(req: &CgiRequest) -> Vec<(String, String)> {
     let (path, query) = match req.target.split_once('?') {
         Some((p, q)) => (p, q),
@@ -68,6 +74,9 @@ pub fn environment(req: &CgiRequest) -> Vec<(String, String)> {
             continue;
         }
         let var = format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_"));
+        if DROPPED.contains(&var.as_str()) {
+            continue;
+        }
         match env.iter_mut().find(|(k, _)| *k == var) {
             Some((_, v)) => {
                 v.push_str(", ");
@@ -227,6 +236,23 @@ mod tests {
         assert_eq!(var(&env, "HTTP_X_TRACE"), "1, 2");
         assert_eq!(var(&env, "X_FULL_URL"), "http://example.com:8080/a%20b/c?x=1&y=%20");
         assert!(!env.iter().any(|(k, _)| k == "HTTP_CONTENT_TYPE" || k == "HTTP_CONTENT_LENGTH"));
+    }
+
+    #[test]
+    fn proxy_header_never_becomes_http_proxy() {
+        for name in ["Proxy", "proxy", "PROXY", "pRoXy"] {
+            let req = CgiRequest {
+                method: "GET",
+                target: "/",
+                headers: vec![(name, "http://evil.example:8888"), ("X-Proxy", "kept"), ("Proxy-Authorization", "kept too")],
+                ..Default::default()
+            };
+            let env = environment(&req);
+            assert!(!env.iter().any(|(k, _)| k == "HTTP_PROXY"), "{name}: {env:?}");
+            assert!(!env.iter().any(|(_, v)| v.contains("evil")), "{name}: {env:?}");
+            assert_eq!(var(&env, "HTTP_X_PROXY"), "kept");
+            assert_eq!(var(&env, "HTTP_PROXY_AUTHORIZATION"), "kept too");
+        }
     }
 
     #[test]

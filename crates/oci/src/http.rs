@@ -18,6 +18,9 @@ pub const SERVE: &str = "wasm.containerd.io/serve";
 pub const PORT: &str = "wasm.containerd.io/http-port";
 /// Requests served at once; the next one gets 503 with `Retry-After`.
 pub const MAX_CONCURRENCY: &str = "wasm.containerd.io/http-max-concurrency";
+/// Client connections open at once (idle keep-alive ones included); the next one is not
+/// accepted until one closes: it waits in the listen backlog.
+pub const MAX_CONNECTIONS: &str = "wasm.containerd.io/http-max-connections";
 /// Time a request may take, guest and body included; past it the answer is 504.
 pub const REQUEST_TIMEOUT: &str = "wasm.containerd.io/http-request-timeout";
 /// Linear memory each request's instance may use.
@@ -29,6 +32,11 @@ pub const ALLOWED_OUTBOUND: &str = "wasm.containerd.io/http-allowed-outbound";
 
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 256;
+/// Without [`MAX_CONNECTIONS`], this many connections per request served at once: room for
+/// idle keep-alive clients next to the busy ones.
+pub const CONNECTIONS_PER_REQUEST: u32 = 4;
+/// The largest [`MAX_CONNECTIONS`] accepted.
+pub const MAX_MAX_CONNECTIONS: u32 = 1 << 20;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_REQUEST_MEMORY: u64 = 128 << 20;
 pub const DEFAULT_MAX_BODY: u64 = 16 << 20;
@@ -53,6 +61,8 @@ pub struct HttpConfig {
     pub mode: ServeMode,
     pub port: u16,
     pub max_concurrency: u32,
+    /// `None`: [`CONNECTIONS_PER_REQUEST`] × `max_concurrency`; see [`HttpConfig::max_open_connections`].
+    pub max_connections: Option<u32>,
     pub request_timeout: Duration,
     pub request_memory: u64,
     pub max_body: u64,
@@ -65,11 +75,21 @@ impl Default for HttpConfig {
             mode: ServeMode::Auto,
             port: DEFAULT_PORT,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_connections: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             request_memory: DEFAULT_REQUEST_MEMORY,
             max_body: DEFAULT_MAX_BODY,
             allowed_outbound: Vec::new(),
         }
+    }
+}
+
+impl HttpConfig {
+    /// How many client connections the server keeps open at once.
+    pub fn max_open_connections(&self) -> u32 {
+        self.max_connections
+            .unwrap_or_else(|| self.max_concurrency.saturating_mul(CONNECTIONS_PER_REQUEST))
+            .clamp(1, MAX_MAX_CONNECTIONS)
     }
 }
 
@@ -108,6 +128,14 @@ pub fn http_config(spec: &Spec, env: &[(String, String)]) -> Result<HttpConfig, 
             .ok()
             .filter(|n| (1..=65_536).contains(n))
             .ok_or_else(|| bad(MAX_CONCURRENCY, v, "a number 1-65536"))?;
+    }
+    if let Some(v) = get(MAX_CONNECTIONS) {
+        config.max_connections = Some(
+            v.parse()
+                .ok()
+                .filter(|n| (1..=MAX_MAX_CONNECTIONS).contains(n))
+                .ok_or_else(|| bad(MAX_CONNECTIONS, v, &format!("a number 1-{MAX_MAX_CONNECTIONS}")))?,
+        );
     }
     if let Some(v) = get(REQUEST_TIMEOUT) {
         config.request_timeout = parse_duration(v)
@@ -211,6 +239,7 @@ mod tests {
         let s = spec(&[
             (SERVE, "WAGI"),
             (MAX_CONCURRENCY, "4"),
+            (MAX_CONNECTIONS, "10"),
             (REQUEST_TIMEOUT, "250ms"),
             (REQUEST_MEMORY, "64Mi"),
             (MAX_BODY, "1Mi"),
@@ -219,6 +248,7 @@ mod tests {
         let c = http_config(&s, &[]).unwrap();
         assert_eq!(c.mode, ServeMode::Wagi);
         assert_eq!(c.max_concurrency, 4);
+        assert_eq!((c.max_connections, c.max_open_connections()), (Some(10), 10));
         assert_eq!(c.request_timeout, Duration::from_millis(250));
         assert_eq!(c.request_memory, 64 << 20);
         assert_eq!(c.max_body, 1 << 20);
@@ -232,6 +262,10 @@ mod tests {
             (PORT, "0"),
             (PORT, "65536"),
             (MAX_CONCURRENCY, "0"),
+            (MAX_CONNECTIONS, "0"),
+            (MAX_CONNECTIONS, "-1"),
+            (MAX_CONNECTIONS, "many"),
+            (MAX_CONNECTIONS, "1048577"),
             (REQUEST_TIMEOUT, "soon"),
             (REQUEST_TIMEOUT, "0s"),
             (REQUEST_MEMORY, "1"),
@@ -241,6 +275,21 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(key) && text.contains(value), "{text}");
         }
+    }
+
+    #[test]
+    fn connection_cap_follows_concurrency_unless_set() {
+        let c = http_config(&spec(&[]), &[]).unwrap();
+        assert_eq!((c.max_connections, c.max_open_connections()), (None, 1024));
+        let c = http_config(&spec(&[(MAX_CONCURRENCY, "8")]), &[]).unwrap();
+        assert_eq!(c.max_open_connections(), 32);
+        let c = http_config(&spec(&[(MAX_CONCURRENCY, "65536")]), &[]).unwrap();
+        assert_eq!(c.max_open_connections(), 262_144);
+        // Fewer connections than requests in flight is allowed: each connection has at most one.
+        let c = http_config(&spec(&[(MAX_CONCURRENCY, "100"), (MAX_CONNECTIONS, "3")]), &[]).unwrap();
+        assert_eq!(c.max_open_connections(), 3);
+        let err = http_config(&spec(&[(MAX_CONNECTIONS, "0")]), &[]).unwrap_err().to_string();
+        assert!(err.contains("http-max-connections") && err.contains("1-1048576"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //! - `/fetch?url=http://host:port/path` — GETs the URL (`wasi:http/outgoing-handler`) and answers
 //!   200 with its status and body, or 502 with the error code.
 //! - `/stderr` — writes a line to stderr, answers `ok`.
+//! - `/connect?addr=host:port` — a raw TCP connection (`wasi:sockets`, a name through
+//!   `ip-name-lookup`): sends `hello\n`, answers 200 `reply: <the line read back>`, or 502
+//!   `<step>: <error code>` (`create: access-denied`, `connect 127.0.0.1:9: access-denied`, ...).
+//! - `/listen` — binds a TCP socket to `0.0.0.0:0` and listens: 200 `listening`, or 502 as above.
 
 use wasip2::http::types::{
     ErrorCode, Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
@@ -85,6 +89,14 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
                     Err(e) => respond(out, 502, &[], format!("outbound error: {e:?}\n").as_bytes()),
                 }
             }
+            "/connect" => match sockets::connect(&param("addr").unwrap_or_default()) {
+                Ok(reply) => respond(out, 200, &[], format!("reply: {reply}\n").as_bytes()),
+                Err(e) => respond(out, 502, &[], format!("{e}\n").as_bytes()),
+            },
+            "/listen" => match sockets::listen() {
+                Ok(()) => respond(out, 200, &[], b"listening\n"),
+                Err(e) => respond(out, 502, &[], format!("{e}\n").as_bytes()),
+            },
             "/stderr" => {
                 eprintln!("a line on stderr from a request");
                 respond(out, 200, &[], b"ok\n");
@@ -174,4 +186,117 @@ fn fetch(url: &str) -> Result<(u16, Vec<u8>), ErrorCode> {
         }
     }
     Ok((status, data))
+}
+
+/// Raw TCP through `wasi:sockets`, for the tests of what a served component may reach.
+mod sockets {
+    use wasip2::clocks::monotonic_clock;
+    use wasip2::io::poll::poll;
+    use wasip2::io::streams::StreamError;
+    use wasip2::sockets::instance_network::instance_network;
+    use wasip2::sockets::ip_name_lookup::resolve_addresses;
+    use wasip2::sockets::network::{
+        ErrorCode, IpAddress, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress,
+    };
+    use wasip2::sockets::tcp_create_socket::create_tcp_socket;
+
+    const TIMEOUT: u64 = 5_000_000_000;
+
+    fn fail(step: &str) -> impl Fn(ErrorCode) -> String + '_ {
+        move |e| format!("{step}: {}", e.name())
+    }
+
+    /// Every address of `host:port`: an IPv4 literal as is, anything else through name lookup.
+    fn addresses(target: &str) -> Result<Vec<IpSocketAddress>, String> {
+        let (host, port) = target.rsplit_once(':').ok_or("addr is not host:port")?;
+        let port: u16 = port.parse().map_err(|_| "bad port".to_string())?;
+        if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+            let [a, b, c, d] = ip.octets();
+            return Ok(vec![IpSocketAddress::Ipv4(Ipv4SocketAddress { port, address: (a, b, c, d) })]);
+        }
+        let stream = resolve_addresses(&instance_network(), host).map_err(fail("resolve"))?;
+        let mut found = Vec::new();
+        loop {
+            match stream.resolve_next_address() {
+                Ok(Some(IpAddress::Ipv4(address))) => {
+                    found.push(IpSocketAddress::Ipv4(Ipv4SocketAddress { port, address }))
+                }
+                Ok(Some(IpAddress::Ipv6(address))) => found.push(IpSocketAddress::Ipv6(Ipv6SocketAddress {
+                    port,
+                    flow_info: 0,
+                    address,
+                    scope_id: 0,
+                })),
+                Ok(None) => return Ok(found),
+                Err(ErrorCode::WouldBlock) => stream.subscribe().block(),
+                Err(e) => return Err(fail("resolve")(e)),
+            }
+        }
+    }
+
+    /// Connects to the first address that does not refuse, sends `hello`, reads a line back.
+    pub fn connect(target: &str) -> Result<String, String> {
+        let network = instance_network();
+        let mut last = String::from("resolve: no addresses");
+        for address in addresses(target)? {
+            let family = match address {
+                IpSocketAddress::Ipv4(_) => IpAddressFamily::Ipv4,
+                IpSocketAddress::Ipv6(_) => IpAddressFamily::Ipv6,
+            };
+            let socket = match create_tcp_socket(family) {
+                Ok(socket) => socket,
+                Err(e) => {
+                    last = fail("create")(e);
+                    continue;
+                }
+            };
+            let step = format!("connect {target}");
+            if let Err(e) = socket.start_connect(&network, address) {
+                last = fail(&step)(e);
+                continue;
+            }
+            let timer = monotonic_clock::subscribe_duration(TIMEOUT);
+            if !poll(&[&socket.subscribe(), &timer]).contains(&0) {
+                return Err(format!("{step}: timed out"));
+            }
+            let (input, output) = match socket.finish_connect() {
+                Ok(streams) => streams,
+                Err(e) => {
+                    last = fail(&step)(e);
+                    continue;
+                }
+            };
+            output.blocking_write_and_flush(b"hello\n").map_err(|_| "write failed".to_string())?;
+            let mut line = Vec::new();
+            while !line.contains(&b'\n') {
+                let timer = monotonic_clock::subscribe_duration(TIMEOUT);
+                if !poll(&[&input.subscribe(), &timer]).contains(&0) {
+                    return Err("read: timed out".into());
+                }
+                match input.read(4096) {
+                    Ok(bytes) => line.extend_from_slice(&bytes),
+                    Err(StreamError::Closed) => break,
+                    Err(StreamError::LastOperationFailed(e)) => return Err(format!("read: {}", e.to_debug_string())),
+                }
+            }
+            drop((input, output));
+            let text = String::from_utf8_lossy(&line);
+            return Ok(text.trim_end().to_string());
+        }
+        Err(last)
+    }
+
+    /// Binds `0.0.0.0:0` and listens.
+    pub fn listen() -> Result<(), String> {
+        let network = instance_network();
+        let socket = create_tcp_socket(IpAddressFamily::Ipv4).map_err(fail("create"))?;
+        let any = IpSocketAddress::Ipv4(Ipv4SocketAddress { port: 0, address: (0, 0, 0, 0) });
+        socket.start_bind(&network, any).map_err(fail("bind"))?;
+        socket.subscribe().block();
+        socket.finish_bind().map_err(fail("bind"))?;
+        socket.start_listen().map_err(fail("listen"))?;
+        socket.subscribe().block();
+        socket.finish_listen().map_err(fail("listen"))?;
+        Ok(())
+    }
 }

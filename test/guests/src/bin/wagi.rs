@@ -5,6 +5,7 @@
 //! - `/missing` — `Status: 404 Not Found`.
 //! - `/garbage` — output with no header section (the shim answers 500).
 //! - `/fail` — exits 3 (500).
+//! - `/env` — 200, `text/plain`: its whole environment, one `NAME=value` per line.
 //! - anything else — 200, `text/plain`: method, path, query, the `X-Test` header, the body.
 use std::io::{Read, Write};
 
@@ -21,6 +22,12 @@ fn main() {
         }
         "/garbage" => {
             let _ = write!(out, "just some text without headers");
+        }
+        "/env" => {
+            let _ = write!(out, "Content-Type: text/plain\n\n");
+            for (name, value) in std::env::vars() {
+                let _ = writeln!(out, "{name}={value}");
+            }
         }
         "/fail" => {
             eprintln!("wagi guest: failing on purpose");
