@@ -519,6 +519,7 @@ impl Container {
         let mut oom_sent = false;
         let mut reader = reader;
         let mut budget = LogBudget::new();
+        let mut handover_asked = false;
         while let Some(Ok(Some(msg))) = reader.as_mut().map(protocol::recv::<FromInit>) {
             match msg {
                 FromInit::Oom { message } => {
@@ -528,7 +529,11 @@ impl Container {
                         oom_sent = true;
                     }
                 }
+                // One hand-over per container: a repeat (an init that asks again and again) is
+                // ignored, so it cannot make the shim start a thread per message.
+                FromInit::AwaitOptimized { .. } if handover_asked => {}
                 FromInit::AwaitOptimized { key } => {
+                    handover_asked = true;
                     let sock = reader.as_ref().and_then(|r| r.get_ref().try_clone().ok());
                     match (sock, self.handover_entry(&key)) {
                         (Some(sock), Ok(path)) => crate::compile::hand_over_when_built(self.id.clone(), path, sock),

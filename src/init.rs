@@ -284,6 +284,9 @@ fn stage2(
         ServeMode::Auto => (rc.entrypoint.export.is_none() && wasm_shim_engine::serves_http_by_default(&bytes)).then_some(ServeKind::Http),
     };
     let mut engine_config = settings.engine_config();
+    // Every thread of the init must be started after it has dropped privileges and taken its
+    // LSM labels (both are per thread): no compiler threads.
+    engine_config.single_threaded = true;
     if serve.is_some() {
         engine_config.serving = Some(ServingPool { instances: http.max_concurrency, memory: http.request_memory });
     }
@@ -318,6 +321,13 @@ fn stage2(
         None => (prepared, None),
     };
 
+    // Capabilities, no_new_privs and LSM labels below apply to the calling thread only: check,
+    // while /proc is still there, that it is the only one.
+    match process::thread_count() {
+        Ok(1) => {}
+        Ok(n) => return Err(InitError::internal(format!("{n} threads before dropping privileges; the init must have one"))),
+        Err(e) => return Err(InitError::internal(format!("cannot count the init's threads: {e}"))),
+    }
     rootfs::enter(spec, &root).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
     if entered.new_uts {
         if let Some(h) = spec.hostname() {

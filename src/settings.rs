@@ -263,7 +263,7 @@ impl Settings {
     }
 
     pub fn engine_config(&self) -> EngineConfig {
-        EngineConfig { pooling: self.pooling, serving: None }
+        EngineConfig { pooling: self.pooling, serving: None, single_threaded: false }
     }
 
     /// The error for a workload of `size` bytes above [`Settings::max_module_size`].

@@ -91,6 +91,7 @@ fn serving_engine(http: &HttpConfig) -> Engine {
             instances: http.max_concurrency,
             memory: http.request_memory,
         }),
+        ..Default::default()
     })
     .unwrap()
 }

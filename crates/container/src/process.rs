@@ -254,6 +254,16 @@ pub fn stdout_to_stderr() -> io::Result<()> {
     Ok(())
 }
 
+/// How many threads the calling process has (`Threads:` of `/proc/self/status`).
+pub fn thread_count() -> io::Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Threads: line in /proc/self/status"))
+}
+
 /// Hands `fd` to the other side (SCM_RIGHTS, with one byte). Only on a socket the other side
 /// reads with [`recv_fd`] at that point, never through a `BufReader` (it would drop the fd).
 pub fn send_fd(sock: &std::os::unix::net::UnixStream, fd: std::os::fd::BorrowedFd) -> io::Result<()> {

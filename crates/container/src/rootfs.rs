@@ -151,7 +151,7 @@ const DEFAULT_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", 
 const KERNEL_FS: &[&str] = &[
     "proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "devtmpfs", "securityfs", "debugfs", "tracefs",
     "bpf", "configfs", "fusectl", "binfmt_misc", "pstore", "efivarfs", "nsfs", "autofs", "rpc_pipefs",
-    "selinuxfs", "hugetlbfs", "usbfs", "xenfs", "nfsd",
+    "selinuxfs", "hugetlbfs", "usbfs", "xenfs", "nfsd", "resctrl", "cpuset", "smackfs", "functionfs", "gadgetfs",
 ];
 
 /// True for a filesystem type a wasm guest must not see.
@@ -234,15 +234,34 @@ pub fn boundary_plan(mounts: &[MountInfo], root: &Path) -> (Vec<PathBuf>, Vec<(P
 /// Makes the tree under `root` what a wasm guest may see: no kernel filesystem (whatever the
 /// spec or a recursive bind brought in), and no device node that opens.
 fn guest_boundary(root: &Path) -> Result<(), RootfsError> {
-    let info = fs::read_to_string("/proc/self/mountinfo").map_err(|err| RootfsError::Root { root: root.to_path_buf(), err })?;
-    let (detach, remount) = boundary_plan(&parse_mountinfo(&info), root);
-    for p in &detach {
-        log::debug!("detaching {} from the guest's view", p.display());
-        match umount2(p, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
-            Err(err) => return Err(RootfsError::Mount { what: "kernel filesystem (detach)".into(), target: p.clone(), err }),
+    let read = || -> Result<Vec<MountInfo>, RootfsError> {
+        let info = fs::read_to_string("/proc/self/mountinfo").map_err(|err| RootfsError::Root { root: root.to_path_buf(), err })?;
+        Ok(parse_mountinfo(&info))
+    };
+    // A detach takes the top mount at a path only: one stacked on a kernel filesystem would
+    // uncover it. So again, until none is left (or fail).
+    let mut rounds = 0;
+    let remount = loop {
+        let (detach, remount) = boundary_plan(&read()?, root);
+        if detach.is_empty() {
+            break remount;
         }
-    }
+        rounds += 1;
+        if rounds > 16 {
+            return Err(RootfsError::Mount {
+                what: "kernel filesystem (still mounted after 16 rounds of detaching)".into(),
+                target: detach[0].clone(),
+                err: nix::Error::EBUSY,
+            });
+        }
+        for p in &detach {
+            log::debug!("detaching {} from the guest's view", p.display());
+            match umount2(p, MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+                Err(err) => return Err(RootfsError::Mount { what: "kernel filesystem (detach)".into(), target: p.clone(), err }),
+            }
+        }
+    };
     for (p, flags) in &remount {
         // A mount that a detach above took along is gone: nothing to do.
         match mount(None::<&str>, p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | *flags, None::<&str>) {
@@ -350,8 +369,12 @@ fn mask_paths(spec: &Spec) {
     };
     for p in linux.masked_paths().as_deref().unwrap_or(&[]) {
         let path = Path::new(p);
-        let res = match fs::metadata(path) {
-            Ok(md) if md.is_dir() => mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>),
+        // A symlink of the image is not followed: nothing to mask behind it in the guest's view.
+        let res = match fs::symlink_metadata(path) {
+            Ok(md) if md.file_type().is_symlink() => continue,
+            Ok(md) if md.is_dir() => {
+                mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID, None::<&str>)
+            }
             Ok(_) => mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>),
             Err(_) => continue,
         };
@@ -361,12 +384,17 @@ fn mask_paths(spec: &Spec) {
     }
     for p in linux.readonly_paths().as_deref().unwrap_or(&[]) {
         let path = Path::new(p);
-        if !path.exists() {
-            continue;
+        // Only a real directory or file of the image: a symlink could make this bind (and its
+        // remount) land elsewhere in the root.
+        match fs::symlink_metadata(path) {
+            Ok(md) if !md.file_type().is_symlink() => {}
+            _ => continue,
         }
-        let res = mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).and_then(|_| {
-            mount(None::<&str>, path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC, None::<&str>)
-        });
+        // The remount replaces the bind's flags: nodev and nosuid are repeated, or image device
+        // nodes under it would open again.
+        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
+        let res = mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .and_then(|_| mount(None::<&str>, path, None::<&str>, ro, None::<&str>));
         if let Err(e) = res {
             log::debug!("readonly {p}: {e}");
         }
@@ -424,17 +452,23 @@ pub fn open_in_root(root: &Path, path: &Path) -> std::io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let rel = path.strip_prefix("/").unwrap_or(path);
     let dir = fs::File::open(root)?;
+    // Non-blocking and no controlling tty: a fifo or a device swapped in meanwhile must not
+    // hang or affect the init; only a regular file is returned.
     let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    match nix::fcntl::openat2(&dir, rel, how) {
-        Ok(fd) => Ok(fs::File::from(fd)),
+    let file = match nix::fcntl::openat2(&dir, rel, how) {
+        Ok(fd) => fs::File::from(fd),
         Err(nix::Error::ENOSYS) => {
             let target = safe_path::scoped_join(root, rel)?;
-            fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(target)
+            fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY).open(target)?
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
     }
+    Ok(file)
 }
 
 /// Sets the hostname (only meaningful in a new UTS namespace).

@@ -183,8 +183,8 @@ fn to_caps(set: &Option<Capabilities>) -> Result<CapsHashSet, SecurityError> {
 /// Runs `f` with the file-system identity of the spec's user (fsuid, fsgid, its groups), so
 /// that what the init reads for the guest before it switches user (the module, before
 /// `pivot_root`) is read with the permissions the guest will have, as runc's execve would.
-/// Only the calling thread's fsuid changes, and is restored (with the file capabilities that
-/// root keeps) when `f` returns.
+/// The fsuid and fsgid (per thread) and the groups are restored when `f` returns (with the
+/// file capabilities root keeps); the init is single-threaded then.
 pub fn as_user_for_files<T>(process: &Process, f: impl FnOnce() -> T) -> Result<T, SecurityError> {
     let user = process.user();
     let (uid, gid) = (user.uid(), user.gid());
@@ -193,12 +193,16 @@ pub fn as_user_for_files<T>(process: &Process, f: impl FnOnce() -> T) -> Result<
     }
     let groups: Vec<nix::unistd::Gid> =
         user.additional_gids().as_deref().unwrap_or(&[]).iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+    let before = nix::unistd::getgroups().map_err(|err| SecurityError::User { uid, gid, err })?;
     nix::unistd::setgroups(&groups).map_err(|err| SecurityError::User { uid, gid, err })?;
     let old_gid = nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
     let old_uid = nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
     let out = f();
     nix::unistd::setfsuid(old_uid);
     nix::unistd::setfsgid(old_gid);
+    nix::unistd::setgroups(&before).map_err(|err| SecurityError::User { uid, gid, err })?;
+    // A change of fs ids resets the dumpable flag to fs.suid_dumpable: set it again.
+    set_non_dumpable()?;
     Ok(out)
 }
 
@@ -258,8 +262,9 @@ pub fn apply_user_and_caps(process: &Process) -> Result<(), SecurityError> {
         // permitted and effective are the ambient set, whatever else the spec lists.
         caps::set(None, CapSet::Effective, &raised).map_err(cerr)?;
         caps::set(None, CapSet::Permitted, &raised).map_err(cerr)?;
-        set_non_dumpable()?;
     }
+    // The id changes above reset the dumpable flag to fs.suid_dumpable on some nodes.
+    set_non_dumpable()?;
 
     if process.no_new_privileges().unwrap_or(false) {
         // SAFETY: prctl with integer arguments only.

@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::with_config(EngineConfig {
         pooling: true,
         serving: Some(ServingPool { instances: http.max_concurrency, memory: http.request_memory }),
+        ..Default::default()
     })?;
     let bytes = std::fs::read(file)?;
     let tier = if flag("--baseline") { Tier::Baseline } else { Tier::Optimized };

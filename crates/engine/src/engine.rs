@@ -57,6 +57,10 @@ pub struct EngineConfig {
     /// instances at once, each with linear memories of at most this many
     /// bytes. Implies `pooling`.
     pub serving: Option<ServingPool>,
+    /// Compile on the calling thread only, never on a pool of compiler threads. The container
+    /// init sets it: a thread started before it drops privileges would keep them (capabilities
+    /// and LSM labels are per thread). Not part of the compiled code: cache entries are shared.
+    pub single_threaded: bool,
 }
 
 /// Pool sizing for serving HTTP, one instance per request in flight.
@@ -105,7 +109,7 @@ impl std::fmt::Debug for Engine {
 /// interruption (the only way `interrupt` can stop a busy guest), parallel
 /// compilation, copy-on-write memory images (initial linear memory is mapped
 /// from the compiled artifact, not copied, when the host allows).
-fn base_config(tier: Tier) -> wasmtime::Config {
+fn base_config(tier: Tier, parallel: bool) -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
     match tier {
         Tier::Optimized => config
@@ -114,7 +118,7 @@ fn base_config(tier: Tier) -> wasmtime::Config {
         Tier::Baseline => config.strategy(wasmtime::Strategy::Winch),
     };
     config
-        .parallel_compilation(true)
+        .parallel_compilation(parallel)
         .wasm_component_model(true)
         .epoch_interruption(true)
         .memory_init_cow(true);
@@ -178,7 +182,7 @@ fn pooling_config(serving: Option<ServingPool>) -> wasmtime::PoolingAllocationCo
 
 impl TierEngine {
     fn new(tier: Tier, engine_config: &EngineConfig) -> Result<TierEngine, String> {
-        let config = base_config(tier);
+        let config = base_config(tier, !engine_config.single_threaded);
         if engine_config.pooling || engine_config.serving.is_some() {
             let mut pooled = config.clone();
             pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
@@ -355,7 +359,7 @@ mod tests {
         for pooling in [false, true] {
             let engine = Engine::with_config(EngineConfig {
                 pooling,
-                serving: None,
+                ..Default::default()
             })
             .unwrap();
             for tier in [Tier::Optimized, Tier::Baseline] {

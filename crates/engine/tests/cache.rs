@@ -188,7 +188,7 @@ fn entries_are_private_to_root_but_openable_by_name() {
 #[test]
 fn keys_follow_bytes_and_tier_not_the_allocator() {
     let plain = Engine::new().unwrap();
-    let pooled = Engine::with_config(EngineConfig { pooling: true, serving: None }).unwrap();
+    let pooled = Engine::with_config(EngineConfig { pooling: true, ..Default::default() }).unwrap();
     let a = hello(1);
     let b = hello(2);
     let key = |e: &Engine, s: &str, t| e.cache_key(s.as_bytes(), t).unwrap();
