@@ -497,12 +497,6 @@ pub fn touch(settings: &Settings, key: &str) {
     }
 }
 
-/// The sha256 (hex) of wasm bytes, as cache keys begin.
-pub fn digest(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// How long the shim looks for an entry a running server waits for (a compile that died, a
 /// cache that refused the entry: the server goes on with baseline code).
 const HANDOVER_WAIT: Duration = Duration::from_secs(600);

@@ -385,7 +385,7 @@ impl Container {
                 Ok(Some(FromInit::Compile { name, len, wait })) => {
                     let bytes = protocol::recv_bytes(&mut reader, len).map_err(|e| ShimError::internal(format!("container init: {e}")))?;
                     if let Some(dir) = &settings.cache_dir {
-                        compiled = Some((crate::compile::digest(&bytes), dir.clone()));
+                        compiled = Some((wasm_shim_engine::wasm_digest(&bytes), dir.clone()));
                     }
                     let by = crate::compile::Requester { id: &req.id, cgroup: Some(&cg), oom_score_adj };
                     crate::compile::request(&settings, &bundle, &by, &name, bytes, wait);
@@ -507,11 +507,6 @@ impl Container {
         Ok(())
     }
 
-    /// The cache entry a running init may be handed: see [`handover_path`].
-    fn handover_entry(&self, key: &str) -> std::result::Result<PathBuf, String> {
-        handover_path(self.compiled.as_ref(), key)
-    }
-
     /// Reads what a wasm init reports while it runs (OOM), then reaps the init and records
     /// the exit.
     fn monitor(self: Arc<Self>, reader: Option<BufReader<UnixStream>>, events: &Events) {
@@ -535,7 +530,7 @@ impl Container {
                 FromInit::AwaitOptimized { key } => {
                     handover_asked = true;
                     let sock = reader.as_ref().and_then(|r| r.get_ref().try_clone().ok());
-                    match (sock, self.handover_entry(&key)) {
+                    match (sock, handover_path(self.compiled.as_ref(), &key)) {
                         (Some(sock), Ok(path)) => crate::compile::hand_over_when_built(self.id.clone(), path, sock),
                         (_, Err(why)) => warn!("{}: the init asked for compiled code {key:?}: {why}", self.id),
                         (None, _) => {}

@@ -408,20 +408,18 @@ mod tests {
             compile_timeout: Duration::from_millis(1500),
             background_compile_timeout: Duration::from_secs(42),
         };
-        let mut cmd = Command::new("true");
-        s.apply_to(&mut cmd);
-        let env: HashMap<String, String> = cmd
-            .get_envs()
-            .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
-            .collect();
-        assert_eq!(Settings::from_vars(|k| env.get(k).cloned()), s);
+        // What a child reads back from the environment `apply_to` gives it.
+        let round_trip = |s: &Settings| {
+            let mut cmd = Command::new("true");
+            s.apply_to(&mut cmd);
+            let env: HashMap<String, String> = cmd
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
+                .collect();
+            Settings::from_vars(|k| env.get(k).cloned())
+        };
+        assert_eq!(round_trip(&s), s);
         let s = Settings { compile_cgroup: Some("/x/y".into()), ..s };
-        let mut cmd = Command::new("true");
-        s.apply_to(&mut cmd);
-        let env: HashMap<String, String> = cmd
-            .get_envs()
-            .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
-            .collect();
-        assert_eq!(Settings::from_vars(|k| env.get(k).cloned()), s);
+        assert_eq!(round_trip(&s), s);
     }
 }

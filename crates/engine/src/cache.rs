@@ -563,11 +563,17 @@ fn deserialize(
     }
 }
 
+/// The sha256 (hex) of wasm bytes: how every cache key of them begins
+/// ([`CacheKey::digest`]).
+pub fn wasm_digest(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 impl Engine {
     /// The cache key of `bytes` compiled by `tier` in this engine's
     /// configuration.
     pub fn cache_key(&self, bytes: &[u8], tier: Tier) -> Result<CacheKey, EngineError> {
-        let digest = hex(&Sha256::digest(bytes));
+        let digest = wasm_digest(bytes);
         self.key_for_digest(&digest, tier)
     }
 
@@ -603,7 +609,7 @@ impl Engine {
         tiers: &[Tier],
     ) -> Result<Option<Prepared>, EngineError> {
         let (_, format) = decode(bytes, name)?;
-        let digest = hex(&Sha256::digest(bytes));
+        let digest = wasm_digest(bytes);
         for &tier in tiers {
             let key = self.key_for_digest(&digest, tier)?;
             if let Some(artifact) = self.load_entry(cache, &key, tier, format, name)? {

@@ -59,7 +59,7 @@ mod run;
 mod serve;
 mod wagi;
 
-pub use cache::{Cache, CacheKey, EntryInfo, Evicted, Stored, DEFAULT_MAX_SIZE};
+pub use cache::{wasm_digest, Cache, CacheKey, EntryInfo, Evicted, Stored, DEFAULT_MAX_SIZE};
 pub use engine::{Engine, EngineConfig, ServingPool, Tier};
 pub use error::EngineError;
 pub use outcome::{Outcome, EXIT_CANNOT_RUN, EXIT_TRAP};
