@@ -292,6 +292,14 @@ pub struct Requester<'a> {
     pub cgroup: Option<&'a Cgroup>,
     /// Its init's `oom_score_adj` (the spec's `process.oomScoreAdj`, else 0).
     pub oom_score_adj: i32,
+    /// Its Create, which a Delete may cancel: no further helper starts then.
+    pub creating: Option<&'a crate::creating::Creating>,
+}
+
+impl Requester<'_> {
+    fn cancelled(&self) -> bool {
+        self.creating.is_some_and(|c| c.is_cancelled())
+    }
 }
 
 /// The limits of the node's compile cgroup.
@@ -466,6 +474,9 @@ pub fn request(settings: &Settings, bundle: &Path, by: &Requester, name: &str, b
             settings.compile_timeout
         )
     };
+    if by.cancelled() {
+        return;
+    }
     if settings.baseline {
         match run(settings, bundle, Tier::Baseline, name, &bytes, by) {
             Status::Stored => {
@@ -480,6 +491,9 @@ pub fn request(settings: &Settings, bundle: &Path, by: &Requester, name: &str, b
             Status::TimedOut => return timed_out(Tier::Baseline),
             Status::Busy | Status::Failed => {}
         }
+    }
+    if by.cancelled() {
+        return;
     }
     match run(settings, bundle, Tier::Optimized, name, &bytes, by) {
         Status::TimedOut => timed_out(Tier::Optimized),
@@ -559,7 +573,7 @@ mod tests {
         Settings { cache_dir: Some(cache.to_path_buf()), compile_cgroup: None, ..Settings::default() }
     }
 
-    const ME: Requester = Requester { id: "t", cgroup: None, oom_score_adj: 0 };
+    const ME: Requester = Requester { id: "t", cgroup: None, oom_score_adj: 0, creating: None };
 
     fn compiles_logged(cache: &Path) -> Vec<String> {
         std::fs::read_to_string(cache.join("compile.log")).unwrap_or_default().lines().map(String::from).collect()

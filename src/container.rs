@@ -20,6 +20,7 @@ use log::{debug, warn};
 use wasm_shim_container::cgroup::{self, Cgroup, Resources};
 use wasm_shim_container::process::{self, ExitStatus, PidFd};
 
+use crate::creating::Creating;
 use crate::errors::{Result, ShimError};
 use crate::events::Events;
 use crate::exec::ExecProcess;
@@ -31,6 +32,18 @@ use crate::tty::Terminal;
 
 /// Where the init's host pid is written in the bundle, for the `delete` action after a crash.
 pub const INIT_PID_FILE: &str = "init.pid";
+/// The init's start time (see [`process::start_time`]), beside its pid: the `delete` action
+/// signals the recorded pid only if it still names the same process.
+pub const INIT_START_FILE: &str = "init.start";
+
+/// Records the init's pid and start time in the bundle (read after its pidfd is open, so they
+/// are about the process it holds).
+fn record_init(bundle: &Path, pid: i32) {
+    let _ = std::fs::write(bundle.join(INIT_PID_FILE), pid.to_string());
+    if let Ok(t) = process::start_time(pid) {
+        let _ = std::fs::write(bundle.join(INIT_START_FILE), t.to_string());
+    }
+}
 /// A wasm OCI artifact's layer, fetched into the bundle for the init during Create (and removed
 /// when Create returns), and its name.
 pub const ARTIFACT_FILE: &str = "artifact.wasm";
@@ -296,7 +309,9 @@ impl Drop for Undo {
 
 impl Container {
     /// Everything up to a ready, compiled, waiting init; undone on any failure.
-    pub fn create(req: &CreateTaskRequest, namespace: &str, address: &str, events: &Events) -> Result<Arc<Container>> {
+    /// `creating` is how a Delete of the same id cancels it: checked between steps, and the
+    /// cgroup it kills from.
+    pub fn create(req: &CreateTaskRequest, namespace: &str, address: &str, events: &Events, creating: &Creating) -> Result<Arc<Container>> {
         if !req.checkpoint.is_empty() {
             return Err(ShimError::unimplemented("restoring from a checkpoint is not supported for wasm containers"));
         }
@@ -311,8 +326,9 @@ impl Container {
         }
 
         let cg = cgroup_for(&spec, namespace, &req.id)?;
+        creating.attach(&cg)?;
         if native::is_native(&spec, &rootfs_path(&bundle, &spec)) {
-            return Self::create_native(req, namespace, events, bundle, cg, mounted, undo);
+            return Self::create_native(req, namespace, events, bundle, cg, mounted, undo, creating);
         }
         if req.terminal {
             return Err(ShimError::unimplemented("a terminal (tty) is not supported for wasm containers: run without -t"));
@@ -321,6 +337,7 @@ impl Container {
         // it does before it reports Ready: removed when Create returns, whatever the outcome.
         let artifact = ArtifactFiles(bundle.clone());
         fetch_artifact(&spec, &rootfs_path(&bundle, &spec), address, namespace, &req.id, &bundle)?;
+        creating.check()?;
         cg.create().map_err(|e| ShimError::internal(e.to_string()))?;
         undo.cgroup = Some(cg.clone());
         if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
@@ -356,6 +373,8 @@ impl Container {
 
         let setup = (|| -> Result<i32> {
             cg.add_process(stage1.id() as i32).map_err(|e| ShimError::internal(e.to_string()))?;
+            // From here on a cancelling Delete kills it in the cgroup.
+            creating.check()?;
             protocol::send(&mut writer, &ToInit::Go).map_err(ShimError::internal)?;
             match protocol::recv::<FromInit>(&mut reader).map_err(ShimError::internal)? {
                 Some(FromInit::Pid(pid)) => Ok(pid),
@@ -373,11 +392,12 @@ impl Container {
         let pid = setup?;
         debug!("{}: init stage 1 {:?}, container pid {pid}", req.id, stage1_status);
         let pidfd = PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?;
-        let _ = std::fs::write(bundle.join(INIT_PID_FILE), pid.to_string());
+        record_init(&bundle, pid);
         undo.pid = Some(pidfd);
 
         let mut compiled = None;
         loop {
+            creating.check()?;
             match protocol::recv::<FromInit>(&mut reader) {
                 Ok(Some(FromInit::Ready)) => break,
                 Ok(Some(FromInit::Error { kind, message })) => return Err(ShimError::new(kind, message)),
@@ -387,7 +407,7 @@ impl Container {
                     if let Some(dir) = &settings.cache_dir {
                         compiled = Some((wasm_shim_engine::wasm_digest(&bytes), dir.clone()));
                     }
-                    let by = crate::compile::Requester { id: &req.id, cgroup: Some(&cg), oom_score_adj };
+                    let by = crate::compile::Requester { id: &req.id, cgroup: Some(&cg), oom_score_adj, creating: Some(creating) };
                     crate::compile::request(&settings, &bundle, &by, &name, bytes, wait);
                     if wait {
                         protocol::send(&mut writer, &ToInit::Compiled).map_err(ShimError::internal)?;
@@ -395,16 +415,21 @@ impl Container {
                 }
                 Ok(Some(FromInit::Log { level, message })) => log::log!(level.into(), "{}: {message}", req.id),
                 Ok(other) => {
+                    creating.check()?;
                     let pidfd = undo.pid.take().expect("pidfd set above");
                     let _ = pidfd.send_signal(libc::SIGKILL);
                     let st = pidfd.wait();
                     return Err(ShimError::internal(format!("container init ended during setup ({other:?}, {st:?})")));
                 }
-                Err(e) => return Err(ShimError::internal(format!("container init: {e}"))),
+                Err(e) => {
+                    creating.check()?;
+                    return Err(ShimError::internal(format!("container init: {e}")));
+                }
             }
         }
 
         // Ready: the init has read what it runs.
+        creating.check()?;
         drop(artifact);
         undo.armed = false;
         let container = Arc::new(Container {
@@ -439,6 +464,7 @@ impl Container {
         cg: Cgroup,
         mounted: bool,
         mut undo: Undo,
+        creating: &Creating,
     ) -> Result<Arc<Container>> {
         let runc = Runc::new(namespace, &req.id, &bundle)?;
         let stdin = if req.stdin.is_empty() || req.terminal {
@@ -451,12 +477,13 @@ impl Container {
         let stdio = if req.terminal { [None, None, None] } else { [stdin, open_output(&req.stdout)?, open_output(&req.stderr)?] };
         let (pid, master) = runc.create(&bundle, stdio, req.terminal)?;
         undo.runc = Some(runc.clone());
+        creating.check()?;
         let tty = match master {
             Some(m) => Some(Terminal::attach(m, &req.stdin, &req.stdout)?),
             None => None,
         };
         let pidfd = PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?;
-        let _ = std::fs::write(bundle.join(INIT_PID_FILE), pid.to_string());
+        record_init(&bundle, pid);
         debug!("{}: native container created by runc, pid {pid}", req.id);
         undo.armed = false;
         let container = Arc::new(Container {
@@ -745,7 +772,7 @@ impl Container {
         if self.rootfs_mounted {
             unmount_rootfs(&self.bundle.join("rootfs"));
         }
-        for f in [INIT_PID_FILE, ARTIFACT_FILE, ARTIFACT_NAME_FILE] {
+        for f in [INIT_PID_FILE, INIT_START_FILE, ARTIFACT_FILE, ARTIFACT_NAME_FILE] {
             let _ = std::fs::remove_file(self.bundle.join(f));
         }
         Ok(exit)

@@ -6,6 +6,7 @@
 //! - `serve`: the ttrpc server under both Task API names containerd uses.
 //! - `service`: the ttrpc Task API containerd calls.
 //! - `content`: wasm OCI artifacts read from containerd's content store.
+//! - `creating`: Creates in progress, which a Delete of their id cancels.
 //! - `container`: one container's rootfs, cgroup, stdio, init process and exit.
 //! - `exec`: exec processes of native containers.
 //! - `tty`: terminals of native containers and exec processes.
@@ -25,6 +26,7 @@
 mod compile;
 mod container;
 mod content;
+mod creating;
 mod errors;
 mod events;
 mod exec;

@@ -14,6 +14,7 @@ use containerd_shim::{ExitSignal, Task, TtrpcContext};
 use log::{debug, info, warn};
 
 use crate::container::Container;
+use crate::creating::Creating;
 use crate::errors::{Result, ShimError};
 use crate::events::Events;
 use crate::exec::ExecProcess;
@@ -27,7 +28,13 @@ pub struct Service {
     events: Events,
     exit: Arc<ExitSignal>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// Creates in progress: a Delete of their id cancels them, Shutdown waits for them.
+    creating: Mutex<HashMap<String, Arc<Creating>>>,
 }
+
+/// How long a Delete waits for a cancelled Create to undo its steps (containerd gives a
+/// Delete after a failed Create 5 s).
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
 
 type TResult<T> = ttrpc::Result<T>;
 
@@ -43,7 +50,7 @@ fn status_of(s: TaskStatus) -> Status {
 
 impl Service {
     pub fn new(namespace: String, address: String, events: Events, exit: Arc<ExitSignal>) -> Service {
-        Service { namespace, address, events, exit, containers: Mutex::new(HashMap::new()) }
+        Service { namespace, address, events, exit, containers: Mutex::new(HashMap::new()), creating: Mutex::new(HashMap::new()) }
     }
 
     fn get(&self, id: &str) -> Result<Arc<Container>> {
@@ -56,11 +63,27 @@ impl Service {
     }
 
     fn do_create(&self, req: &CreateTaskRequest) -> Result<CreateTaskResponse> {
-        if self.containers.lock().unwrap().contains_key(&req.id) {
-            return Err(ShimError::new(crate::protocol::ErrorKind::FailedPrecondition, format!("container {} already exists", req.id)));
+        let pending = {
+            let containers = self.containers.lock().unwrap();
+            let mut creating = self.creating.lock().unwrap();
+            if containers.contains_key(&req.id) || creating.contains_key(&req.id) {
+                return Err(ShimError::precondition(format!("container {} already exists", req.id)));
+            }
+            let pending = Arc::new(Creating::default());
+            creating.insert(req.id.clone(), pending.clone());
+            pending
+        };
+        let created = Container::create(req, &self.namespace, &self.address, &self.events, &pending);
+        {
+            // Known as a container before it stops being a Create: a Delete finds one or the other.
+            let mut containers = self.containers.lock().unwrap();
+            if let Ok(c) = &created {
+                containers.insert(req.id.clone(), c.clone());
+            }
+            self.creating.lock().unwrap().remove(&req.id);
         }
-        let c = Container::create(req, &self.namespace, &self.address, &self.events)?;
-        self.containers.lock().unwrap().insert(req.id.clone(), c.clone());
+        pending.finish();
+        let c = created?;
         self.events.send(TaskCreate {
             container_id: req.id.clone(),
             bundle: req.bundle.clone(),
@@ -81,6 +104,22 @@ impl Service {
     }
 
     fn do_delete(&self, req: &DeleteRequest) -> Result<DeleteResponse> {
+        let pending = self.creating.lock().unwrap().get(&req.id).cloned();
+        if let (Some(pending), true) = (pending, req.exec_id.is_empty()) {
+            // containerd gave up on the Create (its caller's context ended) and cleans up.
+            info!("{}: delete while being created: cancelling the create", req.id);
+            if !pending.cancel(CANCEL_WAIT) {
+                warn!("{}: the cancelled create has not finished undoing after {CANCEL_WAIT:?}", req.id);
+            }
+            if self.get(&req.id).is_err() {
+                return Ok(DeleteResponse {
+                    exit_status: 128 + libc::SIGKILL as u32,
+                    exited_at: MessageField::some(crate::container::now()),
+                    ..Default::default()
+                });
+            }
+            // It completed just before the mark: an ordinary delete of a created task.
+        }
         let c = self.get(&req.id)?;
         if !req.exec_id.is_empty() {
             let e = c.exec(&req.exec_id)?;
@@ -238,6 +277,12 @@ impl Task for Service {
 
     fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TResult<Empty> {
         let containers = self.containers.lock().unwrap();
+        let creating: Vec<String> = self.creating.lock().unwrap().keys().cloned().collect();
+        if !creating.is_empty() {
+            // Exiting now would leave their init, cgroup and mounts behind.
+            debug!("shutdown ignored: still creating {creating:?}");
+            return Ok(Empty::new());
+        }
         // A container whose bundle containerd has already removed is gone for containerd (its
         // Delete failed or raced with a cleanup): it must not keep this shim alive forever.
         let live: Vec<&String> = containers.iter().filter(|(_, c)| c.bundle.exists()).map(|(id, _)| id).collect();

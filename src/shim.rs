@@ -16,7 +16,7 @@ use containerd_shim::{spawn, Config, ExitSignal, Flags, StartOpts};
 use log::warn;
 use wasm_shim_container::process;
 
-use crate::container::{cgroup_for, now, INIT_PID_FILE};
+use crate::container::{cgroup_for, now, INIT_PID_FILE, INIT_START_FILE};
 use crate::events::Events;
 use crate::service::Service;
 
@@ -121,7 +121,8 @@ impl containerd_shim::Shim for WasmShim {
                     let _ = process::kill(p, libc::SIGKILL);
                 }
                 let _ = cg.thaw();
-                let deadline = Instant::now() + Duration::from_secs(5);
+                // containerd gives this whole action 5 s (its shim cleanup timeout).
+                let deadline = Instant::now() + Duration::from_secs(3);
                 while !cg.procs().unwrap_or_default().is_empty() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -131,10 +132,11 @@ impl containerd_shim::Shim for WasmShim {
             }
         }
         // The recorded pid may be long gone and reused by now: signal it only through a pidfd
-        // (it then cannot change under us) of a process that is this bundle's init.
+        // (it then cannot change under us) of the process recorded, known by its start time.
         if pid > 0 {
             if let Ok(fd) = process::PidFd::open(pid) {
-                if is_init_of(pid, &self.bundle) {
+                let recorded = std::fs::read_to_string(self.bundle.join(INIT_START_FILE)).ok().and_then(|s| s.trim().parse().ok());
+                if is_recorded_init(recorded, process::start_time(pid).ok()) {
                     let _ = fd.send_signal(libc::SIGKILL);
                 }
             }
@@ -150,6 +152,7 @@ impl containerd_shim::Shim for WasmShim {
         let rootfs = self.bundle.join("rootfs");
         let _ = wasm_shim_container::rootfs::unmount_all(&rootfs);
         let _ = std::fs::remove_file(&pid_file);
+        let _ = std::fs::remove_file(self.bundle.join(INIT_START_FILE));
         remove_dead_socket(&self.bundle);
         Ok(DeleteResponse {
             pid: pid.max(0) as u32,
@@ -169,16 +172,10 @@ impl containerd_shim::Shim for WasmShim {
     }
 }
 
-/// Whether `pid` is the wasm init of `bundle` (`/proc/self/exe init <bundle>`, as Create
-/// starts it). Read after the pidfd is open, so the answer is about the process it holds.
-fn is_init_of(pid: i32, bundle: &Path) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    init_cmdline_matches(&cmdline, bundle)
-}
-
-fn init_cmdline_matches(cmdline: &[u8], bundle: &Path) -> bool {
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.len() >= 3 && args[1] == b"init" && args[2] == bundle.as_os_str().as_encoded_bytes()
+/// Whether the process a pidfd holds is the init Create recorded: the same start time (a
+/// process that reused the pid started later). Without a record, nothing is signalled.
+fn is_recorded_init(recorded: Option<u64>, now: Option<u64>) -> bool {
+    matches!((recorded, now), (Some(a), Some(b)) if a == b)
 }
 
 #[cfg(test)]
@@ -186,11 +183,12 @@ mod delete_tests {
     use super::*;
 
     #[test]
-    fn only_the_bundles_init_is_recognised() {
-        let b = Path::new("/run/containerd/io.containerd.runtime.v2.task/ns/c1");
-        assert!(init_cmdline_matches(b"/proc/self/exe\0init\0/run/containerd/io.containerd.runtime.v2.task/ns/c1\0", b));
-        assert!(!init_cmdline_matches(b"/proc/self/exe\0init\0/run/containerd/io.containerd.runtime.v2.task/ns/c2\0", b));
-        assert!(!init_cmdline_matches(b"/usr/bin/sleep\0300\0", b));
-        assert!(!init_cmdline_matches(b"", b));
+    fn only_the_recorded_process_is_signalled() {
+        assert!(is_recorded_init(Some(987654), Some(987654)));
+        // The pid was reused by a later process.
+        assert!(!is_recorded_init(Some(987654), Some(1_000_000)));
+        // No record (an older shim, a failed write), or the process is gone.
+        assert!(!is_recorded_init(None, Some(987654)));
+        assert!(!is_recorded_init(Some(987654), None));
     }
 }

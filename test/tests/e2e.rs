@@ -1102,6 +1102,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     // that spin, eat memory, flood stdout or never read stdin next to a well-behaved one.
     add("faults::containerd_restart", Wasm, Box::new(|cx| faults::containerd_restart(cx)));
     add("faults::shim_sigkill", Wasm, Box::new(|cx| faults::shim_sigkill(cx)));
+    add("faults::create_cancelled", Wasm, Box::new(|cx| faults::create_cancelled(cx)));
     add("faults::noisy_spin", Wasm, Box::new(|cx| faults::noisy_spin(cx)));
     add("faults::noisy_memhog", Wasm, Box::new(|cx| faults::noisy_memhog(cx)));
     add("faults::noisy_flood", Wasm, Box::new(|cx| faults::noisy_flood(cx)));

@@ -182,6 +182,35 @@ pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
+/// When `pid` started (clock ticks after boot, field 22 of `/proc/<pid>/stat`). With the pid it
+/// names one process for the life of the machine: a reused pid has a later start time.
+pub fn start_time(pid: i32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_start_time(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("/proc/{pid}/stat: no start time")))
+}
+
+/// Field 22 of a `stat` line; the command name (field 2) may hold spaces and parentheses, so
+/// fields are counted after its last `)`.
+fn parse_start_time(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod start_time_tests {
+    use super::*;
+
+    #[test]
+    fn start_time_is_field_22_whatever_the_name() {
+        let line = "4242 (a) b (c) R 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654 1000 100 1844 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(parse_start_time(line), Some(987654));
+        assert_eq!(parse_start_time("12 (x) S 1 2"), None);
+        assert_eq!(parse_start_time(""), None);
+        let me = start_time(std::process::id() as i32).unwrap();
+        assert!(me > 0 && me == start_time(std::process::id() as i32).unwrap());
+    }
+}
+
 /// Forks the (single-threaded) init process; used once to enter a new or joined pid
 /// namespace, whose first member must be a child of the process that entered it.
 pub enum Fork {

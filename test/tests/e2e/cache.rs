@@ -14,7 +14,7 @@ use wasm_shim_oci::ImageFile;
 use super::Ctx;
 
 /// hello.wasm with a custom section `nonce` holding `nonce`: the same program, a new digest.
-fn unique_hello(nonce: &str) -> Result<Vec<u8>> {
+pub(super) fn unique_hello(nonce: &str) -> Result<Vec<u8>> {
     let mut wasm = guests::Guests::load()?.get("hello").to_vec();
     let name = b"nonce";
     let mut payload = vec![name.len() as u8];
@@ -67,7 +67,7 @@ fn wait_optimized(cache: &Path, digest: &str) -> Result<String> {
 }
 
 /// A rootfs holding `/app.wasm` and a spec to run it; returns the spec path.
-fn setup(cx: &Ctx, id: &str, wasm: &[u8]) -> Result<(PathBuf, PathBuf)> {
+pub(super) fn setup(cx: &Ctx, id: &str, wasm: &[u8]) -> Result<(PathBuf, PathBuf)> {
     let rootfs = cx.cd.dir.join(format!("rootfs-{id}"));
     images::write_rootfs(&[ImageFile::new("/app.wasm", wasm, 0o755)], &rootfs)?;
     let spec = images::config_spec(&cx.cd, id, &rootfs, &["/app.wasm"], serde_json::json!({}))?;
@@ -79,7 +79,7 @@ fn run_hello(cx: &Ctx, id: &str, spec: &Path) -> Result<()> {
     ensure(out.success() && out.stdout == "hello from wasm\n", || format!("{out}"))
 }
 
-fn nonce(id: &str) -> String {
+pub(super) fn nonce(id: &str) -> String {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{id}-{}-{}", std::process::id(), t.as_nanos())
 }

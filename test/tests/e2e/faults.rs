@@ -4,6 +4,8 @@
 //!   tasks run and starts again on the same socket, root and state. Both tasks keep running
 //!   while it is away; one exits meanwhile, and its exit (published by the shim, which retries
 //!   until the new containerd takes it) and the other's later exit are both reported.
+//! - `create_cancelled`: containerd gives up on a Create that waits for a compile; its Delete
+//!   cancels it and nothing is left.
 //! - `shim_sigkill`: the shim is SIGKILLed under a running task. containerd runs the shim binary's
 //!   `delete` action, which must kill the task and leave no process, mount, cgroup, runc state or
 //!   socket; the task is reported exited (137).
@@ -233,4 +235,60 @@ pub fn noisy_memhog(cx: &Ctx) -> Result<()> {
     expect_code(&end, 125)?;
     cx.events.wait_for(id, "/tasks/oom", Duration::from_secs(5))?;
     Ok(())
+}
+
+/// containerd gives up on a Create that waits for a compile (its caller's context ends: here
+/// `ctr run` is SIGKILLed; for the kubelet, its runtime request timeout). containerd then calls
+/// Delete and Shutdown on the shim: the Create is cancelled, its compile helper, init and cgroup
+/// go, and the shim exits. Before, Delete answered "not found", Shutdown ended the shim, and
+/// the init, the helper and the cgroup were left behind.
+pub fn create_cancelled(cx: &Ctx) -> Result<()> {
+    let id = "f-create-cancel";
+    // A module nobody compiled, in a cgroup allowed 1% of a CPU: the compile Create waits for
+    // runs there and takes seconds.
+    let wasm = super::cache::unique_hello(&super::cache::nonce(id))?;
+    let (rootfs, _) = super::cache::setup(cx, id, &wasm)?;
+    let spec = wasm_shim_e2e::images::config_spec(
+        &cx.cd,
+        id,
+        &rootfs,
+        &["/app.wasm"],
+        serde_json::json!({ "cpu": { "quota": 1000, "period": 100000 } }),
+    )?;
+    let procs = Path::new("/sys/fs/cgroup/pids").join(cx.cd.cgroup_path(id).trim_start_matches('/')).join("cgroup.procs");
+    let cgroup = procs.parent().unwrap().to_path_buf();
+    let mut ctr = cx.cd.spawn(&RunOpts::wasm("", id).config(&spec))?;
+    let helper = process::poll(Duration::from_secs(60), || {
+        let pids = std::fs::read_to_string(&procs).ok()?;
+        pids.lines().find(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.windows(13).any(|w| w == b"compile-cache"))).map(str::to_owned)
+    });
+    let shim = shims_for(cx, id).first().map(|d| d.pid);
+    // containerd's context for the Create ends with its client.
+    let out = ctr.wait(Duration::ZERO);
+    let Some(helper) = helper else {
+        let _ = std::fs::remove_dir_all(&rootfs);
+        bail!("no compile helper appeared in {} while ctr ran: {out}", cgroup.display());
+    };
+    println!("  ctr killed while Create waited for compile helper {helper}");
+    let t = Instant::now();
+    let cleaned = process::poll(Duration::from_secs(15), || (!cgroup.exists() && shims_for(cx, id).is_empty()).then_some(()));
+    let took = t.elapsed();
+    let _ = std::fs::remove_dir_all(&rootfs);
+    ensure(cleaned.is_some(), || {
+        format!(
+            "15 s after the Create's caller went: cgroup {} exists: {}, shim {shim:?} alive: {}, procs {:?}\n{}",
+            cgroup.display(),
+            cgroup.exists(),
+            shim.is_some_and(alive),
+            std::fs::read_to_string(&procs).unwrap_or_default(),
+            cx.cd.log_tail(30)
+        )
+    })?;
+    println!("  cgroup and shim gone {took:.2?} after the client");
+    let helper_pid: u32 = helper.parse()?;
+    ensure(!alive(helper_pid), || format!("compile helper {helper} survived"))?;
+    let log = cx.cd.log_lines_with("delete while being created", 5);
+    ensure(!log.is_empty(), || format!("the shim never saw a Delete of the Create in progress:\n{}", cx.cd.log_tail(30)))?;
+    let _ = cx.cd.ctr_output(["tasks", "delete", id]);
+    cx.cd.container_rm(id)
 }
