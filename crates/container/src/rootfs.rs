@@ -10,7 +10,10 @@
 //! only device nodes that open are the spec's defaults and `linux.devices`, each a bind of the
 //! host's node placed without following a symlink of the image.
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::{Mount, Spec};
@@ -92,26 +95,143 @@ fn mnt(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, 
     })
 }
 
+/// Opens `rel` under the directory `root` as if `root` were `/` (openat2 `RESOLVE_IN_ROOT`):
+/// `..` and symlinks, absolute or relative, resolve inside it, however the tree changes
+/// meanwhile. An `O_PATH` descriptor.
+fn open_beneath(root: &fs::File, rel: &Path, extra: OFlag) -> nix::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC | extra)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    nix::fcntl::openat2(root, if rel.as_os_str().is_empty() { Path::new(".") } else { rel }, how)
+}
+
+/// How many symlinks [`make_beneath`] expands in one path (as the kernel's `ELOOP` limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// `rel` inside `root`, made where missing (directories, and the last component a file when
+/// `file`), one component at a time, each made in its parent's descriptor resolved beneath the
+/// root. Symlinks of the image are expanded as if `root` were `/` (so a dangling one gets its
+/// target made inside the root, as a scoped join would); the path walked then holds no symlink,
+/// and the final open (`RESOLVE_IN_ROOT`) stays inside the root even if one is swapped in.
+fn make_beneath(root: &fs::File, rel: &Path, file: bool) -> nix::Result<OwnedFd> {
+    use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
+    let parts = |p: &Path| -> Vec<std::ffi::OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut todo: std::collections::VecDeque<std::ffi::OsString> = parts(rel).into();
+    let mut done = PathBuf::new();
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            done.pop();
+            continue;
+        }
+        let parent = open_beneath(root, &done, OFlag::O_DIRECTORY)?;
+        let made = if file && todo.is_empty() {
+            let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+            nix::fcntl::openat(&parent, name.as_os_str(), flags, Mode::from_bits_truncate(0o644)).map(drop)
+        } else {
+            mkdirat(&parent, name.as_os_str(), Mode::from_bits_truncate(0o755))
+        };
+        match made {
+            Ok(()) | Err(nix::Error::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+        let st = fstatat(&parent, name.as_os_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        if SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT) == SFlag::S_IFLNK {
+            links += 1;
+            if links > MAX_SYMLINKS {
+                return Err(nix::Error::ELOOP);
+            }
+            let target = nix::fcntl::readlinkat(&parent, name.as_os_str())?;
+            let target = Path::new(&target);
+            if target.is_absolute() {
+                done.clear();
+            }
+            for p in parts(target).into_iter().rev() {
+                todo.push_front(p);
+            }
+            continue;
+        }
+        done.push(name);
+    }
+    open_beneath(root, &done, if file { OFlag::empty() } else { OFlag::O_DIRECTORY })
+}
+
+/// A mount point: the open descriptor of the destination, or (kernels before 5.6, no openat2)
+/// its path joined inside the root.
+enum Target {
+    Fd(OwnedFd),
+    Path(PathBuf),
+}
+
+impl Target {
+    /// What mount(2) takes: `/proc/self/fd/N` reaches the very file the descriptor holds.
+    fn path(&self) -> PathBuf {
+        match self {
+            Target::Fd(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+            Target::Path(p) => p.clone(),
+        }
+    }
+}
+
 /// Resolves `dest` inside `root` (symlinks are followed as if `root` were `/`), creating the
-/// mount point: a directory, or an empty file when the source is a file.
-fn mount_point(root: &Path, dest: &Path, source_is_file: bool) -> Result<PathBuf, RootfsError> {
-    let derr = |err| RootfsError::Destination { dest: dest.to_path_buf(), err };
+/// mount point: a directory, or an empty file when the source is a file. Every step goes
+/// through descriptors resolved inside the root, so a symlink swapped in by another container
+/// sharing a volume cannot move a mount (or a created directory) out of it.
+fn mount_point(root: &fs::File, root_path: &Path, dest: &Path, source_is_file: bool) -> Result<Target, RootfsError> {
+    let derr = |err: std::io::Error| RootfsError::Destination { dest: dest.to_path_buf(), err };
     let rel = dest.strip_prefix("/").unwrap_or(dest);
-    let target = safe_path::scoped_join(root, rel).map_err(derr)?;
+    let resolved = make_beneath(root, rel, source_is_file);
+    match resolved {
+        Ok(fd) => Ok(Target::Fd(fd)),
+        Err(nix::Error::ENOSYS) => mount_point_by_path(root_path, rel, source_is_file).map(Target::Path).map_err(derr),
+        Err(e) => Err(derr(e.into())),
+    }
+}
+
+/// [`mount_point`] without openat2: a scoped join (symlinks resolved inside the root once).
+fn mount_point_by_path(root: &Path, rel: &Path, source_is_file: bool) -> std::io::Result<PathBuf> {
+    let target = safe_path::scoped_join(root, rel)?;
     if source_is_file {
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(derr)?;
+            fs::create_dir_all(parent)?;
         }
         if !target.exists() {
-            fs::File::create(&target).map_err(derr)?;
+            fs::File::create(&target)?;
         }
     } else {
-        fs::create_dir_all(&target).map_err(derr)?;
+        fs::create_dir_all(&target)?;
     }
     Ok(target)
 }
 
-fn mount_one(root: &Path, m: &Mount) -> Result<(), RootfsError> {
+/// Opens the mount just made at `dest` again (the descriptor used to make it holds what is
+/// under it) for a remount or a propagation change, and checks it is that mount: the bind's
+/// source (`want`: device and inode), or a new filesystem (`below`'s device differs).
+fn reopen_mount(root: &fs::File, dest: &Path, target: &Target, want: Option<(u64, u64)>) -> Result<Target, RootfsError> {
+    let Target::Fd(below) = target else { return Ok(Target::Path(target.path())) };
+    let derr = |err: std::io::Error| RootfsError::Destination { dest: dest.to_path_buf(), err };
+    let rel = dest.strip_prefix("/").unwrap_or(dest);
+    let fd = open_beneath(root, rel, OFlag::empty()).map_err(|e| derr(e.into()))?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| derr(e.into()))?;
+    let same = match want {
+        Some((dev, ino)) => st.st_dev == dev && st.st_ino == ino,
+        None => st.st_dev != nix::sys::stat::fstat(below).map_err(|e| derr(e.into()))?.st_dev,
+    };
+    if !same {
+        return Err(derr(std::io::Error::other("changed while being mounted (a symlink swapped in?)")));
+    }
+    Ok(Target::Fd(fd))
+}
+
+fn mount_one(root: &fs::File, root_path: &Path, m: &Mount) -> Result<(), RootfsError> {
     let typ = m.typ().as_deref().unwrap_or("");
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
     let is_bind = typ == "bind" || opts.flags.contains(MsFlags::MS_BIND);
@@ -120,26 +240,40 @@ fn mount_one(root: &Path, m: &Mount) -> Result<(), RootfsError> {
         log::debug!("not mounting {typ} on {}: no kernel filesystem in a wasm guest's view", m.destination().display());
         return Ok(());
     }
+    let dest = m.destination();
     let source = m.source().clone();
-    let source_is_file = is_bind
-        && source.as_ref().map(|s| s.is_file() || (s.exists() && !s.is_dir())).unwrap_or(false);
-    let target = mount_point(root, m.destination(), source_is_file)?;
+    let what = format!("{typ} {}", source.as_deref().unwrap_or(Path::new("none")).display());
+    // A bind's source (a host path from containerd or the kubelet) is opened once: what is
+    // checked is what is bound.
+    let src = if is_bind {
+        let path = source.as_deref().unwrap_or(Path::new(""));
+        let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+            .map_err(|err| RootfsError::Mount { what: what.clone(), target: dest.to_path_buf(), err })?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|err| RootfsError::Mount { what: what.clone(), target: dest.to_path_buf(), err })?;
+        Some((fd, st))
+    } else {
+        None
+    };
+    let source_is_file = src.as_ref().is_some_and(|(_, st)| st.st_mode & libc::S_IFMT != libc::S_IFDIR);
+    let target = mount_point(root, root_path, dest, source_is_file)?;
     let data = opts.data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
-    let what = format!("{typ} {}", source.as_deref().unwrap_or(Path::new("none")).display());
-    if is_bind {
-        let src = source.as_deref().unwrap_or(Path::new(""));
-        mnt(Some(src), &target, None, MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC), None, &what)?;
+    let want = src.as_ref().map(|(_, st)| (st.st_dev, st.st_ino));
+    if let Some((fd, _)) = &src {
+        let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        mnt(Some(&via), &target.path(), None, MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC), None, &what)?;
         let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
         if !extra.is_empty() {
-            mnt(None, &target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra, None, &what)?;
+            let top = reopen_mount(root, dest, &target, want)?;
+            mnt(None, &top.path(), None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra, None, &what)?;
         }
     } else {
         let src = source.as_deref().unwrap_or(Path::new(typ));
-        mnt(Some(src), &target, Some(typ), opts.flags, data, &what)?;
+        mnt(Some(src), &target.path(), Some(typ), opts.flags, data, &what)?;
     }
     if !opts.propagation.is_empty() {
-        mnt(None, &target, None, opts.propagation, None, &what)?;
+        let top = reopen_mount(root, dest, &target, want)?;
+        mnt(None, &top.path(), None, opts.propagation, None, &what)?;
     }
     Ok(())
 }
@@ -276,39 +410,41 @@ fn guest_boundary(root: &Path) -> Result<(), RootfsError> {
 /// the rootfs). The mount point is created and opened without following symlinks (an image
 /// whose `/dev` or `/dev/null` is a symlink never makes the shim touch a file outside the
 /// rootfs), and the bind goes through that descriptor.
-fn grant_device(root: &Path, host: &Path, dest: &Path) -> Result<(), RootfsError> {
-    use std::os::fd::AsRawFd;
-    let fd = device_mount_point(root, dest)?;
+fn grant_device(root: &fs::File, root_path: &Path, host: &Path, dest: &Path) -> Result<(), RootfsError> {
+    let fd = device_mount_point(root, root_path, dest)?;
     let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     mnt(Some(host), &via, None, MsFlags::MS_BIND, None, &format!("device {}", host.display()))
 }
 
 /// The mount point of a granted device, `dest` inside `root`, opened `O_PATH` without
-/// following a symlink; a symlink or special file of the image there is replaced.
-fn device_mount_point(root: &Path, dest: &Path) -> Result<fs::File, RootfsError> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let derr = |err| RootfsError::Destination { dest: dest.to_path_buf(), err };
+/// following a symlink; a symlink or special file of the image there is replaced. Its
+/// directories are resolved (and made) beneath the root's descriptor.
+fn device_mount_point(root: &fs::File, root_path: &Path, dest: &Path) -> Result<OwnedFd, RootfsError> {
+    use nix::sys::stat::{fstatat, Mode, SFlag};
+    let derr = |err: std::io::Error| RootfsError::Destination { dest: dest.to_path_buf(), err };
     let rel = dest.strip_prefix("/").unwrap_or(dest);
     let name = rel.file_name().ok_or_else(|| derr(std::io::Error::other("no file name")))?;
-    // The directories are resolved inside the root; the node's own name is never followed.
-    let parent = safe_path::scoped_join(root, rel.parent().unwrap_or(Path::new(""))).map_err(derr)?;
-    fs::create_dir_all(&parent).map_err(derr)?;
-    let target = parent.join(name);
-    match fs::symlink_metadata(&target) {
-        Ok(md) if md.file_type().is_file() || md.file_type().is_char_device() || md.file_type().is_block_device() => {}
-        Ok(md) if md.is_dir() => return Err(derr(std::io::Error::other("is a directory in the image, not a device node"))),
+    let parent = match make_beneath(root, rel.parent().unwrap_or(Path::new("")), false) {
+        Ok(fd) => fd,
+        Err(nix::Error::ENOSYS) => {
+            let dir = safe_path::scoped_join(root_path, rel.parent().unwrap_or(Path::new(""))).map_err(derr)?;
+            fs::create_dir_all(&dir).map_err(derr)?;
+            nix::fcntl::open(&dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| derr(e.into()))?
+        }
+        Err(e) => return Err(derr(e.into())),
+    };
+    let kind = |mode: u32| SFlag::from_bits_truncate(mode & libc::S_IFMT);
+    match fstatat(&parent, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if [SFlag::S_IFREG, SFlag::S_IFCHR, SFlag::S_IFBLK].contains(&kind(st.st_mode)) => {}
+        Ok(st) if kind(st.st_mode) == SFlag::S_IFDIR => return Err(derr(std::io::Error::other("is a directory in the image, not a device node"))),
         // A symlink, a fifo, a socket in the image: replaced by a plain mount point.
-        Ok(_) => fs::remove_file(&target).map_err(derr)?,
+        Ok(_) => nix::unistd::unlinkat(&parent, name, nix::unistd::UnlinkatFlags::NoRemoveDir).map_err(|e| derr(e.into()))?,
         Err(_) => {}
     }
-    let _ = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(&target);
-    let fd = fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_NOFOLLOW).open(&target).map_err(derr)?;
-    if !fd.metadata().map_err(derr)?.is_file() && !fd.metadata().map_err(derr)?.file_type().is_char_device() && !fd.metadata().map_err(derr)?.file_type().is_block_device() {
+    let _ = nix::fcntl::openat(&parent, name, OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o600));
+    let fd = nix::fcntl::openat(&parent, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| derr(e.into()))?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| derr(e.into()))?;
+    if ![SFlag::S_IFREG, SFlag::S_IFCHR, SFlag::S_IFBLK].contains(&kind(st.st_mode)) {
         return Err(derr(std::io::Error::other("the mount point is not a file")));
     }
     Ok(fd)
@@ -316,14 +452,14 @@ fn device_mount_point(root: &Path, dest: &Path) -> Result<fs::File, RootfsError>
 
 /// The default device nodes in the rootfs's `/dev` (when it has one), then `linux.devices`:
 /// each the host's node of the same path, which must be that device.
-fn devices(spec: &Spec, root: &Path) -> Result<(), RootfsError> {
+fn devices(spec: &Spec, root_dir: &fs::File, root: &Path) -> Result<(), RootfsError> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let dev = safe_path::scoped_join(root, "dev").map_err(|err| RootfsError::Destination { dest: "/dev".into(), err })?;
     if dev.is_dir() {
         for name in DEFAULT_DEVICES {
             let host = Path::new("/dev").join(name);
             if fs::metadata(&host).map(|m| m.file_type().is_char_device()).unwrap_or(false) {
-                grant_device(root, &host, &Path::new("/dev").join(name))?;
+                grant_device(root_dir, root, &host, &Path::new("/dev").join(name))?;
             }
         }
     }
@@ -346,7 +482,7 @@ fn devices(spec: &Spec, root: &Path) -> Result<(), RootfsError> {
                 d.minor()
             )));
         }
-        grant_device(root, path, path)?;
+        grant_device(root_dir, root, path, path)?;
     }
     Ok(())
 }
@@ -425,11 +561,13 @@ pub fn prepare(spec: &Spec, rootfs: &Path) -> Result<PathBuf, RootfsError> {
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     mnt(None, Path::new("/"), None, propagation | MsFlags::MS_REC, None, "propagation of /")?;
     mnt(Some(&root), &root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, "rootfs")?;
+    // The root's bind mount, held open: every destination is resolved beneath it.
+    let root_dir = fs::File::open(&root).map_err(|err| RootfsError::Root { root: root.clone(), err })?;
     for m in spec.mounts().as_deref().unwrap_or(&[]) {
-        mount_one(&root, m)?;
+        mount_one(&root_dir, &root, m)?;
     }
     guest_boundary(&root)?;
-    devices(spec, &root)?;
+    devices(spec, &root_dir, &root)?;
     Ok(root)
 }
 
@@ -549,12 +687,20 @@ mod tests {
         let root = dir.path();
         fs::create_dir_all(root.join("real")).unwrap();
         std::os::unix::fs::symlink("/etc", root.join("escape")).unwrap();
-        let t = mount_point(root, Path::new("/escape/passwd"), true).unwrap();
-        assert!(t.starts_with(root), "{}", t.display());
+        std::os::unix::fs::symlink("../../../../tmp", root.join("real/up")).unwrap();
+        let root_dir = fs::File::open(root).unwrap();
+        // Where the descriptor of a mount point really is.
+        let held = |t: Target| fs::read_link(t.path()).unwrap();
+        let t = held(mount_point(&root_dir, root, Path::new("/escape/passwd"), true).unwrap());
+        assert_eq!(t, root.join("etc/passwd"));
         assert!(t.is_file());
-        let t = mount_point(root, Path::new("/../../x"), false).unwrap();
-        assert!(t.starts_with(root));
+        let t = held(mount_point(&root_dir, root, Path::new("/../../x"), false).unwrap());
+        assert_eq!(t, root.join("x"));
         assert!(t.is_dir());
+        // A relative symlink climbing out, then a new directory under it: made inside.
+        let t = held(mount_point(&root_dir, root, Path::new("/real/up/new/dir"), false).unwrap());
+        assert_eq!(t, root.join("tmp/new/dir"));
+        assert!(!Path::new("/tmp/new/dir").exists() || Path::new("/tmp/new/dir").starts_with(root));
     }
 
     const MOUNTINFO: &str = "\
@@ -619,6 +765,17 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_loop_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::os::unix::fs::symlink("/b", root.join("a")).unwrap();
+        std::os::unix::fs::symlink("a", root.join("b")).unwrap();
+        let root_dir = fs::File::open(root).unwrap();
+        let err = mount_point(&root_dir, root, Path::new("/a/x"), false).err().expect("a loop resolved");
+        assert!(err.to_string().contains("/a/x"), "{err}");
+    }
+
+    #[test]
     fn a_device_mount_point_never_follows_an_image_symlink() {
         // Unprivileged part: the mount point is made inside the root even when the image's
         // /dev/null is a symlink out of it (the bind itself needs root: e2e sandbox::devices).
@@ -628,18 +785,19 @@ mod tests {
         fs::create_dir_all(root.join("dev")).unwrap();
         fs::create_dir_all(&outside).unwrap();
         std::os::unix::fs::symlink(outside.join("null"), root.join("dev/null")).unwrap();
-        device_mount_point(&root, Path::new("/dev/null")).unwrap();
+        let root_dir = fs::File::open(&root).unwrap();
+        device_mount_point(&root_dir, &root, Path::new("/dev/null")).unwrap();
         assert!(!outside.join("null").exists(), "created a file outside the root");
         // /dev itself a symlink out of the root: resolved inside it.
         fs::remove_dir_all(root.join("dev")).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("dev")).unwrap();
-        device_mount_point(&root, Path::new("/dev/zero")).unwrap();
+        device_mount_point(&root_dir, &root, Path::new("/dev/zero")).unwrap();
         assert!(!outside.join("zero").exists(), "created a file outside the root");
         assert!(fs::symlink_metadata(root.join(outside.strip_prefix("/").unwrap()).join("zero")).unwrap().is_file());
         fs::remove_file(root.join("dev")).unwrap();
         fs::create_dir_all(root.join("dev")).unwrap();
         std::os::unix::fs::symlink(outside.join("null"), root.join("dev/null")).unwrap();
-        device_mount_point(&root, Path::new("/dev/null")).unwrap();
+        device_mount_point(&root_dir, &root, Path::new("/dev/null")).unwrap();
         assert!(fs::symlink_metadata(root.join("dev/null")).unwrap().file_type().is_file());
     }
 }

@@ -123,15 +123,24 @@ impl Miss {
 fn lookup(root: &Path, wanted: &Path) -> Result<PathBuf, Miss> {
     let resolved = resolve_in_root(root, wanted)?;
     let host = under_root(root, &resolved);
-    let meta = fs::metadata(&host).map_err(Miss::from_io)?;
+    // `resolved` holds no symlink: nothing is followed, so a link swapped in meanwhile (a
+    // volume shared with another container) fails the lookup instead of leading out of the
+    // root; the init then reads the file beneath the root anyway (openat2).
+    let meta = fs::symlink_metadata(&host).map_err(Miss::from_io)?;
     if meta.is_dir() {
         return Err(Miss::Directory);
     }
     if !meta.is_file() {
         return Err(Miss::NotRegular);
     }
-    // The engine will read the file; find out now whether it can.
-    fs::File::open(&host).map_err(Miss::from_io)?;
+    // The engine will read the file; find out now whether it can. Non-blocking, no controlling
+    // tty: a fifo or a device swapped in cannot hang or touch anything.
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&host)
+        .map_err(Miss::from_io)?;
     Ok(resolved)
 }
 
