@@ -243,7 +243,7 @@ pub fn check_cgroups(mountinfo: &str, v2_controllers: Option<&str>) -> Vec<Findi
         let (fstype, _source, options) = (post.next().unwrap_or(""), post.next(), post.next().unwrap_or(""));
         match fstype {
             "cgroup2" if mount_point == "/sys/fs/cgroup" => v2_root = true,
-            "cgroup2" => unified = true,
+            "cgroup2" if mount_point == "/sys/fs/cgroup/unified" => unified = true,
             "cgroup" => v1.extend(options.split(',').filter(|o| !o.starts_with("name=") && !matches!(*o, "rw" | "ro")).map(String::from)),
             _ => {}
         }

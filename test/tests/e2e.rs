@@ -21,6 +21,8 @@
 //!   and the ignored `wasm::soak::*` that `make soak` runs (`--include-ignored soak::`).
 //! - `runc::*`: the same harness paths with containerd's runc runtime and busybox: proves the
 //!   harness (and the machine) before blaming the shim.
+//! - `cri::install::then_pod` (e2e/install.rs): `install` into a config without the runtime,
+//!   containerd restarted, a wasm pod through the CRI; `doctor` before and after.
 //! - `cri::*` (e2e/cri.rs): the Kubernetes path through containerd's CRI plugin with a Rust CRI
 //!   client: pods with runtime handler `wasm` (wasm apps, native sidecars, one shim per pod,
 //!   stop, logs, leaks) next to the same pods with handler `runc`.
@@ -62,6 +64,8 @@ mod badspec;
 
 #[path = "e2e/cri.rs"]
 mod cri;
+#[path = "e2e/install.rs"]
+mod install;
 
 /// Everything the trials share.
 struct Ctx {
@@ -1141,6 +1145,9 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("wasm::one_shim_per_pod", Cri, Box::new(|cx| cri::one_shim_per_pod(cx, WASM_HANDLER)));
     add("wasm::missing_image", Cri, Box::new(|cx| cri::missing_image(cx, WASM_HANDLER)));
     add("latency_wasm_vs_runc", Cri, Box::new(|cx| cri::latency(cx, 5)));
+    // `containerd-shim-wasm-v1 install` and `doctor` (e2e/install.rs): containerd restarted on
+    // a config without the runtime, installed into, restarted, and a wasm pod run.
+    add("install::then_pod", Cri, Box::new(install::install_then_pod));
     v
 }
 
