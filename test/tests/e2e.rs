@@ -1128,6 +1128,10 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("images_visible", Cri, Box::new(cri::images_visible));
     add("pause_binary_exits_0_on_sigterm", Cri, Box::new(cri::pause_binary));
     add("unconfigured_handler", Cri, Box::new(cri::unconfigured_handler));
+    // `containerd-shim-wasm-v1 install` and `doctor` (e2e/install.rs): containerd restarted on
+    // a config without the runtime, installed into, restarted, and a wasm pod run. Early, so
+    // the pod trials after it run on the harness's containerd as this trial restored it.
+    add("install::then_pod", Cri, Box::new(install::install_then_pod));
     add("runc::echo_alone", Cri, Box::new(cri::runc_echo));
     add("runc::exit_code_and_streams", Cri, Box::new(|cx| cri::native_exit_and_streams(cx, RUNC_HANDLER)));
     add("runc::stop_sigterm", Cri, Box::new(cri::runc_stop));
@@ -1145,9 +1149,6 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("wasm::one_shim_per_pod", Cri, Box::new(|cx| cri::one_shim_per_pod(cx, WASM_HANDLER)));
     add("wasm::missing_image", Cri, Box::new(|cx| cri::missing_image(cx, WASM_HANDLER)));
     add("latency_wasm_vs_runc", Cri, Box::new(|cx| cri::latency(cx, 5)));
-    // `containerd-shim-wasm-v1 install` and `doctor` (e2e/install.rs): containerd restarted on
-    // a config without the runtime, installed into, restarted, and a wasm pod run.
-    add("install::then_pod", Cri, Box::new(install::install_then_pod));
     v
 }
 
