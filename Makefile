@@ -1,7 +1,7 @@
 # containerd-shim-wasm-v1 — see README.md.
 #   make demo     build, start a private containerd, run a wasm command and serve a wasm function
 #   make test     unit tests and the end-to-end suite against a real containerd (root)
-#   make install  put the shim next to containerd's binary
+#   make install  put the shim next to containerd's binary and the wasm runtime in its config
 #   make bench    latency, throughput, memory and big-module starts vs runc (docs/benchmarks.md)
 #   make soak     1000 tasks in a row, 200 at once, one shim serving 1000 (not part of make test)
 
@@ -87,9 +87,19 @@ bench: deps build guests big-guest $(WASMTIME_CLI)
 $(WASMTIME_CLI):
 	$(CARGO) install wasmtime-cli --version 48.0.8 --locked --root target/bench/wasmtime-cli
 
+# The binary's own `install`: the shim next to containerd (PREFIX: containerd's directory) and
+# the runtime handler `wasm` in containerd's config (CONFIG, default /etc/containerd/config.toml),
+# idempotent, with a backup. INSTALL_ARGS passes more: --k3s, --restart, --dry-run, --force.
+# With DESTDIR (packaging) only the binary is copied, the config is left alone.
+CONFIG       ?=
+INSTALL_ARGS ?=
 install: build
-	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/containerd-shim-wasm-v1
-	@echo "installed $(DESTDIR)$(PREFIX)/containerd-shim-wasm-v1"
+	@if [ -n "$(DESTDIR)" ]; then \
+	  install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/containerd-shim-wasm-v1 && \
+	  echo "installed $(DESTDIR)$(PREFIX)/containerd-shim-wasm-v1 (DESTDIR set: containerd's config not touched)"; \
+	else \
+	  $(SHIM) install --bin-dir $(PREFIX) $(if $(CONFIG),--config $(CONFIG)) $(INSTALL_ARGS); \
+	fi
 
 clean:
 	$(CARGO) clean

@@ -16,6 +16,8 @@
 //! - `compile`: the hidden `compile-cache` mode (helpers that fill the compile cache outside
 //!   the container) and the shim side that starts them, bounded (cgroup, OOM score, timeout).
 //! - `slots`: the node-wide cap on concurrent compiles (lock files in the cache directory).
+//! - `install`: the `install` mode: the binary next to containerd, the `wasm` runtime in its config.
+//! - `doctor`: the `doctor` mode: checks a node and prints one line per finding with its fix.
 //! - `settings`: the `WASM_SHIM_*` environment (cache, baseline first start, pooling, the
 //!   bounds of compiles).
 //! - `protocol`: messages between the shim and its init.
@@ -27,10 +29,12 @@ mod compile;
 mod container;
 mod content;
 mod creating;
+mod doctor;
 mod errors;
 mod events;
 mod exec;
 mod init;
+mod install;
 mod native;
 mod protocol;
 mod serve;
@@ -53,6 +57,8 @@ fn main() {
             init::main(&bundle);
         }
         Some(compile::MODE) => compile::helper_main(&args.collect::<Vec<_>>()),
+        Some("install") => std::process::exit(install::main(&args.collect::<Vec<_>>())),
+        Some("doctor") => std::process::exit(doctor::main(&args.collect::<Vec<_>>())),
         _ => {}
     }
     if std::env::args().any(|a| a == "-v" || a == "--version" || a == "-version") {

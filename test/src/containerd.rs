@@ -37,8 +37,10 @@ pub struct Containerd {
     /// The containerd process; a trial may stop and start it again ([`Containerd::stop_daemon`],
     /// [`Containerd::start_daemon`]).
     daemon: Mutex<Option<Child>>,
-    /// How to start it: the same command every time.
+    /// How to start it: the same command every time, unless a trial set another one
+    /// ([`Containerd::set_launch`]).
     launch: Launch,
+    launch_override: Mutex<Option<Launch>>,
     keep: bool,
     /// [`Containerd::stop`] ran.
     stopped: bool,
@@ -486,6 +488,7 @@ impl Containerd {
             cache,
             daemon: Mutex::new(None),
             launch,
+            launch_override: Mutex::new(None),
             keep: std::env::var_os("E2E_KEEP").is_some(),
             stopped: false,
         };
@@ -501,15 +504,18 @@ impl Containerd {
             bail!("containerd is already running");
         }
         let logfile = fs::OpenOptions::new().append(true).open(&self.log)?;
+        let over = self.launch_override.lock().unwrap();
+        let launch = over.as_ref().unwrap_or(&self.launch);
         let child = Command::new("containerd")
             .arg("--config")
-            .arg(&self.launch.config)
-            .envs(self.launch.env.iter().map(|(k, v)| (k, v)))
+            .arg(&launch.config)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(logfile.try_clone()?)
             .stderr(logfile)
             .spawn()
             .context("cannot start containerd (is it installed?)")?;
+        drop(over);
         *daemon = Some(child);
         drop(daemon);
         self.wait_ready(Duration::from_secs(30))
@@ -533,6 +539,30 @@ impl Containerd {
             let _ = child.kill();
         }
         Ok(child.wait()?)
+    }
+
+    /// The config file the harness wrote and starts containerd with.
+    pub fn config_file(&self) -> &Path {
+        &self.launch.config
+    }
+
+    /// containerd's `PATH` as the harness sets it (the shim's directory first).
+    pub fn daemon_path(&self) -> String {
+        self.launch.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default()
+    }
+
+    /// The next [`Containerd::start_daemon`] uses `config` and `path` (containerd's `PATH`)
+    /// instead of the harness's; `None` goes back to them. The rest of the environment stays.
+    pub fn set_launch(&self, over: Option<(PathBuf, String)>) {
+        *self.launch_override.lock().unwrap() = over.map(|(config, path)| Launch {
+            config,
+            env: self
+                .launch
+                .env
+                .iter()
+                .map(|(k, v)| if k == "PATH" { (k.clone(), path.clone()) } else { (k.clone(), v.clone()) })
+                .collect(),
+        });
     }
 
     /// containerd's pid, while it runs.

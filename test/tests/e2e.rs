@@ -21,6 +21,8 @@
 //!   and the ignored `wasm::soak::*` that `make soak` runs (`--include-ignored soak::`).
 //! - `runc::*`: the same harness paths with containerd's runc runtime and busybox: proves the
 //!   harness (and the machine) before blaming the shim.
+//! - `cri::install::then_pod` (e2e/install.rs): `install` into a config without the runtime,
+//!   containerd restarted, a wasm pod through the CRI; `doctor` before and after.
 //! - `cri::*` (e2e/cri.rs): the Kubernetes path through containerd's CRI plugin with a Rust CRI
 //!   client: pods with runtime handler `wasm` (wasm apps, native sidecars, one shim per pod,
 //!   stop, logs, leaks) next to the same pods with handler `runc`.
@@ -62,6 +64,8 @@ mod badspec;
 
 #[path = "e2e/cri.rs"]
 mod cri;
+#[path = "e2e/install.rs"]
+mod install;
 
 /// Everything the trials share.
 struct Ctx {
@@ -1125,6 +1129,10 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("images_visible", Cri, Box::new(cri::images_visible));
     add("pause_binary_exits_0_on_sigterm", Cri, Box::new(cri::pause_binary));
     add("unconfigured_handler", Cri, Box::new(cri::unconfigured_handler));
+    // `containerd-shim-wasm-v1 install` and `doctor` (e2e/install.rs): containerd restarted on
+    // a config without the runtime, installed into, restarted, and a wasm pod run. Early, so
+    // the pod trials after it run on the harness's containerd as this trial restored it.
+    add("install::then_pod", Cri, Box::new(install::install_then_pod));
     add("runc::echo_alone", Cri, Box::new(cri::runc_echo));
     add("runc::exit_code_and_streams", Cri, Box::new(|cx| cri::native_exit_and_streams(cx, RUNC_HANDLER)));
     add("runc::stop_sigterm", Cri, Box::new(cri::runc_stop));

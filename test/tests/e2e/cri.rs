@@ -212,13 +212,13 @@ fn k8s_shims(cx: &Ctx, name: &str) -> Vec<leaks::ShimDaemon> {
         .collect()
 }
 
-fn log_has(lines: &[LogLine], stream: &str, text: &str) -> bool {
+pub(crate) fn log_has(lines: &[LogLine], stream: &str, text: &str) -> bool {
     lines
         .iter()
         .any(|l| l.stream == stream && l.message == text)
 }
 
-fn show_log(lines: &[LogLine]) -> String {
+pub(crate) fn show_log(lines: &[LogLine]) -> String {
     lines
         .iter()
         .map(|l| format!("{} {}", l.stream, l.message))
@@ -263,7 +263,7 @@ fn wait_logged(cri: &Cri, pod: &Pod, c: &ContainerSpec, id: &str, needle: &str) 
 }
 
 /// Runs one container to its end: exit code and CRI log.
-fn run_to_exit(
+pub(crate) fn run_to_exit(
     cri: &Cri,
     pod: &mut Pod,
     c: ContainerSpec,
@@ -282,7 +282,7 @@ fn run_to_exit(
     Ok((st, log))
 }
 
-fn wasm(name: &str, entry: &str) -> ContainerSpec {
+pub(crate) fn wasm(name: &str, entry: &str) -> ContainerSpec {
     ContainerSpec::new(name, GUESTS_IMAGE).command([entry])
 }
 
@@ -291,7 +291,7 @@ fn busybox(name: &str, script: &str) -> ContainerSpec {
 }
 
 /// Fails with the wasm side's blocker (no shim binary, guests not built) before any pod runs.
-fn need_wasm(cx: &Ctx) -> Result<()> {
+pub(crate) fn need_wasm(cx: &Ctx) -> Result<()> {
     match &cx.wasm_blocker {
         Some(b) => bail!("{b}"),
         None => Ok(()),
