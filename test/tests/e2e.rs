@@ -1114,10 +1114,12 @@ fn cases() -> Vec<(String, Flavor, Case)> {
 
     // A guest trying to get out (e2e/sandbox.rs): paths, network, memory, capabilities.
     add("sandbox::paths", Wasm, Box::new(|cx| sandbox::paths(cx)));
+    add("sandbox::paths_nonroot", Wasm, Box::new(|cx| sandbox::paths_nonroot(cx)));
     add("sandbox::network", Wasm, Box::new(|cx| sandbox::network(cx)));
     add("sandbox::memory_cgroup", Wasm, Box::new(|cx| sandbox::memory_cgroup(cx)));
     add("sandbox::capabilities", Wasm, Box::new(|cx| sandbox::capabilities(cx)));
     add("sandbox::kernel_interfaces", Wasm, Box::new(|cx| sandbox::kernel_interfaces(cx)));
+    add("sandbox::kernel_interfaces_nonroot", Wasm, Box::new(|cx| sandbox::kernel_interfaces_nonroot(cx)));
     add("sandbox::dev_symlink", Wasm, Box::new(|cx| sandbox::dev_symlink(cx)));
     add("sandbox::seccomp", Wasm, Box::new(|cx| sandbox::seccomp(cx)));
 

@@ -59,10 +59,27 @@ fn attempts(stdout: &str) -> Vec<(String, Result<String, String>)> {
 }
 
 pub fn paths(cx: &Ctx) -> Result<()> {
-    let id = "s-paths";
+    paths_as(cx, "s-paths", None)
+}
+
+/// [`paths`] with the guest running as uid/gid 1000.
+pub fn paths_nonroot(cx: &Ctx) -> Result<()> {
+    paths_as(cx, "s-paths-1000", Some(1000))
+}
+
+/// The spec's `process.user`: `uid` for both ids, or root when `None`.
+fn set_user(spec: &Path, user: Option<u32>) -> Result<()> {
+    match user {
+        Some(uid) => edit_spec(spec, |s| s["process"]["user"] = serde_json::json!({"uid": uid, "gid": uid})),
+        None => Ok(()),
+    }
+}
+
+fn paths_as(cx: &Ctx, id: &str, user: Option<u32>) -> Result<()> {
+    println!("  as uid {}", user.unwrap_or(0));
     let g = guests::Guests::load()?;
     let dir = &cx.cd.dir;
-    let marker = dir.join("host-marker.txt");
+    let marker = dir.join(format!("host-marker-{id}.txt"));
     std::fs::write(&marker, format!("{SECRET}\n"))?;
     std::fs::write(dir.join("outside.wasm"), g.get("hello"))?;
     let rootfs = dir.join(format!("rootfs-{id}"));
@@ -75,7 +92,7 @@ pub fn paths(cx: &Ctx) -> Result<()> {
             // Pointing at the host file: absolute, and relative climbing out of the rootfs
             // (resolved on the host, `rootfs/../host-marker.txt` is the marker).
             ImageFile::symlink("/hostlink", marker_abs.clone()),
-            ImageFile::symlink("/rellink", "../host-marker.txt"),
+            ImageFile::symlink("/rellink", format!("../host-marker-{id}.txt")),
             // The entrypoint itself, symlinked to a module outside the rootfs.
             ImageFile::symlink("/out-abs.wasm", dir.join("outside.wasm").display().to_string()),
             ImageFile::symlink("/out-rel.wasm", "../outside.wasm"),
@@ -111,6 +128,7 @@ pub fn paths(cx: &Ctx) -> Result<()> {
     let spec = images::config_spec(&cx.cd, id, &rootfs, &args, serde_json::json!({}))?;
     let spec_env = ["PATH=/bin", "FROM_SPEC=yes"];
     edit_spec(&spec, |s| s["process"]["env"] = serde_json::json!(spec_env))?;
+    set_user(&spec, user)?;
     let out = cx.cd.run(&RunOpts::wasm("", id).config(&spec))?;
     expect_code(&out, 0)?;
 
@@ -152,6 +170,7 @@ pub fn paths(cx: &Ctx) -> Result<()> {
     // An entrypoint symlinked out of the rootfs is looked up inside it, not on the host.
     for entry in ["/out-abs.wasm", "/out-rel.wasm"] {
         let spec = images::config_spec(&cx.cd, id, &rootfs, &[entry], serde_json::json!({}))?;
+        set_user(&spec, user)?;
         let out = cx.cd.run(&RunOpts::wasm("", id).config(&spec).timeout(Duration::from_secs(20)))?;
         println!("  entrypoint {entry}: exit {:?}, {}", out.code, out.stderr.lines().last().unwrap_or(""));
         ensure(!out.success() && !out.stdout.contains("hello from wasm"), || format!("{entry} ran the module outside the rootfs: {out}"))?;
@@ -360,8 +379,17 @@ fn busybox_script(tries: &[&str]) -> String {
 /// included) and only the granted `/dev` nodes open. Busybox under runc makes the same attempts
 /// on the same rootfs: everything it is refused, the guest is refused too.
 pub fn kernel_interfaces(cx: &Ctx) -> Result<()> {
+    kernel_interfaces_as(cx, "s-kernel", None)
+}
+
+/// [`kernel_interfaces`] with the guest (and busybox under runc) running as uid/gid 1000.
+pub fn kernel_interfaces_nonroot(cx: &Ctx) -> Result<()> {
+    kernel_interfaces_as(cx, "s-kernel-1000", Some(1000))
+}
+
+fn kernel_interfaces_as(cx: &Ctx, id: &str, user: Option<u32>) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let id = "s-kernel";
+    println!("  as uid {}", user.unwrap_or(0));
     let g = guests::Guests::load()?;
     let rootfs = cx.cd.dir.join(format!("rootfs-{id}"));
     let mut files = images::busybox_files()?;
@@ -404,13 +432,14 @@ pub fn kernel_interfaces(cx: &Ctx) -> Result<()> {
             mounts.push(serde_json::json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "ro"]}));
         }
     })?;
+    set_user(&spec, user)?;
     let out = cx.cd.run(&RunOpts::wasm("", id).config(&spec))?;
     expect_code(&out, 0)?;
     let wasm = attempts(&out.stdout);
     let result = |t: &str| wasm.iter().find(|(a, _)| a == t).map(|(_, r)| r.clone());
 
     // The same attempts by busybox under runc, same rootfs, same mounts.
-    let rid = "s-kernel-runc";
+    let rid = &format!("{id}-runc");
     let script = busybox_script(&tries);
     let rspec = images::config_spec(&cx.cd, rid, &rootfs, &["/bin/sh", "-c", &script], serde_json::json!({}))?;
     std::fs::copy(&spec, &rspec)?;
