@@ -19,13 +19,13 @@ all: build
 
 # containerd, runc and ctr from Debian's packages when missing; libseccomp's headers (the shim
 # links libseccomp, as runc does); for the CRI cases protoc (the k8s-cri crate's build), the CNI
-# plugins in /usr/lib/cni, busybox-static (sidecar images) and ip (bridge teardown); the
-# wasm32-wasip1 target.
+# plugins in /usr/lib/cni, busybox-static (sidecar images) and ip (bridge teardown); curl (the
+# demo asks its function with it); the wasm32-wasip1 target.
 deps:
 	@missing=""; \
 	for b in containerd:containerd ctr:containerd runc:runc protoc:protobuf-compiler \
 	         /usr/lib/cni/bridge:containernetworking-plugins /bin/busybox:busybox-static \
-	         ip:iproute2 /usr/include/seccomp.h:libseccomp-dev pkg-config:pkg-config; do \
+	         ip:iproute2 /usr/include/seccomp.h:libseccomp-dev pkg-config:pkg-config curl:curl; do \
 	  { command -v $${b%%:*} || test -e $${b%%:*}; } >/dev/null 2>&1 || missing="$$missing $${b##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -59,7 +59,9 @@ test: deps build guests
 soak: deps build guests
 	$(CARGO) test --release -p wasm-shim-e2e --test e2e -- --include-ignored soak::
 
+# The demo's wasi:http function is the suite's http guest made a component (guest-file).
 demo: deps build guests
+	$(CARGO) build --release -p wasm-shim-e2e --bin guest-file
 	bash test/demo.sh
 
 # Fuzzing (not part of `make test`): each target for FUZZ_SECONDS with libFuzzer through cargo

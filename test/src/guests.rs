@@ -128,6 +128,10 @@ impl Guests {
         Ok(Guests { bytes })
     }
 
+    pub fn try_get(&self, name: &str) -> Option<&[u8]> {
+        self.bytes.get(name).map(Vec::as_slice)
+    }
+
     pub fn get(&self, name: &str) -> &[u8] {
         self.bytes
             .get(name)
