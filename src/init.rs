@@ -159,7 +159,7 @@ fn read_artifact(bundle: &Path) -> Result<Option<(String, Vec<u8>)>, InitError> 
 
 /// The workload's bytes, `path` opened inside `root` (see `rootfs::open_in_root`); one larger
 /// than the settings allow is refused before it is read.
-fn read_module(root: &Path, path: &Path, shown: &str, settings: &Settings) -> Result<Vec<u8>, InitError> {
+fn read_module(root: &std::fs::File, path: &Path, shown: &str, settings: &Settings) -> Result<Vec<u8>, InitError> {
     use std::io::Read;
     let cannot = |e: std::io::Error| {
         let kind = if e.kind() == std::io::ErrorKind::PermissionDenied { ErrorKind::FailedPrecondition } else { ErrorKind::InvalidArgument };
@@ -253,7 +253,10 @@ fn stage2(
             let path = wasm_shim_oci::resolve_executable(&root, &rc.entrypoint.path, rc.path_env.as_deref(), &rc.cwd)?;
             let inside = Path::new("/").join(path.strip_prefix(&root).unwrap_or(&path));
             let shown = inside.display().to_string();
-            let bytes = security::as_user_for_files(process, || read_module(&root, &inside, &shown, &settings))
+            // The root is opened as root (the bundle's directories are containerd's, 0700); only
+            // what is beneath it is read with the guest's ids.
+            let root_dir = std::fs::File::open(&root).map_err(|e| InitError::internal(format!("{}: {e}", root.display())))?;
+            let bytes = security::as_user_for_files(process, || read_module(&root_dir, &inside, &shown, &settings))
                 .map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))??;
             (shown, bytes)
         }

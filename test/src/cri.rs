@@ -485,6 +485,10 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// In the pod's pid namespace (the pod shares one, `shareProcessNamespace`).
     pub share_pid: bool,
+    /// `securityContext.seccompProfile: RuntimeDefault`.
+    pub runtime_default_seccomp: bool,
+    /// `securityContext.runAsUser` (and `runAsGroup`, the same id).
+    pub run_as: Option<i64>,
 }
 
 impl ContainerSpec {
@@ -496,7 +500,22 @@ impl ContainerSpec {
             args: Vec::new(),
             env: Vec::new(),
             share_pid: false,
+            runtime_default_seccomp: false,
+            run_as: None,
         }
+    }
+
+    /// `seccompProfile: {type: RuntimeDefault}`, as Kubernetes' restricted Pod Security Standard
+    /// asks.
+    pub fn runtime_default_seccomp(mut self) -> Self {
+        self.runtime_default_seccomp = true;
+        self
+    }
+
+    /// `runAsUser`/`runAsGroup`.
+    pub fn run_as(mut self, id: i64) -> Self {
+        self.run_as = Some(id);
+        self
     }
 
     /// Joins the pod's shared pid namespace (the pod must share one).
@@ -525,6 +544,8 @@ impl ContainerSpec {
         format!("{}.log", self.name)
     }
 
+    // `seccomp_profile_path` is deprecated in the CRI API and still what containerd 1.6 reads.
+    #[allow(deprecated)]
     pub fn config(&self) -> api::ContainerConfig {
         api::ContainerConfig {
             metadata: Some(api::ContainerMetadata {
@@ -546,6 +567,14 @@ impl ContainerSpec {
                         ipc: api::NamespaceMode::Pod as i32,
                         ..Default::default()
                     }),
+                    seccomp: self.runtime_default_seccomp.then(|| api::SecurityProfile {
+                        profile_type: api::security_profile::ProfileType::RuntimeDefault as i32,
+                        ..Default::default()
+                    }),
+                    // containerd 1.6 reads the older field too.
+                    seccomp_profile_path: if self.runtime_default_seccomp { "runtime/default".into() } else { String::new() },
+                    run_as_user: self.run_as.map(|value| api::Int64Value { value }),
+                    run_as_group: self.run_as.map(|value| api::Int64Value { value }),
                     ..Default::default()
                 }),
             }),

@@ -582,24 +582,26 @@ pub fn enter(spec: &Spec, root: &Path) -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// Opens `path` (absolute in the container) for reading as if `root` were `/`: `..` and
-/// symlinks, absolute or relative, cannot leave it, even if the tree changes meanwhile
-/// (`openat2` with `RESOLVE_IN_ROOT`; Linux 5.6+, else a scoped join and `O_NOFOLLOW`).
-pub fn open_in_root(root: &Path, path: &Path) -> std::io::Result<fs::File> {
-    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
-    use std::os::unix::fs::OpenOptionsExt;
+/// Opens `path` (absolute in the container) for reading as if the directory `root` were `/`:
+/// `..` and symlinks, absolute or relative, cannot leave it, even if the tree changes meanwhile
+/// (`openat2` with `RESOLVE_IN_ROOT`; Linux 5.6+, else a scoped join and `O_NOFOLLOW`). Only
+/// what is beneath `root` is searched with the caller's ids: the directories above it may be
+/// closed to the guest's user (containerd's bundle directories are).
+pub fn open_in_root(root: &fs::File, path: &Path) -> std::io::Result<fs::File> {
     let rel = path.strip_prefix("/").unwrap_or(path);
-    let dir = fs::File::open(root)?;
     // Non-blocking and no controlling tty: a fifo or a device swapped in meanwhile must not
     // hang or affect the init; only a regular file is returned.
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let file = match nix::fcntl::openat2(&dir, rel, how) {
+    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let how = OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let file = match nix::fcntl::openat2(root, rel, how) {
         Ok(fd) => fs::File::from(fd),
         Err(nix::Error::ENOSYS) => {
-            let target = safe_path::scoped_join(root, rel)?;
-            fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY).open(target)?
+            // Resolved once through the root's path, opened beneath its descriptor.
+            let root_path = fs::read_link(format!("/proc/self/fd/{}", root.as_raw_fd()))?;
+            let target = safe_path::scoped_join(&root_path, rel)?;
+            let inside = target.strip_prefix(&root_path).map_err(std::io::Error::other)?;
+            let inside = if inside.as_os_str().is_empty() { Path::new(".") } else { inside };
+            fs::File::from(nix::fcntl::openat(root, inside, flags | OFlag::O_NOFOLLOW, nix::sys::stat::Mode::empty())?)
         }
         Err(e) => return Err(e.into()),
     };

@@ -959,3 +959,38 @@ pub fn wasm_http_function(cx: &Ctx) -> Result<()> {
         expect_line(&log, &function, "request GET /")
     })
 }
+
+/// `seccompProfile: RuntimeDefault` with `runAsUser: 1000`, as Kubernetes' restricted Pod
+/// Security Standard asks. The CRI puts containerd's default profile in the spec; the shim loads
+/// it on the init (`Seccomp: 2` in its status, uid 1000) and the guests still work under it: a
+/// command runs to exit 0, a long-running guest logs and stops on the CRI's SIGTERM.
+pub fn wasm_runtime_default_seccomp(cx: &Ctx) -> Result<()> {
+    need_wasm(cx)?;
+    with_pod(cx, "wasm-restricted", WASM_HANDLER, |cri, pod| {
+        let hello = wasm("hello", "/hello.wasm").runtime_default_seccomp().run_as(1000);
+        let (st, log) = run_to_exit(cri, pod, hello, Duration::from_secs(30))?;
+        ensure(st.exit_code == 0 && log_has(&log, "stdout", "hello from wasm"), || {
+            format!("hello under RuntimeDefault: exit {}: {}", st.exit_code, show_log(&log))
+        })?;
+        let app = wasm("sleeper", "/sleep.wasm").args(["30"]).runtime_default_seccomp().run_as(1000);
+        let (id, _) = pod.start(cri, app.clone())?;
+        wait_logged(cri, pod, &app, &id, "sleeping")?;
+        let bundle = cx.cd.task_state_dir_in("k8s.io").join(&id);
+        let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)?;
+        let seccomp = &spec["linux"]["seccomp"];
+        ensure(seccomp["defaultAction"].is_string() && seccomp["syscalls"].as_array().is_some_and(|s| !s.is_empty()), || {
+            format!("the CRI put no seccomp profile in the spec: {seccomp}")
+        })?;
+        let pid = std::fs::read_to_string(bundle.join("init.pid"))?.trim().to_string();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("").to_string();
+        println!("  init {pid} under RuntimeDefault: Seccomp {}, Uid {}, NoNewPrivs {}", field("Seccomp:"), field("Uid:"), field("NoNewPrivs:"));
+        ensure(field("Seccomp:") == "2", || format!("the init is not filtered: Seccomp {}", field("Seccomp:")))?;
+        ensure(field("Uid:").split_whitespace().all(|u| u == "1000"), || format!("Uid {}", field("Uid:")))?;
+        cri.stop_container(&id, 10)?;
+        let st = cri.container_status(&id)?;
+        ensure(st.state == cri::ContainerState::ContainerExited as i32 && st.exit_code == 143, || {
+            format!("after StopContainer: {} exit {}", cri::state_name(st.state), st.exit_code)
+        })
+    })
+}
