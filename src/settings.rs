@@ -22,6 +22,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use wasm_shim_engine::{EngineConfig, DEFAULT_MAX_SIZE};
+use wasm_shim_oci::{parse_size, SIZE_GRAMMAR};
 
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/containerd-shim-wasm/cache";
 
@@ -111,25 +112,6 @@ fn switch(value: &str) -> Option<bool> {
     }
 }
 
-/// `1073741824`, `1G`, `512M`, `64k` (binary units).
-pub fn parse_size(value: &str) -> Option<u64> {
-    let v = value.trim();
-    let (digits, unit) = match v.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => v.split_at(i),
-        None => (v, ""),
-    };
-    let n: u64 = digits.parse().ok()?;
-    let shift = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => return None,
-    };
-    n.checked_mul(1u64 << shift)
-}
-
 /// CPUs as Kubernetes writes them: `1`, `0.5`, `2.25`, `500m`; in thousandths of a CPU. Zero
 /// (no CPU at all) is refused.
 pub fn parse_cpus(value: &str) -> Option<u64> {
@@ -187,7 +169,7 @@ impl Settings {
             if let Some(v) = get(name) {
                 match parse_size(&v) {
                     Some(n) => *field = n,
-                    None => log::warn!("{name}={v:?} is not a size; using {field}"),
+                    None => log::warn!("{name}={v:?} is not a size ({SIZE_GRAMMAR}); using {}", show_size(*field)),
                 }
             }
         }
@@ -209,7 +191,7 @@ impl Settings {
         if let Some(v) = get(COMPILE_MEMORY) {
             match parse_size(&v).filter(|&n| n > 0) {
                 Some(n) => s.compile_memory = n,
-                None => log::warn!("{COMPILE_MEMORY}={v:?} is not a size; using {}", show_size(s.compile_memory)),
+                None => log::warn!("{COMPILE_MEMORY}={v:?} is not a size ({SIZE_GRAMMAR}); using {}", show_size(s.compile_memory)),
             }
         }
         if let Some(v) = get(COMPILE_CPU) {
@@ -314,7 +296,7 @@ mod tests {
     fn compile_bounds() {
         let s = from(&[
             (COMPILE_CGROUP, "/system.slice/wasm-compile"),
-            (COMPILE_MEMORY, "512M"),
+            (COMPILE_MEMORY, "512Mi"),
             (COMPILE_CPU, "1.5"),
             (COMPILE_CONCURRENCY, "3"),
             (COMPILE_TIMEOUT, "90"),
@@ -368,10 +350,10 @@ mod tests {
 
     #[test]
     fn overrides_and_bad_values() {
-        let s = from(&[(CACHE_DIR, "off"), (CACHE_MAX_SIZE, "512M"), (BASELINE, "0"), (POOLING, "yes"), (MAX_MODULE_SIZE, "1G")]);
+        let s = from(&[(CACHE_DIR, "off"), (CACHE_MAX_SIZE, "512Mi"), (BASELINE, "0"), (POOLING, "yes"), (MAX_MODULE_SIZE, "1G")]);
         assert_eq!(s.cache_dir, None);
         assert_eq!(s.cache_max_size, 512 << 20);
-        assert_eq!(s.max_module_size, 1 << 30);
+        assert_eq!(s.max_module_size, 1_000_000_000);
         assert!(!s.baseline && s.pooling);
         let s = from(&[(CACHE_DIR, "relative/dir"), (CACHE_MAX_SIZE, "lots"), (BASELINE, "maybe"), (MAX_MODULE_SIZE, "big")]);
         assert_eq!(s, Settings::default());
@@ -380,12 +362,9 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("1024"), Some(1024));
-        assert_eq!(parse_size("2G"), Some(2 << 30));
-        assert_eq!(parse_size("64k"), Some(64 << 10));
-        assert_eq!(parse_size("10MiB"), Some(10 << 20));
-        assert_eq!(parse_size("1.5G"), None);
-        assert_eq!(parse_size("G"), None);
+        // The one grammar (wasm_shim_oci::size): Gi is 2^30, G is 10^9, as in a pod's limits.
+        assert_eq!(parse_size("2Gi"), Some(2 << 30));
+        assert_eq!(parse_size("2G"), Some(2_000_000_000));
         assert_eq!(show_size(300 << 20), "300 MiB");
         assert_eq!(show_size(3 << 29), "1.5 GiB");
         assert_eq!(show_size(100), "100 bytes");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use oci_spec::runtime::Spec;
 
 use crate::error::OciError;
+use crate::size::parse_size;
 
 /// What the workload is: `wagi` serves a WASI preview 1 module CGI-style, `http` insists on a
 /// `wasi:http/incoming-handler` component, `command` runs the program even if it could serve.
@@ -145,11 +146,11 @@ pub fn http_config(spec: &Spec, env: &[(String, String)]) -> Result<HttpConfig, 
     if let Some(v) = get(REQUEST_MEMORY) {
         config.request_memory = parse_size(v)
             .filter(|n| *n >= 64 << 10)
-            .ok_or_else(|| bad(REQUEST_MEMORY, v, "a size of at least 64Ki, such as 64Mi or 1Gi"))?;
+            .ok_or_else(|| bad(REQUEST_MEMORY, v, "a size of at least 64Ki, such as 64Mi or 1Gi (Mi, Gi: powers of 1024; M, G: of 1000)"))?;
     }
     if let Some(v) = get(MAX_BODY) {
         config.max_body =
-            parse_size(v).ok_or_else(|| bad(MAX_BODY, v, "a size such as 1Mi or 16Mi"))?;
+            parse_size(v).ok_or_else(|| bad(MAX_BODY, v, "a size such as 1Mi or 16Mi (Mi, Gi: powers of 1024; M, G: of 1000)"))?;
     }
     if let Some(v) = get(ALLOWED_OUTBOUND) {
         config.allowed_outbound = v
@@ -179,24 +180,6 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_millis(ms))
-}
-
-/// Bytes, as Kubernetes writes quantities: `1048576`, `512Ki`, `64Mi`, `1Gi`, `100M`, `1G`.
-pub fn parse_size(v: &str) -> Option<u64> {
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (number, unit) = v.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let factor: u64 = match unit.trim() {
-        "" => 1,
-        "k" | "K" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(factor)
 }
 
 #[cfg(test)]
@@ -293,12 +276,9 @@ mod tests {
     }
 
     #[test]
-    fn durations_and_sizes() {
+    fn durations() {
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("5"), Some(Duration::from_secs(5)));
         assert_eq!(parse_duration("1.5s"), None);
-        assert_eq!(parse_size("512Ki"), Some(512 << 10));
-        assert_eq!(parse_size("1G"), Some(1_000_000_000));
-        assert_eq!(parse_size("99999999999999Gi"), None);
     }
 }

@@ -35,6 +35,7 @@ pub mod http;
 pub mod image;
 pub mod resolve;
 pub mod runconfig;
+pub mod size;
 pub mod spec;
 
 pub use classify::{classify, Kind};
@@ -47,4 +48,5 @@ pub use image::{
 };
 pub use resolve::{resolve_executable, DEFAULT_PATH};
 pub use runconfig::{run_config, RunConfig};
+pub use size::{parse_size, SIZE_GRAMMAR};
 pub use spec::load_spec;
