@@ -1,21 +1,16 @@
 //! One container as the shim sees it: its rootfs mounts, cgroup, stdio, the init process
 //! (pidfd) and the thread that waits for its exit. The task service drives it.
 
-use std::fs::{File, OpenOptions};
 use std::collections::HashMap;
 use std::io::BufReader;
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use containerd_shim::api::CreateTaskRequest;
 use containerd_shim::protos::events::task::{TaskExit, TaskOOM};
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use log::{debug, warn};
 use wasm_shim_container::cgroup::{self, Cgroup, Resources};
 use wasm_shim_container::process::{self, ExitStatus, PidFd};
@@ -27,7 +22,8 @@ use crate::exec::ExecProcess;
 use crate::native::{self, Runc};
 use crate::protocol::{self, FromInit, ToInit};
 use crate::settings::Settings;
-use crate::task::{Event as TaskEvent, Status};
+use crate::stdio::{open_output, StdinRelay};
+use crate::task::{Event as TaskEvent, Exit, Lifecycle, Status};
 use crate::tty::Terminal;
 
 /// Where the init's host pid is written in the bundle, for the `delete` action after a crash.
@@ -50,26 +46,6 @@ pub const ARTIFACT_FILE: &str = "artifact.wasm";
 pub const ARTIFACT_NAME_FILE: &str = "artifact.name";
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-pub fn now() -> Timestamp {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let mut ts = Timestamp::new();
-    ts.seconds = d.as_secs() as i64;
-    ts.nanos = d.subsec_nanos() as i32;
-    ts
-}
-
-#[derive(Debug, Clone)]
-pub struct Exit {
-    pub status: u32,
-    pub at: Timestamp,
-}
-
-pub struct State {
-    pub status: Status,
-    pub exit: Option<Exit>,
-    start_tx: Option<UnixStream>,
-}
-
 pub struct Container {
     pub id: String,
     pub bundle: PathBuf,
@@ -89,93 +65,10 @@ pub struct Container {
     /// it went to: the one entry the shim may hand the running init (a server switching from
     /// baseline to optimized code).
     compiled: Option<(String, PathBuf)>,
-    state: Mutex<State>,
-    exited: Condvar,
+    /// Status and exit; beside them, the channel that releases a waiting wasm init (Start).
+    life: Lifecycle<Option<UnixStream>>,
     /// Exec processes of a native container, by exec id.
     pub execs: Mutex<HashMap<String, Arc<ExecProcess>>>,
-}
-
-/// Copies the stdin FIFO into a pipe that is the guest's fd 0; closing the pipe is how the
-/// guest sees end-of-file. The FIFO is opened without blocking (a blocking open waits for a
-/// writer that may never come, or came and went already, and nothing can end that wait: in a
-/// pod's long-lived shim each such container left a thread and a descriptor behind) and polled:
-/// data is copied as it comes, and the relay ends when the writer closes, when a writer came and
-/// went without writing, or once stopped (the task exited, CloseIO) with nothing left to read.
-pub(crate) struct StdinRelay {
-    stop: Arc<AtomicBool>,
-}
-
-impl StdinRelay {
-    pub(crate) fn start(fifo: &str) -> Result<(StdinRelay, OwnedFd)> {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ShimError::internal)?;
-        let path = fifo.to_string();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        std::thread::Builder::new()
-            .name("stdin".into())
-            .spawn(move || {
-                if let Err(e) = relay(&path, File::from(w), &stopped) {
-                    warn!("stdin {path}: {e}");
-                }
-            })
-            .map_err(ShimError::internal)?;
-        Ok((StdinRelay { stop }, r))
-    }
-
-    /// Ends the relay once what was written so far is delivered.
-    pub(crate) fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// The relay's loop (see [`StdinRelay`]); a guest that is gone (broken pipe) ends it quietly.
-fn relay(fifo: &str, mut out: File, stop: &AtomicBool) -> std::io::Result<()> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::io::{ErrorKind, Read, Write};
-    use std::os::fd::AsFd;
-    let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(fifo)?;
-    let mut buf = vec![0u8; 32 << 10];
-    loop {
-        let stopping = stop.load(Ordering::SeqCst);
-        let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, if stopping { PollTimeout::ZERO } else { PollTimeout::from(100u16) }) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-            Ok(_) => {}
-        }
-        let got = fds[0].revents().unwrap_or(PollFlags::empty());
-        if got.contains(PollFlags::POLLIN) {
-            match f.read(&mut buf) {
-                // The writer closed.
-                Ok(0) => return Ok(()),
-                Ok(n) => match out.write_all(&buf[..n]) {
-                    Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(()),
-                    other => other?,
-                },
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
-                Err(e) => return Err(e),
-            }
-            continue;
-        }
-        // POLLHUP: a writer came and went (Linux reports it only then, not before any writer).
-        if got.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) || stopping {
-            return Ok(());
-        }
-    }
-}
-
-pub(crate) fn open_output(path: &str) -> Result<Option<OwnedFd>> {
-    if path.is_empty() {
-        return Ok(None);
-    }
-    // Read-write, like containerd's own shims: the open never blocks and the FIFO stays valid
-    // while the reader comes and goes.
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| ShimError::internal(format!("{path}: cannot open: {e}")))?;
-    Ok(Some(f.into()))
 }
 
 /// When the entrypoint is not a file of the rootfs, the program may be a wasm layer of the
@@ -446,8 +339,7 @@ impl Container {
             rootfs_mounted: mounted,
             stdin_relay: undo.stdin.take(),
             compiled,
-            state: Mutex::new(State { status: Status::Created, exit: None, start_tx: Some(writer) }),
-            exited: Condvar::new(),
+            life: Lifecycle::new(Some(writer)),
             execs: Mutex::new(HashMap::new()),
         });
         Self::watch(&container, Some(reader), events)?;
@@ -500,8 +392,7 @@ impl Container {
             rootfs_mounted: mounted,
             stdin_relay: undo.stdin.take(),
             compiled: None,
-            state: Mutex::new(State { status: Status::Created, exit: None, start_tx: None }),
-            exited: Condvar::new(),
+            life: Lifecycle::new(None),
             execs: Mutex::new(HashMap::new()),
         });
         Self::watch(&container, None, events)?;
@@ -589,21 +480,17 @@ impl Container {
         if oom_after > oom_before && !oom_sent {
             events.send(TaskOOM { container_id: self.id.clone(), ..Default::default() });
         }
-        let exit = Exit { status: status.code(), at: now() };
-        let mut st = self.state.lock().unwrap();
-        st.status = st.status.next(TaskEvent::Exit).unwrap_or(Status::Stopped);
-        st.start_tx = None;
-        events.send(TaskExit {
-            container_id: self.id.clone(),
-            id: self.id.clone(),
-            pid: self.pid,
-            exit_status: exit.status,
-            exited_at: Some(exit.at.clone()).into(),
-            ..Default::default()
+        self.life.record_exit(status.code(), |exit, start_tx| {
+            *start_tx = None;
+            events.send(TaskExit {
+                container_id: self.id.clone(),
+                id: self.id.clone(),
+                pid: self.pid,
+                exit_status: exit.status,
+                exited_at: Some(exit.at.clone()).into(),
+                ..Default::default()
+            });
         });
-        st.exit = Some(exit);
-        drop(st);
-        self.exited.notify_all();
         if let Some(r) = &self.stdin_relay {
             r.stop();
         }
@@ -625,24 +512,21 @@ impl Container {
     }
 
     pub fn status(&self) -> (Status, Option<Exit>) {
-        let st = self.state.lock().unwrap();
-        (st.status, st.exit.clone())
+        self.life.status()
     }
 
     /// Releases the waiting init; `on_started` runs under the state lock, before the exit can
     /// be recorded, so the start event always precedes the exit event.
     pub fn start(&self, on_started: impl FnOnce()) -> Result<u32> {
-        let mut st = self.state.lock().unwrap();
-        let next = st.status.next(TaskEvent::Start).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
+        let mut life = self.life.lock();
+        life.status().next(TaskEvent::Start).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
         if let Some(runc) = &self.runc {
             runc.start()?;
-            st.status = next;
-            on_started();
-            return Ok(self.pid);
+        } else {
+            let tx = life.extra.as_mut().ok_or_else(|| ShimError::precondition(format!("{}: the init has exited", self.id)))?;
+            protocol::send(tx, &ToInit::Start).map_err(|e| ShimError::precondition(format!("{}: the init has exited: {e}", self.id)))?;
         }
-        let tx = st.start_tx.as_mut().ok_or_else(|| ShimError::precondition(format!("{}: the init has exited", self.id)))?;
-        protocol::send(tx, &ToInit::Start).map_err(|e| ShimError::precondition(format!("{}: the init has exited: {e}", self.id)))?;
-        st.status = next;
+        let _ = life.advance(TaskEvent::Start);
         on_started();
         Ok(self.pid)
     }
@@ -677,53 +561,37 @@ impl Container {
             if let Some(c) = &self.cgroup {
                 let _ = c.thaw();
             }
-            let mut st = self.state.lock().unwrap();
-            if st.status == Status::Paused {
-                st.status = Status::Running;
+            let mut life = self.life.lock();
+            if life.status() == Status::Paused {
+                let _ = life.advance(TaskEvent::Resume);
             }
         }
         Ok(())
     }
 
     pub fn wait(&self) -> Exit {
-        let mut st = self.state.lock().unwrap();
-        loop {
-            if let Some(e) = &st.exit {
-                return e.clone();
-            }
-            st = self.exited.wait(st).unwrap();
-        }
-    }
-
-    fn wait_timeout(&self, d: Duration) -> Option<Exit> {
-        let st = self.state.lock().unwrap();
-        let (st, _) = self.exited.wait_timeout_while(st, d, |s| s.exit.is_none()).unwrap();
-        st.exit.clone()
+        self.life.wait()
     }
 
     pub fn pause(&self) -> Result<()> {
-        let mut st = self.state.lock().unwrap();
-        let next = st.status.next(TaskEvent::Pause).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
-        if let Some(runc) = &self.runc {
-            runc.pause()?;
-            st.status = next;
-            return Ok(());
+        let mut life = self.life.lock();
+        life.status().next(TaskEvent::Pause).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
+        match &self.runc {
+            Some(runc) => runc.pause()?,
+            None => self.cgroup()?.freeze().map_err(|e| ShimError::internal(e.to_string()))?,
         }
-        self.cgroup()?.freeze().map_err(|e| ShimError::internal(e.to_string()))?;
-        st.status = next;
+        let _ = life.advance(TaskEvent::Pause);
         Ok(())
     }
 
     pub fn resume(&self) -> Result<()> {
-        let mut st = self.state.lock().unwrap();
-        let next = st.status.next(TaskEvent::Resume).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
-        if let Some(runc) = &self.runc {
-            runc.resume()?;
-            st.status = next;
-            return Ok(());
+        let mut life = self.life.lock();
+        life.status().next(TaskEvent::Resume).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
+        match &self.runc {
+            Some(runc) => runc.resume()?,
+            None => self.cgroup()?.thaw().map_err(|e| ShimError::internal(e.to_string()))?,
         }
-        self.cgroup()?.thaw().map_err(|e| ShimError::internal(e.to_string()))?;
-        st.status = next;
+        let _ = life.advance(TaskEvent::Resume);
         Ok(())
     }
 
@@ -754,7 +622,7 @@ impl Container {
         if status == Status::Created {
             let _ = self.pidfd.send_signal(libc::SIGKILL);
         }
-        let exit = match self.wait_timeout(Duration::from_secs(10)) {
+        let exit = match self.life.wait_timeout(Duration::from_secs(10)) {
             Some(e) => e,
             None => return Err(ShimError::internal(format!("{}: init did not exit after SIGKILL", self.id))),
         };

@@ -2,18 +2,18 @@
 //! starts them inside the running container; the shim keeps their stdio and a pidfd, and
 //! reports their exit like the init's.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
 use containerd_shim::api::ExecProcessRequest;
 use containerd_shim::protos::events::task::TaskExit;
 use log::warn;
 use wasm_shim_container::process::{ExitStatus, PidFd};
 
-use crate::container::{now, open_output, Exit, StdinRelay};
+use crate::stdio::{open_output, StdinRelay};
 use crate::errors::{Result, ShimError};
 use crate::events::Events;
 use crate::native::Runc;
-use crate::task::{Event as TaskEvent, Status};
+use crate::task::{Event as TaskEvent, Exit, Lifecycle, Status};
 use crate::tty::Terminal;
 
 pub struct ExecProcess {
@@ -24,15 +24,14 @@ pub struct ExecProcess {
     pub stderr: String,
     process_json: Vec<u8>,
     terminal: bool,
-    state: Mutex<ExecState>,
-    exited: Condvar,
+    life: Lifecycle<ExecState>,
 }
 
+/// What an exec process holds once started, beside its status and exit.
+#[derive(Default)]
 struct ExecState {
-    status: Status,
     pid: u32,
     pidfd: Option<Arc<PidFd>>,
-    exit: Option<Exit>,
     stdin_relay: Option<StdinRelay>,
     tty: Option<Terminal>,
 }
@@ -52,15 +51,14 @@ impl ExecProcess {
             stderr: req.stderr.clone(),
             process_json: spec.value.clone(),
             terminal: req.terminal,
-            state: Mutex::new(ExecState { status: Status::Created, pid: 0, pidfd: None, exit: None, stdin_relay: None, tty: None }),
-            exited: Condvar::new(),
+            life: Lifecycle::new(ExecState::default()),
         }))
     }
 
     /// Runs the process with runc; `on_started` runs before its exit can be recorded.
     pub fn start(self: &Arc<Self>, runc: &Runc, bundle: &std::path::Path, events: &Events, on_started: impl FnOnce(u32)) -> Result<u32> {
-        let mut st = self.state.lock().unwrap();
-        let next = st.status.next(TaskEvent::Start).map_err(|e| ShimError::precondition(format!("exec {}: {e}", self.id)))?;
+        let mut life = self.life.lock();
+        life.status().next(TaskEvent::Start).map_err(|e| ShimError::precondition(format!("exec {}: {e}", self.id)))?;
         let (relay, stdio) = if self.terminal {
             (None, [None, None, None])
         } else if self.stdin.is_empty() {
@@ -79,7 +77,8 @@ impl ExecProcess {
             }
         };
         let pidfd = Arc::new(PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?);
-        st.status = next;
+        let _ = life.advance(TaskEvent::Start);
+        let st = &mut life.extra;
         st.pid = pid as u32;
         st.pidfd = Some(pidfd.clone());
         st.stdin_relay = relay;
@@ -87,7 +86,7 @@ impl ExecProcess {
             st.tty = Some(Terminal::attach(m, &self.stdin, &self.stdout)?);
         }
         on_started(pid as u32);
-        drop(st);
+        drop(life);
         let me = self.clone();
         let events = events.clone();
         std::thread::Builder::new()
@@ -102,43 +101,34 @@ impl ExecProcess {
             warn!("{}: wait for exec {}: {e}", self.container_id, self.id);
             ExitStatus::Signaled(libc::SIGKILL)
         });
-        let exit = Exit { status: status.code(), at: now() };
-        let mut st = self.state.lock().unwrap();
-        st.status = Status::Stopped;
-        events.send(TaskExit {
-            container_id: self.container_id.clone(),
-            id: self.id.clone(),
-            pid: st.pid,
-            exit_status: exit.status,
-            exited_at: Some(exit.at.clone()).into(),
-            ..Default::default()
+        self.life.record_exit(status.code(), |exit, st| {
+            events.send(TaskExit {
+                container_id: self.container_id.clone(),
+                id: self.id.clone(),
+                pid: st.pid,
+                exit_status: exit.status,
+                exited_at: Some(exit.at.clone()).into(),
+                ..Default::default()
+            });
+            if let Some(r) = &st.stdin_relay {
+                r.stop();
+            }
         });
-        st.exit = Some(exit);
-        if let Some(r) = &st.stdin_relay {
-            r.stop();
-        }
-        drop(st);
-        self.exited.notify_all();
     }
 
     pub fn status(&self) -> (Status, u32, Option<Exit>) {
-        let st = self.state.lock().unwrap();
-        (st.status, st.pid, st.exit.clone())
+        let pid = self.life.lock().extra.pid;
+        let (status, exit) = self.life.status();
+        (status, pid, exit)
     }
 
     pub fn wait(&self) -> Exit {
-        let mut st = self.state.lock().unwrap();
-        loop {
-            if let Some(e) = &st.exit {
-                return e.clone();
-            }
-            st = self.exited.wait(st).unwrap();
-        }
+        self.life.wait()
     }
 
     pub fn kill(&self, signal: u32) -> Result<()> {
-        let st = self.state.lock().unwrap();
-        match (&st.pidfd, st.status) {
+        let life = self.life.lock();
+        match (&life.extra.pidfd, life.status()) {
             (Some(p), Status::Running) => p.send_signal(signal as i32).map_err(|e| {
                 if e.raw_os_error() == Some(libc::ESRCH) {
                     ShimError::not_found(format!("exec {}: process already finished", self.id))
@@ -152,31 +142,26 @@ impl ExecProcess {
     }
 
     pub fn resize(&self, rows: u32, cols: u32) -> Result<()> {
-        match &self.state.lock().unwrap().tty {
+        match &self.life.lock().extra.tty {
             Some(t) => t.resize(rows, cols),
             None => Err(ShimError::precondition(format!("exec {}: has no terminal", self.id))),
         }
     }
 
     pub fn close_stdin(&self) {
-        if let Some(r) = &self.state.lock().unwrap().stdin_relay {
+        if let Some(r) = &self.life.lock().extra.stdin_relay {
             r.stop();
         }
     }
 
     /// Delete: allowed once it has exited, or if it never started (waiters then see 0).
     pub fn delete(&self) -> Result<Exit> {
-        let mut st = self.state.lock().unwrap();
-        if st.status == Status::Created {
-            // Never started: release anyone waiting for it.
-            let exit = Exit { status: 0, at: now() };
-            st.status = Status::Stopped;
-            st.exit = Some(exit.clone());
-            drop(st);
-            self.exited.notify_all();
-            return Ok(exit);
+        let (status, exit) = self.life.status();
+        if status == Status::Created {
+            // Never started: release anyone waiting for it (a start racing this one finds it
+            // stopped).
+            return Ok(self.life.record_exit(0, |_, _| {}));
         }
-        let (status, exit) = (st.status, st.exit.clone());
         match (status, exit) {
             (Status::Stopped, Some(e)) => Ok(e),
             _ => Err(ShimError::precondition(format!("exec {}: cannot delete a running process; kill it first", self.id))),

@@ -9,6 +9,7 @@
 //! - `creating`: Creates in progress, which a Delete of their id cancels.
 //! - `container`: one container's rootfs, cgroup, stdio, init process and exit.
 //! - `exec`: exec processes of native containers.
+//! - `stdio`: containerd's stdio FIFOs as a task's descriptors (the stdin relay).
 //! - `tty`: terminals of native containers and exec processes.
 //! - `task`: the task lifecycle state machine.
 //! - `native`: native containers (pause, sidecars) handed to runc.
@@ -43,6 +44,7 @@ mod service;
 mod shim;
 mod slots;
 mod stats;
+mod stdio;
 mod task;
 mod tty;
 

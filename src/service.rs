@@ -114,7 +114,7 @@ impl Service {
             if self.get(&req.id).is_err() {
                 return Ok(DeleteResponse {
                     exit_status: 128 + libc::SIGKILL as u32,
-                    exited_at: MessageField::some(crate::container::now()),
+                    exited_at: MessageField::some(crate::task::now()),
                     ..Default::default()
                 });
             }

@@ -16,7 +16,8 @@ use containerd_shim::{spawn, Config, ExitSignal, Flags, StartOpts};
 use log::warn;
 use wasm_shim_container::process;
 
-use crate::container::{cgroup_for, now, INIT_PID_FILE, INIT_START_FILE};
+use crate::container::{cgroup_for, INIT_PID_FILE, INIT_START_FILE};
+use crate::task::now;
 use crate::events::Events;
 use crate::service::Service;
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use log::warn;
 use wasm_shim_container::pty::{self, ConsoleSocket};
 
-use crate::container::open_output;
+use crate::stdio::open_output;
 use crate::errors::{Result, ShimError};
 
 /// Console sockets live here: the bundle path is too long for a unix socket name.
