@@ -1100,6 +1100,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("precompile::bad_images_then_good", Wasm, Box::new(precompile::bad_images_then_good));
     add("precompile::one_shot", Wasm, Box::new(precompile::one_shot));
     add("precompile::bounded", Wasm, Box::new(precompile::bounded));
+    add("precompile::first_start_timing", Wasm, Box::new(precompile::first_start_timing));
     add("http::component", Wasm, Box::new(http::component));
     add("http::sigterm_drains_in_flight", Wasm, Box::new(http::sigterm_drains));
     add("http::baseline_then_optimized", Wasm, Box::new(http::baseline_then_optimized));

@@ -14,7 +14,7 @@ use wasm_shim_e2e::images::BUSYBOX_IMAGE;
 use wasm_shim_e2e::{process, RunOpts, Stdin};
 use wasm_shim_oci::{write_image_tar, ImageFile, ImageSpec, Style};
 
-use super::cache::{nonce, unique_hello};
+use super::cache::{nonce, unique_hello, with_nonce};
 use super::Ctx;
 
 fn hex_digest(bytes: &[u8]) -> String {
@@ -326,4 +326,79 @@ pub fn bounded(cx: &Ctx) -> Result<()> {
     let stayed = wasm_shim_e2e::containerd::remove_cgroup_tree(&cgroup);
     result?;
     ensure(stayed.is_empty(), || format!("compile cgroup still in use: {stayed:?}"))
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// `ctr run --rm` of `image` to its exit, timed; `expect` is in its stdout.
+fn timed_run(cx: &Ctx, image: &str, id: &str, expect: &str) -> Result<Duration> {
+    let started = Instant::now();
+    let out = cx.cd.run(&RunOpts::wasm(image, id).timeout(Duration::from_secs(120)))?;
+    let took = started.elapsed();
+    ensure(out.success() && out.stdout.contains(expect), || format!("{out}"))?;
+    Ok(took)
+}
+
+/// First start of a never-run image, `ctr run` to exit, without and with `precompile` run
+/// on the image first (medians of `runs`), for the hello guest and, when built (`make
+/// big-guest`), the 6.7 MB big guest. Every precompiled first start must be a cache hit; for
+/// the big guest the precompiled start must also be faster than the cold one.
+pub fn first_start_timing(cx: &Ctx) -> Result<()> {
+    let runs: usize = std::env::var("PRECOMPILE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let big = wasm_shim_e2e::guests::guests_dir().join("big/target/wasm32-wasip1/release/big.wasm");
+    let mut guests = vec![("hello", wasm_shim_e2e::guests::Guests::load()?.get("hello").to_vec(), "hello from wasm")];
+    if let Ok(bytes) = std::fs::read(&big) {
+        guests.push(("big", bytes, "big: ready"));
+    } else {
+        println!("  (no {}: make big-guest to time the big guest too)", big.display());
+    }
+    for (name, wasm, expect) in guests {
+        let (mut cold, mut warm) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            for precompiled in [false, true] {
+                let id = format!("p-time-{name}-{i}-{}", if precompiled { "pre" } else { "cold" });
+                let wasm = with_nonce(wasm.clone(), &nonce(&id));
+                let digest = hex_digest(&wasm);
+                let image = format!("docker.io/wasmtest/precompile-{name}:{}", &digest[..12]);
+                import(cx, &classic(&image, &wasm))?;
+                if precompiled {
+                    let out = process::run(precompile_command(cx, &[&image], &[]), Stdin::Null, Duration::from_secs(300))?;
+                    ensure(out.code == Some(0), || format!("{out}"))?;
+                }
+                let took = timed_run(cx, &image, &id, expect)?;
+                let compiles = compiles_of(&cx.cd.cache, &digest);
+                if precompiled {
+                    ensure(compiles.len() == 1, || format!("{id}: the precompiled first start compiled: {compiles:?}"))?;
+                    warm.push(took);
+                } else {
+                    ensure(compiles.iter().any(|(t, _)| t == "baseline"), || format!("{id}: the cold start compiled no baseline code: {compiles:?}"))?;
+                    cold.push(took);
+                    // Its background optimized compile ends before the next measure.
+                    wait_optimized(&cx.cd.cache, &digest, Duration::from_secs(300))?;
+                }
+                let _ = cx.cd.ctr_output(["images", "rm", &image]);
+            }
+        }
+        let (c, w) = (median(cold.clone()), median(warm.clone()));
+        println!(
+            "  {name} ({} KiB): first start cold {} (runs {:?}), precompiled {} (runs {:?}): {:.2}x",
+            wasm.len() / 1024,
+            ms(c),
+            cold.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
+            ms(w),
+            warm.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
+            c.as_secs_f64() / w.as_secs_f64()
+        );
+        if name == "big" {
+            ensure(w < c, || format!("big: the precompiled first start ({}) is not faster than the cold one ({})", ms(w), ms(c)))?;
+        }
+    }
+    Ok(())
 }
