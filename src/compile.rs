@@ -43,7 +43,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,7 +73,7 @@ const SLOT_WAIT_MARGIN: Duration = Duration::from_secs(1);
 
 /// A helper's exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
+pub enum Status {
     /// The entry is in the cache (compiled now or found there).
     Stored,
     /// The wasm is invalid: no tier will compile it.
@@ -118,25 +118,57 @@ impl Status {
     }
 }
 
-/// `containerd-shim-wasm-v1 compile-cache <optimized|baseline> <wait|try> <oom_score_adj> <name>`,
-/// the wasm on stdin. Logs to the bundle's `log` FIFO (containerd's log) when it can. Never
-/// returns.
+/// How a helper is run: its second argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A start waits for it: the entry's lock is waited for; logs to the bundle's `log` FIFO.
+    Wait,
+    /// In the background: leaves when another process holds the entry's lock; logs to the
+    /// bundle's `log` FIFO.
+    Try,
+    /// For `precompile`: as `Try`, logging to stderr (the agent's own log), an invalid module
+    /// included (no container will say it instead).
+    Agent,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Wait => "wait",
+            Mode::Try => "try",
+            Mode::Agent => "agent",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Mode> {
+        [Mode::Wait, Mode::Try, Mode::Agent].into_iter().find(|m| m.name() == s)
+    }
+}
+
+/// `containerd-shim-wasm-v1 compile-cache <optimized|baseline> <wait|try|agent> <oom_score_adj> <name>`,
+/// the wasm on stdin. Logs to the bundle's `log` FIFO (containerd's log) when it can, to stderr
+/// in `agent` mode. Never returns.
 pub fn helper_main(args: &[String]) -> ! {
     let status = match args {
-        [tier, lock, adj, name] => helper(tier, lock == "wait", adj, name),
+        [tier, lock, adj, name] if Mode::parse(lock).is_some() => helper(tier, Mode::parse(lock).unwrap_or(Mode::Try), adj, name),
         _ => {
-            eprintln!("usage: containerd-shim-wasm-v1 {MODE} <optimized|baseline> <wait|try> <oom_score_adj> <name> < module.wasm");
+            eprintln!("usage: containerd-shim-wasm-v1 {MODE} <optimized|baseline> <wait|try|agent> <oom_score_adj> <name> < module.wasm");
             Status::Failed
         }
     };
     std::process::exit(status.code());
 }
 
-fn helper(tier: &str, wait: bool, adj: &str, name: &str) -> Status {
+fn helper(tier: &str, mode: Mode, adj: &str, name: &str) -> Status {
     let started = Instant::now();
+    let wait = mode == Mode::Wait;
     // First: not the shim's OOM protection (containerd's -999 is inherited through fork).
     let adj_written = set_oom_score_adj(adj);
-    init_log();
+    if mode == Mode::Agent {
+        crate::precompile::init_stderr_log(log::LevelFilter::Info);
+    } else {
+        init_log();
+    }
     if let Err(e) = adj_written {
         warn!("compile cache: {name}: oom_score_adj {adj}: {e}");
     }
@@ -239,7 +271,12 @@ fn helper(tier: &str, wait: bool, adj: &str, name: &str) -> Status {
         }
         Ok(_) => Status::Stored,
         Err(e) if e.is_invalid_input() => {
-            debug!("compile cache: {e}");
+            // A container reports it itself when it starts; the agent has nobody else to.
+            if mode == Mode::Agent {
+                warn!("compile cache: {e}");
+            } else {
+                debug!("compile cache: {e}");
+            }
             Status::Invalid
         }
         Err(e) => {
@@ -352,10 +389,10 @@ fn helper_program() -> Command {
 }
 
 /// The command line of a helper.
-fn helper_command(settings: &Settings, bundle: &Path, tier: Tier, wait: bool, oom_score_adj: i32, name: &str) -> Command {
+fn helper_command(settings: &Settings, bundle: &Path, tier: Tier, mode: Mode, oom_score_adj: i32, name: &str) -> Command {
     let mut cmd = helper_program();
     cmd.arg(tier.name())
-        .arg(if wait { "wait" } else { "try" })
+        .arg(mode.name())
         .arg(oom_score_adj.to_string())
         .arg(name)
         .env_clear()
@@ -400,14 +437,21 @@ fn ended(status: std::io::Result<std::process::ExitStatus>) -> (Option<i32>, Opt
 fn run(settings: &Settings, bundle: &Path, tier: Tier, name: &str, bytes: &Arc<Vec<u8>>, by: &Requester) -> Status {
     let limit = settings.compile_timeout;
     let started = Instant::now();
-    let cmd = helper_command(settings, bundle, tier, true, by.oom_score_adj.max(0), name);
-    let mut child = match start(cmd, bytes.clone(), by.cgroup) {
+    let cmd = helper_command(settings, bundle, tier, Mode::Wait, by.oom_score_adj.max(0), name);
+    let child = match start(cmd, bytes.clone(), by.cgroup) {
         Ok(c) => c,
         Err(e) => {
             warn!("compile cache: cannot start the {tier} compile helper: {e}");
             return Status::Failed;
         }
     };
+    let status = wait_for(child, started, limit);
+    debug!("compile cache: {name}: {tier} helper {status:?} after {:?}", started.elapsed());
+    status
+}
+
+/// Waits for a helper started at `started`, at most `limit`; then kills it.
+fn wait_for(mut child: Child, started: Instant, limit: Duration) -> Status {
     let (tx, rx) = mpsc::channel();
     let pid = child.id();
     let waiter = std::thread::Builder::new().name(format!("compile-{pid}")).spawn(move || {
@@ -416,23 +460,55 @@ fn run(settings: &Settings, bundle: &Path, tier: Tier, name: &str, bytes: &Arc<V
     if waiter.is_err() {
         return Status::Failed;
     }
-    let status = match rx.recv_timeout(limit) {
+    match rx.recv_timeout(limit.saturating_sub(started.elapsed())) {
         Ok((code, signal)) => Status::from_exit(code, signal, started.elapsed(), limit),
         Err(_) => {
             // Not reaped yet (the waiter holds it), so the pid is still this helper's.
             let _ = wasm_shim_container::process::kill(pid as i32, libc::SIGKILL);
             Status::TimedOut
         }
+    }
+}
+
+/// For `precompile`: compiles optimized code for `bytes` into the cache as a background compile
+/// of the node is (the compile cgroup and its limits, OOM score 1000, nice 10, the background
+/// time limit, a compile slot that leaves one to starts, the entry's lock: never twice at once,
+/// never again when present), and waits for it. The helper logs to this process's stderr.
+pub fn precompile(settings: &Settings, name: &str, bytes: Vec<u8>) -> Status {
+    let started = Instant::now();
+    let cgroup = compile_cgroup(Path::new(CGROUP_ROOT), settings);
+    let mut cmd = helper_command(settings, Path::new("/"), Tier::Optimized, Mode::Agent, BACKGROUND_OOM_SCORE_ADJ, name);
+    cmd.stderr(Stdio::inherit());
+    let child = match start(cmd, Arc::new(bytes), cgroup.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("compile cache: cannot start the optimized compile helper: {e}");
+            return Status::Failed;
+        }
     };
-    debug!("compile cache: {name}: {tier} helper {status:?} after {:?}", started.elapsed());
+    PRECOMPILE_HELPER.store(child.id(), Ordering::SeqCst);
+    let status = wait_for(child, started, settings.background_compile_timeout);
+    PRECOMPILE_HELPER.store(0, Ordering::SeqCst);
     status
+}
+
+/// The pid of the helper `precompile` waits for, 0 when none.
+static PRECOMPILE_HELPER: AtomicU32 = AtomicU32::new(0);
+
+/// Kills the helper `precompile` waits for, if any (the agent is stopping: the helper runs in
+/// the compile cgroup, out of reach of a stop of the agent's own cgroup).
+pub fn kill_precompile_helper() {
+    let pid = PRECOMPILE_HELPER.swap(0, Ordering::SeqCst);
+    if pid != 0 {
+        let _ = wasm_shim_container::process::kill(pid as i32, libc::SIGKILL);
+    }
 }
 
 /// Starts the optimized helper in the background, in the node's compile cgroup: nobody waits
 /// for it, a thread reaps it. Returns its pid.
 fn background(settings: &Settings, bundle: &Path, name: &str, bytes: Arc<Vec<u8>>) -> Option<u32> {
     let cgroup = compile_cgroup(Path::new(CGROUP_ROOT), settings);
-    let cmd = helper_command(settings, bundle, Tier::Optimized, false, BACKGROUND_OOM_SCORE_ADJ, name);
+    let cmd = helper_command(settings, bundle, Tier::Optimized, Mode::Try, BACKGROUND_OOM_SCORE_ADJ, name);
     match start(cmd, bytes, cgroup.as_ref()) {
         Ok(mut child) => {
             let pid = child.id();
@@ -591,6 +667,14 @@ mod tests {
     }
 
     #[test]
+    fn modes_round_trip() {
+        for m in [Mode::Wait, Mode::Try, Mode::Agent] {
+            assert_eq!(Mode::parse(m.name()), Some(m));
+        }
+        assert_eq!(Mode::parse("later"), None);
+    }
+
+    #[test]
     fn exit_codes_round_trip() {
         for s in [Status::Stored, Status::Invalid, Status::Busy, Status::Failed, Status::TimedOut] {
             assert_eq!(Status::from_code(Some(s.code())), s);
@@ -737,7 +821,7 @@ mod tests {
         let lock = std::fs::File::create(cache.path().join(format!("{key}.lock"))).unwrap();
         lock.lock().unwrap();
         let started = Instant::now();
-        let cmd = helper_command(&s, bundle.path(), Tier::Baseline, true, 0, "/a.wasm");
+        let cmd = helper_command(&s, bundle.path(), Tier::Baseline, Mode::Wait, 0, "/a.wasm");
         let mut child = start(cmd, Arc::new(WAT.as_bytes().to_vec()), None).unwrap();
         let status = child.wait().unwrap();
         let took = started.elapsed();

@@ -17,6 +17,8 @@
 //! - `compile`: the hidden `compile-cache` mode (helpers that fill the compile cache outside
 //!   the container) and the shim side that starts them, bounded (cgroup, OOM score, timeout).
 //! - `slots`: the node-wide cap on concurrent compiles (lock files in the cache directory).
+//! - `precompile`: the `precompile` mode: an image's wasm compiled into the cache before its
+//!   first start (one-shot, or a node agent following containerd's image events).
 //! - `install`: the `install` mode: the binary next to containerd, the `wasm` runtime in its config.
 //! - `doctor`: the `doctor` mode: checks a node and prints one line per finding with its fix.
 //! - `settings`: the `WASM_SHIM_*` environment (cache, baseline first start, pooling, the
@@ -37,6 +39,7 @@ mod exec;
 mod init;
 mod install;
 mod native;
+mod precompile;
 mod protocol;
 mod serve;
 mod settings;
@@ -60,6 +63,7 @@ fn main() {
         }
         Some(compile::MODE) => compile::helper_main(&args.collect::<Vec<_>>()),
         Some("install") => std::process::exit(install::main(&args.collect::<Vec<_>>())),
+        Some("precompile") => std::process::exit(precompile::main(&args.collect::<Vec<_>>())),
         Some("doctor") => std::process::exit(doctor::main(&args.collect::<Vec<_>>())),
         _ => {}
     }

@@ -13,7 +13,8 @@
 //! - `wasm::*`: the shim's cases: output, exit codes, args/env/cwd, files, stdin, component,
 //!   WAT, `#export`, TCP through `wasi:sockets` both ways (`--net-host`), signals, limits,
 //!   pause/resume, metrics, events, bad inputs (broken `config.json` and a huge module in
-//!   `e2e/badspec.rs`), the compile cache (`e2e/cache.rs`), serving HTTP (`e2e/http.rs`:
+//!   `e2e/badspec.rs`), the compile cache (`e2e/cache.rs`), the precompile agent
+//!   (`e2e/precompile.rs`: `precompile::*`), serving HTTP (`e2e/http.rs`:
 //!   wasi:http, WAGI, drain, outbound, port in use), leak loop, latency print.
 //! - `wasm::faults::*` (e2e/faults.rs): containerd restarted, the shim SIGKILLed, noisy guests
 //!   next to a neighbour. `wasm::sandbox::*` (e2e/sandbox.rs): escapes tried and refused.
@@ -61,6 +62,8 @@ mod sandbox;
 mod soak;
 #[path = "e2e/badspec.rs"]
 mod badspec;
+#[path = "e2e/precompile.rs"]
+mod precompile;
 
 #[path = "e2e/cri.rs"]
 mod cri;
@@ -1093,6 +1096,11 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("soak::pod_shim_1000_tasks", Wasm, Box::new(|cx| soak::pod_shim(cx, 1000)));
     add("cache_compiled_once", Wasm, Box::new(|cx| cache::compiled_once(cx)));
     add("cache_corrupt_entry_recovers", Wasm, Box::new(|cx| cache::corrupt_entry_recovers(cx)));
+    add("precompile::watch_then_first_start_hits", Wasm, Box::new(precompile::watch_then_first_start_hits));
+    add("precompile::bad_images_then_good", Wasm, Box::new(precompile::bad_images_then_good));
+    add("precompile::one_shot", Wasm, Box::new(precompile::one_shot));
+    add("precompile::bounded", Wasm, Box::new(precompile::bounded));
+    add("precompile::first_start_timing", Wasm, Box::new(precompile::first_start_timing));
     add("http::component", Wasm, Box::new(http::component));
     add("http::sigterm_drains_in_flight", Wasm, Box::new(http::sigterm_drains));
     add("http::baseline_then_optimized", Wasm, Box::new(http::baseline_then_optimized));

@@ -24,6 +24,8 @@
 //!   deterministic.
 //! - [`artifact`]: wasm OCI artifacts: which manifest of an index and which layer of a manifest
 //!   is the program (wasm media types), and checking blobs against their digests.
+//! - [`layers`]: a classic image's program found in its layer tarballs without unpacking them
+//!   (merged view with whiteouts and symlinks), for compiling it before any container exists.
 //! - `bin/wasm-image.rs`: the `wasm-image build` command line over [`image`].
 
 pub mod artifact;
@@ -33,6 +35,7 @@ pub mod entrypoint;
 pub mod error;
 pub mod http;
 pub mod image;
+pub mod layers;
 pub mod resolve;
 pub mod runconfig;
 pub mod size;

@@ -25,7 +25,7 @@ fn import_no_unpack(cx: &Ctx, tar: &Path) -> Result<()> {
 
 /// Creates container `id` from `image` (no snapshot; the spec's root is an empty directory)
 /// through containerd's Containers API, with the wasm runtime.
-fn create_container(cx: &Ctx, id: &str, image: &str, args: &[&str]) -> Result<()> {
+pub fn create_container(cx: &Ctx, id: &str, image: &str, args: &[&str]) -> Result<()> {
     let rootfs = cx.cd.dir.join(format!("empty-rootfs-{id}"));
     std::fs::create_dir_all(&rootfs)?;
     let spec_path = images::config_spec(&cx.cd, id, &rootfs, args, serde_json::json!({}))?;
@@ -89,6 +89,11 @@ pub fn runs_from_content_store(cx: &Ctx) -> Result<()> {
 
 /// An OCI layout tarball with one layer of an unknown media type, written by hand.
 fn mystery_tar(path: &Path) -> Result<()> {
+    mystery_tar_named(path, MYSTERY_IMAGE)
+}
+
+/// The same, naming the image `image`.
+pub fn mystery_tar_named(path: &Path, image: &str) -> Result<()> {
     let blob = |data: &[u8]| (format!("sha256:{:x}", sha2::Sha256::digest(data)), data.len());
     let layer = b"\0asm\x01\0\0\0".to_vec();
     let config = br#"{"architecture":"wasm","os":"wasip1"}"#.to_vec();
@@ -104,7 +109,7 @@ fn mystery_tar(path: &Path) -> Result<()> {
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
-            "annotations": {"io.containerd.image.name": MYSTERY_IMAGE, "org.opencontainers.image.ref.name": "1"}}],
+            "annotations": {"io.containerd.image.name": image, "org.opencontainers.image.ref.name": image.rsplit(':').next().unwrap_or("1")}}],
     }))?;
     let mut t = tar::Builder::new(std::fs::File::create(path)?);
     let mut add = |name: &str, data: &[u8]| -> Result<()> {

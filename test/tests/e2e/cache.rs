@@ -15,7 +15,11 @@ use super::Ctx;
 
 /// hello.wasm with a custom section `nonce` holding `nonce`: the same program, a new digest.
 pub(super) fn unique_hello(nonce: &str) -> Result<Vec<u8>> {
-    let mut wasm = guests::Guests::load()?.get("hello").to_vec();
+    Ok(with_nonce(guests::Guests::load()?.get("hello").to_vec(), nonce))
+}
+
+/// `wasm` (a module) with a custom section `nonce` holding `nonce` appended.
+pub(super) fn with_nonce(mut wasm: Vec<u8>, nonce: &str) -> Vec<u8> {
     let name = b"nonce";
     let mut payload = vec![name.len() as u8];
     payload.extend_from_slice(name);
@@ -32,7 +36,7 @@ pub(super) fn unique_hello(nonce: &str) -> Result<Vec<u8>> {
         wasm.push(byte | 0x80);
     }
     wasm.extend_from_slice(&payload);
-    Ok(wasm)
+    wasm
 }
 
 fn hex_digest(bytes: &[u8]) -> String {
