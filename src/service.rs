@@ -235,7 +235,14 @@ impl Task for Service {
     fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TResult<PidsResponse> {
         let c = self.get(&req.id)?;
         let mut pids: Vec<u32> = c.cgroup()?.procs().map(|v| v.into_iter().map(|p| p as u32).collect()).unwrap_or_default();
-        if pids.is_empty() && c.status().0 != TaskStatus::Stopped {
+        if pids.is_empty() {
+            // A task that exited and is not deleted yet has no process, and says so as runc's
+            // shim does: with an error, not an empty list. containerd 2.x, restarting, takes a
+            // shim whose Pids is empty for a leaked one and deletes it, and with it the exit
+            // status of a task that ended while containerd was away.
+            if c.status().0 == TaskStatus::Stopped {
+                return Err(ShimError::precondition(format!("{}: the task has exited; it has no processes", req.id)).into());
+            }
             pids.push(c.pid);
         }
         let processes = pids
