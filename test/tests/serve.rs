@@ -56,6 +56,7 @@ impl Server {
             },
             max_connections: http.max_open_connections(),
             http,
+            metrics: None,
         };
         let s = shutdown.clone();
         let thread = std::thread::spawn(move || engine.serve_upgradable(prepared, listener, &opts, &s, &upgrade).unwrap());

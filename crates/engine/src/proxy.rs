@@ -123,6 +123,7 @@ pub(crate) async fn handle(
         }
     };
     let pre = pre.clone();
+    let metrics = app.metrics.clone();
     // The guest runs in its own task: it may go on writing the body after it set the response.
     let task = tokio::spawn(async move {
         let _permit = permit;
@@ -133,7 +134,11 @@ pub(crate) async fn handle(
                 .call_handle(&mut store, incoming, out)
                 .await
         };
-        match tokio::time::timeout_at(deadline, run).await {
+        let ran = tokio::time::timeout_at(deadline, run).await;
+        if let Some(m) = &metrics {
+            m.instance_memory(store.data().limiter.linear_bytes);
+        }
+        match ran {
             Ok(Ok(())) => Ended::Done,
             Ok(Err(e)) => Ended::Failed(
                 classify(&e, store.data().limiter.hit.as_ref(), None, false).to_string(),
