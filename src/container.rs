@@ -89,6 +89,9 @@ pub struct Container {
     /// it went to: the one entry the shim may hand the running init (a server switching from
     /// baseline to optimized code).
     compiled: Option<(String, PathBuf)>,
+    /// How long Create took, from containerd's request to the init's Ready: told to the init at
+    /// Start, for its metrics (`wasm_shim_create_duration_seconds`).
+    create_took: Duration,
     state: Mutex<State>,
     exited: Condvar,
     /// Exec processes of a native container, by exec id.
@@ -315,6 +318,7 @@ impl Container {
         if !req.checkpoint.is_empty() {
             return Err(ShimError::unimplemented("restoring from a checkpoint is not supported for wasm containers"));
         }
+        let began = std::time::Instant::now();
         let bundle = PathBuf::from(&req.bundle);
         let spec = wasm_shim_oci::load_spec(&bundle)?;
         let mut undo = Undo { rootfs: None, cgroup: None, pid: None, stdin: None, runc: None, armed: true };
@@ -446,6 +450,7 @@ impl Container {
             rootfs_mounted: mounted,
             stdin_relay: undo.stdin.take(),
             compiled,
+            create_took: began.elapsed(),
             state: Mutex::new(State { status: Status::Created, exit: None, start_tx: Some(writer) }),
             exited: Condvar::new(),
             execs: Mutex::new(HashMap::new()),
@@ -500,6 +505,7 @@ impl Container {
             rootfs_mounted: mounted,
             stdin_relay: undo.stdin.take(),
             compiled: None,
+            create_took: Duration::ZERO,
             state: Mutex::new(State { status: Status::Created, exit: None, start_tx: None }),
             exited: Condvar::new(),
             execs: Mutex::new(HashMap::new()),
@@ -641,7 +647,8 @@ impl Container {
             return Ok(self.pid);
         }
         let tx = st.start_tx.as_mut().ok_or_else(|| ShimError::precondition(format!("{}: the init has exited", self.id)))?;
-        protocol::send(tx, &ToInit::Start).map_err(|e| ShimError::precondition(format!("{}: the init has exited: {e}", self.id)))?;
+        let create_micros = u64::try_from(self.create_took.as_micros()).unwrap_or(u64::MAX);
+        protocol::send(tx, &ToInit::Start { create_micros }).map_err(|e| ShimError::precondition(format!("{}: the init has exited: {e}", self.id)))?;
         st.status = next;
         on_started();
         Ok(self.pid)
