@@ -20,12 +20,14 @@ all: build
 # containerd, runc and ctr from Debian's packages when missing; libseccomp's headers (the shim
 # links libseccomp, as runc does); for the CRI cases protoc (the k8s-cri crate's build), the CNI
 # plugins in /usr/lib/cni, busybox-static (sidecar images) and ip (bridge teardown); curl (the
-# demo asks its function with it); the wasm32-wasip1 target.
+# demo asks its function with it); prometheus (the e2e trial that scrapes a serving container's
+# metrics runs a real one); the wasm32-wasip1 target.
 deps:
 	@missing=""; \
 	for b in containerd:containerd ctr:containerd runc:runc protoc:protobuf-compiler \
 	         /usr/lib/cni/bridge:containernetworking-plugins /bin/busybox:busybox-static \
-	         ip:iproute2 /usr/include/seccomp.h:libseccomp-dev pkg-config:pkg-config curl:curl; do \
+	         ip:iproute2 /usr/include/seccomp.h:libseccomp-dev pkg-config:pkg-config curl:curl \
+	         /usr/bin/prometheus:prometheus; do \
 	  { command -v $${b%%:*} || test -e $${b%%:*}; } >/dev/null 2>&1 || missing="$$missing $${b##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -65,6 +65,9 @@ pub struct Container {
     /// it went to: the one entry the shim may hand the running init (a server switching from
     /// baseline to optimized code).
     compiled: Option<(String, PathBuf)>,
+    /// How long Create took, from containerd's request to the init's Ready: told to the init at
+    /// Start, for its metrics (`wasm_shim_create_duration_seconds`).
+    create_took: Duration,
     /// Status and exit; beside them, the channel that releases a waiting wasm init (Start).
     life: Lifecycle<Option<UnixStream>>,
     /// Exec processes of a native container, by exec id.
@@ -208,6 +211,7 @@ impl Container {
         if !req.checkpoint.is_empty() {
             return Err(ShimError::unimplemented("restoring from a checkpoint is not supported for wasm containers"));
         }
+        let began = std::time::Instant::now();
         let bundle = PathBuf::from(&req.bundle);
         let spec = wasm_shim_oci::load_spec(&bundle)?;
         let mut undo = Undo { rootfs: None, cgroup: None, pid: None, stdin: None, runc: None, armed: true };
@@ -339,6 +343,7 @@ impl Container {
             rootfs_mounted: mounted,
             stdin_relay: undo.stdin.take(),
             compiled,
+            create_took: began.elapsed(),
             life: Lifecycle::new(Some(writer)),
             execs: Mutex::new(HashMap::new()),
         });
@@ -392,6 +397,7 @@ impl Container {
             rootfs_mounted: mounted,
             stdin_relay: undo.stdin.take(),
             compiled: None,
+            create_took: Duration::ZERO,
             life: Lifecycle::new(None),
             execs: Mutex::new(HashMap::new()),
         });
@@ -524,7 +530,8 @@ impl Container {
             runc.start()?;
         } else {
             let tx = life.extra.as_mut().ok_or_else(|| ShimError::precondition(format!("{}: the init has exited", self.id)))?;
-            protocol::send(tx, &ToInit::Start).map_err(|e| ShimError::precondition(format!("{}: the init has exited: {e}", self.id)))?;
+            let create_micros = u64::try_from(self.create_took.as_micros()).unwrap_or(u64::MAX);
+            protocol::send(tx, &ToInit::Start { create_micros }).map_err(|e| ShimError::precondition(format!("{}: the init has exited: {e}", self.id)))?;
         }
         let _ = life.advance(TaskEvent::Start);
         on_started();

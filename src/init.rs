@@ -23,7 +23,8 @@ use std::time::Duration;
 use oci_spec::runtime::Spec;
 use wasm_shim_container::{namespaces, process, rootfs, seccomp, security};
 use wasm_shim_engine::{
-    Cache, CacheKey, Engine, EngineError, Origin, Outcome, Prepared, RunOptions, ServeKind, ServeOptions, ServingPool, Shutdown, Tier, Upgrade,
+    Cache, CacheKey, CacheResult, Engine, EngineError, MetricsOptions, Origin, Outcome, Prepared, RunOptions, ServeKind, ServeOptions, ServingPool,
+    Shutdown, StartInfo, Tier, Upgrade,
 };
 use wasm_shim_oci::{classify, Kind, ServeMode};
 
@@ -296,10 +297,13 @@ fn stage2(
     let engine = Engine::with_config(engine_config).map_err(|e| InitError::internal(e.to_string()))?;
     let export = rc.entrypoint.export.as_deref();
     let had_cache = cache.is_some();
-    let prepared = match cache {
+    let compiling = std::time::Instant::now();
+    let (prepared, cache_result) = match cache {
         Some(cache) => load_or_compile(&engine, &settings, cache, &bytes, &shown, export, &mut writer, &mut reader)?,
-        None => engine.prepare(&bytes, &shown, export)?,
+        None => (engine.prepare(&bytes, &shown, export)?, CacheResult::Off),
     };
+    let compile_took = compiling.elapsed();
+    let start_tier = prepared.tier();
     // A server that starts on baseline code switches to the optimized code once the shim has
     // built it: the entry it will ask for.
     let await_optimized = match (serve, had_cache, prepared.tier()) {
@@ -314,14 +318,24 @@ fn stage2(
             format!("{shown}: exports wasi:http/incoming-handler, not wasi:cli/run, and {} says to run it as a command", wasm_shim_oci::http::SERVE),
         ));
     }
-    let (prepared, listener) = match serve {
+    let (prepared, listener, metrics_listener) = match serve {
         Some(kind) => {
             let prepared = engine.serve_as(prepared, kind)?;
             // Listen now, inside Create: a port in use fails the container at once, and
             // connections made before Start wait in the backlog instead of being refused.
-            (prepared, Some(listen(http.port)?))
+            let listener = listen(http.port, wasm_shim_oci::http::PORT)?;
+            let metrics = match http.metrics_port {
+                Some(port) => Some(listen(port, wasm_shim_oci::http::METRICS_PORT)?),
+                None => None,
+            };
+            (prepared, Some(listener), metrics)
         }
-        None => (prepared, None),
+        None => {
+            if let Some(port) = http.metrics_port {
+                log::warn!("{shown}: {}={port} ignored: metrics are kept for served workloads only, and this one runs as a command", wasm_shim_oci::http::METRICS_PORT);
+            }
+            (prepared, None, None)
+        }
     };
 
     // Capabilities, no_new_privs and LSM labels below apply to the calling thread only: check,
@@ -412,11 +426,12 @@ fn stage2(
     }
 
     protocol::send(&mut writer, &FromInit::Ready).map_err(InitError::internal)?;
-    match protocol::recv::<ToInit>(&mut reader) {
-        Ok(Some(ToInit::Start)) => {}
+    let create_took = match protocol::recv::<ToInit>(&mut reader) {
+        Ok(Some(ToInit::Start { create_micros })) => Duration::from_micros(create_micros),
         // The shim is gone or confused: nobody would see our output or exit status.
         _ => process::exit_now(1),
-    }
+    };
+    let start_requested = std::time::Instant::now();
     started.store(true, Ordering::SeqCst);
 
     if let (Some(listener), Some(shutdown)) = (listener, shutdown) {
@@ -426,7 +441,17 @@ fn stage2(
             await_handover(&engine, &mut writer, &reader, key, kind, component, &shown, export, &upgrade);
         }
         let max_connections = http.max_open_connections();
-        let opts = ServeOptions { run: opts, http, max_connections };
+        let metrics = metrics_listener.map(|l| MetricsOptions {
+            listener: Arc::new(l),
+            start: StartInfo {
+                cache: cache_result,
+                tier: start_tier,
+                compile: compile_took,
+                create: Some(create_took),
+                start_requested,
+            },
+        });
+        let opts = ServeOptions { run: opts, http, max_connections, metrics };
         let code = match engine.serve_upgradable(prepared, listener, &opts, &shutdown, &upgrade) {
             Ok(stats) => {
                 log::debug!("{shown}: served {} requests on {} connections", stats.requests, stats.connections);
@@ -518,20 +543,24 @@ fn await_handover(
 }
 
 /// A listener on `port` on every address of the container's network namespace: IPv6 and IPv4
-/// where IPv6 is available, else IPv4.
-fn listen(port: u16) -> Result<std::net::TcpListener, InitError> {
+/// where IPv6 is available, else IPv4. `annotation` sets the port (for the error).
+fn listen(port: u16, annotation: &str) -> Result<std::net::TcpListener, InitError> {
     let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
     let v4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port));
     std::net::TcpListener::bind(v6).or_else(|e| match e.raw_os_error() {
         Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) => std::net::TcpListener::bind(v4),
         _ => Err(e),
     })
-    .map_err(|e| InitError::new(ErrorKind::FailedPrecondition, format!("cannot listen on port {port}: {e} (set {} or PORT to another port)", wasm_shim_oci::http::PORT)))
+    .map_err(|e| {
+        let other = if annotation == wasm_shim_oci::http::PORT { format!("{annotation} or PORT") } else { annotation.to_string() };
+        InitError::new(ErrorKind::FailedPrecondition, format!("cannot listen on port {port}: {e} (set {other} to another port)"))
+    })
 }
 
 /// Compiled code for the workload: mapped from the cache (optimized, else baseline while the
 /// shim has optimized code built), else compiled by the shim's helper and then mapped, else
-/// (no helper result) compiled here. Consumes the cache handle: closed before the guest runs.
+/// (no helper result) compiled here; and whether the cache had it. Consumes the cache handle:
+/// closed before the guest runs.
 #[allow(clippy::too_many_arguments)]
 fn load_or_compile(
     engine: &Engine,
@@ -542,7 +571,7 @@ fn load_or_compile(
     export: Option<&str>,
     writer: &mut UnixStream,
     reader: &mut BufReader<UnixStream>,
-) -> Result<Prepared, InitError> {
+) -> Result<(Prepared, CacheResult), InitError> {
     let tiers: &[Tier] = if settings.baseline { &[Tier::Optimized, Tier::Baseline] } else { &[Tier::Optimized] };
     if let Some(p) = engine.load_cached(&cache, bytes, name, export, tiers)? {
         report_hit(writer, &p);
@@ -550,7 +579,7 @@ fn load_or_compile(
             // Optimized code is still missing (being compiled, or its compile died): ask again.
             protocol::send_compile(writer, name, bytes, false).map_err(InitError::internal)?;
         }
-        return Ok(p);
+        return Ok((p, CacheResult::Hit));
     }
     if bytes.len() as u64 <= protocol::MAX_COMPILE_BYTES {
         protocol::send_compile(writer, name, bytes, true).map_err(InitError::internal)?;
@@ -560,12 +589,12 @@ fn load_or_compile(
         }
         if let Some(p) = engine.load_cached(&cache, bytes, name, export, tiers)? {
             report_hit(writer, &p);
-            return Ok(p);
+            return Ok((p, CacheResult::Miss));
         }
     }
     // Invalid wasm (reported from here as without a cache) or no usable helper result.
     drop(cache);
-    Ok(engine.prepare(bytes, name, export)?)
+    Ok((engine.prepare(bytes, name, export)?, CacheResult::Miss))
 }
 
 fn report_hit(writer: &mut UnixStream, prepared: &Prepared) {

@@ -12,7 +12,7 @@
 //!  | compile helper(s) fill the cache                         | the shim has it compiled
 //!  |--- Compiled ------------------------------------------->| (if it waits), load it
 //!  |<-- Ready | Error --------------------------------------| ready to run
-//!  |--- Start ---------------------------------------------->| run
+//!  |--- Start { create time } ------------------------------>| run
 //!  |<-- Oom ---------------------------------------------------| (memory limit hit)
 //!  |<-- Log (any time) ---------------------------------------| the init's log lines
 //! ```
@@ -37,7 +37,8 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToInit {
     Go,
-    Start,
+    /// Run. `create_micros`: how long Create took as the shim saw it (for the init's metrics).
+    Start { create_micros: u64 },
     /// Answer to `Compile { wait: true }`: the compile helper is done (look in the cache again;
     /// if the code is still not there, compile in the init).
     Compiled,

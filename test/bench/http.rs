@@ -2,8 +2,9 @@
 //! containerd, `ctr run --net-host`) against `wasmtime serve` (wasmtime-cli from crates.io, the
 //! same wasmtime version) serving the same component file on the same machine, with wrk
 //! (Debian's package) at concurrency 1, 10 and 100, keep-alive, alternating servers round by
-//! round; the WAGI module the same way (this shim only: `wasmtime serve` has no WAGI); and the
-//! time from `ctr run` to the first 200 against a hello `ctr run --rm`.
+//! round; the same component with its metrics endpoint on (`metrics-port`, scraped between
+//! runs) against metrics off; the WAGI module the same way (this shim only: `wasmtime serve`
+//! has no WAGI); and the time from `ctr run` to the first 200 against a hello `ctr run --rm`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -99,11 +100,15 @@ impl Drop for Server<'_> {
     }
 }
 
-fn shim_server<'a>(cd: &'a Containerd, id: &str, entry: &str, port: u16, wagi: bool) -> Result<Server<'a>> {
+/// `metrics`: the port of its metrics endpoint (`wasm.containerd.io/metrics-port`), if any.
+fn shim_server<'a>(cd: &'a Containerd, id: &str, entry: &str, port: u16, wagi: bool, metrics: Option<u16>) -> Result<Server<'a>> {
     let mut opts = RunOpts::wasm(GUESTS_IMAGE, id).args([entry]).detach();
     opts.extra.extend(["--net-host".into(), "--annotation".into(), format!("{}={port}", wasm_shim_oci::http::PORT)]);
     if wagi {
         opts.extra.extend(["--annotation".into(), format!("{}=wagi", wasm_shim_oci::http::SERVE)]);
+    }
+    if let Some(m) = metrics {
+        opts.extra.extend(["--annotation".into(), format!("{}={m}", wasm_shim_oci::http::METRICS_PORT)]);
     }
     let out = cd.run(&opts)?;
     if !out.success() {
@@ -144,10 +149,13 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
         result["wasmtime_version"] = json!(v);
     }
 
-    // Throughput and latency: both servers up, alternating wrk runs.
+    // Throughput and latency: every server up, alternating wrk runs; the component also with
+    // its metrics endpoint on, scraped between runs as Prometheus would.
     let (p_shim, p_wt, p_wagi) = (free_port()?, free_port()?, free_port()?);
-    let _shim = shim_server(cd, "bench-http", "/http.wasm", p_shim, false)?;
-    let _wagi = shim_server(cd, "bench-wagi", "/wagi.wasm", p_wagi, true)?;
+    let (p_metrics, p_metrics_ep) = (free_port()?, free_port()?);
+    let _shim = shim_server(cd, "bench-http", "/http.wasm", p_shim, false, None)?;
+    let _metrics = shim_server(cd, "bench-http-metrics", "/http.wasm", p_metrics, false, Some(p_metrics_ep))?;
+    let _wagi = shim_server(cd, "bench-wagi", "/wagi.wasm", p_wagi, true, None)?;
     let _wt = match &wasmtime {
         Some(w) => Some(wasmtime_server(w, &component, p_wt)?),
         None => None,
@@ -156,13 +164,18 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
         let key = c.to_string();
         for _ in 0..rounds {
             push(&mut result, &["shim", &key], wrk(&format!("http://127.0.0.1:{p_shim}/"), c)?);
+            push(&mut result, &["shim_metrics", &key], wrk(&format!("http://127.0.0.1:{p_metrics}/"), c)?);
+            let scrape = http::get(&format!("http://127.0.0.1:{p_metrics_ep}/metrics"))?;
+            if scrape.status != 200 || !scrape.body.contains("wasm_shim_http_requests_total{class=\"2xx\"}") {
+                bail!("metrics endpoint: {scrape}");
+            }
             if wasmtime.is_some() {
                 push(&mut result, &["wasmtime_serve", &key], wrk(&format!("http://127.0.0.1:{p_wt}/"), c)?);
             }
             push(&mut result, &["wagi", &key], wrk(&format!("http://127.0.0.1:{p_wagi}/hello?x=1"), c)?);
         }
     }
-    drop((_shim, _wagi, _wt));
+    drop((_shim, _metrics, _wagi, _wt));
 
     // Time to the first 200 against a hello `ctr run --rm`, interleaved.
     let mut first = Vec::new();
@@ -228,6 +241,13 @@ pub fn print(r: &Value) {
             if !theirs.is_null() {
                 row(&format!("HTTP {p} latency, {c} connections: wasmtime serve"), &field(theirs, p), "ms", None);
             }
+        }
+        let with_metrics = &r["shim_metrics"][&key];
+        if !with_metrics.is_null() {
+            let m = field(with_metrics, "rps");
+            row(&format!("HTTP req/s, {c} connections: metrics on"), &m, "/s", Some((median(&m) / median(&rps), "of metrics off")));
+            let p99 = field(with_metrics, "p99");
+            row(&format!("HTTP p99 latency, {c} connections: metrics on"), &p99, "ms", Some((median(&p99) / median(&field(ours, "p99")), "of metrics off")));
         }
         let wagi = &r["wagi"][&key];
         row(&format!("WAGI req/s, {c} connections: this shim"), &field(wagi, "rps"), "/s", None);

@@ -15,7 +15,8 @@
 //!   pause/resume, metrics, events, bad inputs (broken `config.json` and a huge module in
 //!   `e2e/badspec.rs`), the compile cache (`e2e/cache.rs`), the precompile agent
 //!   (`e2e/precompile.rs`: `precompile::*`), serving HTTP (`e2e/http.rs`:
-//!   wasi:http, WAGI, drain, outbound, port in use), leak loop, latency print.
+//!   wasi:http, WAGI, drain, outbound, port in use; `e2e/metrics.rs`: the metrics endpoint
+//!   scraped by a real Prometheus), leak loop, latency print.
 //! - `wasm::faults::*` (e2e/faults.rs): containerd restarted, the shim SIGKILLed, noisy guests
 //!   next to a neighbour. `wasm::sandbox::*` (e2e/sandbox.rs): escapes tried and refused.
 //! - `wasm::concurrent_200_no_lost_exits`, `wasm::pod_shim_100_tasks_no_growth` (e2e/soak.rs),
@@ -54,6 +55,8 @@ mod artifact;
 mod cache;
 #[path = "e2e/http.rs"]
 mod http;
+#[path = "e2e/metrics.rs"]
+mod metrics;
 #[path = "e2e/faults.rs"]
 mod faults;
 #[path = "e2e/sandbox.rs"]
@@ -1108,6 +1111,8 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("http::outbound_allowed_and_denied", Wasm, Box::new(http::outbound));
     add("http::port_in_use", Wasm, Box::new(http::port_in_use));
     add("http::bad_annotation", Wasm, Box::new(http::bad_annotation));
+    add("http::metrics_scraped_by_prometheus", Wasm, Box::new(metrics::scraped_by_prometheus));
+    add("http::metrics_bad_port", Wasm, Box::new(metrics::bad_port));
     add("latency_vs_runc", Wasm, Box::new(wasm_latency));
 
     // Faults around running tasks (e2e/faults.rs): containerd restarted, the shim killed, guests

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use wasm_shim_e2e::guests::{self, Guests};
 use wasm_shim_e2e::http::{self, Reply};
 use wasm_shim_engine::{
-    Engine, EngineConfig, Prepared, RunOptions, ServeKind, ServeOptions, ServeStats, ServingPool, Shutdown, Tier,
-    Upgrade,
+    CacheResult, Engine, EngineConfig, MetricsOptions, Prepared, RunOptions, ServeKind, ServeOptions, ServeStats, ServingPool,
+    Shutdown, StartInfo, Tier, Upgrade,
 };
 use wasm_shim_oci::HttpConfig;
 
@@ -44,6 +44,10 @@ impl Server {
     }
 
     fn serve(engine: Engine, prepared: Prepared, guest: &str, http: HttpConfig, upgrade: Upgrade) -> Server {
+        Server::serve_metrics(engine, prepared, guest, http, upgrade, None)
+    }
+
+    fn serve_metrics(engine: Engine, prepared: Prepared, guest: &str, http: HttpConfig, upgrade: Upgrade, metrics: Option<MetricsOptions>) -> Server {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
@@ -56,6 +60,7 @@ impl Server {
             },
             max_connections: http.max_open_connections(),
             http,
+            metrics,
         };
         let s = shutdown.clone();
         let thread = std::thread::spawn(move || engine.serve_upgradable(prepared, listener, &opts, &s, &upgrade).unwrap());
@@ -455,4 +460,135 @@ fn connection_cap_holds_the_next_client_until_one_closes() {
     drop((second, third));
     let stats = s.stop();
     assert_eq!((stats.connections, stats.requests), (3, 4), "{stats:?}");
+}
+
+/// A metrics endpoint on a listener of its own, and what a scrape shows.
+fn with_metrics(tier: Tier) -> (MetricsOptions, SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let start = StartInfo {
+        cache: CacheResult::Hit,
+        tier,
+        compile: Duration::from_millis(3),
+        create: Some(Duration::from_millis(40)),
+        start_requested: Instant::now(),
+    };
+    (MetricsOptions { listener: Arc::new(listener), start }, addr)
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let r = http::get(&format!("http://{addr}/metrics")).unwrap();
+    assert_eq!(r.status, 200, "{r}");
+    assert!(r.header("content-type").unwrap().starts_with("application/openmetrics-text"), "{r:?}");
+    r.body
+}
+
+/// The value of the sample `series` (name and labels as written) in an exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// What the server counts is what its clients saw: statuses by class, 503 and 504, requests in
+/// flight while a guest sleeps, the linear memory of each request's instance (the memory route
+/// grows it), and the tier of the code, which flips when the optimized build is handed over.
+#[test]
+fn metrics_follow_the_server() {
+    let http = HttpConfig { max_concurrency: 1, request_timeout: Duration::from_millis(500), ..Default::default() };
+    let engine = serving_engine(&http);
+    let bytes = guests().get("http");
+    let prepare = |tier| engine.serve_as(engine.prepare_tier(bytes, "http", None, tier).unwrap(), ServeKind::Http).unwrap();
+    let upgrade = Upgrade::new();
+    let (opts, maddr) = with_metrics(Tier::Baseline);
+    let s = Server::serve_metrics(engine.clone(), prepare(Tier::Baseline), "http", http, upgrade.clone(), Some(opts));
+    let text = scrape(maddr);
+    assert_eq!(sample(&text, "wasm_shim_http_requests_total{class=\"2xx\"}"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "wasm_shim_code_tier{tier=\"baseline\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "wasm_shim_start_compile_cache{result=\"hit\"}"), Some(1.0), "{text}");
+    assert!(sample(&text, "wasm_shim_start_duration_seconds").is_some_and(|d| d < 10.0), "{text}");
+
+    assert_eq!(s.get("/").status, 200);
+    assert_eq!(s.get("/status/404").status, 404);
+    assert_eq!(s.get("/memory?mb=8").status, 200);
+    let slow = {
+        let url = s.url("/sleep?ms=400");
+        std::thread::spawn(move || http::get(&url).unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(150));
+    let during = scrape(maddr);
+    assert_eq!(s.get("/").status, 503);
+    assert_eq!(slow.join().unwrap().status, 200);
+    assert_eq!(sample(&during, "wasm_shim_http_requests_in_flight"), Some(1.0), "{during}");
+    assert_eq!(s.get("/spin").status, 504);
+    // The timed-out guest's task ends at its next epoch yield, and gives its slot back.
+    std::thread::sleep(Duration::from_millis(100));
+
+    let text = scrape(maddr);
+    assert_eq!(sample(&text, "wasm_shim_http_requests_total{class=\"2xx\"}"), Some(3.0), "{text}");
+    assert_eq!(sample(&text, "wasm_shim_http_requests_total{class=\"4xx\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "wasm_shim_http_requests_total{class=\"5xx\"}"), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "wasm_shim_http_overloaded_total"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "wasm_shim_http_timeouts_total"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "wasm_shim_http_requests_in_flight"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "wasm_shim_http_request_duration_seconds_count"), Some(6.0), "{text}");
+    // Five instances ran (the 503 got none); the memory route's grew past 8 MiB.
+    assert_eq!(sample(&text, "wasm_shim_http_instance_memory_bytes_count"), Some(5.0), "{text}");
+    assert_eq!(sample(&text, "wasm_shim_http_instance_memory_bytes_bucket{le=\"4194304.0\"}"), Some(4.0), "{text}");
+    // Open connections, idle ones included: three more while they are open, as many as before
+    // once they close.
+    let open_now = || sample(&scrape(maddr), "wasm_shim_http_connections_open").unwrap();
+    let until = |want: f64| {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while open_now() != want {
+            assert!(Instant::now() < deadline, "wanted {want} connections open: {}", scrape(maddr));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let before = open_now();
+    let idle: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(s.addr).unwrap()).collect();
+    until(before + 3.0);
+    drop(idle);
+    until(before);
+
+    assert!(upgrade.offer(prepare(Tier::Optimized)));
+    let text = scrape(maddr);
+    assert_eq!(sample(&text, "wasm_shim_code_tier{tier=\"baseline\"}"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "wasm_shim_code_tier{tier=\"optimized\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "wasm_shim_start_tier{tier=\"baseline\"}"), Some(1.0), "{text}");
+    s.stop();
+    // The endpoint closes with the server.
+    assert!(TcpStream::connect(maddr).is_err(), "metrics port still open");
+}
+
+/// The endpoint is not a second app: other paths and methods are refused, an oversized request
+/// head is refused without being read whole, and past its connection cap a scraper waits until
+/// a connection closes.
+#[test]
+fn metrics_endpoint_is_bounded() {
+    let http = HttpConfig::default();
+    let engine = serving_engine(&http);
+    let prepared = engine.serve_as(engine.prepare(guests().get("http"), "http", None).unwrap(), ServeKind::Http).unwrap();
+    let (opts, maddr) = with_metrics(Tier::Optimized);
+    let s = Server::serve_metrics(engine, prepared, "http", http, Upgrade::new(), Some(opts));
+    assert_eq!(http::get(&format!("http://{maddr}/")).unwrap().status, 404);
+    assert_eq!(http::post(&format!("http://{maddr}/metrics"), "text/plain", "x").unwrap().status, 405);
+    let huge = format!("GET /metrics HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(64 << 10));
+    let r = http::raw(maddr, huge.as_bytes(), Duration::from_secs(5)).unwrap();
+    assert!(r.starts_with("HTTP/1.1 431"), "{r:?}");
+
+    // Four idle connections take every slot: a fifth scraper is not answered until one closes.
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(maddr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut waiting = TcpStream::connect(maddr).unwrap();
+    waiting.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    waiting.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(waiting.read(&mut buf).is_err(), "answered past the connection cap");
+    drop(idle);
+    waiting.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reply = String::new();
+    waiting.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200") && reply.contains("# EOF"), "{reply:?}");
+    // The app's own port never serves metrics.
+    assert_eq!(s.get("/metrics").status, 404);
+    s.stop();
 }

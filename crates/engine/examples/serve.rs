@@ -33,6 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         max_connections: http.max_open_connections(),
         http,
+        metrics: None,
     };
     let stats = engine.serve(prepared, listener, &opts, &Shutdown::new())?;
     eprintln!("{stats:?}");

@@ -40,6 +40,9 @@
 //!   matching, resolving name entries for sockets, the sockets a request's
 //!   WASI context gets.
 //! - `wagi`: one request to a WASI p1 module run CGI-style.
+//! - `metrics`: a served workload's Prometheus metrics (`metrics-port`): atomic counters and
+//!   histograms, what the server's state shows at scrape time, the OpenMetrics encoding and
+//!   the `GET /metrics` endpoint.
 //! - `limits`: the `ResourceLimiter` enforcing the memory limit and noting
 //!   when it was hit.
 //! - `outcome`: `Outcome`, mapping errors/traps/exits to it, exit codes.
@@ -51,6 +54,7 @@ mod cache;
 mod engine;
 mod error;
 mod limits;
+mod metrics;
 mod outbound;
 mod outcome;
 mod prepare;
@@ -64,5 +68,6 @@ pub use engine::{Engine, EngineConfig, ServingPool, Tier};
 pub use error::EngineError;
 pub use outcome::{Outcome, EXIT_CANNOT_RUN, EXIT_TRAP};
 pub use prepare::{serves_http_by_default, Origin, Prepared, ServeKind};
+pub use metrics::{CacheResult, MetricsOptions, StartInfo};
 pub use serve::{ServeOptions, ServeStats, Shutdown, Upgrade};
 pub use run::{Capture, RunOptions, Stdio};

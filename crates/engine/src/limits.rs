@@ -31,6 +31,9 @@ pub(crate) struct Limiter {
     memory_limit: Option<u64>,
     /// Set when a memory growth was denied.
     pub(crate) hit: Option<MemoryLimitExceeded>,
+    /// Bytes of linear memory the store's instances have (every memory, grown or created;
+    /// memories never shrink, so this is also the peak).
+    pub(crate) linear_bytes: u64,
 }
 
 impl Limiter {
@@ -38,6 +41,7 @@ impl Limiter {
         Limiter {
             memory_limit,
             hit: None,
+            linear_bytes: 0,
         }
     }
 }
@@ -45,7 +49,7 @@ impl Limiter {
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -62,7 +66,12 @@ impl wasmtime::ResourceLimiter for Limiter {
                 // cleanly instead of limping on into an allocator abort.
                 Err(err)
             }
-            _ => Ok(true),
+            _ => {
+                self.linear_bytes = self
+                    .linear_bytes
+                    .saturating_add(desired.saturating_sub(current) as u64);
+                Ok(true)
+            }
         }
     }
 
@@ -91,6 +100,18 @@ mod tests {
             .to_string()
             .contains("memory limit of 131072 bytes exceeded"));
         assert_eq!(l.hit.as_ref().unwrap().desired, 3 * 65536);
+        // Only what was granted counts as the store's memory.
+        assert_eq!(l.linear_bytes, 65536);
+    }
+
+    #[test]
+    fn counts_the_linear_memory_of_every_memory() {
+        let mut l = Limiter::new(None);
+        assert!(l.memory_growing(0, 2 * 65536, None).unwrap());
+        assert!(l.memory_growing(2 * 65536, 5 * 65536, None).unwrap());
+        // A second memory, created.
+        assert!(l.memory_growing(0, 65536, None).unwrap());
+        assert_eq!(l.linear_bytes, 6 * 65536);
     }
 
     #[test]

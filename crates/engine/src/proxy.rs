@@ -15,6 +15,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::limits::Limiter;
+use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::outcome::classify;
 use crate::serve::App;
@@ -26,6 +27,17 @@ pub(crate) struct ProxyState {
     table: ResourceTable,
     pub(crate) limiter: Limiter,
     hooks: Outbound,
+    /// Told the instance's memory when the store goes, however the request ended (the task
+    /// may be aborted at its deadline).
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Drop for ProxyState {
+    fn drop(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.instance_memory(self.limiter.linear_bytes);
+        }
+    }
 }
 
 impl WasiView for ProxyState {
@@ -107,6 +119,7 @@ pub(crate) async fn handle(
         table: ResourceTable::new(),
         limiter: Limiter::new(Some(app.config.request_memory)),
         hooks: app.outbound.clone(),
+        metrics: app.metrics.clone(),
     };
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|s| &mut s.limiter);

@@ -31,6 +31,7 @@ use wasm_shim_oci::HttpConfig;
 
 use crate::engine::Engine;
 use crate::error::EngineError;
+use crate::metrics::{Live, Metrics, MetricsOptions};
 use crate::prepare::{Kind, Prepared};
 use crate::outbound::{AllowList, Outbound};
 use crate::run::{wasi_builder, RunOptions};
@@ -53,6 +54,8 @@ pub struct ServeOptions {
     /// Client connections open at once (at least 1); the next one is not accepted until one
     /// closes. The shim passes `HttpConfig::max_open_connections`.
     pub max_connections: u32,
+    /// Prometheus metrics on a listener of their own; `None`: none kept at all.
+    pub metrics: Option<MetricsOptions>,
 }
 
 /// Asks a running `serve` to stop accepting and drain. Cheap to clone; `trigger` may be called
@@ -124,6 +127,7 @@ pub(crate) struct App {
     requests: AtomicU64,
     upgrade: Upgrade,
     upgraded_requests: AtomicU64,
+    pub(crate) metrics: Option<Arc<Metrics>>,
 }
 
 impl App {
@@ -151,6 +155,9 @@ impl App {
 
     /// 504, and a line in the container's log.
     pub(crate) fn timed_out(&self, label: &str) -> hyper::Response<HyperOutgoingBody> {
+        if let Some(m) = &self.metrics {
+            m.timed_out();
+        }
         eprintln!(
             "{}: {label}: no response within {:?} ({})",
             self.file,
@@ -166,8 +173,28 @@ impl App {
         req: hyper::Request<hyper::body::Incoming>,
         peer: SocketAddr,
     ) -> hyper::Response<HyperOutgoingBody> {
+        match self.metrics.clone() {
+            None => self.respond(prepared, req, peer).await,
+            Some(m) => {
+                let since = std::time::Instant::now();
+                let r = self.respond(prepared, req, peer).await;
+                m.request(r.status().as_u16(), since.elapsed());
+                r
+            }
+        }
+    }
+
+    async fn respond(
+        self: Arc<Self>,
+        prepared: Arc<Prepared>,
+        req: hyper::Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+    ) -> hyper::Response<HyperOutgoingBody> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+            if let Some(m) = &self.metrics {
+                m.overloaded();
+            }
             let mut r = plain(503, "too many requests in flight\n");
             r.headers_mut()
                 .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
@@ -260,6 +287,7 @@ impl Engine {
             requests: AtomicU64::new(0),
             upgrade: upgrade.clone(),
             upgraded_requests: AtomicU64::new(0),
+            metrics: opts.metrics.as_ref().map(|m| Arc::new(Metrics::new(m.start.clone()))),
         });
 
         // The epoch clock: request deadlines and a busy guest's yields count its ticks.
@@ -287,9 +315,35 @@ impl Engine {
         let mut stop = shutdown.0.subscribe();
         let max_open = opts.max_connections.max(1);
         let open = Arc::new(Semaphore::new(max_open as usize));
+        // The metrics endpoint: its own listener, task and connection cap, on this runtime.
+        let exposition = match (&app.metrics, &opts.metrics) {
+            (Some(metrics), Some(o)) => {
+                let listener = o.listener.try_clone().map_err(|e| internal("metrics listener", e))?;
+                listener.set_nonblocking(true).map_err(|e| internal("metrics listener", e))?;
+                let max_concurrency = u64::from(opts.http.max_concurrency);
+                let (limit, open, upgrade, current) = (app.limit.clone(), open.clone(), upgrade.clone(), prepared.clone());
+                let registry = crate::metrics::registry(metrics.clone(), move || Live {
+                    in_flight: max_concurrency.saturating_sub(limit.available_permits() as u64),
+                    max_concurrency,
+                    connections: u64::from(max_open).saturating_sub(open.available_permits() as u64),
+                    tier: Some(upgrade.for_kind(&current).map_or(current.tier(), |better| better.tier())),
+                });
+                Some((listener, Arc::new(registry), metrics.clone()))
+            }
+            _ => None,
+        };
         let result = runtime.block_on(async {
             let listener = tokio::net::TcpListener::from_std(listener)
                 .map_err(|e| internal("listener", e))?;
+            let exposing = match exposition {
+                Some((listener, registry, metrics)) => {
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .map_err(|e| internal("metrics listener", e))?;
+                    metrics.accepting();
+                    Some(tokio::spawn(crate::metrics::serve(listener, registry, shutdown.0.subscribe())))
+                }
+                None => None,
+            };
             let graceful = GracefulShutdown::new();
             let mut connections = 0u64;
             let mut said_full = false;
@@ -300,6 +354,9 @@ impl Engine {
                 let slot = match open.clone().try_acquire_owned() {
                     Ok(slot) => slot,
                     Err(_) => {
+                        if let Some(m) = &app.metrics {
+                            m.connection_cap_reached();
+                        }
                         if !said_full {
                             said_full = true;
                             log::warn!(
@@ -349,6 +406,9 @@ impl Engine {
             }
             drop(listener);
             graceful.shutdown().await;
+            if let Some(task) = exposing {
+                task.abort();
+            }
             Ok(connections)
         });
         ticking.store(false, Ordering::Relaxed);

@@ -84,6 +84,9 @@ pub(crate) async fn handle(
         func.call_async(&mut store, ()).await
     };
     let result = tokio::time::timeout_at(deadline, run).await;
+    if let Some(m) = &app.metrics {
+        m.instance_memory(store.data().limiter.linear_bytes);
+    }
     match result {
         Err(_) => return app.timed_out(&label),
         Ok(Ok(())) => {}

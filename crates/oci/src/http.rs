@@ -30,6 +30,8 @@ pub const REQUEST_MEMORY: &str = "wasm.containerd.io/http-request-memory";
 pub const MAX_BODY: &str = "wasm.containerd.io/http-max-body";
 /// Outbound `wasi:http` destinations, comma-separated `[scheme://]host[:port]`, `*` for any.
 pub const ALLOWED_OUTBOUND: &str = "wasm.containerd.io/http-allowed-outbound";
+/// TCP port of the Prometheus endpoint (`GET /metrics`) of a served workload; none without it.
+pub const METRICS_PORT: &str = "wasm.containerd.io/metrics-port";
 
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 256;
@@ -68,6 +70,8 @@ pub struct HttpConfig {
     pub request_memory: u64,
     pub max_body: u64,
     pub allowed_outbound: Vec<String>,
+    /// [`METRICS_PORT`]: where the server's metrics are served, if anywhere.
+    pub metrics_port: Option<u16>,
 }
 
 impl Default for HttpConfig {
@@ -81,6 +85,7 @@ impl Default for HttpConfig {
             request_memory: DEFAULT_REQUEST_MEMORY,
             max_body: DEFAULT_MAX_BODY,
             allowed_outbound: Vec::new(),
+            metrics_port: None,
         }
     }
 }
@@ -160,6 +165,13 @@ pub fn http_config(spec: &Spec, env: &[(String, String)]) -> Result<HttpConfig, 
             .map(String::from)
             .collect();
     }
+    if let Some(v) = get(METRICS_PORT) {
+        let port = parse_port(v).ok_or_else(|| bad(METRICS_PORT, v, "a port 1-65535"))?;
+        if port == config.port {
+            return Err(bad(METRICS_PORT, v, &format!("a port other than the HTTP server's ({})", config.port)));
+        }
+        config.metrics_port = Some(port);
+    }
     Ok(config)
 }
 
@@ -227,6 +239,7 @@ mod tests {
             (REQUEST_MEMORY, "64Mi"),
             (MAX_BODY, "1Mi"),
             (ALLOWED_OUTBOUND, "http://127.0.0.1:3500, api.example.com ,"),
+            (METRICS_PORT, " 9091 "),
         ]);
         let c = http_config(&s, &[]).unwrap();
         assert_eq!(c.mode, ServeMode::Wagi);
@@ -236,6 +249,19 @@ mod tests {
         assert_eq!(c.request_memory, 64 << 20);
         assert_eq!(c.max_body, 1 << 20);
         assert_eq!(c.allowed_outbound, vec!["http://127.0.0.1:3500", "api.example.com"]);
+        assert_eq!(c.metrics_port, Some(9091));
+    }
+
+    #[test]
+    fn metrics_port_is_off_unless_set_and_never_the_http_port() {
+        assert_eq!(http_config(&spec(&[]), &[]).unwrap().metrics_port, None);
+        // Knative's PORT is the HTTP server's: the metrics cannot take it.
+        let err = http_config(&spec(&[(METRICS_PORT, "9090")]), &env(&[("PORT", "9090")])).unwrap_err().to_string();
+        assert!(err.contains("wasm.containerd.io/metrics-port=\"9090\"") && err.contains("(9090)"), "{err}");
+        let err = http_config(&spec(&[(METRICS_PORT, "8080")]), &[]).unwrap_err().to_string();
+        assert!(err.contains(METRICS_PORT) && err.contains("other than the HTTP server's (8080)"), "{err}");
+        let c = http_config(&spec(&[(PORT, "7070"), (METRICS_PORT, "8080")]), &[]).unwrap();
+        assert_eq!((c.port, c.metrics_port), (7070, Some(8080)));
     }
 
     #[test]
@@ -253,6 +279,9 @@ mod tests {
             (REQUEST_TIMEOUT, "0s"),
             (REQUEST_MEMORY, "1"),
             (MAX_BODY, "lots"),
+            (METRICS_PORT, "0"),
+            (METRICS_PORT, "65536"),
+            (METRICS_PORT, "prometheus"),
         ] {
             let err = http_config(&spec(&[(key, value)]), &[]).unwrap_err();
             let text = err.to_string();

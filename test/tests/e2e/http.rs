@@ -16,7 +16,7 @@ use wasm_shim_e2e::{Leaks, RunOpts};
 use super::{expect_code, free_port, Ctx};
 
 /// `ctr run --net-host [--annotation k=v ...] guests <id> <entry>`, in the foreground.
-fn served(id: &str, entry: &str, annotations: &[(&str, String)]) -> RunOpts {
+pub(crate) fn served(id: &str, entry: &str, annotations: &[(&str, String)]) -> RunOpts {
     let mut opts = RunOpts::wasm(GUESTS_IMAGE, id).args([entry]).timeout(Duration::from_secs(60));
     opts.extra.push("--net-host".into());
     for (k, v) in annotations {
@@ -191,7 +191,7 @@ pub fn port_in_use(cx: &Ctx) -> Result<()> {
 }
 
 /// `ctr run` fails with a line holding `needle`, and nothing is left behind.
-fn refused(cx: &Ctx, id: &str, annotations: &[(&str, String)], needle: &str) -> Result<()> {
+pub(crate) fn refused(cx: &Ctx, id: &str, annotations: &[(&str, String)], needle: &str) -> Result<()> {
     let before = Leaks::measure(&cx.cd);
     let out = cx.cd.run(&served(id, "/http.wasm", annotations).timeout(Duration::from_secs(20)))?;
     ensure(!out.timed_out && out.code.is_some_and(|c| c != 0), || format!("expected `ctr run` to fail: {out}"))?;
