@@ -61,6 +61,8 @@ mod sandbox;
 mod soak;
 #[path = "e2e/badspec.rs"]
 mod badspec;
+#[path = "e2e/features.rs"]
+mod features;
 
 #[path = "e2e/cri.rs"]
 mod cri;
@@ -1093,6 +1095,14 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("soak::pod_shim_1000_tasks", Wasm, Box::new(|cx| soak::pod_shim(cx, 1000)));
     add("cache_compiled_once", Wasm, Box::new(|cx| cache::compiled_once(cx)));
     add("cache_corrupt_entry_recovers", Wasm, Box::new(|cx| cache::corrupt_entry_recovers(cx)));
+    // Wasm features and debuggable traps (e2e/features.rs).
+    add("features::exceptions_first_and_cached_start", Wasm, Box::new(features::exceptions));
+    add("features::gc_first_and_cached_start", Wasm, Box::new(features::gc));
+    add("features::annotation_unknown_name", Wasm, Box::new(features::unknown_name));
+    add("features::annotation_conflict", Wasm, Box::new(features::conflict));
+    add("features::annotation_turns_a_feature_off", Wasm, Box::new(features::turned_off));
+    add("features::trap_names_function_and_leaves_coredump", Wasm, Box::new(features::trap_coredump));
+    add("features::coredump_dir_missing", Wasm, Box::new(features::coredump_dir_missing));
     add("http::component", Wasm, Box::new(http::component));
     add("http::sigterm_drains_in_flight", Wasm, Box::new(http::sigterm_drains));
     add("http::baseline_then_optimized", Wasm, Box::new(http::baseline_then_optimized));

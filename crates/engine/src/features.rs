@@ -51,9 +51,6 @@ pub const FEATURES: &[Feature] = &[
     Feature { name: "wide-arithmetic", default: false, winch: true, requires: &[], set: |c, on| { c.wasm_wide_arithmetic(on); } },
     Feature { name: "custom-page-sizes", default: false, winch: true, requires: &[], set: |c, on| { c.wasm_custom_page_sizes(on); } },
     Feature { name: "stack-switching", default: false, winch: false, requires: &["function-references", "exceptions"], set: |c, on| { c.wasm_stack_switching(on); } },
-    // Known to the grammar so that asking for it says why it cannot be had: wasmtime 48 does
-    // not implement it.
-    Feature { name: "shared-everything-threads", default: false, winch: false, requires: &["threads"], set: |c, on| { c.wasm_shared_everything_threads(on); } },
 ];
 
 /// A malformed or contradictory feature list. The message names the feature.
@@ -194,7 +191,7 @@ mod tests {
         for on in ["simd", "relaxed-simd", "gc", "exceptions", "tail-call", "function-references", "extended-const", "multi-memory", "memory64", "threads"] {
             assert!(d.is_on(on), "{on}");
         }
-        for off in ["wide-arithmetic", "custom-page-sizes", "stack-switching", "shared-everything-threads"] {
+        for off in ["wide-arithmetic", "custom-page-sizes", "stack-switching"] {
             assert!(!d.is_on(off), "{off}");
         }
         assert_eq!(Features::parse("").unwrap(), d);

@@ -118,11 +118,23 @@ fn trap_message(err: &wasmtime::Error, trap: &Trap) -> String {
     if !at.is_empty() {
         text.push_str(&format!(" ({})", at.join(", ")));
     }
-    let callers: Vec<String> = bt.frames().iter().skip(1).take(8).map(frame_name).collect();
+    // Callers, a recursion's repeats folded: `called from deep (x19) <- run <- _start`.
+    let mut callers: Vec<(String, usize)> = Vec::new();
+    for name in bt.frames().iter().skip(1).map(frame_name) {
+        match callers.last_mut() {
+            Some((last, n)) if *last == name => *n += 1,
+            _ => callers.push((name, 1)),
+        }
+    }
     if !callers.is_empty() {
+        let shown: Vec<String> = callers
+            .iter()
+            .take(8)
+            .map(|(name, n)| if *n > 1 { format!("{name} (x{n})") } else { name.clone() })
+            .collect();
         text.push_str(" called from ");
-        text.push_str(&callers.join(" <- "));
-        if bt.frames().len() > 9 {
+        text.push_str(&shown.join(" <- "));
+        if callers.len() > 8 {
             text.push_str(" <- ...");
         }
     }
