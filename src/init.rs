@@ -472,6 +472,9 @@ fn stage2(
         Outcome::Trap { message, oom } => {
             let line = if *oom {
                 format!("{shown}: out of memory: {message}")
+            } else if message.starts_with("wasm trap: ") {
+                // wasmtime's trap text says it already.
+                format!("{shown}: {message}")
             } else {
                 format!("{shown}: wasm trap: {message}")
             };

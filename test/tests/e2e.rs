@@ -13,7 +13,9 @@
 //! - `wasm::*`: the shim's cases: output, exit codes, args/env/cwd, files, stdin, component,
 //!   WAT, `#export`, TCP through `wasi:sockets` both ways (`--net-host`), signals, limits,
 //!   pause/resume, metrics, events, bad inputs (broken `config.json` and a huge module in
-//!   `e2e/badspec.rs`), the compile cache (`e2e/cache.rs`), serving HTTP (`e2e/http.rs`:
+//!   `e2e/badspec.rs`), the compile cache (`e2e/cache.rs`), wasm features (exceptions and GC
+//!   on first and cached starts, the features annotation) and trap core dumps
+//!   (`e2e/features.rs`), serving HTTP (`e2e/http.rs`:
 //!   wasi:http, WAGI, drain, outbound, port in use), leak loop, latency print.
 //! - `wasm::faults::*` (e2e/faults.rs): containerd restarted, the shim SIGKILLed, noisy guests
 //!   next to a neighbour. `wasm::sandbox::*` (e2e/sandbox.rs): escapes tried and refused.

@@ -132,7 +132,7 @@ pub fn trap_coredump(cx: &Ctx) -> Result<()> {
     let out = cx.cd.run(&RunOpts::wasm("", id).config(&spec))?;
     println!("  stderr: {}", out.stderr.trim());
     ensure(out.code == Some(125), || format!("expected the trap's 125: {out}"))?;
-    line_with(&out.stderr, &["/app.wasm: wasm trap:", "unreachable", "in func explode", "wasm offset 0x", "called from compute"])
+    line_with(&out.stderr, &["/app.wasm: wasm trap: wasm `unreachable`", "in func explode", "wasm offset 0x", "called from compute"])
         .with_context(|| format!("{out}"))?;
     line_with(&out.stderr, &["core dump written to /coredumps/app-", ".coredump"]).with_context(|| format!("{out}"))?;
     let dumps: Vec<PathBuf> = std::fs::read_dir(&volume)?.flatten().map(|e| e.path()).collect();
