@@ -84,6 +84,9 @@ pub enum Status {
     Failed,
     /// Its time ran out: no compile slot freed in time, or the compile took too long.
     TimedOut,
+    /// The baseline compiler (Winch) cannot compile it: it uses a feature Winch lacks (GC,
+    /// exceptions, tail calls, ...), or it is invalid. The optimizing compiler decides.
+    Unsupported,
 }
 
 impl Status {
@@ -94,6 +97,7 @@ impl Status {
             Status::Busy => 2,
             Status::Invalid => 3,
             Status::TimedOut => 4,
+            Status::Unsupported => 5,
         }
     }
 
@@ -103,6 +107,7 @@ impl Status {
             Some(2) => Status::Busy,
             Some(3) => Status::Invalid,
             Some(4) => Status::TimedOut,
+            Some(5) => Status::Unsupported,
             _ => Status::Failed,
         }
     }
@@ -270,6 +275,17 @@ fn helper(tier: &str, mode: Mode, adj: &str, name: &str) -> Status {
             Status::TimedOut
         }
         Ok(_) => Status::Stored,
+        // Winch accepts less than Cranelift: not a verdict on the module.
+        Err(e) if e.is_invalid_input() && tier == Tier::Baseline => {
+            info!(
+                "compile cache: {name}: the baseline compiler (Winch) cannot compile it ({e}); compiling optimized code (Cranelift) instead{}",
+                match engine.features().beyond_winch() {
+                    lacks if lacks.is_empty() => String::new(),
+                    lacks => format!(": Winch lacks {}", lacks.join(", ")),
+                }
+            );
+            Status::Unsupported
+        }
         Err(e) if e.is_invalid_input() => {
             // A container reports it itself when it starts; the agent has nobody else to.
             if mode == Mode::Agent {
@@ -562,6 +578,9 @@ pub fn request(settings: &Settings, bundle: &Path, by: &Requester, name: &str, b
             }
             // The init compiles it to report the error as usual.
             Status::Invalid => return,
+            // A feature Winch lacks (or invalid: then the optimized helper says so): the
+            // optimized code, waited for, and cached like any other.
+            Status::Unsupported => {}
             // The optimized compile would take longer still, and the node is too busy or the
             // module too big for its time: straight to the init.
             Status::TimedOut => return timed_out(Tier::Baseline),
@@ -676,7 +695,7 @@ mod tests {
 
     #[test]
     fn exit_codes_round_trip() {
-        for s in [Status::Stored, Status::Invalid, Status::Busy, Status::Failed, Status::TimedOut] {
+        for s in [Status::Stored, Status::Invalid, Status::Busy, Status::Failed, Status::TimedOut, Status::Unsupported] {
             assert_eq!(Status::from_code(Some(s.code())), s);
         }
         assert_eq!(Status::from_code(None), Status::Failed);

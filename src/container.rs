@@ -230,6 +230,14 @@ impl Container {
         if req.terminal {
             return Err(ShimError::unimplemented("a terminal (tty) is not supported for wasm containers: run without -t"));
         }
+        // The workload's wasm features, after the node's: checked here, so that a bad list
+        // fails Create before anything starts (the init checks them again, with wasmtime), and
+        // given to the compile helpers, whose engine must be the init's.
+        let workload = wasm_shim_oci::workload_config(&spec)?;
+        let settings = init_settings();
+        let helper_settings = settings.with_workload_features(&workload.wasm_features).map_err(|e| {
+            ShimError::invalid(format!("annotation {}={:?}: {e}", wasm_shim_oci::debug::WASM_FEATURES, workload.wasm_features))
+        })?;
         // The layer lives in the bundle (on /run: memory) only until the init has read it, which
         // it does before it reports Ready: removed when Create returns, whatever the outcome.
         let artifact = ArtifactFiles(bundle.clone());
@@ -257,7 +265,6 @@ impl Container {
         };
         let stdio = [stdin, open_output(&req.stdout)?, open_output(&req.stderr)?];
 
-        let settings = init_settings();
         let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj()).unwrap_or(0);
         let (sync, theirs) = process::sync_pair().map_err(ShimError::internal)?;
         // /proc/self/exe still names this binary after an upgrade replaced the file on disk.
@@ -305,7 +312,7 @@ impl Container {
                         compiled = Some((wasm_shim_engine::wasm_digest(&bytes), dir.clone()));
                     }
                     let by = crate::compile::Requester { id: &req.id, cgroup: Some(&cg), oom_score_adj, creating: Some(creating) };
-                    crate::compile::request(&settings, &bundle, &by, &name, bytes, wait);
+                    crate::compile::request(&helper_settings, &bundle, &by, &name, bytes, wait);
                     if wait {
                         protocol::send(&mut writer, &ToInit::Compiled).map_err(ShimError::internal)?;
                     }

@@ -23,8 +23,8 @@ use std::time::Duration;
 use oci_spec::runtime::Spec;
 use wasm_shim_container::{namespaces, process, rootfs, seccomp, security};
 use wasm_shim_engine::{
-    Cache, CacheKey, CacheResult, Engine, EngineError, MetricsOptions, Origin, Outcome, Prepared, RunOptions, ServeKind, ServeOptions, ServingPool,
-    Shutdown, StartInfo, Tier, Upgrade,
+    Cache, CacheKey, CacheResult, CoreDumpCapture, Engine, EngineError, Features, MetricsOptions, Origin, Outcome, Prepared, RunOptions, ServeKind,
+    ServeOptions, ServingPool, Shutdown, StartInfo, Tier, Upgrade,
 };
 use wasm_shim_oci::{classify, Kind, ServeMode};
 
@@ -287,14 +287,40 @@ fn stage2(
         ServeMode::Command => None,
         ServeMode::Auto => (rc.entrypoint.export.is_none() && wasm_shim_engine::serves_http_by_default(&bytes)).then_some(ServeKind::Http),
     };
+    // The wasm features (the node's, then the workload's) and core dumps on trap.
+    let workload = wasm_shim_oci::workload_config(spec)?;
+    let features_error = |why: &dyn std::fmt::Display| {
+        let (what, list) = if workload.wasm_features.is_empty() {
+            (crate::settings::WASM_FEATURES, settings.wasm_features.as_str())
+        } else {
+            (wasm_shim_oci::debug::WASM_FEATURES, workload.wasm_features.as_str())
+        };
+        let what = if workload.wasm_features.is_empty() { what.to_string() } else { format!("annotation {what}") };
+        InitError::new(ErrorKind::InvalidArgument, format!("{what}={list:?}: {why}"))
+    };
+    let features = Features::layered(&settings.wasm_features, &workload.wasm_features).map_err(|e| features_error(&e))?;
+    if let Some(dump) = &workload.coredump {
+        // It must be there now (a volume the pod mounts), seen as the guest sees it.
+        if let Err(e) = rootfs::open_dir_in_root(&root, &dump.dir) {
+            return Err(InitError::new(
+                ErrorKind::InvalidArgument,
+                format!("annotation {}={:?}: not a directory of the container: {e}", wasm_shim_oci::debug::COREDUMP_DIR, dump.dir.display()),
+            ));
+        }
+    }
     let mut engine_config = settings.engine_config();
+    engine_config.features = features;
+    engine_config.coredump = workload.coredump.is_some();
     // Every thread of the init must be started after it has dropped privileges and taken its
     // LSM labels (both are per thread): no compiler threads.
     engine_config.single_threaded = true;
     if serve.is_some() {
         engine_config.serving = Some(ServingPool { instances: http.max_concurrency, memory: http.request_memory });
     }
-    let engine = Engine::with_config(engine_config).map_err(|e| InitError::internal(e.to_string()))?;
+    let engine = Engine::with_config(engine_config).map_err(|e| match e {
+        EngineError::Features(why) => features_error(&why),
+        e => InitError::internal(e.to_string()),
+    })?;
     let export = rc.entrypoint.export.as_deref();
     let had_cache = cache.is_some();
     let compiling = std::time::Instant::now();
@@ -383,6 +409,7 @@ fn stage2(
         cwd: rc.cwd.clone(),
         preopens: vec![(PathBuf::from("/"), "/".to_string())],
         memory_limit,
+        coredump: workload.coredump.as_ref().map(|d| CoreDumpCapture::new(d.max_size)),
         ..Default::default()
     };
 
@@ -473,10 +500,24 @@ fn stage2(
         Outcome::Trap { message, oom } => {
             let line = if *oom {
                 format!("{shown}: out of memory: {message}")
+            } else if message.starts_with("wasm trap: ") {
+                // wasmtime's trap text says it already.
+                format!("{shown}: {message}")
             } else {
                 format!("{shown}: wasm trap: {message}")
             };
             let _ = writeln!(std::io::stderr(), "{line}");
+            if let (Some(capture), Some(dump)) = (&opts.coredump, &workload.coredump) {
+                let said = match capture.take() {
+                    Some(Ok(bytes)) => match write_coredump(&dump.dir, &shown, &bytes) {
+                        Ok(path) => format!("{shown}: core dump written to {} ({} bytes)", path.display(), bytes.len()),
+                        Err(e) => format!("{shown}: core dump not written to {}: {e}", dump.dir.display()),
+                    },
+                    Some(Err(why)) => format!("{shown}: core dump not written: {why} ({})", wasm_shim_oci::debug::COREDUMP_MAX_SIZE),
+                    None => format!("{shown}: no core dump recorded for this trap"),
+                };
+                let _ = writeln!(std::io::stderr(), "{said}");
+            }
             if *oom {
                 let _ = protocol::send(&mut writer, &FromInit::Oom { message: line });
             }
@@ -594,6 +635,7 @@ fn load_or_compile(
     }
     // Invalid wasm (reported from here as without a cache) or no usable helper result.
     drop(cache);
+    log::info!("{name}: no compiled code in the cache; compiling it in the container");
     Ok((engine.prepare(bytes, name, export)?, CacheResult::Miss))
 }
 
@@ -601,6 +643,23 @@ fn report_hit(writer: &mut UnixStream, prepared: &Prepared) {
     if let Origin::Cache(key) = prepared.origin() {
         let _ = protocol::send(writer, &FromInit::CacheHit { key: key.clone() });
     }
+}
+
+/// Writes a core dump into `dir`, a directory of the container's view (the init has pivoted
+/// into it and runs as the container's user): resolved inside the root, a new file that cannot
+/// be an existing one or a symlink. Returns its path in the container.
+fn write_coredump(dir: &Path, shown: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    let stem: String = Path::new(shown)
+        .file_stem()
+        .map(|s| s.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect())
+        .unwrap_or_else(|| "wasm".to_string());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let name = format!("{stem}-{}-{:09}.coredump", now.as_secs(), now.subsec_nanos());
+    let handle = rootfs::open_dir_in_root(Path::new("/"), dir)?;
+    let mut file = rootfs::create_new_file_in(&handle, &name)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(dir.join(name))
 }
 
 /// The init has no log pipe: its warnings (a corrupt cache entry, no pooling allocator) go to

@@ -382,7 +382,8 @@ impl Agent {
                 warn!("precompile {ns}/{}: compile stopped after {:?} (WASM_SHIM_BACKGROUND_COMPILE_TIMEOUT)", p.name, started.elapsed());
                 Done::Failed
             }
-            Status::Failed => {
+            // Only the baseline compiler answers this; precompile asks the optimizing one.
+            Status::Failed | Status::Unsupported => {
                 warn!("precompile {ns}/{}: compile failed (see above); the first start compiles it", p.name);
                 Done::Failed
             }

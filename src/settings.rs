@@ -15,13 +15,14 @@
 //! | `WASM_SHIM_COMPILE_CONCURRENCY` | the number of CPUs | compiles at once on the node, every shim together |
 //! | `WASM_SHIM_COMPILE_TIMEOUT` | `300s` | life of a compile helper Create waits for (`90`, `90s`, `5m`) |
 //! | `WASM_SHIM_BACKGROUND_COMPILE_TIMEOUT` | `900s` | life of a background compile helper |
+//! | `WASM_SHIM_WASM_FEATURES` | empty | wasm features on or off for every workload (`+wide-arithmetic,-threads`); a pod's `wasm.containerd.io/wasm-features` applies after it |
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use wasm_shim_engine::{EngineConfig, DEFAULT_MAX_SIZE};
+use wasm_shim_engine::{EngineConfig, Features, DEFAULT_MAX_SIZE};
 use wasm_shim_oci::{parse_size, SIZE_GRAMMAR};
 
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/containerd-shim-wasm/cache";
@@ -37,6 +38,7 @@ const COMPILE_CPU: &str = "WASM_SHIM_COMPILE_CPU";
 const COMPILE_CONCURRENCY: &str = "WASM_SHIM_COMPILE_CONCURRENCY";
 const COMPILE_TIMEOUT: &str = "WASM_SHIM_COMPILE_TIMEOUT";
 const BACKGROUND_COMPILE_TIMEOUT: &str = "WASM_SHIM_BACKGROUND_COMPILE_TIMEOUT";
+pub const WASM_FEATURES: &str = "WASM_SHIM_WASM_FEATURES";
 
 /// The node-level cgroup of background compiles (below the cgroup root; in every v1 hierarchy).
 pub const DEFAULT_COMPILE_CGROUP: &str = "/containerd-shim-wasm/compile";
@@ -79,6 +81,9 @@ pub struct Settings {
     pub compile_timeout: Duration,
     /// The life of a background compile helper.
     pub background_compile_timeout: Duration,
+    /// The node's wasm feature list (`+gc,-simd`), checked; empty for wasmtime's defaults.
+    /// A workload's annotation applies after it ([`Features::layered`]).
+    pub wasm_features: String,
 }
 
 /// The number of CPUs this process may run on, at least 1.
@@ -100,6 +105,7 @@ impl Default for Settings {
             compile_concurrency: cpus(),
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             background_compile_timeout: DEFAULT_BACKGROUND_COMPILE_TIMEOUT,
+            wasm_features: String::new(),
         }
     }
 }
@@ -214,6 +220,12 @@ impl Settings {
                 }
             }
         }
+        if let Some(v) = get(WASM_FEATURES) {
+            match Features::parse(&v) {
+                Ok(_) => s.wasm_features = v.trim().to_string(),
+                Err(e) => log::warn!("{WASM_FEATURES}={v:?}: {e}; using wasmtime's defaults"),
+            }
+        }
         for (name, field) in [(BASELINE, &mut s.baseline), (POOLING, &mut s.pooling)] {
             if let Some(v) = get(name) {
                 match switch(&v) {
@@ -242,10 +254,31 @@ impl Settings {
         cmd.env(COMPILE_CONCURRENCY, self.compile_concurrency.to_string());
         cmd.env(COMPILE_TIMEOUT, format!("{}ms", self.compile_timeout.as_millis()));
         cmd.env(BACKGROUND_COMPILE_TIMEOUT, format!("{}ms", self.background_compile_timeout.as_millis()));
+        cmd.env(WASM_FEATURES, &self.wasm_features);
     }
 
+    /// The engine for these settings: the node's wasm features (checked when read).
     pub fn engine_config(&self) -> EngineConfig {
-        EngineConfig { pooling: self.pooling, serving: None, single_threaded: false }
+        EngineConfig {
+            pooling: self.pooling,
+            serving: None,
+            single_threaded: false,
+            features: Features::parse(&self.wasm_features).unwrap_or_default(),
+            coredump: false,
+        }
+    }
+
+    /// These settings with a workload's feature list after the node's: what the compile
+    /// helpers of that workload get (their engine must be the init's, or the cache keys
+    /// differ). An error names what is wrong with the list.
+    pub fn with_workload_features(&self, workload: &str) -> Result<Settings, wasm_shim_engine::FeatureError> {
+        Features::layered(&self.wasm_features, workload)?;
+        let joined = match (self.wasm_features.as_str(), workload.trim()) {
+            (n, "") => n.to_string(),
+            ("", w) => w.to_string(),
+            (n, w) => format!("{n},{w}"),
+        };
+        Ok(Settings { wasm_features: joined, ..self.clone() })
     }
 
     /// The error for a workload of `size` bytes above [`Settings::max_module_size`].
@@ -361,6 +394,26 @@ mod tests {
     }
 
     #[test]
+    fn wasm_features_node_default_and_workload_layer() {
+        let s = from(&[(WASM_FEATURES, " +wide-arithmetic,-threads ")]);
+        assert_eq!(s.wasm_features, "+wide-arithmetic,-threads");
+        let f = s.engine_config().features;
+        assert!(f.is_on("wide-arithmetic") && !f.is_on("threads") && f.is_on("gc"));
+        // A bad node list is ignored (with a warning): the defaults.
+        let bad = from(&[(WASM_FEATURES, "+warp-drive")]);
+        assert_eq!(bad.wasm_features, "");
+        assert_eq!(bad.engine_config().features, Features::default());
+        // A workload's list applies after the node's.
+        let w = s.with_workload_features("+threads,-gc").unwrap();
+        assert_eq!(w.wasm_features, "+wide-arithmetic,-threads,+threads,-gc");
+        let f = w.engine_config().features;
+        assert!(f.is_on("threads") && !f.is_on("gc") && f.is_on("wide-arithmetic"));
+        assert_eq!(s.with_workload_features("").unwrap(), s);
+        let e = s.with_workload_features("+gc,+nope").unwrap_err();
+        assert!(e.to_string().contains("\"nope\""), "{e}");
+    }
+
+    #[test]
     fn sizes() {
         // The one grammar (wasm_shim_oci::size): Gi is 2^30, G is 10^9, as in a pod's limits.
         assert_eq!(parse_size("2Gi"), Some(2 << 30));
@@ -386,6 +439,7 @@ mod tests {
             compile_concurrency: 7,
             compile_timeout: Duration::from_millis(1500),
             background_compile_timeout: Duration::from_secs(42),
+            wasm_features: "+wide-arithmetic,-threads".into(),
         };
         // What a child reads back from the environment `apply_to` gives it.
         let round_trip = |s: &Settings| {

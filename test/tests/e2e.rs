@@ -14,9 +14,10 @@
 //!   WAT, `#export`, TCP through `wasi:sockets` both ways (`--net-host`), signals, limits,
 //!   pause/resume, metrics, events, bad inputs (broken `config.json` and a huge module in
 //!   `e2e/badspec.rs`), the compile cache (`e2e/cache.rs`), the precompile agent
-//!   (`e2e/precompile.rs`: `precompile::*`), serving HTTP (`e2e/http.rs`:
-//!   wasi:http, WAGI, drain, outbound, port in use; `e2e/metrics.rs`: the metrics endpoint
-//!   scraped by a real Prometheus), leak loop, latency print.
+//!   (`e2e/precompile.rs`: `precompile::*`), wasm features (exceptions and GC on first and
+//!   cached starts, the features annotation) and trap core dumps (`e2e/features.rs`), serving
+//!   HTTP (`e2e/http.rs`: wasi:http, WAGI, drain, outbound, port in use; `e2e/metrics.rs`: the
+//!   metrics endpoint scraped by a real Prometheus), leak loop, latency print.
 //! - `wasm::faults::*` (e2e/faults.rs): containerd restarted, the shim SIGKILLed, noisy guests
 //!   next to a neighbour. `wasm::sandbox::*` (e2e/sandbox.rs): escapes tried and refused.
 //! - `wasm::concurrent_200_no_lost_exits`, `wasm::pod_shim_100_tasks_no_growth` (e2e/soak.rs),
@@ -67,6 +68,8 @@ mod soak;
 mod badspec;
 #[path = "e2e/precompile.rs"]
 mod precompile;
+#[path = "e2e/features.rs"]
+mod features;
 
 #[path = "e2e/cri.rs"]
 mod cri;
@@ -1104,6 +1107,14 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("precompile::one_shot", Wasm, Box::new(precompile::one_shot));
     add("precompile::bounded", Wasm, Box::new(precompile::bounded));
     add("precompile::first_start_timing", Wasm, Box::new(precompile::first_start_timing));
+    // Wasm features and debuggable traps (e2e/features.rs).
+    add("features::exceptions_first_and_cached_start", Wasm, Box::new(features::exceptions));
+    add("features::gc_first_and_cached_start", Wasm, Box::new(features::gc));
+    add("features::annotation_unknown_name", Wasm, Box::new(features::unknown_name));
+    add("features::annotation_conflict", Wasm, Box::new(features::conflict));
+    add("features::annotation_turns_a_feature_off", Wasm, Box::new(features::turned_off));
+    add("features::trap_names_function_and_leaves_coredump", Wasm, Box::new(features::trap_coredump));
+    add("features::coredump_dir_missing", Wasm, Box::new(features::coredump_dir_missing));
     add("http::component", Wasm, Box::new(http::component));
     add("http::sigterm_drains_in_flight", Wasm, Box::new(http::sigterm_drains));
     add("http::baseline_then_optimized", Wasm, Box::new(http::baseline_then_optimized));

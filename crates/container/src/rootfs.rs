@@ -642,6 +642,47 @@ pub fn open_in_root(root: &fs::File, path: &Path) -> std::io::Result<fs::File> {
     Ok(file)
 }
 
+/// Opens the directory `path` (absolute, of the container's view) inside `root`, every
+/// component resolved as if `root` were `/` (symlinks included, never out of it), without
+/// following a magic link. Only a directory is returned.
+pub fn open_dir_in_root(root: &Path, path: &Path) -> std::io::Result<fs::File> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let dir = fs::File::open(root)?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match nix::fcntl::openat2(&dir, rel, how) {
+        Ok(fd) => Ok(fs::File::from(fd)),
+        Err(nix::Error::ENOSYS) => {
+            let target = safe_path::scoped_join(root, rel)?;
+            let file = fs::File::open(target)?;
+            if !file.metadata()?.is_dir() {
+                return Err(std::io::Error::other("not a directory"));
+            }
+            Ok(file)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the new regular file `name` (one component) in `dir`, mode 0600: never an existing
+/// file, never through a symlink.
+pub fn create_new_file_in(dir: &fs::File, name: &str) -> std::io::Result<fs::File> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad file name {name:?}")));
+    }
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+        Mode::from_bits_truncate(0o600),
+    )?;
+    Ok(fs::File::from(fd))
+}
+
 /// Sets the hostname (only meaningful in a new UTS namespace).
 pub fn set_hostname(name: &str) -> Result<(), nix::Error> {
     nix::unistd::sethostname(name)

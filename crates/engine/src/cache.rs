@@ -5,7 +5,8 @@
 //!   WAT text), the tier (`o`ptimized, `b`aseline) and a digest of what makes
 //!   compiled code compatible: wasmtime's `precompile_compatibility_hash`
 //!   (wasmtime version, target and CPU features, compiler flags, tunables,
-//!   wasm features) plus this cache's format version. An engine upgrade or a
+//!   wasm features), the wasm features the shim enabled (`Features::canonical`),
+//!   plus this cache's format version. An engine upgrade or a
 //!   new CPU therefore never reads old code; old entries age out.
 //! - **Entries**: `<key>.cwasm`, wasmtime's serialized artifact (an ELF image)
 //!   followed by a 24-byte trailer (magic, payload length, CRC-32). A reader
@@ -48,7 +49,7 @@ use crate::prepare::{decode, Artifact, Format, Origin, Prepared};
 pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
 
 /// Changes whenever the entry layout or the key derivation changes.
-const FORMAT: &str = "wasm-shim-cache-v1";
+const FORMAT: &str = "wasm-shim-cache-v2";
 const ENTRY_SUFFIX: &str = ".cwasm";
 const LOCK_SUFFIX: &str = ".lock";
 const TMP_PREFIX: &str = ".tmp-";
@@ -582,6 +583,10 @@ impl Engine {
         let mut h = Sha256Hasher(Sha256::new());
         FORMAT.hash(&mut h);
         tier.name().hash(&mut h);
+        // wasmtime's hash covers its own view of the features; ours is said explicitly too,
+        // so that a workload compiled with other features is another entry whatever wasmtime
+        // hashes.
+        self.features().canonical(tier == Tier::Baseline).hash(&mut h);
         engine.precompile_compatibility_hash().hash(&mut h);
         let config = hex(&h.0.finalize()[..8]);
         let letter = &tier.name()[..1];

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::error::{one_line, EngineError};
+use crate::features::Features;
 use crate::proxy::ProxyState;
 use crate::run::{P1State, P2State};
 
@@ -61,6 +62,12 @@ pub struct EngineConfig {
     /// init sets it: a thread started before it drops privileges would keep them (capabilities
     /// and LSM labels are per thread). Not part of the compiled code: cache entries are shared.
     pub single_threaded: bool,
+    /// The wasm proposals accepted (for both tiers, minus what Winch lacks for the baseline).
+    /// Part of the compiled code: cache keys differ with it.
+    pub features: Features,
+    /// Keep a core dump of the guest's state when it traps (`Config::coredump_on_trap`); a run
+    /// hands it over through `RunOptions::coredump`. Not part of the compiled code.
+    pub coredump: bool,
 }
 
 /// Pool sizing for serving HTTP, one instance per request in flight.
@@ -105,11 +112,12 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// The settings shared by both tiers: the component model and epoch
-/// interruption (the only way `interrupt` can stop a busy guest), parallel
-/// compilation, copy-on-write memory images (initial linear memory is mapped
-/// from the compiled artifact, not copied, when the host allows).
-fn base_config(tier: Tier, parallel: bool) -> wasmtime::Config {
+/// The settings shared by both tiers: the wasm features, the component model and epoch
+/// interruption (the only way `interrupt` can stop a busy guest), parallel compilation,
+/// copy-on-write memory images (initial linear memory is mapped from the compiled artifact,
+/// not copied, when the host allows), backtraces with names and DWARF details (a trap's message
+/// says where), and core dumps on trap when asked.
+fn base_config(tier: Tier, engine_config: &EngineConfig) -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
     match tier {
         Tier::Optimized => config
@@ -117,11 +125,16 @@ fn base_config(tier: Tier, parallel: bool) -> wasmtime::Config {
             .cranelift_opt_level(wasmtime::OptLevel::Speed),
         Tier::Baseline => config.strategy(wasmtime::Strategy::Winch),
     };
+    engine_config.features.apply(&mut config, tier == Tier::Baseline);
     config
-        .parallel_compilation(parallel)
+        .parallel_compilation(!engine_config.single_threaded)
         .wasm_component_model(true)
         .epoch_interruption(true)
-        .memory_init_cow(true);
+        .memory_init_cow(true)
+        // Explicit: wasmtime's default reads WASMTIME_BACKTRACE_DETAILS, which would make
+        // the compiled code (and the cache key) depend on a process's environment.
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
+        .coredump_on_trap(engine_config.coredump);
     config
 }
 
@@ -134,7 +147,7 @@ const SERVING_KEEP_RESIDENT: usize = 64 << 10;
 /// a few slots suffice; a component (a module plus the WASI adapter) uses a
 /// handful of core instances, memories and tables. Per-module limits are
 /// generous so that nothing runs on demand that would not run pooled.
-fn pooling_config(serving: Option<ServingPool>) -> wasmtime::PoolingAllocationConfig {
+fn pooling_config(serving: Option<ServingPool>, gc: bool) -> wasmtime::PoolingAllocationConfig {
     let mut pool = wasmtime::PoolingAllocationConfig::new();
     // Serving: one component instance per request in flight (plus one for
     // the check at Create), each a few core instances, memories and tables.
@@ -145,7 +158,9 @@ fn pooling_config(serving: Option<ServingPool>) -> wasmtime::PoolingAllocationCo
         .total_tables(16 * n)
         // Async calls (serving) run on fiber stacks: one per request in flight.
         .total_stacks(serving.map_or(0, |s| s.instances.saturating_add(1)))
-        .total_gc_heaps(0)
+        // A GC heap per instance when GC is on (a module using GC cannot be instantiated
+        // without one), none otherwise.
+        .total_gc_heaps(if gc { n } else { 0 })
         .max_memories_per_module(4)
         .max_tables_per_module(8)
         .max_memories_per_component(8)
@@ -182,11 +197,12 @@ fn pooling_config(serving: Option<ServingPool>) -> wasmtime::PoolingAllocationCo
 
 impl TierEngine {
     fn new(tier: Tier, engine_config: &EngineConfig) -> Result<TierEngine, String> {
-        let config = base_config(tier, !engine_config.single_threaded);
+        let config = base_config(tier, engine_config);
         if engine_config.pooling || engine_config.serving.is_some() {
+            let gc = tier == Tier::Optimized && engine_config.features.is_on("gc");
             let mut pooled = config.clone();
             pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
-                pooling_config(engine_config.serving),
+                pooling_config(engine_config.serving, gc),
             ));
             match wasmtime::Engine::new(&pooled) {
                 Ok(wasmtime) => return Ok(TierEngine::with(wasmtime, true)),
@@ -196,8 +212,15 @@ impl TierEngine {
                 ),
             }
         }
-        let wasmtime = wasmtime::Engine::new(&config)
-            .map_err(|e| format!("cannot configure wasmtime ({tier}): {}", one_line(&e)))?;
+        let wasmtime = wasmtime::Engine::new(&config).map_err(|e| {
+            let asked = engine_config.features.asked();
+            if asked.is_empty() {
+                format!("cannot configure wasmtime ({tier}): {}", one_line(&e))
+            } else {
+                // The features asked for are the likely cause: say so, with wasmtime's words.
+                format!("wasm features {asked:?}: wasmtime cannot enable them: {}", one_line(&e))
+            }
+        })?;
         Ok(TierEngine::with(wasmtime, false))
     }
 
@@ -295,7 +318,18 @@ impl Engine {
         self.inner.tiers[tier.index()]
             .get_or_init(|| TierEngine::new(tier, &self.inner.config))
             .as_ref()
-            .map_err(|e| EngineError::Internal(e.clone()))
+            .map_err(|e| {
+                if e.starts_with("wasm features ") {
+                    EngineError::Features(e.clone())
+                } else {
+                    EngineError::Internal(e.clone())
+                }
+            })
+    }
+
+    /// The wasm features this engine accepts.
+    pub fn features(&self) -> &Features {
+        &self.inner.config.features
     }
 
     /// Whether instances of `tier` come from the pooling allocator (false

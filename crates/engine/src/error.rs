@@ -50,6 +50,10 @@ pub enum EngineError {
     #[error("compile cache {0}")]
     Cache(String),
 
+    /// The wasm features asked for cannot be had (wasmtime refuses them).
+    #[error("{0}")]
+    Features(String),
+
     /// wasmtime itself could not be configured or set up.
     #[error("wasm engine: {0}")]
     Internal(String),
@@ -65,7 +69,8 @@ impl EngineError {
             | EngineError::BadExport { .. }
             | EngineError::UnsatisfiedImport { .. }
             | EngineError::NotServable { .. }
-            | EngineError::Link { .. } => true,
+            | EngineError::Link { .. }
+            | EngineError::Features(_) => true,
             EngineError::Compile { .. } | EngineError::Cache(_) | EngineError::Internal(_) => false,
         }
     }

@@ -19,10 +19,13 @@
 //! ```
 //!
 //! # Layout
+//! - `coredump`: `CoreDumpCapture`, where a run leaves the bounded core dump of a trap.
 //! - `engine`: the `wasmtime::Config`, one wasmtime engine per compiler
 //!   `Tier` (Cranelift optimized, Winch baseline), the pooling allocator
 //!   option, the WASI p1/p2 linkers, `interrupt` (epoch bump) and the
 //!   recorded signal.
+//! - `features`: the wasm proposals accepted: defaults, the `+gc,-simd` grammar, what
+//!   the baseline compiler (Winch) lacks, the canonical list the cache key hashes.
 //! - `prepare`: format detection (module, component, WAT), compilation, entry
 //!   point choice and import resolution (`InstancePre`); `Prepared`.
 //! - `cache`: the compile cache shared by processes: keys, atomic writes,
@@ -51,8 +54,10 @@
 #![deny(unsafe_code)]
 
 mod cache;
+mod coredump;
 mod engine;
 mod error;
+mod features;
 mod limits;
 mod metrics;
 mod outbound;
@@ -64,8 +69,10 @@ mod serve;
 mod wagi;
 
 pub use cache::{wasm_digest, Cache, CacheKey, EntryInfo, Evicted, Stored, DEFAULT_MAX_SIZE};
+pub use coredump::CoreDumpCapture;
 pub use engine::{Engine, EngineConfig, ServingPool, Tier};
 pub use error::EngineError;
+pub use features::{Feature, FeatureError, Features, FEATURES};
 pub use outcome::{Outcome, EXIT_CANNOT_RUN, EXIT_TRAP};
 pub use prepare::{serves_http_by_default, Origin, Prepared, ServeKind};
 pub use metrics::{CacheResult, MetricsOptions, StartInfo};

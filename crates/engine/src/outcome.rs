@@ -90,15 +90,61 @@ pub(crate) fn classify(
     }
 }
 
-/// "wasm trap: ... (in func NAME)" naming the innermost function when known.
+/// The trap, then where it happened: the innermost wasm frame's function (its name from the
+/// name section, else `func[N]`), its module when named, its offset in the module binary and,
+/// with DWARF, its source line; then the callers' names, outermost last:
+/// `wasm \`unreachable\` instruction executed in func boom (wasm offset 0x2f, src/main.rs:3)
+/// called from run <- _start`.
 fn trap_message(err: &wasmtime::Error, trap: &Trap) -> String {
-    let func = err
-        .downcast_ref::<wasmtime::WasmBacktrace>()
-        .and_then(|bt| bt.frames().first())
-        .and_then(|frame| frame.func_name().map(str::to_string));
-    match func {
-        Some(name) => format!("{trap} (in func {name})"),
-        None => trap.to_string(),
+    let Some(bt) = err.downcast_ref::<wasmtime::WasmBacktrace>() else {
+        return trap.to_string();
+    };
+    let Some(top) = bt.frames().first() else {
+        return trap.to_string();
+    };
+    let mut at = Vec::new();
+    if let Some(module) = top.module().name() {
+        at.push(format!("module {module}"));
+    }
+    if let Some(offset) = top.module_offset() {
+        at.push(format!("wasm offset {offset:#x}"));
+    }
+    if let Some(sym) = top.symbols().first() {
+        if let (Some(file), Some(line)) = (sym.file(), sym.line()) {
+            at.push(format!("{file}:{line}"));
+        }
+    }
+    let mut text = format!("{trap} in func {}", frame_name(top));
+    if !at.is_empty() {
+        text.push_str(&format!(" ({})", at.join(", ")));
+    }
+    // Callers, a recursion's repeats folded: `called from deep (x19) <- run <- _start`.
+    let mut callers: Vec<(String, usize)> = Vec::new();
+    for name in bt.frames().iter().skip(1).map(frame_name) {
+        match callers.last_mut() {
+            Some((last, n)) if *last == name => *n += 1,
+            _ => callers.push((name, 1)),
+        }
+    }
+    if !callers.is_empty() {
+        let shown: Vec<String> = callers
+            .iter()
+            .take(8)
+            .map(|(name, n)| if *n > 1 { format!("{name} (x{n})") } else { name.clone() })
+            .collect();
+        text.push_str(" called from ");
+        text.push_str(&shown.join(" <- "));
+        if callers.len() > 8 {
+            text.push_str(" <- ...");
+        }
+    }
+    text
+}
+
+fn frame_name(frame: &wasmtime::FrameInfo) -> String {
+    match frame.func_name() {
+        Some(name) => name.to_string(),
+        None => format!("func[{}]", frame.func_index()),
     }
 }
 

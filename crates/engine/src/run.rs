@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub memory_limit: Option<u64>,
     /// Where the guest's stdin/stdout/stderr go; the shim keeps `Inherit`.
     pub stdio: Stdio,
+    /// Where a trap's core dump is left (the engine must have `EngineConfig::coredump`).
+    pub coredump: Option<crate::CoreDumpCapture>,
 }
 
 /// The guest's standard streams.
@@ -171,6 +173,7 @@ impl Engine {
             };
             let mut results = vec![Val::I32(0); func.ty(&store).results().len()];
             if let Err(e) = func.call(&mut store, &[], &mut results) {
+                capture_coredump(opts, &e, &mut store, &prepared.file);
                 return self.finish(prepared, &e, &store.data().limiter, false);
             }
             if let [Val::I32(code)] = results[..] {
@@ -210,7 +213,10 @@ impl Engine {
                 match command.wasi_cli_run().call_run(&mut store) {
                     Ok(Ok(())) => Outcome::Exited(0),
                     Ok(Err(())) => Outcome::Exited(1),
-                    Err(e) => self.finish(prepared, &e, &store.data().limiter, false),
+                    Err(e) => {
+                        capture_coredump(opts, &e, &mut store, &prepared.file);
+                        self.finish(prepared, &e, &store.data().limiter, false)
+                    }
                 }
             }
             ComponentEntry::Func { name, index } => {
@@ -223,6 +229,7 @@ impl Engine {
                 };
                 let mut results = vec![CVal::Bool(false); func.ty(&store).results().len()];
                 if let Err(e) = func.call(&mut store, &[], &mut results) {
+                    capture_coredump(opts, &e, &mut store, &prepared.file);
                     return self.finish(prepared, &e, &store.data().limiter, false);
                 }
                 Outcome::Exited(match results.first() {
@@ -259,6 +266,15 @@ impl Engine {
             self.interrupted_by(),
             instantiating,
         )
+    }
+}
+
+/// Leaves the core dump of a trap where `opts` asks for it (a clean exit carries none).
+fn capture_coredump<T>(opts: &RunOptions, err: &wasmtime::Error, store: &mut Store<T>, file: &str) {
+    if let Some(capture) = &opts.coredump {
+        if err.downcast_ref::<wasmtime::Trap>().is_some() {
+            capture.capture(err, store, file);
+        }
     }
 }
 

@@ -14,6 +14,8 @@
 //!   (args, env, cwd, user, terminal, entrypoint).
 //! - [`http`]: [`http_config`] reads the `wasm.containerd.io/http-*` annotations (and `PORT`)
 //!   into an [`HttpConfig`]: serve mode, port, limits, outbound allow-list.
+//! - [`debug`]: [`workload_config`] reads `wasm.containerd.io/wasm-features` and the core
+//!   dump annotations (`coredump-dir`, `coredump-max-size`) into a [`WorkloadConfig`].
 //! - [`resolve`]: [`resolve_executable`] finds `args[0]` inside the container rootfs the way
 //!   `execvp` would (PATH search, symlinks resolved inside the root).
 //! - [`cgi`]: CGI 1.1 for WAGI: a request's meta-variables, parsing a program's response.
@@ -31,6 +33,7 @@
 pub mod artifact;
 pub mod cgi;
 pub mod classify;
+pub mod debug;
 pub mod entrypoint;
 pub mod error;
 pub mod http;
@@ -42,6 +45,7 @@ pub mod size;
 pub mod spec;
 
 pub use classify::{classify, Kind};
+pub use debug::{workload_config, CoreDumpConfig, WorkloadConfig};
 pub use entrypoint::{parse_entrypoint, Entrypoint};
 pub use error::{ErrorKind, OciError};
 pub use http::{http_config, HttpConfig, ServeMode};

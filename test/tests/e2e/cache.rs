@@ -18,7 +18,8 @@ pub(super) fn unique_hello(nonce: &str) -> Result<Vec<u8>> {
     Ok(with_nonce(guests::Guests::load()?.get("hello").to_vec(), nonce))
 }
 
-/// `wasm` (a module) with a custom section `nonce` holding `nonce` appended.
+/// `wasm` (a core module binary) with a custom section `nonce` holding `nonce` appended: the
+/// same program, a digest nobody compiled yet.
 pub(super) fn with_nonce(mut wasm: Vec<u8>, nonce: &str) -> Vec<u8> {
     let name = b"nonce";
     let mut payload = vec![name.len() as u8];
@@ -39,12 +40,12 @@ pub(super) fn with_nonce(mut wasm: Vec<u8>, nonce: &str) -> Vec<u8> {
     wasm
 }
 
-fn hex_digest(bytes: &[u8]) -> String {
+pub(super) fn hex_digest(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// compile.log lines about the module with this digest: (tier, key).
-fn compiles_of(cache: &Path, digest: &str) -> Vec<(String, String)> {
+pub(super) fn compiles_of(cache: &Path, digest: &str) -> Vec<(String, String)> {
     std::fs::read_to_string(cache.join("compile.log"))
         .unwrap_or_default()
         .lines()
