@@ -291,7 +291,7 @@ pub fn bounded(cx: &Ctx) -> Result<()> {
         ("WASM_SHIM_COMPILE_CONCURRENCY", "2"),
         ("WASM_SHIM_BACKGROUND_COMPILE_TIMEOUT", "3s"),
         ("WASM_SHIM_COMPILE_CGROUP", cgroup.as_str()),
-        ("WASM_SHIM_COMPILE_MEMORY", "300M"),
+        ("WASM_SHIM_COMPILE_MEMORY", "300Mi"),
         ("WASM_SHIM_COMPILE_CPU", "0.5"),
     ];
     // Hold both slots, as two compiles elsewhere on the node would.
