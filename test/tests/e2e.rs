@@ -1173,6 +1173,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("wasm::sidecar_localhost_both_ways", Cri, Box::new(cri::wasm_sidecar_localhost));
     add("wasm::shared_pid_sidecar_cannot_reach_init", Cri, Box::new(cri::wasm_shared_pid_sidecar));
     add("wasm::runtime_default_seccomp", Cri, Box::new(cri::wasm_runtime_default_seccomp));
+    add("wasm::escape_attempts_as_root_and_uid_1000", Cri, Box::new(cri::wasm_escape_attempts));
     add("wasm::http_function_and_sidecar", Cri, Box::new(cri::wasm_http_function));
     add("wasm::one_shim_per_pod", Cri, Box::new(|cx| cri::one_shim_per_pod(cx, WASM_HANDLER)));
     add("wasm::missing_image", Cri, Box::new(|cx| cri::missing_image(cx, WASM_HANDLER)));

@@ -994,3 +994,47 @@ pub fn wasm_runtime_default_seccomp(cx: &Ctx) -> Result<()> {
         })
     })
 }
+
+/// The escape guest in a CRI pod (the spec the kubelet's path makes: procfs, sysfs, cgroupfs,
+/// devpts and mqueue mounts, `/etc/hosts`, masked paths), as root and as uid 1000 with
+/// `RuntimeDefault`: every kernel interface is refused, the granted device and the CRI's
+/// `/etc/hosts` open. (`sandbox::kernel_interfaces` makes the same attempts next to runc.)
+pub fn wasm_escape_attempts(cx: &Ctx) -> Result<()> {
+    need_wasm(cx)?;
+    let refused = [
+        "open-rw:/proc/self/mem",
+        "read:/proc/self/environ",
+        "read:/proc/1/cmdline",
+        "list:/proc/self/fd",
+        "open-w:/proc/sysrq-trigger",
+        "open-w:/proc/sys/kernel/hostname",
+        "list:/sys/fs/cgroup",
+        "open-w:/sys/kernel/uevent_helper",
+        "open-rw:/dev/pts/ptmx",
+        "list:/dev/mqueue",
+    ];
+    let granted = ["open-rw:/dev/null", "read:/etc/hosts"];
+    with_pod(cx, "wasm-escape", WASM_HANDLER, |cri, pod| {
+        for (name, user) in [("escape-root", None), ("escape-1000", Some(1000))] {
+            let mut c = wasm(name, "/escape.wasm").args(refused.iter().chain(granted.iter()).copied());
+            if let Some(uid) = user {
+                c = c.run_as(uid).runtime_default_seccomp();
+            }
+            let (st, log) = run_to_exit(cri, pod, c, Duration::from_secs(30))?;
+            ensure(st.exit_code == 0, || format!("{name}: exit {}: {}", st.exit_code, show_log(&log)))?;
+            let result = |t: &str| {
+                log.iter().filter(|l| l.stream == "stdout").find_map(|l| l.message.strip_prefix(&format!("{t} -> ")).map(str::to_string))
+            };
+            for t in refused {
+                let r = result(t).with_context(|| format!("{name}: no line for {t}: {}", show_log(&log)))?;
+                ensure(r.starts_with("error"), || format!("{name}: the wasm guest got through {t}: {r}"))?;
+            }
+            for t in granted {
+                let r = result(t).with_context(|| format!("{name}: no line for {t}: {}", show_log(&log)))?;
+                ensure(r.starts_with("ok"), || format!("{name}: {t} did not open: {r}"))?;
+            }
+            println!("  {name}: {} kernel interfaces refused, {} granted paths open", refused.len(), granted.len());
+        }
+        Ok(())
+    })
+}
