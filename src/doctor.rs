@@ -433,8 +433,7 @@ fn find_daemon(config: &Path) -> Option<Daemon> {
 
 /// A process's start time from `/proc/<pid>/stat` (ticks after boot) and `/proc/stat`'s btime.
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let ticks: u64 = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()?;
+    let ticks = wasm_shim_container::process::start_time(pid as i32).ok()?;
     let btime: u64 = fs::read_to_string("/proc/stat").ok()?.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
     // SAFETY: sysconf only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

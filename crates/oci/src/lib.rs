@@ -29,6 +29,7 @@
 //! - [`layers`]: a classic image's program found in its layer tarballs without unpacking them
 //!   (merged view with whiteouts and symlinks), for compiling it before any container exists.
 //! - `bin/wasm-image.rs`: the `wasm-image build` command line over [`image`].
+#![forbid(unsafe_code)]
 
 pub mod artifact;
 pub mod cgi;
