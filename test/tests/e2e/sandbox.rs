@@ -394,6 +394,8 @@ fn kernel_interfaces_as(cx: &Ctx, id: &str, user: Option<u32>) -> Result<()> {
     let rootfs = cx.cd.dir.join(format!("rootfs-{id}"));
     let mut files = images::busybox_files()?;
     files.push(ImageFile::new("/escape.wasm", g.get("escape"), 0o755));
+    // The same guest as a component (the preview 1 command adapter): the same view.
+    files.push(ImageFile::new("/escape-component.wasm", guests::component_from_module(g.get("escape"))?, 0o755));
     files.push(ImageFile::new("/nodes/.keep", Vec::new(), 0o644));
     images::write_rootfs(&files, &rootfs)?;
     mknod(&rootfs.join("nodes/kmsg"), "c", 1, 11)?;
@@ -437,6 +439,17 @@ fn kernel_interfaces_as(cx: &Ctx, id: &str, user: Option<u32>) -> Result<()> {
     expect_code(&out, 0)?;
     let wasm = attempts(&out.stdout);
     let result = |t: &str| wasm.iter().find(|(a, _)| a == t).map(|(_, r)| r.clone());
+
+    // The component makes the same attempts, with the same result.
+    edit_spec(&spec, |s| s["process"]["args"][0] = serde_json::json!("/escape-component.wasm"))?;
+    let cout = cx.cd.run(&RunOpts::wasm("", id).config(&spec))?;
+    expect_code(&cout, 0)?;
+    let component = attempts(&cout.stdout);
+    for t in tries.iter().chain(granted.iter()) {
+        let (m, c) = (result(t).map(|r| r.is_ok()), component.iter().find(|(a, _)| a == t).map(|(_, r)| r.is_ok()));
+        ensure(m.is_some() && m == c, || format!("{t}: the module {m:?}, the component {c:?}: {cout}"))?;
+    }
+    println!("  the component version: the same {} results", tries.len() + granted.len());
 
     // The same attempts by busybox under runc, same rootfs, same mounts.
     let rid = &format!("{id}-runc");
