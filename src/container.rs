@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use containerd_shim::api::CreateTaskRequest;
-use containerd_shim::protos::events::task::{TaskExit, TaskOOM};
+use containerd_shim::protos::events::task::TaskOOM;
 use log::{debug, warn};
 use wasm_shim_container::cgroup::{self, Cgroup, Resources};
 use wasm_shim_container::process::{self, ExitStatus, PidFd};
@@ -495,14 +495,7 @@ impl Container {
         }
         self.life.record_exit(status.code(), |exit, start_tx| {
             *start_tx = None;
-            events.send(TaskExit {
-                container_id: self.id.clone(),
-                id: self.id.clone(),
-                pid: self.pid,
-                exit_status: exit.status,
-                exited_at: Some(exit.at.clone()).into(),
-                ..Default::default()
-            });
+            events.exit(&self.id, &self.id, self.pid, exit);
         });
         if let Some(r) = &self.stdin_relay {
             r.stop();

@@ -482,10 +482,7 @@ pub fn parse_args(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
+        let (flag, inline) = crate::split_flag(a);
         let value = inline.or_else(|| it.next().cloned()).filter(|v| !v.is_empty());
         match (flag, value) {
             ("--config" | "-c", Some(v)) => o.config = Some(PathBuf::from(v)),

@@ -74,6 +74,18 @@ impl Events {
         Events { tx }
     }
 
+    /// `/tasks/exit` of the init (`id` = `container_id`) or an exec process, as recorded.
+    pub fn exit(&self, container_id: &str, id: &str, pid: u32, exit: &crate::task::Exit) {
+        self.send(containerd_shim::protos::events::task::TaskExit {
+            container_id: container_id.to_string(),
+            id: id.to_string(),
+            pid,
+            exit_status: exit.status,
+            exited_at: Some(exit.at.clone()).into(),
+            ..Default::default()
+        });
+    }
+
     /// Queues an event; never blocks.
     pub fn send<E: Event + Clone + Send + 'static>(&self, ev: E) {
         let _ = self.tx.send(Box::new(move || Box::new(ev.clone()) as Boxed));

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use containerd_shim::api::ExecProcessRequest;
-use containerd_shim::protos::events::task::TaskExit;
 use log::warn;
 use wasm_shim_container::process::{ExitStatus, PidFd};
 
@@ -102,14 +101,7 @@ impl ExecProcess {
             ExitStatus::Signaled(libc::SIGKILL)
         });
         self.life.record_exit(status.code(), |exit, st| {
-            events.send(TaskExit {
-                container_id: self.container_id.clone(),
-                id: self.id.clone(),
-                pid: st.pid,
-                exit_status: exit.status,
-                exited_at: Some(exit.at.clone()).into(),
-                ..Default::default()
-            });
+            events.exit(&self.container_id, &self.id, st.pid, exit);
             if let Some(r) = &st.stdin_relay {
                 r.stop();
             }

@@ -432,10 +432,7 @@ pub fn parse_args(args: &[String]) -> Result<Options> {
     let mut o = Options::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
+        let (flag, inline) = crate::split_flag(a);
         let mut path = |name: &str| -> Result<PathBuf> {
             match inline.clone().or_else(|| it.next().cloned()) {
                 Some(v) if !v.is_empty() => Ok(PathBuf::from(v)),

@@ -51,6 +51,16 @@ mod stdio;
 mod task;
 mod tty;
 
+/// A command-line argument of the `install`, `doctor` and `precompile` modes as flag and inline
+/// value: `--flag=value` gives both, anything else is a flag (or a value) whose value, if any,
+/// is the next argument.
+pub(crate) fn split_flag(arg: &str) -> (&str, Option<String>) {
+    match arg.split_once('=') {
+        Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+        _ => (arg, None),
+    }
+}
+
 /// The runtime type containerd knows this shim by.
 pub const RUNTIME_ID: &str = "io.containerd.wasm.v1";
 

@@ -90,10 +90,7 @@ fn parse_args(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<O
     let mut all = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
+        let (flag, inline) = crate::split_flag(a);
         let mut value = |name: &str| inline.clone().or_else(|| it.next().cloned()).filter(|v| !v.is_empty()).ok_or(format!("{name} needs a value"));
         match flag {
             "--watch" | "-w" => o.watch = true,

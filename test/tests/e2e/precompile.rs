@@ -8,31 +8,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use sha2::Digest;
 use wasm_shim_e2e::ctr::ensure;
 use wasm_shim_e2e::images::BUSYBOX_IMAGE;
 use wasm_shim_e2e::{process, RunOpts, Stdin};
 use wasm_shim_oci::{write_image_tar, ImageFile, ImageSpec, Style};
 
-use super::cache::{nonce, unique_hello, with_nonce};
+use super::cache::{compiles_of, hex_digest, nonce, unique_hello, with_nonce};
 use super::Ctx;
-
-fn hex_digest(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// compile.log lines about the module with this digest: (tier, key).
-fn compiles_of(cache: &Path, digest: &str) -> Vec<(String, String)> {
-    std::fs::read_to_string(cache.join("compile.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (tier, key) = (f.get(1)?, f.get(4)?);
-            key.starts_with(digest).then(|| (tier.to_string(), key.to_string()))
-        })
-        .collect()
-}
 
 /// Cache entries (`.cwasm` files) of this digest.
 fn entries_of(cache: &Path, digest: &str) -> Vec<PathBuf> {
