@@ -34,6 +34,38 @@ pub const RUST_GUESTS: &[&str] = &[
 /// adapter, which is the only form in which they can run. Each ends up at `/<name>.wasm`.
 pub const COMPONENT_GUESTS: &[&str] = &["tcp"];
 
+/// Command guests also shipped as components (`/c-<name>.wasm`), wrapped with the preview1
+/// command adapter exactly as a user's `cargo build --target wasm32-wasip1` + `wasm-tools
+/// component new --adapt` makes them: the same programs run as modules and as components, and
+/// the trials expect the same output and exit code from both.
+pub const COMMAND_COMPONENTS: &[&str] = &["exit3", "exit-code", "args-env", "files", "cat"];
+
+/// Codes of the `exit-with-code-<n>` components (`/exit-with-code-<n>.wasm`).
+pub const EXIT_WITH_CODE: [u8; 2] = [3, 255];
+
+/// A component (WAT) whose `wasi:cli/run` calls `wasi:cli/exit.exit-with-code(code)`, as a
+/// program built for WASI 0.2.12+ says its exit code (the preview1 adapter cannot: it turns every
+/// non-zero `proc_exit` into `exit(err)`, which is 1).
+pub fn exit_with_code_component(code: u8) -> Result<Vec<u8>> {
+    let text = format!(
+        r#"(component
+  (import "wasi:cli/exit@0.2.12" (instance $exit
+    (export "exit-with-code" (func (param "status-code" u8)))))
+  (core func $ewc (canon lower (func $exit "exit-with-code")))
+  (core module $m
+    (import "host" "exit-with-code" (func $ewc (param i32)))
+    (func (export "run") (result i32)
+      (call $ewc (i32.const {code}))
+      unreachable))
+  (core instance $i (instantiate $m
+    (with "host" (instance (export "exit-with-code" (func $ewc))))))
+  (func $run (result (result)) (canon lift (core func $i "run")))
+  (instance $run-instance (export "run" (func $run)))
+  (export "wasi:cli/run@0.2.12" (instance $run-instance)))"#
+    );
+    wat::parse_str(text).context("the exit-with-code component")
+}
+
 /// The `wasi:http/proxy` guest (`test/guests/http`, a cdylib), wrapped with the preview1 proxy
 /// adapter; `http` in `Guests`.
 pub const HTTP_GUEST: &str = "http_guest";
@@ -100,6 +132,11 @@ impl Guests {
                 .with_context(|| format!("making a component of {name}.wasm"))?;
             bytes.insert(name.to_string(), component);
         }
+        for name in COMMAND_COMPONENTS {
+            let component = component_from_module(&bytes[*name])
+                .with_context(|| format!("making a component of {name}.wasm"))?;
+            bytes.insert(format!("c-{name}"), component);
+        }
         let http = proxy_component_from_module(&read_built(HTTP_GUEST)?)
             .context("making a component of http_guest.wasm")?;
         bytes.insert("http".to_string(), http);
@@ -123,6 +160,9 @@ impl Guests {
             "needs-import-component".into(),
             wat::parse_str(r#"(component (import "wasmtest:missing/iface" (instance (export "f" (func)))))"#)?,
         );
+        for code in EXIT_WITH_CODE {
+            bytes.insert(format!("exit-with-code-{code}"), exit_with_code_component(code)?);
+        }
         let component = component_from_module(&bytes["hello"])?;
         bytes.insert("component".into(), component);
         Ok(Guests { bytes })

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use wasm_shim_oci::image::{write_image_tar, ImageFile, ImageSpec, Style};
 
-use crate::guests::{Guests, COMPONENT_GUESTS, RUST_GUESTS};
+use crate::guests::{Guests, COMMAND_COMPONENTS, EXIT_WITH_CODE, COMPONENT_GUESTS, RUST_GUESTS};
 use crate::Containerd;
 
 /// The wasm image: every guest at `/<name>.wasm`, data files, bad inputs.
@@ -40,7 +40,9 @@ fn noise(len: usize) -> Vec<u8> {
 /// Files of the guests image.
 ///
 /// - `/<guest>.wasm` for every Rust guest (the component guests such as `/tcp.wasm` as
-///   components), `/hello.wat` (text), `/custom.wasm` (exports `_start` and `custom`),
+///   components), `/c-<guest>.wasm` for the command guests also shipped as components
+///   (`COMMAND_COMPONENTS`), `/exit-with-code-<n>.wasm` (components calling
+///   `wasi:cli/exit.exit-with-code(n)`), `/hello.wat` (text), `/custom.wasm` (exports `_start` and `custom`),
 ///   `/no-start.wasm`, `/component.wasm`, `/http.wasm` (the `wasi:http/proxy` guest; `/wagi.wasm`
 ///   is the WAGI one), `/http-upgrade.wasm` (the same with one more custom section: other bytes,
 ///   so another cache entry, that only the upgrade trial starts);
@@ -53,6 +55,14 @@ pub fn guests_files(g: &Guests) -> Vec<ImageFile> {
     let mut files = Vec::new();
     for name in RUST_GUESTS.iter().chain(COMPONENT_GUESTS) {
         files.push(ImageFile::new(format!("/{name}.wasm"), g.get(name), 0o755));
+    }
+    for name in COMMAND_COMPONENTS {
+        let name = format!("c-{name}");
+        files.push(ImageFile::new(format!("/{name}.wasm"), g.get(&name), 0o755));
+    }
+    for code in EXIT_WITH_CODE {
+        let name = format!("exit-with-code-{code}");
+        files.push(ImageFile::new(format!("/{name}.wasm"), g.get(&name), 0o755));
     }
     files.push(ImageFile::new("/hello.wat", g.get("hello.wat"), 0o644));
     files.push(ImageFile::new(

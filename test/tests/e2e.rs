@@ -11,7 +11,8 @@
 //! # Layout
 //! - `main`: setup (guests, containerd, event recorder, images), the trial list, teardown.
 //! - `wasm::*`: the shim's cases: output, exit codes, args/env/cwd, files, stdin, component,
-//!   WAT, `#export`, TCP through `wasi:sockets` both ways (`--net-host`), signals, limits,
+//!   WAT, `#export`, the command guests again as components (`wasm::component::*`, exit
+//!   codes through the preview1 adapter and through `exit-with-code`), TCP through `wasi:sockets` both ways (`--net-host`), signals, limits,
 //!   pause/resume, metrics, events, bad inputs (broken `config.json` and a huge module in
 //!   `e2e/badspec.rs`), the compile cache (`e2e/cache.rs`), the precompile agent
 //!   (`e2e/precompile.rs`: `precompile::*`), wasm features (exceptions and GC on first and
@@ -382,18 +383,36 @@ fn wasm_stderr(cx: &Ctx) -> Result<()> {
     )
 }
 
-fn wasm_exit3(cx: &Ctx) -> Result<()> {
+/// `g` names a guest as a module (`""`) or as a component (`"c-"`): the trials below run each
+/// command guest both ways and expect the same.
+fn guest(g: &str, name: &str) -> String {
+    format!("/{g}{name}.wasm")
+}
+
+/// The exit code a guest that exits with `code` gets: its own as a module; as a component made
+/// with the preview1 adapter, 1 for every non-zero code (the adapter says `exit(err)`: the
+/// component model's only way before `exit-with-code`; the wasmtime CLI reports 1 too).
+/// A module's `proc_exit(126)` and up is a trap in wasmtime (WASI p1 has no larger code): 125.
+fn meant(g: &str, code: i32) -> i32 {
+    match (g.is_empty(), code) {
+        (true, 0..=125) => code,
+        (true, _) => 125,
+        (false, _) => code.min(1),
+    }
+}
+
+fn wasm_exit3(cx: &Ctx, g: &str) -> Result<()> {
     let out = cx
         .cd
-        .run(&RunOpts::wasm(GUESTS_IMAGE, "w-exit3").args(["/exit3.wasm"]))?;
-    expect_code(&out, 3)?;
+        .run(&RunOpts::wasm(GUESTS_IMAGE, &format!("w-{g}exit3")).args([guest(g, "exit3")]))?;
+    expect_code(&out, meant(g, 3))?;
     expect_stdout_line(&out, "exiting with 3")
 }
 
-fn wasm_args_env_cwd(cx: &Ctx) -> Result<()> {
+fn wasm_args_env_cwd(cx: &Ctx, g: &str) -> Result<()> {
     let out = cx.cd.run(
-        &RunOpts::wasm(GUESTS_IMAGE, "w-args")
-            .args(["/args-env.wasm", "rel.txt", "two words"])
+        &RunOpts::wasm(GUESTS_IMAGE, &format!("w-{g}args"))
+            .args([guest(g, "args-env").as_str(), "rel.txt", "two words"])
             .env("GREETING=hi"),
     )?;
     expect_code(&out, 0)?;
@@ -411,10 +430,10 @@ fn wasm_args_env_cwd(cx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn wasm_cwd_flag(cx: &Ctx) -> Result<()> {
+fn wasm_cwd_flag(cx: &Ctx, g: &str) -> Result<()> {
     let out = cx.cd.run(
-        &RunOpts::wasm(GUESTS_IMAGE, "w-cwd")
-            .args(["/args-env.wasm", "in.txt"])
+        &RunOpts::wasm(GUESTS_IMAGE, &format!("w-{g}cwd"))
+            .args([guest(g, "args-env").as_str(), "in.txt"])
             .cwd("/data"),
     )?;
     expect_code(&out, 0)?;
@@ -424,20 +443,20 @@ fn wasm_cwd_flag(cx: &Ctx) -> Result<()> {
     expect_stdout_line(&out, &format!("file in.txt: {DATA_IN}"))
 }
 
-fn wasm_files(cx: &Ctx) -> Result<()> {
+fn wasm_files(cx: &Ctx, g: &str) -> Result<()> {
     let out = cx
         .cd
-        .run(&RunOpts::wasm(GUESTS_IMAGE, "w-files").args(["/files.wasm"]))?;
+        .run(&RunOpts::wasm(GUESTS_IMAGE, &format!("w-{g}files")).args([guest(g, "files")]))?;
     expect_code(&out, 0)?;
     expect_stdout_line(&out, &format!("in: {DATA_IN}"))?;
     expect_stdout_line(&out, &format!("out: copied: {DATA_IN}"))
 }
 
-fn wasm_stdin_cat(cx: &Ctx) -> Result<()> {
+fn wasm_stdin_cat(cx: &Ctx, g: &str) -> Result<()> {
     let input = b"line one\nline two\n".to_vec();
     let out = cx.cd.run(
-        &RunOpts::wasm(GUESTS_IMAGE, "w-cat")
-            .args(["/cat.wasm"])
+        &RunOpts::wasm(GUESTS_IMAGE, &format!("w-{g}cat"))
+            .args([guest(g, "cat")])
             .stdin(Stdin::Bytes(input)),
     )?;
     expect_code(&out, 0)?;
@@ -462,6 +481,31 @@ fn wasm_stdin_large(cx: &Ctx) -> Result<()> {
             expected.len()
         )
     })
+}
+
+/// The guest's own exit code reaches ctr as the guest meant it (see `meant`).
+fn wasm_exit_codes(cx: &Ctx, g: &str) -> Result<()> {
+    for code in [0, 1, 2, 42, 125, 200] {
+        let out = cx.cd.run(
+            &RunOpts::wasm(GUESTS_IMAGE, &format!("w-{g}code-{code}"))
+                .args([guest(g, "exit-code"), code.to_string()]),
+        )?;
+        expect_code(&out, meant(g, code))?;
+        expect_stdout_line(&out, &format!("exiting with {code}"))?;
+    }
+    Ok(())
+}
+
+/// A component that says its code with `wasi:cli/exit.exit-with-code` gets exactly that code.
+fn component_exit_with_code(cx: &Ctx) -> Result<()> {
+    for code in wasm_shim_e2e::guests::EXIT_WITH_CODE {
+        let out = cx.cd.run(
+            &RunOpts::wasm(GUESTS_IMAGE, &format!("w-ewc-{code}"))
+                .args([format!("/exit-with-code-{code}.wasm")]),
+        )?;
+        expect_code(&out, i32::from(code))?;
+    }
+    Ok(())
 }
 
 fn wasm_component(cx: &Ctx) -> Result<()> {
@@ -926,15 +970,20 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("artifact_from_content_store", Wasm, Box::new(|cx| artifact::runs_from_content_store(cx)));
     add("artifact_unknown_media_type", Wasm, Box::new(|cx| artifact::unknown_media_type_is_refused(cx)));
     add("stderr_separate", Wasm, Box::new(wasm_stderr));
-    add("exit_code_3", Wasm, Box::new(wasm_exit3));
-    add(
-        "args_env_cwd_relative_file",
-        Wasm,
-        Box::new(wasm_args_env_cwd),
-    );
-    add("cwd_flag", Wasm, Box::new(wasm_cwd_flag));
-    add("files_image_and_tmp", Wasm, Box::new(wasm_files));
-    add("stdin_cat_to_eof", Wasm, Box::new(wasm_stdin_cat));
+    // Each command guest as a module (`wasm::<case>`) and as a component (`wasm::component::<case>`).
+    for (prefix, g) in [("", ""), ("component::", "c-")] {
+        add(&format!("{prefix}exit_code_3"), Wasm, Box::new(move |cx| wasm_exit3(cx, g)));
+        add(
+            &format!("{prefix}args_env_cwd_relative_file"),
+            Wasm,
+            Box::new(move |cx| wasm_args_env_cwd(cx, g)),
+        );
+        add(&format!("{prefix}cwd_flag"), Wasm, Box::new(move |cx| wasm_cwd_flag(cx, g)));
+        add(&format!("{prefix}files_image_and_tmp"), Wasm, Box::new(move |cx| wasm_files(cx, g)));
+        add(&format!("{prefix}stdin_cat_to_eof"), Wasm, Box::new(move |cx| wasm_stdin_cat(cx, g)));
+        add(&format!("{prefix}exit_codes"), Wasm, Box::new(move |cx| wasm_exit_codes(cx, g)));
+    }
+    add("component::exit_with_code", Wasm, Box::new(component_exit_with_code));
     add("stdin_1mib", Wasm, Box::new(wasm_stdin_large));
     add("component", Wasm, Box::new(wasm_component));
     add("wat_entrypoint", Wasm, Box::new(wasm_wat));
