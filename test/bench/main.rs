@@ -4,7 +4,7 @@
 //! ```text
 //! make bench                       # builds the shim and the guests, then runs this
 //! bench [--rounds N] [--out FILE]  # N interleaved rounds (default 10); raw results as JSON
-//! bench --only memory,latency      # some parts only: latency, throughput, memory, big, replicas
+//! bench --only memory,latency      # some parts only: latency, throughput, memory, big, burst, replicas, http
 //! ```
 //!
 //! What it measures, all in one invocation, alternating runtimes sample by sample (A B A B …)
@@ -18,6 +18,8 @@
 //!   first, the default) against a first start that waits for the optimizing compile (a second
 //!   containerd whose shims run with `WASM_SHIM_BASELINE=off`), a second start (cached), and ten
 //!   replicas at once from an empty cache, counting compiles in the cache's `compile.log`;
+//! - a scale-up burst: a second replica of the big image started while the first one's
+//!   optimizing compile runs in the background, against its quiet cached start and hello;
 //! - HTTP (`http.rs`): the `wasi:http` guest served by this shim against `wasmtime serve`, wrk
 //!   at 1, 10 and 100 connections; the WAGI guest; `ctr run` to the first 200.
 //!
@@ -86,7 +88,7 @@ struct Args {
     only: Option<Vec<String>>,
 }
 
-const PARTS: &[&str] = &["latency", "throughput", "memory", "big", "replicas", "http"];
+const PARTS: &[&str] = &["latency", "throughput", "memory", "big", "burst", "replicas", "http"];
 
 impl Args {
     fn wants(&self, part: &str) -> bool {
@@ -126,7 +128,7 @@ fn real_main() -> Result<()> {
     ensure!(shim.exists(), "{}: missing; `cargo build --release` first", shim.display());
     guests::build()?;
     let g = Guests::load()?;
-    let needs_big = args.wants("big") || args.wants("replicas");
+    let needs_big = args.wants("big") || args.wants("burst") || args.wants("replicas");
     let big_path = guests::guests_dir().join("big/target/wasm32-wasip1/release/big.wasm");
     let big = if needs_big {
         fs::read(&big_path).with_context(|| {
@@ -212,6 +214,10 @@ fn real_main() -> Result<()> {
     if args.wants("big") {
         eprintln!("bench: big module, first and cached starts");
         results["big"] = big_module(&cd, &cd_opt, &runtimes[0], (args.rounds / 2).max(2))?;
+    }
+    if args.wants("burst") {
+        eprintln!("bench: scale-up burst, a second replica while the first's optimizing compile runs");
+        results["burst"] = burst(&cd, &runtimes[0], (args.rounds / 2).max(2))?;
     }
     if args.wants("replicas") {
         eprintln!("bench: big module, {REPLICAS} replicas at once from an empty cache");
@@ -434,6 +440,10 @@ fn clear_cache(dir: &Path) -> Result<()> {
     wait_for_helpers(Duration::from_secs(600));
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
+            // `.slots` holds the node's compile slots (lock files), not code: kept.
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             fs::remove_file(e.path()).with_context(|| e.path().display().to_string())?;
         }
     }
@@ -512,6 +522,44 @@ fn big_module(cd: &Containerd, cd_opt: &Containerd, wasm: &Runtime, rounds: usiz
         "hello_ms": hello,
         "winch_compile_ms": winch_ms,
         "cranelift_compile_ms": cranelift_ms,
+    }))
+}
+
+/// A scale-up burst: the big image's first start (empty cache: baseline code, then the optimizing
+/// compile in the background), then at once a second replica while that compile runs, against
+/// the same module's cached start and hello with nothing compiling. The ratio that matters is the
+/// second replica's start against the quiet cached start: what a background compile costs the
+/// starts next to it.
+fn burst(cd: &Containerd, wasm: &Runtime, rounds: usize) -> Result<Value> {
+    let big = big_runtime(wasm);
+    let run = |prefix: &str| -> Result<f64> {
+        let id = next_id(prefix);
+        let out = cd.run(&big.opts(&id).timeout(Duration::from_secs(600)))?;
+        ensure!(out.success() && out.stdout.contains(BIG_OUT), "burst: {out}");
+        Ok(ms(out.duration))
+    };
+    let (mut during, mut quiet, mut hello, mut overlapped) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for _ in 0..rounds {
+        clear_cache(&cd.cache)?;
+        run("burst-first")?;
+        // The optimizing compile must still be running for the sample to mean anything.
+        let busy = !helpers().is_empty();
+        let t = run("burst-second")?;
+        if busy {
+            overlapped += 1;
+            during.push(t);
+        }
+        wait_for_helpers(Duration::from_secs(600));
+        quiet.push(run("burst-quiet")?);
+        hello.push(ms(sample(cd, wasm, "burst-hello")?));
+    }
+    ensure!(overlapped > 0, "burst: the optimizing compile was never running when the second replica started");
+    Ok(json!({
+        "rounds": rounds,
+        "overlapped": overlapped,
+        "second_replica_during_compile_ms": during,
+        "cached_start_quiet_ms": quiet,
+        "hello_ms": hello,
     }))
 }
 
@@ -638,6 +686,14 @@ fn print_table(r: &Value, runtimes: &[Runtime]) {
     }
     if has("big") {
         print_big(&r["big"]);
+    }
+    if has("burst") {
+        let b = &r["burst"];
+        let (during, quiet, hello) = (nums(&b["second_replica_during_compile_ms"]), nums(&b["cached_start_quiet_ms"]), nums(&b["hello_ms"]));
+        row("burst: big, 2nd replica during the optimizing compile", &during, "ms", Some((median(&during) / median(&quiet), "of quiet cached start")));
+        row("burst: big, cached start, nothing compiling", &quiet, "ms", Some((median(&quiet) / median(&hello), "of hello")));
+        row("burst: hello, same rounds", &hello, "ms", None);
+        println!("|   the compile was running for {} of {} second replicas", b["overlapped"], b["rounds"]);
     }
     if has("replicas") {
         print_replicas(&r["replicas"]);

@@ -368,6 +368,21 @@ mod tests {
     }
 }
 
+/// Puts the calling thread (and threads it creates afterwards) in the `SCHED_IDLE` class: it
+/// runs only when nothing of normal priority in its cgroup wants the CPU. For work nobody
+/// waits for (background compiles): a nice value still takes about a tenth of a CPU from a
+/// busy neighbour, an idle-class thread next to nothing. Call it before starting threads.
+pub fn set_idle_scheduling() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param that outlives the call; pid 0 is the calling
+    // thread; SCHED_IDLE needs priority 0 and no privilege.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Lowers the scheduling priority of the calling thread (and of threads it creates afterwards)
 /// to `nice` (0 normal, 19 lowest). Call it before starting threads: on Linux the nice value
 /// is per thread.
