@@ -92,7 +92,7 @@ fn fetch_artifact(spec: &oci_spec::runtime::Spec, rootfs: &Path, address: &str, 
             write(ARTIFACT_NAME_FILE, a.name.as_bytes())
         }
         Ok(None) => Ok(()),
-        Err(e) if e.kind == crate::protocol::ErrorKind::InvalidArgument => Err(e),
+        Err(e) if e.kind == crate::errors::ErrorKind::InvalidArgument => Err(e),
         Err(e) => {
             debug!("{id}: no wasm artifact: {e}");
             Ok(())
@@ -133,7 +133,7 @@ fn mount_rootfs(req: &CreateTaskRequest, rootfs: &Path) -> Result<bool> {
     for m in &req.rootfs {
         if let Err(e) = wasm_shim_container::rootfs::mount_containerd_rootfs(&m.type_, &m.source, &m.options, rootfs) {
             unmount_rootfs(rootfs);
-            return Err(ShimError::internal(format!("rootfs: {e}")));
+            return Err(ShimError::from(e).context("rootfs"));
         }
     }
     Ok(true)
@@ -161,8 +161,8 @@ fn init_settings() -> Settings {
 /// The cgroup of a container: the spec's `linux.cgroupsPath`, or `/<namespace>/<id>`.
 pub fn cgroup_for(spec: &oci_spec::runtime::Spec, namespace: &str, id: &str) -> Result<Cgroup> {
     let path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()).map(|p| p.display().to_string()).unwrap_or_default();
-    let path = cgroup::normalize_path(&path, &format!("/{namespace}/{id}")).map_err(|e| ShimError::invalid(e.to_string()))?;
-    Cgroup::new(Path::new(CGROUP_ROOT), &path).map_err(|e| ShimError::internal(e.to_string()))
+    let path = cgroup::normalize_path(&path, &format!("/{namespace}/{id}"))?;
+    Ok(Cgroup::new(Path::new(CGROUP_ROOT), &path)?)
 }
 
 /// What Create leaves to undo if a later step fails.
@@ -243,17 +243,17 @@ impl Container {
         let artifact = ArtifactFiles(bundle.clone());
         fetch_artifact(&spec, &rootfs_path(&bundle, &spec), address, namespace, &req.id, &bundle)?;
         creating.check()?;
-        cg.create().map_err(|e| ShimError::internal(e.to_string()))?;
+        cg.create()?;
         undo.cgroup = Some(cg.clone());
         if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
             // Limits and device rules (containerd's default spec denies every device, and ctr and
             // the CRI allow its default ones), set before the init joins the cgroup.
-            let mut res = Resources::from_spec(res).map_err(|e| ShimError::invalid(e.to_string()))?;
+            let mut res = Resources::from_spec(res)?;
             // The default nodes the init binds open whatever the spec's rules say, as under runc.
             if let Some(rules) = res.devices.as_mut() {
                 rules.extend(wasm_shim_container::cgroup::DeviceRule::default_nodes());
             }
-            cg.apply(&res).map_err(|e| ShimError::precondition(e.to_string()))?;
+            cg.apply(&res)?;
         }
 
         let stdin = if req.stdin.is_empty() {
@@ -276,13 +276,13 @@ impl Container {
         let mut writer = sync;
 
         let setup = (|| -> Result<i32> {
-            cg.add_process(stage1.id() as i32).map_err(|e| ShimError::internal(e.to_string()))?;
+            cg.add_process(stage1.id() as i32)?;
             // From here on a cancelling Delete kills it in the cgroup.
             creating.check()?;
             protocol::send(&mut writer, &ToInit::Go).map_err(ShimError::internal)?;
             match protocol::recv::<FromInit>(&mut reader).map_err(ShimError::internal)? {
                 Some(FromInit::Pid(pid)) => Ok(pid),
-                Some(FromInit::Error { kind, message }) => Err(ShimError::new(kind, message)),
+                Some(FromInit::Error(e)) => Err(e),
                 other => Err(ShimError::internal(format!("container init: unexpected {other:?}"))),
             }
         })();
@@ -304,7 +304,7 @@ impl Container {
             creating.check()?;
             match protocol::recv::<FromInit>(&mut reader) {
                 Ok(Some(FromInit::Ready)) => break,
-                Ok(Some(FromInit::Error { kind, message })) => return Err(ShimError::new(kind, message)),
+                Ok(Some(FromInit::Error(e))) => return Err(e),
                 Ok(Some(FromInit::CacheHit { key })) => crate::compile::touch(&settings, &key),
                 Ok(Some(FromInit::Compile { name, len, wait })) => {
                     let bytes = protocol::recv_bytes(&mut reader, len).map_err(|e| ShimError::internal(format!("container init: {e}")))?;
@@ -585,7 +585,7 @@ impl Container {
         life.status().next(TaskEvent::Pause).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
         match &self.runc {
             Some(runc) => runc.pause()?,
-            None => self.cgroup()?.freeze().map_err(|e| ShimError::internal(e.to_string()))?,
+            None => self.cgroup()?.freeze()?,
         }
         let _ = life.advance(TaskEvent::Pause);
         Ok(())
@@ -596,7 +596,7 @@ impl Container {
         life.status().next(TaskEvent::Resume).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
         match &self.runc {
             Some(runc) => runc.resume()?,
-            None => self.cgroup()?.thaw().map_err(|e| ShimError::internal(e.to_string()))?,
+            None => self.cgroup()?.thaw()?,
         }
         let _ = life.advance(TaskEvent::Resume);
         Ok(())
@@ -616,8 +616,8 @@ impl Container {
         }
         let res: oci_spec::runtime::LinuxResources = serde_json::from_slice(resources_json)
             .map_err(|e| ShimError::invalid(format!("update: resources are not LinuxResources JSON: {e}")))?;
-        let res = Resources::from_spec(&res).map_err(|e| ShimError::invalid(e.to_string()))?;
-        self.cgroup()?.apply(&Resources { devices: None, ..res }).map_err(|e| ShimError::invalid(e.to_string()))
+        let res = Resources::from_spec(&res)?;
+        Ok(self.cgroup()?.apply(&Resources { devices: None, ..res })?)
     }
 
     /// Tears down what Create set up. A created-but-never-started init is killed first.

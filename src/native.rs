@@ -103,9 +103,9 @@ impl Runc {
             })
             .unwrap_or_else(|| "no message".into());
         let kind = if msg.contains("no such file or directory") || msg.contains("executable file not found") {
-            crate::protocol::ErrorKind::NotFound
+            crate::errors::ErrorKind::NotFound
         } else {
-            crate::protocol::ErrorKind::FailedPrecondition
+            crate::errors::ErrorKind::FailedPrecondition
         };
         ShimError::new(kind, format!("runc {what} {}: {msg}", self.id))
     }

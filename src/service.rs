@@ -255,7 +255,7 @@ impl Task for Service {
     fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TResult<StatsResponse> {
         let c = self.get(&req.id)?;
         let cg = c.cgroup()?;
-        let s = cg.stats().map_err(|e| ShimError::internal(e.to_string()))?;
+        let s = cg.stats().map_err(ShimError::from)?;
         let any: Any = stats::to_any(cg.version(), &s).map_err(ShimError::internal)?;
         Ok(StatsResponse { stats: MessageField::some(any), ..Default::default() })
     }
@@ -314,7 +314,7 @@ impl Task for Service {
         {
             let mut execs = c.execs.lock().unwrap();
             if execs.contains_key(&req.exec_id) {
-                return Err(ShimError::new(crate::protocol::ErrorKind::FailedPrecondition, format!("{}: exec {} already exists", req.id, req.exec_id)).into());
+                return Err(ShimError::new(crate::errors::ErrorKind::FailedPrecondition, format!("{}: exec {} already exists", req.id, req.exec_id)).into());
             }
             execs.insert(req.exec_id.clone(), e);
         }
