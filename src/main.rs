@@ -9,8 +9,8 @@
 //! - `creating`: Creates in progress, which a Delete of their id cancels.
 //! - `container`: one container's rootfs, cgroup, stdio, init process and exit.
 //! - `exec`: exec processes of native containers.
-//! - `stdio`: containerd's stdio FIFOs as a task's descriptors (the stdin relay).
-//! - `tty`: terminals of native containers and exec processes.
+//! - `stdio`: a process's stdio (init or exec): containerd's FIFOs as its descriptors (the
+//!   stdin relay), or a terminal (the pty master runc hands over).
 //! - `task`: the task lifecycle state machine.
 //! - `native`: native containers (pause, sidecars) handed to runc.
 //! - `init`: the hidden `init` mode, the container's first process, which runs the wasm.
@@ -49,7 +49,6 @@ mod slots;
 mod stats;
 mod stdio;
 mod task;
-mod tty;
 
 /// A command-line argument of the `install`, `doctor` and `precompile` modes as flag and inline
 /// value: `--flag=value` gives both, anything else is a flag (or a value) whose value, if any,

@@ -125,7 +125,7 @@ impl Runc {
     /// Runs `cmd` (runc, its last argument still to come) to completion with the stdio or a
     /// console socket; the pty master when `terminal`.
     fn spawn_with(&self, mut cmd: Command, last: &str, stdio: [Option<OwnedFd>; 3], terminal: bool, what: &str) -> Result<Option<OwnedFd>> {
-        let console = if terminal { Some(crate::tty::console_socket()?) } else { None };
+        let console = if terminal { Some(crate::stdio::console_socket()?) } else { None };
         if let Some(c) = &console {
             cmd.arg("--console-socket").arg(c.path());
         }
