@@ -135,7 +135,7 @@ pub fn main(args: &[String]) -> i32 {
             return if e.is_empty() { 0 } else { 1 };
         }
     };
-    init_stderr_log(if opts.debug { log::LevelFilter::Debug } else { log::LevelFilter::Info });
+    crate::compile::init_stderr_log(if opts.debug { log::LevelFilter::Debug } else { log::LevelFilter::Info });
     let settings = Settings::from_env();
     if settings.cache_dir.is_none() {
         warn!("precompile: the compile cache is off (WASM_SHIM_CACHE_DIR=off): nothing to fill");
@@ -167,27 +167,6 @@ pub fn main(args: &[String]) -> i32 {
         }
     }
     code
-}
-
-/// A plain stderr logger (`level message`) for the agent and its helpers: systemd's journal
-/// or the calling job keeps it.
-pub fn init_stderr_log(level: log::LevelFilter) {
-    struct Stderr;
-    impl log::Log for Stderr {
-        fn enabled(&self, m: &log::Metadata) -> bool {
-            // Our own lines, and every library's warnings.
-            m.level() <= log::Level::Warn || m.target().starts_with("containerd_shim_wasm_v1") || m.target().starts_with("wasm_shim")
-        }
-        fn log(&self, r: &log::Record) {
-            if self.enabled(r.metadata()) {
-                eprintln!("{:<5} {}", r.level().as_str().to_ascii_lowercase(), r.args());
-            }
-        }
-        fn flush(&self) {}
-    }
-    if log::set_boxed_logger(Box::new(Stderr)).is_ok() {
-        log::set_max_level(level);
-    }
 }
 
 static STOPPING: AtomicBool = AtomicBool::new(false);
