@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - `shim`: the `start`/`delete` actions and serving until Shutdown.
-//! - `serve`: the ttrpc server under both Task API names containerd uses.
+//! - `task_api`: the ttrpc server of the Task API, under both names containerd uses.
 //! - `service`: the ttrpc Task API containerd calls.
 //! - `content`: wasm OCI artifacts read from containerd's content store.
 //! - `creating`: Creates in progress, which a Delete of their id cancels.
@@ -41,7 +41,6 @@ mod install;
 mod native;
 mod precompile;
 mod protocol;
-mod serve;
 mod settings;
 mod service;
 mod shim;
@@ -49,6 +48,7 @@ mod slots;
 mod stats;
 mod stdio;
 mod task;
+mod task_api;
 
 /// A command-line argument of the `install`, `doctor` and `precompile` modes as flag and inline
 /// value: `--flag=value` gives both, anything else is a flag (or a value) whose value, if any,
@@ -83,7 +83,7 @@ fn main() {
     let flags = containerd_shim::parse(&std::env::args_os().skip(1).collect::<Vec<_>>());
     if let Ok(flags) = &flags {
         if flags.action.is_empty() && !flags.socket.is_empty() {
-            if let Err(e) = serve::serve(flags) {
+            if let Err(e) = task_api::serve(flags) {
                 log::error!("{e:#}");
                 eprintln!("{RUNTIME_ID}: {e:#}");
                 std::process::exit(1);
