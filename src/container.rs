@@ -20,7 +20,8 @@ use crate::creating::Creating;
 use crate::errors::{Result, ShimError};
 use crate::events::Events;
 use crate::exec::ExecProcess;
-use crate::native::{self, Runc};
+use crate::entrypoint::{self, Entrypoint};
+use crate::native::Runc;
 use crate::protocol::{self, FromInit, ToInit};
 use crate::settings::Settings;
 use crate::stdio::Stdio;
@@ -88,16 +89,12 @@ pub struct Native {
     pub execs: Mutex<HashMap<String, Arc<ExecProcess>>>,
 }
 
-/// When the entrypoint is not a file of the rootfs, the program may be a wasm layer of the
-/// container's image (a wasm OCI artifact): fetch it from containerd into the bundle. An
-/// ordinary image, or containerd not answering, leaves the init to report the missing file.
-fn fetch_artifact(spec: &oci_spec::runtime::Spec, rootfs: &Path, address: &str, namespace: &str, id: &str, bundle: &Path) -> Result<()> {
-    let Ok(rc) = wasm_shim_oci::run_config(spec) else { return Ok(()) };
-    match wasm_shim_oci::resolve_executable(rootfs, &rc.entrypoint.path, rc.path_env.as_deref(), &rc.cwd) {
-        Err(e) if e.kind() == wasm_shim_oci::ErrorKind::NotFound => {}
-        _ => return Ok(()),
-    }
-    match crate::content::wasm_layer(address, namespace, id, &rc.entrypoint.path) {
+/// An entrypoint that is not a file of the rootfs (`path`, see [`Entrypoint::NotInRootfs`]) may
+/// be a wasm layer of the container's image (a wasm OCI artifact): fetch it from containerd into
+/// the bundle. An ordinary image, or containerd not answering, leaves the init to report the
+/// missing file.
+fn fetch_artifact(path: &str, address: &str, namespace: &str, id: &str, bundle: &Path) -> Result<()> {
+    match crate::content::wasm_layer(address, namespace, id, path) {
         Ok(Some(a)) => {
             let write = |name: &str, data: &[u8]| {
                 std::fs::write(bundle.join(name), data).map_err(|e| ShimError::internal(format!("{}: {e}", bundle.join(name).display())))
@@ -234,7 +231,8 @@ impl Container {
 
         let cg = cgroup_for(&spec, namespace, &req.id)?;
         creating.attach(&cg)?;
-        if native::is_native(&spec, &rootfs_path(&bundle, &spec)) {
+        let entrypoint = entrypoint::inspect(&spec, &rootfs_path(&bundle, &spec));
+        if entrypoint == Entrypoint::Native {
             return Self::create_native(req, namespace, events, bundle, cg, mounted, undo, creating);
         }
         if req.terminal {
@@ -251,7 +249,9 @@ impl Container {
         // The layer lives in the bundle (on /run: memory) only until the init has read it, which
         // it does before it reports Ready: removed when Create returns, whatever the outcome.
         let artifact = ArtifactFiles(bundle.clone());
-        fetch_artifact(&spec, &rootfs_path(&bundle, &spec), address, namespace, &req.id, &bundle)?;
+        if let Entrypoint::NotInRootfs { path } = &entrypoint {
+            fetch_artifact(path, address, namespace, &req.id, &bundle)?;
+        }
         creating.check()?;
         cg.create()?;
         undo.cgroup = Some(cg.clone());

@@ -7,11 +7,14 @@
 //! - `service`: the ttrpc Task API containerd calls.
 //! - `content`: wasm OCI artifacts read from containerd's content store.
 //! - `creating`: Creates in progress, which a Delete of their id cancels.
-//! - `container`: one container's rootfs, cgroup, stdio, init process and exit.
+//! - `container`: one container, wasm or native (its `Runtime`): rootfs, cgroup, init process,
+//!   the thread that records its exit.
 //! - `exec`: exec processes of native containers.
 //! - `stdio`: a process's stdio (init or exec): containerd's FIFOs as its descriptors (the
 //!   stdin relay), or a terminal (the pty master runc hands over).
 //! - `task`: the task lifecycle state machine.
+//! - `entrypoint`: what a container's entrypoint is, asked once per Create: native, a file of
+//!   the rootfs, or not there (then maybe a wasm layer of the image).
 //! - `native`: native containers (pause, sidecars) handed to runc.
 //! - `init`: the hidden `init` mode, the container's first process, which runs the wasm.
 //! - `compile`: the hidden `compile-cache` mode (helpers that fill the compile cache outside
@@ -26,13 +29,15 @@
 //! - `protocol`: messages between the shim and its init.
 //! - `events`: publishing task events to containerd in order.
 //! - `stats`: cgroup statistics as containerd's metrics types.
-//! - `errors`: errors to ttrpc status codes.
+//! - `errors`: the one error type of the service and the init, mapped to ttrpc status codes
+//!   once (the crates' errors by their own kind).
 
 mod compile;
 mod container;
 mod content;
 mod creating;
 mod doctor;
+mod entrypoint;
 mod errors;
 mod events;
 mod exec;
