@@ -233,7 +233,7 @@ impl Container {
         creating.attach(&cg)?;
         let entrypoint = entrypoint::inspect(&spec, &rootfs_path(&bundle, &spec));
         if entrypoint == Entrypoint::Native {
-            return Self::create_native(req, namespace, events, bundle, cg, mounted, undo, creating);
+            return Self::create_native(req, namespace, events, bundle, cg, undo, creating);
         }
         if req.terminal {
             return Err(ShimError::unimplemented("a terminal (tty) is not supported for wasm containers: run without -t"));
@@ -365,10 +365,10 @@ impl Container {
         events: &Events,
         bundle: PathBuf,
         cg: Cgroup,
-        mounted: bool,
         mut undo: Undo,
         creating: &Creating,
     ) -> Result<Arc<Container>> {
+        let mounted = undo.rootfs.is_some();
         let runc = Runc::new(namespace, &req.id, &bundle)?;
         let (mut stdio, fds) = Stdio::open(&req.stdin, &req.stdout, &req.stderr, req.terminal)?;
         let (pid, master) = runc.create(&bundle, fds, req.terminal)?;

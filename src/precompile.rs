@@ -373,7 +373,7 @@ impl Agent {
         // An index points at manifests; follow one level, as Create does.
         for depth in 0..2 {
             let blob = self.read_small(&mut content, ns, &desc)?;
-            match artifact::parse_manifest(&desc.media_type().to_string(), &blob).map_err(|e| e.to_string())? {
+            match artifact::parse_manifest(desc.media_type().as_ref(), &blob).map_err(|e| e.to_string())? {
                 Manifest::Index(ms) if depth == 0 => {
                     desc = artifact::pick_manifest(&ms, wasm_shim_oci::image::host_architecture()).map_err(|e| e.to_string())?;
                 }
