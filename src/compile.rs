@@ -174,7 +174,7 @@ fn helper(tier: &str, mode: Mode, adj: &str, name: &str) -> Status {
     // First: not the shim's OOM protection (containerd's -999 is inherited through fork).
     let adj_written = set_oom_score_adj(adj);
     if mode == Mode::Agent {
-        crate::precompile::init_stderr_log(log::LevelFilter::Info);
+        init_stderr_log(log::LevelFilter::Info);
     } else {
         init_log();
     }
@@ -345,6 +345,27 @@ fn init_log() {
     let logger = containerd_shim::logger::FifoLogger::with_file(file);
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
+/// A plain stderr logger (`level message`) for the agent and its helpers: systemd's journal
+/// or the calling job keeps it.
+pub fn init_stderr_log(level: log::LevelFilter) {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            // Our own lines, and every library's warnings.
+            m.level() <= log::Level::Warn || m.target().starts_with("containerd_shim_wasm_v1") || m.target().starts_with("wasm_shim")
+        }
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                eprintln!("{:<5} {}", r.level().as_str().to_ascii_lowercase(), r.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+    if log::set_boxed_logger(Box::new(Stderr)).is_ok() {
+        log::set_max_level(level);
     }
 }
 

@@ -1,5 +1,6 @@
 //! One container as the shim sees it: its rootfs mounts, cgroup, stdio, the init process
-//! (pidfd) and the thread that waits for its exit. The task service drives it.
+//! (pidfd) and the thread that waits for its exit; what runs it is a [`Runtime`]: the shim's
+//! own wasm init, or runc for a native container. The task service drives it.
 
 use std::collections::HashMap;
 use std::io::BufReader;
@@ -19,12 +20,12 @@ use crate::creating::Creating;
 use crate::errors::{Result, ShimError};
 use crate::events::Events;
 use crate::exec::ExecProcess;
-use crate::native::{self, Runc};
+use crate::entrypoint::{self, Entrypoint};
+use crate::native::Runc;
 use crate::protocol::{self, FromInit, ToInit};
 use crate::settings::Settings;
-use crate::stdio::{open_output, StdinRelay};
+use crate::stdio::Stdio;
 use crate::task::{Event as TaskEvent, Exit, Lifecycle, Status};
-use crate::tty::Terminal;
 
 /// Where the init's host pid is written in the bundle, for the `delete` action after a crash.
 pub const INIT_PID_FILE: &str = "init.pid";
@@ -53,37 +54,47 @@ pub struct Container {
     pub stdout: String,
     pub stderr: String,
     pub pid: u32,
-    pidfd: Arc<PidFd>,
-    pub cgroup: Option<Cgroup>,
-    /// Set for a native container: runc created it and owns its cgroup.
-    runc: Option<Runc>,
-    /// The terminal of a native container created with one (`ctr run -t`, CRI `tty: true`).
-    tty: Option<Terminal>,
+    pidfd: PidFd,
+    pub cgroup: Cgroup,
     rootfs_mounted: bool,
-    stdin_relay: Option<StdinRelay>,
-    /// The sha256 of the wasm this container's init asked the shim to compile, and the cache
-    /// it went to: the one entry the shim may hand the running init (a server switching from
-    /// baseline to optimized code).
-    compiled: Option<(String, PathBuf)>,
-    /// How long Create took, from containerd's request to the init's Ready: told to the init at
-    /// Start, for its metrics (`wasm_shim_create_duration_seconds`).
-    create_took: Duration,
-    /// Status and exit; beside them, the channel that releases a waiting wasm init (Start).
+    /// The init's stdin relay, or its terminal (a native container created with one: `ctr run
+    /// -t`, CRI `tty: true`).
+    stdio: Stdio,
+    runtime: Runtime,
+    /// Status and exit; beside them, the channel that releases a waiting wasm init (Start):
+    /// none for a native container, and none once the init has exited.
     life: Lifecycle<Option<UnixStream>>,
-    /// Exec processes of a native container, by exec id.
+}
+
+/// What runs a container, with what only that kind has.
+enum Runtime {
+    /// The shim's own init runs the wasm: Start releases it over its sync socket, and the shim
+    /// freezes, limits and removes its cgroup itself.
+    Wasm {
+        /// The sha256 of the wasm this container's init asked the shim to compile, and the
+        /// cache it went to: the one entry the shim may hand the running init (a server
+        /// switching from baseline to optimized code).
+        compiled: Option<(String, PathBuf)>,
+        /// How long Create took, from containerd's request to the init's Ready: told to the
+        /// init at Start, for its metrics (`wasm_shim_create_duration_seconds`).
+        create_took: Duration,
+    },
+    /// A native container: runc created it, owns its cgroup and runs its exec processes.
+    Native(Native),
+}
+
+pub struct Native {
+    pub runc: Runc,
+    /// Exec processes, by exec id.
     pub execs: Mutex<HashMap<String, Arc<ExecProcess>>>,
 }
 
-/// When the entrypoint is not a file of the rootfs, the program may be a wasm layer of the
-/// container's image (a wasm OCI artifact): fetch it from containerd into the bundle. An
-/// ordinary image, or containerd not answering, leaves the init to report the missing file.
-fn fetch_artifact(spec: &oci_spec::runtime::Spec, rootfs: &Path, address: &str, namespace: &str, id: &str, bundle: &Path) -> Result<()> {
-    let Ok(rc) = wasm_shim_oci::run_config(spec) else { return Ok(()) };
-    match wasm_shim_oci::resolve_executable(rootfs, &rc.entrypoint.path, rc.path_env.as_deref(), &rc.cwd) {
-        Err(e) if e.kind() == wasm_shim_oci::ErrorKind::NotFound => {}
-        _ => return Ok(()),
-    }
-    match crate::content::wasm_layer(address, namespace, id, &rc.entrypoint.path) {
+/// An entrypoint that is not a file of the rootfs (`path`, see [`Entrypoint::NotInRootfs`]) may
+/// be a wasm layer of the container's image (a wasm OCI artifact): fetch it from containerd into
+/// the bundle. An ordinary image, or containerd not answering, leaves the init to report the
+/// missing file.
+fn fetch_artifact(path: &str, address: &str, namespace: &str, id: &str, bundle: &Path) -> Result<()> {
+    match crate::content::wasm_layer(address, namespace, id, path) {
         Ok(Some(a)) => {
             let write = |name: &str, data: &[u8]| {
                 std::fs::write(bundle.join(name), data).map_err(|e| ShimError::internal(format!("{}: {e}", bundle.join(name).display())))
@@ -92,7 +103,7 @@ fn fetch_artifact(spec: &oci_spec::runtime::Spec, rootfs: &Path, address: &str, 
             write(ARTIFACT_NAME_FILE, a.name.as_bytes())
         }
         Ok(None) => Ok(()),
-        Err(e) if e.kind == crate::protocol::ErrorKind::InvalidArgument => Err(e),
+        Err(e) if e.kind == crate::errors::ErrorKind::InvalidArgument => Err(e),
         Err(e) => {
             debug!("{id}: no wasm artifact: {e}");
             Ok(())
@@ -133,7 +144,7 @@ fn mount_rootfs(req: &CreateTaskRequest, rootfs: &Path) -> Result<bool> {
     for m in &req.rootfs {
         if let Err(e) = wasm_shim_container::rootfs::mount_containerd_rootfs(&m.type_, &m.source, &m.options, rootfs) {
             unmount_rootfs(rootfs);
-            return Err(ShimError::internal(format!("rootfs: {e}")));
+            return Err(ShimError::from(e).context("rootfs"));
         }
     }
     Ok(true)
@@ -161,8 +172,8 @@ fn init_settings() -> Settings {
 /// The cgroup of a container: the spec's `linux.cgroupsPath`, or `/<namespace>/<id>`.
 pub fn cgroup_for(spec: &oci_spec::runtime::Spec, namespace: &str, id: &str) -> Result<Cgroup> {
     let path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()).map(|p| p.display().to_string()).unwrap_or_default();
-    let path = cgroup::normalize_path(&path, &format!("/{namespace}/{id}")).map_err(|e| ShimError::invalid(e.to_string()))?;
-    Cgroup::new(Path::new(CGROUP_ROOT), &path).map_err(|e| ShimError::internal(e.to_string()))
+    let path = cgroup::normalize_path(&path, &format!("/{namespace}/{id}"))?;
+    Ok(Cgroup::new(Path::new(CGROUP_ROOT), &path)?)
 }
 
 /// What Create leaves to undo if a later step fails.
@@ -170,7 +181,6 @@ struct Undo {
     rootfs: Option<PathBuf>,
     cgroup: Option<Cgroup>,
     pid: Option<PidFd>,
-    stdin: Option<StdinRelay>,
     runc: Option<Runc>,
     armed: bool,
 }
@@ -183,9 +193,6 @@ impl Drop for Undo {
         if let Some(p) = &self.pid {
             let _ = p.send_signal(libc::SIGKILL);
             let _ = p.wait();
-        }
-        if let Some(s) = &self.stdin {
-            s.stop();
         }
         if let Some(r) = &self.runc {
             if let Err(e) = r.delete() {
@@ -214,7 +221,7 @@ impl Container {
         let began = std::time::Instant::now();
         let bundle = PathBuf::from(&req.bundle);
         let spec = wasm_shim_oci::load_spec(&bundle)?;
-        let mut undo = Undo { rootfs: None, cgroup: None, pid: None, stdin: None, runc: None, armed: true };
+        let mut undo = Undo { rootfs: None, cgroup: None, pid: None, runc: None, armed: true };
 
         let rootfs = bundle.join("rootfs");
         let mounted = mount_rootfs(req, &rootfs)?;
@@ -224,8 +231,9 @@ impl Container {
 
         let cg = cgroup_for(&spec, namespace, &req.id)?;
         creating.attach(&cg)?;
-        if native::is_native(&spec, &rootfs_path(&bundle, &spec)) {
-            return Self::create_native(req, namespace, events, bundle, cg, mounted, undo, creating);
+        let entrypoint = entrypoint::inspect(&spec, &rootfs_path(&bundle, &spec));
+        if entrypoint == Entrypoint::Native {
+            return Self::create_native(req, namespace, events, bundle, cg, undo, creating);
         }
         if req.terminal {
             return Err(ShimError::unimplemented("a terminal (tty) is not supported for wasm containers: run without -t"));
@@ -241,29 +249,24 @@ impl Container {
         // The layer lives in the bundle (on /run: memory) only until the init has read it, which
         // it does before it reports Ready: removed when Create returns, whatever the outcome.
         let artifact = ArtifactFiles(bundle.clone());
-        fetch_artifact(&spec, &rootfs_path(&bundle, &spec), address, namespace, &req.id, &bundle)?;
+        if let Entrypoint::NotInRootfs { path } = &entrypoint {
+            fetch_artifact(path, address, namespace, &req.id, &bundle)?;
+        }
         creating.check()?;
-        cg.create().map_err(|e| ShimError::internal(e.to_string()))?;
+        cg.create()?;
         undo.cgroup = Some(cg.clone());
         if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
             // Limits and device rules (containerd's default spec denies every device, and ctr and
             // the CRI allow its default ones), set before the init joins the cgroup.
-            let mut res = Resources::from_spec(res).map_err(|e| ShimError::invalid(e.to_string()))?;
+            let mut res = Resources::from_spec(res)?;
             // The default nodes the init binds open whatever the spec's rules say, as under runc.
             if let Some(rules) = res.devices.as_mut() {
                 rules.extend(wasm_shim_container::cgroup::DeviceRule::default_nodes());
             }
-            cg.apply(&res).map_err(|e| ShimError::precondition(e.to_string()))?;
+            cg.apply(&res)?;
         }
 
-        let stdin = if req.stdin.is_empty() {
-            None
-        } else {
-            let (relay, fd) = StdinRelay::start(&req.stdin)?;
-            undo.stdin = Some(relay);
-            Some(fd)
-        };
-        let stdio = [stdin, open_output(&req.stdout)?, open_output(&req.stderr)?];
+        let (stdio, fds) = Stdio::open(&req.stdin, &req.stdout, &req.stderr, false)?;
 
         let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj()).unwrap_or(0);
         let (sync, theirs) = process::sync_pair().map_err(ShimError::internal)?;
@@ -271,18 +274,18 @@ impl Container {
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg("init").arg(&bundle).env_clear().current_dir(&bundle);
         settings.apply_to(&mut cmd);
-        let mut stage1 = process::spawn_with_sync(cmd, theirs, stdio).map_err(|e| ShimError::internal(format!("spawn container init: {e}")))?;
+        let mut stage1 = process::spawn_with_sync(cmd, theirs, fds).map_err(|e| ShimError::internal(format!("spawn container init: {e}")))?;
         let mut reader = BufReader::new(sync.try_clone().map_err(ShimError::internal)?);
         let mut writer = sync;
 
         let setup = (|| -> Result<i32> {
-            cg.add_process(stage1.id() as i32).map_err(|e| ShimError::internal(e.to_string()))?;
+            cg.add_process(stage1.id() as i32)?;
             // From here on a cancelling Delete kills it in the cgroup.
             creating.check()?;
             protocol::send(&mut writer, &ToInit::Go).map_err(ShimError::internal)?;
             match protocol::recv::<FromInit>(&mut reader).map_err(ShimError::internal)? {
                 Some(FromInit::Pid(pid)) => Ok(pid),
-                Some(FromInit::Error { kind, message }) => Err(ShimError::new(kind, message)),
+                Some(FromInit::Error(e)) => Err(e),
                 other => Err(ShimError::internal(format!("container init: unexpected {other:?}"))),
             }
         })();
@@ -304,7 +307,7 @@ impl Container {
             creating.check()?;
             match protocol::recv::<FromInit>(&mut reader) {
                 Ok(Some(FromInit::Ready)) => break,
-                Ok(Some(FromInit::Error { kind, message })) => return Err(ShimError::new(kind, message)),
+                Ok(Some(FromInit::Error(e))) => return Err(e),
                 Ok(Some(FromInit::CacheHit { key })) => crate::compile::touch(&settings, &key),
                 Ok(Some(FromInit::Compile { name, len, wait })) => {
                     let bytes = protocol::recv_bytes(&mut reader, len).map_err(|e| ShimError::internal(format!("container init: {e}")))?;
@@ -343,16 +346,12 @@ impl Container {
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
             pid: pid as u32,
-            pidfd: Arc::new(undo.pid.take().expect("pidfd set above")),
-            cgroup: undo.cgroup.take(),
-            runc: None,
-            tty: None,
+            pidfd: undo.pid.take().expect("pidfd set above"),
+            cgroup: cg,
             rootfs_mounted: mounted,
-            stdin_relay: undo.stdin.take(),
-            compiled,
-            create_took: began.elapsed(),
+            stdio,
+            runtime: Runtime::Wasm { compiled, create_took: began.elapsed() },
             life: Lifecycle::new(Some(writer)),
-            execs: Mutex::new(HashMap::new()),
         });
         Self::watch(&container, Some(reader), events)?;
         Ok(container)
@@ -366,26 +365,18 @@ impl Container {
         events: &Events,
         bundle: PathBuf,
         cg: Cgroup,
-        mounted: bool,
         mut undo: Undo,
         creating: &Creating,
     ) -> Result<Arc<Container>> {
+        let mounted = undo.rootfs.is_some();
         let runc = Runc::new(namespace, &req.id, &bundle)?;
-        let stdin = if req.stdin.is_empty() || req.terminal {
-            None
-        } else {
-            let (relay, fd) = StdinRelay::start(&req.stdin)?;
-            undo.stdin = Some(relay);
-            Some(fd)
-        };
-        let stdio = if req.terminal { [None, None, None] } else { [stdin, open_output(&req.stdout)?, open_output(&req.stderr)?] };
-        let (pid, master) = runc.create(&bundle, stdio, req.terminal)?;
+        let (mut stdio, fds) = Stdio::open(&req.stdin, &req.stdout, &req.stderr, req.terminal)?;
+        let (pid, master) = runc.create(&bundle, fds, req.terminal)?;
         undo.runc = Some(runc.clone());
         creating.check()?;
-        let tty = match master {
-            Some(m) => Some(Terminal::attach(m, &req.stdin, &req.stdout)?),
-            None => None,
-        };
+        if let Some(m) = master {
+            stdio.attach_terminal(m, &req.stdin, &req.stdout)?;
+        }
         let pidfd = PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?;
         record_init(&bundle, pid);
         debug!("{}: native container created by runc, pid {pid}", req.id);
@@ -397,35 +388,34 @@ impl Container {
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
             pid: pid as u32,
-            pidfd: Arc::new(pidfd),
-            cgroup: Some(cg),
-            runc: Some(runc),
-            tty,
+            pidfd,
+            cgroup: cg,
             rootfs_mounted: mounted,
-            stdin_relay: undo.stdin.take(),
-            compiled: None,
-            create_took: Duration::ZERO,
+            stdio,
+            runtime: Runtime::Native(Native { runc, execs: Mutex::new(HashMap::new()) }),
             life: Lifecycle::new(None),
-            execs: Mutex::new(HashMap::new()),
         });
         Self::watch(&container, None, events)?;
         Ok(container)
     }
 
-    /// The runc driving a native container; wasm containers have none (and no exec).
-    pub fn runc(&self) -> Result<&Runc> {
-        self.runc.as_ref().ok_or_else(|| {
-            ShimError::unimplemented(format!("{}: exec is not supported in a wasm task (a wasm guest cannot start processes)", self.id))
-        })
+    /// The runc and exec processes of a native container; a wasm container has neither.
+    pub fn native(&self) -> Result<&Native> {
+        match &self.runtime {
+            Runtime::Native(n) => Ok(n),
+            Runtime::Wasm { .. } => Err(ShimError::unimplemented(format!(
+                "{}: exec is not supported in a wasm task (a wasm guest cannot start processes)",
+                self.id
+            ))),
+        }
     }
 
     pub fn exec(&self, exec_id: &str) -> Result<Arc<ExecProcess>> {
-        self.execs
-            .lock()
-            .unwrap()
-            .get(exec_id)
-            .cloned()
-            .ok_or_else(|| ShimError::not_found(format!("{}: exec {exec_id} not found", self.id)))
+        let found = match &self.runtime {
+            Runtime::Native(n) => n.execs.lock().unwrap().get(exec_id).cloned(),
+            Runtime::Wasm { .. } => None,
+        };
+        found.ok_or_else(|| ShimError::not_found(format!("{}: exec {exec_id} not found", self.id)))
     }
 
     fn watch(container: &Arc<Container>, reader: Option<BufReader<UnixStream>>, events: &Events) -> Result<()> {
@@ -441,7 +431,7 @@ impl Container {
     /// Reads what a wasm init reports while it runs (OOM), then reaps the init and records
     /// the exit.
     fn monitor(self: Arc<Self>, reader: Option<BufReader<UnixStream>>, events: &Events) {
-        let oom_before = self.cgroup.as_ref().and_then(|c| c.oom_kill_count().ok()).unwrap_or(0);
+        let oom_before = self.cgroup.oom_kill_count().unwrap_or(0);
         let mut oom_sent = false;
         let mut reader = reader;
         let mut budget = LogBudget::new();
@@ -461,7 +451,11 @@ impl Container {
                 FromInit::AwaitOptimized { key } => {
                     handover_asked = true;
                     let sock = reader.as_ref().and_then(|r| r.get_ref().try_clone().ok());
-                    match (sock, handover_path(self.compiled.as_ref(), &key)) {
+                    let compiled = match &self.runtime {
+                        Runtime::Wasm { compiled, .. } => compiled.as_ref(),
+                        Runtime::Native(_) => None,
+                    };
+                    match (sock, handover_path(compiled, &key)) {
                         (Some(sock), Ok(path)) => crate::compile::hand_over_when_built(self.id.clone(), path, sock),
                         (_, Err(why)) => warn!("{}: the init asked for compiled code {key:?}: {why}", self.id),
                         (None, _) => {}
@@ -489,7 +483,7 @@ impl Container {
                 ExitStatus::Signaled(libc::SIGKILL)
             }
         };
-        let oom_after = self.cgroup.as_ref().and_then(|c| c.oom_kill_count().ok()).unwrap_or(0);
+        let oom_after = self.cgroup.oom_kill_count().unwrap_or(0);
         if oom_after > oom_before && !oom_sent {
             events.send(TaskOOM { container_id: self.id.clone(), ..Default::default() });
         }
@@ -497,24 +491,17 @@ impl Container {
             *start_tx = None;
             events.exit(&self.id, &self.id, self.pid, exit);
         });
-        if let Some(r) = &self.stdin_relay {
-            r.stop();
-        }
+        self.stdio.close_stdin();
     }
 
     /// ResizePty of the init's terminal.
     pub fn resize(&self, rows: u32, cols: u32) -> Result<()> {
-        match &self.tty {
-            Some(t) => t.resize(rows, cols),
-            None => Err(ShimError::precondition(format!("{}: has no terminal", self.id))),
-        }
+        self.stdio.resize(&self.id, rows, cols)
     }
 
     /// CloseIO: the guest's stdin ends once what was written so far is delivered.
     pub fn close_stdin(&self) {
-        if let Some(r) = &self.stdin_relay {
-            r.stop();
-        }
+        self.stdio.close_stdin();
     }
 
     pub fn status(&self) -> (Status, Option<Exit>) {
@@ -526,12 +513,14 @@ impl Container {
     pub fn start(&self, on_started: impl FnOnce()) -> Result<u32> {
         let mut life = self.life.lock();
         life.status().next(TaskEvent::Start).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
-        if let Some(runc) = &self.runc {
-            runc.start()?;
-        } else {
-            let tx = life.extra.as_mut().ok_or_else(|| ShimError::precondition(format!("{}: the init has exited", self.id)))?;
-            let create_micros = u64::try_from(self.create_took.as_micros()).unwrap_or(u64::MAX);
-            protocol::send(tx, &ToInit::Start { create_micros }).map_err(|e| ShimError::precondition(format!("{}: the init has exited: {e}", self.id)))?;
+        match &self.runtime {
+            Runtime::Native(n) => n.runc.start()?,
+            Runtime::Wasm { create_took, .. } => {
+                let tx = life.extra.as_mut().ok_or_else(|| ShimError::precondition(format!("{}: the init has exited", self.id)))?;
+                let create_micros = u64::try_from(create_took.as_micros()).unwrap_or(u64::MAX);
+                protocol::send(tx, &ToInit::Start { create_micros })
+                    .map_err(|e| ShimError::precondition(format!("{}: the init has exited: {e}", self.id)))?;
+            }
         }
         let _ = life.advance(TaskEvent::Start);
         on_started();
@@ -540,21 +529,24 @@ impl Container {
 
     pub fn kill(&self, signal: u32, all: bool) -> Result<()> {
         let (status, _) = self.status();
+        // runc signals every process of a native container (`all`); a wasm container's init is
+        // its only process.
+        let everyone = match &self.runtime {
+            Runtime::Native(n) if all => Some(&n.runc),
+            _ => None,
+        };
         if status == Status::Stopped {
             if all {
                 // Whatever the init left behind in its cgroup (a shared pid namespace).
-                if let Some(runc) = &self.runc {
+                if let Some(runc) = everyone {
                     let _ = runc.kill(signal, true);
                 }
                 return Ok(());
             }
             return Err(ShimError::not_found(format!("{}: process already finished", self.id)));
         }
-        if all {
-            if let Some(runc) = &self.runc {
-                runc.kill(signal, true)?;
-                return Ok(());
-            }
+        if let Some(runc) = everyone {
+            return runc.kill(signal, true);
         }
         match self.pidfd.send_signal(signal as i32) {
             Ok(()) => {}
@@ -565,9 +557,7 @@ impl Container {
         }
         // A frozen process only acts on a signal once thawed.
         if status == Status::Paused {
-            if let Some(c) = &self.cgroup {
-                let _ = c.thaw();
-            }
+            let _ = self.cgroup.thaw();
             let mut life = self.life.lock();
             if life.status() == Status::Paused {
                 let _ = life.advance(TaskEvent::Resume);
@@ -583,9 +573,9 @@ impl Container {
     pub fn pause(&self) -> Result<()> {
         let mut life = self.life.lock();
         life.status().next(TaskEvent::Pause).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
-        match &self.runc {
-            Some(runc) => runc.pause()?,
-            None => self.cgroup()?.freeze().map_err(|e| ShimError::internal(e.to_string()))?,
+        match &self.runtime {
+            Runtime::Native(n) => n.runc.pause()?,
+            Runtime::Wasm { .. } => self.cgroup.freeze()?,
         }
         let _ = life.advance(TaskEvent::Pause);
         Ok(())
@@ -594,16 +584,12 @@ impl Container {
     pub fn resume(&self) -> Result<()> {
         let mut life = self.life.lock();
         life.status().next(TaskEvent::Resume).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
-        match &self.runc {
-            Some(runc) => runc.resume()?,
-            None => self.cgroup()?.thaw().map_err(|e| ShimError::internal(e.to_string()))?,
+        match &self.runtime {
+            Runtime::Native(n) => n.runc.resume()?,
+            Runtime::Wasm { .. } => self.cgroup.thaw()?,
         }
         let _ = life.advance(TaskEvent::Resume);
         Ok(())
-    }
-
-    pub fn cgroup(&self) -> Result<&Cgroup> {
-        self.cgroup.as_ref().ok_or_else(|| ShimError::precondition(format!("{}: no cgroup", self.id)))
     }
 
     /// Update: new limits (LinuxResources JSON) for the container's cgroup. Device rules are left
@@ -611,13 +597,13 @@ impl Container {
     /// applying them again would briefly deny every device on cgroup v1 and stack one more eBPF
     /// filter per update on v2.
     pub fn update(&self, resources_json: &[u8]) -> Result<()> {
-        if let Some(runc) = &self.runc {
-            return runc.update(resources_json);
+        if let Runtime::Native(n) = &self.runtime {
+            return n.runc.update(resources_json);
         }
         let res: oci_spec::runtime::LinuxResources = serde_json::from_slice(resources_json)
             .map_err(|e| ShimError::invalid(format!("update: resources are not LinuxResources JSON: {e}")))?;
-        let res = Resources::from_spec(&res).map_err(|e| ShimError::invalid(e.to_string()))?;
-        self.cgroup()?.apply(&Resources { devices: None, ..res }).map_err(|e| ShimError::invalid(e.to_string()))
+        let res = Resources::from_spec(&res)?;
+        Ok(self.cgroup.apply(&Resources { devices: None, ..res })?)
     }
 
     /// Tears down what Create set up. A created-but-never-started init is killed first.
@@ -633,15 +619,14 @@ impl Container {
             Some(e) => e,
             None => return Err(ShimError::internal(format!("{}: init did not exit after SIGKILL", self.id))),
         };
-        if let Some(r) = &self.stdin_relay {
-            r.stop();
-        }
-        if let Some(runc) = &self.runc {
+        self.stdio.close_stdin();
+        match &self.runtime {
             // runc removes the container's cgroup and state.
-            runc.delete()?;
-        } else if let Some(c) = &self.cgroup {
-            if let Err(e) = c.destroy() {
-                warn!("{}: {e}", self.id);
+            Runtime::Native(n) => n.runc.delete()?,
+            Runtime::Wasm { .. } => {
+                if let Err(e) = self.cgroup.destroy() {
+                    warn!("{}: {e}", self.id);
+                }
             }
         }
         if self.rootfs_mounted {

@@ -49,9 +49,9 @@ pub fn wasm_layer(address: &str, namespace: &str, id: &str, wanted: &str) -> Res
 
 fn grpc_error(what: &str, e: containerd_client::tonic::Status) -> ShimError {
     let kind = if e.code() == containerd_client::tonic::Code::NotFound {
-        crate::protocol::ErrorKind::NotFound
+        crate::errors::ErrorKind::NotFound
     } else {
-        crate::protocol::ErrorKind::Internal
+        crate::errors::ErrorKind::Internal
     };
     ShimError::new(kind, format!("{what}: {}", e.message()))
 }

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use wasm_shim_container::cgroup::Cgroup;
 use wasm_shim_container::process;
 
-use crate::errors::{Result, ShimError};
-use crate::protocol::ErrorKind;
+use crate::errors::{ErrorKind, Result, ShimError};
 
 /// One Create in progress.
 #[derive(Default)]

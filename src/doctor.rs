@@ -459,7 +459,10 @@ fn cache_probe(settings: &Settings, source: &str) -> CacheProbe {
     if let Some(e) = &existing {
         p.is_dir = fs::metadata(e).is_ok_and(|m| m.is_dir());
         p.writable = nix::unistd::access(e.as_path(), nix::unistd::AccessFlags::W_OK).is_ok();
-        p.free = nix::sys::statvfs::statvfs(e.as_path()).ok().map(|s| s.blocks_free() as u64 * s.fragment_size() as u64);
+        // The field types differ between targets (u32 on some 32-bit ones).
+        #[allow(clippy::unnecessary_cast)]
+        let free = nix::sys::statvfs::statvfs(e.as_path()).ok().map(|s| s.blocks_free() as u64 * s.fragment_size() as u64);
+        p.free = free;
     }
     p.existing = existing;
     p

@@ -1,12 +1,28 @@
-//! One mapping from the shim's errors to ttrpc status codes, so `ctr` and the CRI show a useful
-//! message with the right code.
+//! The shim's one error type, for the service and the container init alike, and the one mapping
+//! from errors to ttrpc status codes, so `ctr` and the CRI show a useful message with the right
+//! code. The crates' errors come in through `From` by their own `kind()`.
 
 use containerd_shim::protos::ttrpc::{self, Code};
+use serde::{Deserialize, Serialize};
+use wasm_shim_container::cgroup::CgroupError;
+use wasm_shim_container::namespaces::NamespaceError;
+use wasm_shim_container::rootfs::RootfsError;
+use wasm_shim_container::seccomp::SeccompError;
+use wasm_shim_container::security::SecurityError;
+use wasm_shim_container::ContainerError;
 
-use crate::protocol::ErrorKind;
+/// The ttrpc status an error maps to (an init's error crosses the sync socket with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    NotFound,
+    InvalidArgument,
+    FailedPrecondition,
+    Unimplemented,
+    Internal,
+}
 
-/// An error answered to containerd.
-#[derive(Debug, Clone)]
+/// An error answered to containerd, or reported by the init to the shim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShimError {
     pub kind: ErrorKind,
     pub message: String,
@@ -33,6 +49,10 @@ impl ShimError {
     pub fn internal(m: impl std::fmt::Display) -> Self {
         Self::new(ErrorKind::Internal, m.to_string())
     }
+    /// The same error, its message prefixed with `what`.
+    pub fn context(self, what: impl std::fmt::Display) -> Self {
+        ShimError { message: format!("{what}: {}", self.message), ..self }
+    }
 }
 
 impl std::fmt::Display for ShimError {
@@ -52,6 +72,37 @@ impl From<wasm_shim_oci::OciError> for ShimError {
         ShimError::new(kind, e.to_string())
     }
 }
+
+impl From<wasm_shim_engine::EngineError> for ShimError {
+    fn from(e: wasm_shim_engine::EngineError) -> Self {
+        let kind = if e.is_invalid_input() { ErrorKind::InvalidArgument } else { ErrorKind::Internal };
+        ShimError::new(kind, e.to_string())
+    }
+}
+
+impl From<ContainerError> for ShimError {
+    fn from(e: ContainerError) -> Self {
+        let kind = match e.kind() {
+            wasm_shim_container::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+            wasm_shim_container::ErrorKind::FailedPrecondition => ErrorKind::FailedPrecondition,
+            wasm_shim_container::ErrorKind::Unimplemented => ErrorKind::Unimplemented,
+            wasm_shim_container::ErrorKind::Internal => ErrorKind::Internal,
+        };
+        ShimError::new(kind, e.to_string())
+    }
+}
+
+/// Each module's error of `crates/container`, through the crate's error (and its kind).
+macro_rules! from_container_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for ShimError {
+            fn from(e: $t) -> Self {
+                ContainerError::from(e).into()
+            }
+        }
+    )*};
+}
+from_container_error!(CgroupError, NamespaceError, RootfsError, SeccompError, SecurityError);
 
 pub fn code(kind: ErrorKind) -> Code {
     match kind {
@@ -86,5 +137,22 @@ mod tests {
         assert_eq!(code(ErrorKind::InvalidArgument), Code::INVALID_ARGUMENT);
         assert_eq!(code(ErrorKind::Unimplemented), Code::UNIMPLEMENTED);
         assert_eq!(code(ErrorKind::FailedPrecondition), Code::FAILED_PRECONDITION);
+    }
+
+    #[test]
+    fn a_cgroup_error_has_one_code_whichever_request_met_it() {
+        // The kernel refusing a limit: Create and Update both answer FailedPrecondition.
+        let refused = || CgroupError::Io {
+            op: "write",
+            path: "/sys/fs/cgroup/a/memory.max".into(),
+            err: std::io::Error::from_raw_os_error(libc::EBUSY),
+        };
+        let e = ShimError::from(refused());
+        assert_eq!(e.kind, ErrorKind::FailedPrecondition);
+        assert_eq!(e.message, refused().to_string());
+        let bad = ShimError::from(CgroupError::InvalidResources("memory.swap below memory.limit".into()));
+        assert_eq!(bad.kind, ErrorKind::InvalidArgument);
+        assert_eq!(ShimError::from(NamespaceError::UserNamespace).kind, ErrorKind::Unimplemented);
+        assert_eq!(ShimError::internal("x").context("rootfs").message, "rootfs: x");
     }
 }

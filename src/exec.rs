@@ -8,12 +8,11 @@ use containerd_shim::api::ExecProcessRequest;
 use log::warn;
 use wasm_shim_container::process::{ExitStatus, PidFd};
 
-use crate::stdio::{open_output, StdinRelay};
 use crate::errors::{Result, ShimError};
 use crate::events::Events;
 use crate::native::Runc;
+use crate::stdio::Stdio;
 use crate::task::{Event as TaskEvent, Exit, Lifecycle, Status};
-use crate::tty::Terminal;
 
 pub struct ExecProcess {
     pub id: String,
@@ -31,8 +30,7 @@ pub struct ExecProcess {
 struct ExecState {
     pid: u32,
     pidfd: Option<Arc<PidFd>>,
-    stdin_relay: Option<StdinRelay>,
-    tty: Option<Terminal>,
+    stdio: Stdio,
 }
 
 impl ExecProcess {
@@ -58,32 +56,18 @@ impl ExecProcess {
     pub fn start(self: &Arc<Self>, runc: &Runc, bundle: &std::path::Path, events: &Events, on_started: impl FnOnce(u32)) -> Result<u32> {
         let mut life = self.life.lock();
         life.status().next(TaskEvent::Start).map_err(|e| ShimError::precondition(format!("exec {}: {e}", self.id)))?;
-        let (relay, stdio) = if self.terminal {
-            (None, [None, None, None])
-        } else if self.stdin.is_empty() {
-            (None, [None, open_output(&self.stdout)?, open_output(&self.stderr)?])
-        } else {
-            let (relay, fd) = StdinRelay::start(&self.stdin)?;
-            (Some(relay), [Some(fd), open_output(&self.stdout)?, open_output(&self.stderr)?])
-        };
-        let (pid, master) = match runc.exec(bundle, &self.id, &self.process_json, stdio, self.terminal) {
-            Ok(r) => r,
-            Err(e) => {
-                if let Some(r) = &relay {
-                    r.stop();
-                }
-                return Err(e);
-            }
-        };
+        // On an error the stdin relay stops as `stdio` drops.
+        let (mut stdio, fds) = Stdio::open(&self.stdin, &self.stdout, &self.stderr, self.terminal)?;
+        let (pid, master) = runc.exec(bundle, &self.id, &self.process_json, fds, self.terminal)?;
         let pidfd = Arc::new(PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?);
         let _ = life.advance(TaskEvent::Start);
         let st = &mut life.extra;
         st.pid = pid as u32;
         st.pidfd = Some(pidfd.clone());
-        st.stdin_relay = relay;
         if let Some(m) = master {
-            st.tty = Some(Terminal::attach(m, &self.stdin, &self.stdout)?);
+            stdio.attach_terminal(m, &self.stdin, &self.stdout)?;
         }
+        st.stdio = stdio;
         on_started(pid as u32);
         drop(life);
         let me = self.clone();
@@ -102,9 +86,7 @@ impl ExecProcess {
         });
         self.life.record_exit(status.code(), |exit, st| {
             events.exit(&self.container_id, &self.id, st.pid, exit);
-            if let Some(r) = &st.stdin_relay {
-                r.stop();
-            }
+            st.stdio.close_stdin();
         });
     }
 
@@ -134,16 +116,11 @@ impl ExecProcess {
     }
 
     pub fn resize(&self, rows: u32, cols: u32) -> Result<()> {
-        match &self.life.lock().extra.tty {
-            Some(t) => t.resize(rows, cols),
-            None => Err(ShimError::precondition(format!("exec {}: has no terminal", self.id))),
-        }
+        self.life.lock().extra.stdio.resize(&format!("exec {}", self.id), rows, cols)
     }
 
     pub fn close_stdin(&self) {
-        if let Some(r) = &self.life.lock().extra.stdin_relay {
-            r.stop();
-        }
+        self.life.lock().extra.stdio.close_stdin();
     }
 
     /// Delete: allowed once it has exited, or if it never started (waiters then see 0).

@@ -28,7 +28,8 @@ use wasm_shim_engine::{
 };
 use wasm_shim_oci::{classify, Kind, ServeMode};
 
-use crate::protocol::{self, ErrorKind, FromInit, ToInit};
+use crate::errors::{ErrorKind, ShimError};
+use crate::protocol::{self, FromInit, ToInit};
 use crate::settings::Settings;
 
 /// Signals that stop a wasm guest; any other signal is left at its default.
@@ -36,41 +37,6 @@ const STOP_SIGNALS: &[i32] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::
 
 /// How long a guest blocked in a host call gets to notice an interrupt before the process ends.
 const INTERRUPT_GRACE: Duration = Duration::from_millis(100);
-
-/// An error of the init, with the status code containerd should see.
-#[derive(Debug)]
-pub struct InitError {
-    pub kind: ErrorKind,
-    pub message: String,
-}
-
-impl InitError {
-    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        InitError { kind, message: message.into() }
-    }
-    fn internal(message: impl std::fmt::Display) -> Self {
-        Self::new(ErrorKind::Internal, message.to_string())
-    }
-}
-
-impl From<EngineError> for InitError {
-    fn from(e: EngineError) -> Self {
-        let kind = if e.is_invalid_input() { ErrorKind::InvalidArgument } else { ErrorKind::Internal };
-        InitError::new(kind, e.to_string())
-    }
-}
-
-impl From<wasm_shim_oci::OciError> for InitError {
-    fn from(e: wasm_shim_oci::OciError) -> Self {
-        let kind = match e.kind() {
-            wasm_shim_oci::ErrorKind::NotFound => ErrorKind::NotFound,
-            wasm_shim_oci::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
-            wasm_shim_oci::ErrorKind::FailedPrecondition => ErrorKind::FailedPrecondition,
-            wasm_shim_oci::ErrorKind::Internal => ErrorKind::Internal,
-        };
-        InitError::new(kind, e.to_string())
-    }
-}
 
 /// Entry of `containerd-shim-wasm-v1 init <bundle>`; never returns.
 pub fn main(bundle: &str) -> ! {
@@ -94,7 +60,7 @@ pub fn main(bundle: &str) -> ! {
     match stage1(Path::new(bundle), sync) {
         Ok(never) => match never {},
         Err(e) => {
-            let _ = protocol::send(&mut writer, &FromInit::Error { kind: e.kind, message: e.message });
+            let _ = protocol::send(&mut writer, &FromInit::Error(e));
             process::exit_now(1);
         }
     }
@@ -102,17 +68,17 @@ pub fn main(bundle: &str) -> ! {
 
 enum Never {}
 
-fn stage1(bundle: &Path, sync: UnixStream) -> Result<Never, InitError> {
+fn stage1(bundle: &Path, sync: UnixStream) -> Result<Never, ShimError> {
     let spec = wasm_shim_oci::load_spec(bundle)?;
-    let mut reader = BufReader::new(sync.try_clone().map_err(InitError::internal)?);
-    match protocol::recv::<ToInit>(&mut reader).map_err(InitError::internal)? {
+    let mut reader = BufReader::new(sync.try_clone().map_err(ShimError::internal)?);
+    match protocol::recv::<ToInit>(&mut reader).map_err(ShimError::internal)? {
         Some(ToInit::Go) => {}
         _ => process::exit_now(1),
     }
     let ns = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
-    let entered = namespaces::enter(&ns).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    let entered = namespaces::enter(&ns)?;
     if !entered.new_mount {
-        return Err(InitError::new(
+        return Err(ShimError::new(
             ErrorKind::InvalidArgument,
             "the spec has no mount namespace: a wasm container needs one to get its own rootfs",
         ));
@@ -120,8 +86,8 @@ fn stage1(bundle: &Path, sync: UnixStream) -> Result<Never, InitError> {
     // The child must not speak on the sync socket before the parent has reported its pid (the
     // shim reads Pid first): it waits for the end of this pipe, which closes when the parent
     // exits after sending.
-    let (pid_sent, parent_done) = nix::unistd::pipe().map_err(InitError::internal)?;
-    match process::fork_single_threaded().map_err(InitError::internal)? {
+    let (pid_sent, parent_done) = nix::unistd::pipe().map_err(ShimError::internal)?;
+    match process::fork_single_threaded().map_err(ShimError::internal)? {
         process::Fork::Parent(pid) => {
             drop(pid_sent);
             let mut w = sync;
@@ -133,11 +99,11 @@ fn stage1(bundle: &Path, sync: UnixStream) -> Result<Never, InitError> {
             drop(parent_done);
             let mut byte = [0u8; 1];
             let _ = std::io::Read::read(&mut std::fs::File::from(pid_sent), &mut byte);
-            let mut writer = sync.try_clone().map_err(InitError::internal)?;
+            let mut writer = sync.try_clone().map_err(ShimError::internal)?;
             match stage2(bundle, &spec, entered, sync, reader) {
                 Ok(never) => match never {},
                 Err(e) => {
-                    let _ = protocol::send(&mut writer, &FromInit::Error { kind: e.kind, message: e.message });
+                    let _ = protocol::send(&mut writer, &FromInit::Error(e));
                     process::exit_now(1);
                 }
             }
@@ -146,7 +112,7 @@ fn stage1(bundle: &Path, sync: UnixStream) -> Result<Never, InitError> {
 }
 
 /// The wasm layer the shim fetched from containerd's content store, with its name for messages.
-fn read_artifact(bundle: &Path) -> Result<Option<(String, Vec<u8>)>, InitError> {
+fn read_artifact(bundle: &Path) -> Result<Option<(String, Vec<u8>)>, ShimError> {
     let path = bundle.join(crate::container::ARTIFACT_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -154,17 +120,17 @@ fn read_artifact(bundle: &Path) -> Result<Option<(String, Vec<u8>)>, InitError> 
             Ok(Some((name, bytes)))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(InitError::internal(format!("{}: {e}", path.display()))),
+        Err(e) => Err(ShimError::internal(format!("{}: {e}", path.display()))),
     }
 }
 
 /// The workload's bytes, `path` opened inside `root` (see `rootfs::open_in_root`); one larger
 /// than the settings allow is refused before it is read.
-fn read_module(root: &std::fs::File, path: &Path, shown: &str, settings: &Settings) -> Result<Vec<u8>, InitError> {
+fn read_module(root: &std::fs::File, path: &Path, shown: &str, settings: &Settings) -> Result<Vec<u8>, ShimError> {
     use std::io::Read;
     let cannot = |e: std::io::Error| {
         let kind = if e.kind() == std::io::ErrorKind::PermissionDenied { ErrorKind::FailedPrecondition } else { ErrorKind::InvalidArgument };
-        InitError::new(kind, format!("{shown}: cannot read: {e}"))
+        ShimError::new(kind, format!("{shown}: cannot read: {e}"))
     };
     let file = rootfs::open_in_root(root, path).map_err(cannot)?;
     let limit = settings.max_module_size;
@@ -175,7 +141,7 @@ fn read_module(root: &std::fs::File, path: &Path, shown: &str, settings: &Settin
         file.take(limit + 1).read_to_end(&mut bytes).map_err(cannot)?;
     }
     if size > limit || bytes.len() as u64 > limit {
-        return Err(InitError::new(ErrorKind::InvalidArgument, settings.too_big(shown, size.max(bytes.len() as u64))));
+        return Err(ShimError::new(ErrorKind::InvalidArgument, settings.too_big(shown, size.max(bytes.len() as u64))));
     }
     Ok(bytes)
 }
@@ -203,8 +169,8 @@ fn stage2(
     entered: namespaces::Entered,
     sync: UnixStream,
     mut reader: BufReader<UnixStream>,
-) -> Result<Never, InitError> {
-    let signals = process::block_signals(STOP_SIGNALS).map_err(InitError::internal)?;
+) -> Result<Never, ShimError> {
+    let signals = process::block_signals(STOP_SIGNALS).map_err(ShimError::internal)?;
     let mut writer = sync;
     if let Ok(w) = writer.try_clone() {
         forward_logs(w);
@@ -222,27 +188,26 @@ fn stage2(
     let process = spec
         .process()
         .as_ref()
-        .ok_or_else(|| InitError::new(ErrorKind::InvalidArgument, "config.json: process is missing"))?;
+        .ok_or_else(|| ShimError::new(ErrorKind::InvalidArgument, "config.json: process is missing"))?;
     let rc = wasm_shim_oci::run_config(spec)?;
     if rc.terminal {
-        return Err(InitError::new(ErrorKind::Unimplemented, "a terminal (tty) is not supported for wasm containers"));
+        return Err(ShimError::new(ErrorKind::Unimplemented, "a terminal (tty) is not supported for wasm containers"));
     }
 
     // Security fields are checked before anything is set up: one the shim cannot apply fails
     // Create, naming it.
-    let invalid = |e: &dyn std::fmt::Display| InitError::new(ErrorKind::InvalidArgument, e.to_string());
     let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(s) => Some(seccomp::plan(s).map_err(|e| invalid(&e))?),
+        Some(s) => Some(seccomp::plan(s)?),
         None => None,
     };
     // The LSM attributes and oom_score_adj live in /proc, which the guest's view has not.
-    let lsm = security::prepare_lsm(process).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    let lsm = security::prepare_lsm(process)?;
     security::apply_oom_score_adj(process);
 
     // A wasm OCI artifact: the shim left the layer in the bundle (until Create returns); read it
     // before pivot_root.
     let artifact = read_artifact(bundle)?;
-    let root = rootfs::prepare(spec, &rootfs_path(bundle, spec)).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    let root = rootfs::prepare(spec, &rootfs_path(bundle, spec))?;
 
     // Everything the guest's code needs is read and mapped before pivot_root, while the host's
     // /proc and the compile cache are still reachable: the module (through the rootfs, never
@@ -256,16 +221,16 @@ fn stage2(
             let shown = inside.display().to_string();
             // The root is opened as root (the bundle's directories are containerd's, 0700); only
             // what is beneath it is read with the guest's ids.
-            let root_dir = std::fs::File::open(&root).map_err(|e| InitError::internal(format!("{}: {e}", root.display())))?;
+            let root_dir = std::fs::File::open(&root).map_err(|e| ShimError::internal(format!("{}: {e}", root.display())))?;
             let bytes = security::as_user_for_files(process, || read_module(&root_dir, &inside, &shown, &settings))
-                .map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))??;
+                ??;
             (shown, bytes)
         }
     };
     match classify(&bytes, &shown) {
         Kind::WasmModule | Kind::WasmComponent | Kind::Wat => {}
         Kind::Elf | Kind::Script => {
-            return Err(InitError::new(
+            return Err(ShimError::new(
                 ErrorKind::FailedPrecondition,
                 format!("{shown}: is a native executable, not wasm; this runtime runs wasm modules and components only"),
             ))
@@ -273,7 +238,7 @@ fn stage2(
         Kind::Unknown => {
             let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
             let what = if bytes.is_empty() { "is empty".to_string() } else { format!("starts with {}", head.join(" ")) };
-            return Err(InitError::new(
+            return Err(ShimError::new(
                 ErrorKind::InvalidArgument,
                 format!("{shown}: not a wasm module, component or .wat file ({what})"),
             ));
@@ -296,13 +261,13 @@ fn stage2(
             (wasm_shim_oci::debug::WASM_FEATURES, workload.wasm_features.as_str())
         };
         let what = if workload.wasm_features.is_empty() { what.to_string() } else { format!("annotation {what}") };
-        InitError::new(ErrorKind::InvalidArgument, format!("{what}={list:?}: {why}"))
+        ShimError::new(ErrorKind::InvalidArgument, format!("{what}={list:?}: {why}"))
     };
     let features = Features::layered(&settings.wasm_features, &workload.wasm_features).map_err(|e| features_error(&e))?;
     if let Some(dump) = &workload.coredump {
         // It must be there now (a volume the pod mounts), seen as the guest sees it.
         if let Err(e) = rootfs::open_dir_in_root(&root, &dump.dir) {
-            return Err(InitError::new(
+            return Err(ShimError::new(
                 ErrorKind::InvalidArgument,
                 format!("annotation {}={:?}: not a directory of the container: {e}", wasm_shim_oci::debug::COREDUMP_DIR, dump.dir.display()),
             ));
@@ -319,7 +284,7 @@ fn stage2(
     }
     let engine = Engine::with_config(engine_config).map_err(|e| match e {
         EngineError::Features(why) => features_error(&why),
-        e => InitError::internal(e.to_string()),
+        e => ShimError::internal(e.to_string()),
     })?;
     let export = rc.entrypoint.export.as_deref();
     let had_cache = cache.is_some();
@@ -339,7 +304,7 @@ fn stage2(
     let component = prepared.is_component();
     drop(bytes);
     if http.mode == ServeMode::Command && prepared.serves().is_some() {
-        return Err(InitError::new(
+        return Err(ShimError::new(
             ErrorKind::InvalidArgument,
             format!("{shown}: exports wasi:http/incoming-handler, not wasi:cli/run, and {} says to run it as a command", wasm_shim_oci::http::SERVE),
         ));
@@ -368,30 +333,30 @@ fn stage2(
     // while /proc is still there, that it is the only one.
     match process::thread_count() {
         Ok(1) => {}
-        Ok(n) => return Err(InitError::internal(format!("{n} threads before dropping privileges; the init must have one"))),
-        Err(e) => return Err(InitError::internal(format!("cannot count the init's threads: {e}"))),
+        Ok(n) => return Err(ShimError::internal(format!("{n} threads before dropping privileges; the init must have one"))),
+        Err(e) => return Err(ShimError::internal(format!("cannot count the init's threads: {e}"))),
     }
-    rootfs::enter(spec, &root).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    rootfs::enter(spec, &root)?;
     if entered.new_uts {
         if let Some(h) = spec.hostname() {
-            rootfs::set_hostname(h).map_err(|e| InitError::internal(format!("hostname {h}: {e}")))?;
+            rootfs::set_hostname(h).map_err(|e| ShimError::internal(format!("hostname {h}: {e}")))?;
         }
     }
-    security::apply_rlimits(process).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    security::apply_rlimits(process)?;
     // Seccomp as runc places it: without no_new_privs loading a filter needs CAP_SYS_ADMIN, so
     // it goes before the capabilities are dropped; with it, after (the filter then also covers
     // the switch of user). Either way before any guest code, on every thread.
     let nnp = process.no_new_privileges().unwrap_or(false);
-    let load_seccomp = |plan: &Option<seccomp::Plan>| -> Result<(), InitError> {
+    let load_seccomp = |plan: &Option<seccomp::Plan>| -> Result<(), ShimError> {
         match plan {
-            Some(p) => p.load().map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string())),
+            Some(p) => Ok(p.load()?),
             None => Ok(()),
         }
     };
     if !nnp {
         load_seccomp(&seccomp)?;
     }
-    security::apply_user_and_caps(process).map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    security::apply_user_and_caps(process)?;
     if nnp {
         load_seccomp(&seccomp)?;
     }
@@ -414,7 +379,7 @@ fn stage2(
     };
 
     // The LSM labels, on the only thread there is yet: every thread after inherits them.
-    lsm.apply().map_err(|e| InitError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    lsm.apply()?;
 
     let started = Arc::new(AtomicBool::new(false));
     let shutdown = listener.as_ref().map(|_| Shutdown::new());
@@ -452,7 +417,7 @@ fn stage2(
         });
     }
 
-    protocol::send(&mut writer, &FromInit::Ready).map_err(InitError::internal)?;
+    protocol::send(&mut writer, &FromInit::Ready).map_err(ShimError::internal)?;
     let create_took = match protocol::recv::<ToInit>(&mut reader) {
         Ok(Some(ToInit::Start { create_micros })) => Duration::from_micros(create_micros),
         // The shim is gone or confused: nobody would see our output or exit status.
@@ -585,7 +550,7 @@ fn await_handover(
 
 /// A listener on `port` on every address of the container's network namespace: IPv6 and IPv4
 /// where IPv6 is available, else IPv4. `annotation` sets the port (for the error).
-fn listen(port: u16, annotation: &str) -> Result<std::net::TcpListener, InitError> {
+fn listen(port: u16, annotation: &str) -> Result<std::net::TcpListener, ShimError> {
     let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
     let v4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port));
     std::net::TcpListener::bind(v6).or_else(|e| match e.raw_os_error() {
@@ -594,7 +559,7 @@ fn listen(port: u16, annotation: &str) -> Result<std::net::TcpListener, InitErro
     })
     .map_err(|e| {
         let other = if annotation == wasm_shim_oci::http::PORT { format!("{annotation} or PORT") } else { annotation.to_string() };
-        InitError::new(ErrorKind::FailedPrecondition, format!("cannot listen on port {port}: {e} (set {other} to another port)"))
+        ShimError::new(ErrorKind::FailedPrecondition, format!("cannot listen on port {port}: {e} (set {other} to another port)"))
     })
 }
 
@@ -612,18 +577,18 @@ fn load_or_compile(
     export: Option<&str>,
     writer: &mut UnixStream,
     reader: &mut BufReader<UnixStream>,
-) -> Result<(Prepared, CacheResult), InitError> {
+) -> Result<(Prepared, CacheResult), ShimError> {
     let tiers: &[Tier] = if settings.baseline { &[Tier::Optimized, Tier::Baseline] } else { &[Tier::Optimized] };
     if let Some(p) = engine.load_cached(&cache, bytes, name, export, tiers)? {
         report_hit(writer, &p);
         if p.tier() == Tier::Baseline {
             // Optimized code is still missing (being compiled, or its compile died): ask again.
-            protocol::send_compile(writer, name, bytes, false).map_err(InitError::internal)?;
+            protocol::send_compile(writer, name, bytes, false).map_err(ShimError::internal)?;
         }
         return Ok((p, CacheResult::Hit));
     }
     if bytes.len() as u64 <= protocol::MAX_COMPILE_BYTES {
-        protocol::send_compile(writer, name, bytes, true).map_err(InitError::internal)?;
+        protocol::send_compile(writer, name, bytes, true).map_err(ShimError::internal)?;
         match protocol::recv::<ToInit>(reader) {
             Ok(Some(ToInit::Compiled)) => {}
             _ => process::exit_now(1),

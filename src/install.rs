@@ -204,7 +204,7 @@ pub fn layout_of(file: &Path, doc: &DocumentMut, kind: FileKind, default: Option
 }
 
 /// The runtimes table of `doc` in `layout`, if the file has one.
-pub fn runtimes<'a>(doc: &'a DocumentMut, layout: Layout) -> Option<&'a dyn TableLike> {
+pub fn runtimes(doc: &DocumentMut, layout: Layout) -> Option<&dyn TableLike> {
     let mut t: &dyn TableLike = doc.as_table();
     for key in layout.runtimes_path() {
         t = t.get(key)?.as_table_like()?;

@@ -3,15 +3,18 @@
 //!
 //! # Layout
 //! - `shim`: the `start`/`delete` actions and serving until Shutdown.
-//! - `serve`: the ttrpc server under both Task API names containerd uses.
+//! - `task_api`: the ttrpc server of the Task API, under both names containerd uses.
 //! - `service`: the ttrpc Task API containerd calls.
 //! - `content`: wasm OCI artifacts read from containerd's content store.
 //! - `creating`: Creates in progress, which a Delete of their id cancels.
-//! - `container`: one container's rootfs, cgroup, stdio, init process and exit.
+//! - `container`: one container, wasm or native (its `Runtime`): rootfs, cgroup, init process,
+//!   the thread that records its exit.
 //! - `exec`: exec processes of native containers.
-//! - `stdio`: containerd's stdio FIFOs as a task's descriptors (the stdin relay).
-//! - `tty`: terminals of native containers and exec processes.
+//! - `stdio`: a process's stdio (init or exec): containerd's FIFOs as its descriptors (the
+//!   stdin relay), or a terminal (the pty master runc hands over).
 //! - `task`: the task lifecycle state machine.
+//! - `entrypoint`: what a container's entrypoint is, asked once per Create: native, a file of
+//!   the rootfs, or not there (then maybe a wasm layer of the image).
 //! - `native`: native containers (pause, sidecars) handed to runc.
 //! - `init`: the hidden `init` mode, the container's first process, which runs the wasm.
 //! - `compile`: the hidden `compile-cache` mode (helpers that fill the compile cache outside
@@ -26,13 +29,15 @@
 //! - `protocol`: messages between the shim and its init.
 //! - `events`: publishing task events to containerd in order.
 //! - `stats`: cgroup statistics as containerd's metrics types.
-//! - `errors`: errors to ttrpc status codes.
+//! - `errors`: the one error type of the service and the init, mapped to ttrpc status codes
+//!   once (the crates' errors by their own kind).
 
 mod compile;
 mod container;
 mod content;
 mod creating;
 mod doctor;
+mod entrypoint;
 mod errors;
 mod events;
 mod exec;
@@ -41,7 +46,6 @@ mod install;
 mod native;
 mod precompile;
 mod protocol;
-mod serve;
 mod settings;
 mod service;
 mod shim;
@@ -49,7 +53,7 @@ mod slots;
 mod stats;
 mod stdio;
 mod task;
-mod tty;
+mod task_api;
 
 /// A command-line argument of the `install`, `doctor` and `precompile` modes as flag and inline
 /// value: `--flag=value` gives both, anything else is a flag (or a value) whose value, if any,
@@ -84,7 +88,7 @@ fn main() {
     let flags = containerd_shim::parse(&std::env::args_os().skip(1).collect::<Vec<_>>());
     if let Ok(flags) = &flags {
         if flags.action.is_empty() && !flags.socket.is_empty() {
-            if let Err(e) = serve::serve(flags) {
+            if let Err(e) = task_api::serve(flags) {
                 log::error!("{e:#}");
                 eprintln!("{RUNTIME_ID}: {e:#}");
                 std::process::exit(1);

@@ -1,7 +1,8 @@
-//! Native containers (the pod's pause sandbox, sidecars, any non-wasm entrypoint) are handed to
-//! runc, the OCI runtime every containerd node has, so they get runc's full isolation
-//! (capabilities, seccomp, masked paths, users, devices). This module only drives runc's CLI;
-//! the container module monitors the process it creates through a pidfd like a wasm init.
+//! Native containers (the pod's pause sandbox, sidecars, any non-wasm entrypoint: see
+//! `entrypoint`) are handed to runc, the OCI runtime every containerd node has, so they get
+//! runc's full isolation (capabilities, seccomp, masked paths, users, devices). This module only
+//! drives runc's CLI; the container module monitors the process it creates through a pidfd like
+//! a wasm init.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -15,9 +16,6 @@ use crate::errors::{Result, ShimError};
 
 /// Where runc keeps its state for containers of this shim: `<RUNC_ROOT>/<namespace>`.
 pub const RUNC_ROOT: &str = "/run/containerd-shim-wasm-v1/runc";
-
-/// The annotation the CRI sets on every container of a pod.
-pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 
 /// A runc binary and the state root it is used with.
 #[derive(Debug, Clone)]
@@ -103,9 +101,9 @@ impl Runc {
             })
             .unwrap_or_else(|| "no message".into());
         let kind = if msg.contains("no such file or directory") || msg.contains("executable file not found") {
-            crate::protocol::ErrorKind::NotFound
+            crate::errors::ErrorKind::NotFound
         } else {
-            crate::protocol::ErrorKind::FailedPrecondition
+            crate::errors::ErrorKind::FailedPrecondition
         };
         ShimError::new(kind, format!("runc {what} {}: {msg}", self.id))
     }
@@ -125,7 +123,7 @@ impl Runc {
     /// Runs `cmd` (runc, its last argument still to come) to completion with the stdio or a
     /// console socket; the pty master when `terminal`.
     fn spawn_with(&self, mut cmd: Command, last: &str, stdio: [Option<OwnedFd>; 3], terminal: bool, what: &str) -> Result<Option<OwnedFd>> {
-        let console = if terminal { Some(crate::tty::console_socket()?) } else { None };
+        let console = if terminal { Some(crate::stdio::console_socket()?) } else { None };
         if let Some(c) = &console {
             cmd.arg("--console-socket").arg(c.path());
         }
@@ -251,37 +249,6 @@ fn read_pid(pid_file: &Path) -> Result<i32> {
     text.trim().parse::<i32>().map_err(|e| ShimError::internal(format!("{}: {e}", pid_file.display())))
 }
 
-/// Decides whether a container is native: the CRI's pod sandbox always is; otherwise its
-/// entrypoint, looked up in the rootfs the way the init would, starts with an ELF or `#!`
-/// header. Anything else (wasm, or not found here because a volume provides it) goes to the
-/// wasm init, which reports its own precise errors.
-pub fn is_native(spec: &oci_spec::runtime::Spec, rootfs: &Path) -> bool {
-    let sandbox = spec.annotations().as_ref().and_then(|a| a.get(CONTAINER_TYPE)).map(|t| t == "sandbox").unwrap_or(false);
-    if sandbox {
-        return true;
-    }
-    let Ok(rc) = wasm_shim_oci::run_config(spec) else { return false };
-    let Ok(path) = wasm_shim_oci::resolve_executable(rootfs, &rc.entrypoint.path, rc.path_env.as_deref(), &rc.cwd) else {
-        return false;
-    };
-    let mut header = vec![0u8; wasm_shim_oci::classify::HEADER_LEN];
-    let n = std::fs::File::open(&path).and_then(|mut f| read_up_to(&mut f, &mut header)).unwrap_or(0);
-    let kind = wasm_shim_oci::classify(&header[..n], &path.display().to_string());
-    matches!(kind, wasm_shim_oci::Kind::Elf | wasm_shim_oci::Kind::Script)
-}
-
-fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    use std::io::Read;
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,32 +264,5 @@ mod tests {
         .unwrap();
         assert_eq!(last_error(&log).unwrap(), "exec: \"/nope\": stat /nope: no such file or directory");
         assert_eq!(last_error(&dir.path().join("missing")), None);
-    }
-
-    #[test]
-    fn sandbox_and_elf_are_native_wasm_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::write(root.join("bin/app"), b"\x7fELF\x02\x01\x01rest").unwrap();
-        std::fs::write(root.join("app.wasm"), b"\0asm\x01\0\0\0").unwrap();
-        std::fs::write(root.join("run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
-        let spec = |arg0: &str, sandbox: bool| {
-            let mut json = serde_json::json!({
-                "ociVersion": "1.0.2",
-                "process": {"args": [arg0], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}},
-                "root": {"path": "rootfs"}
-            });
-            if sandbox {
-                json["annotations"] = serde_json::json!({CONTAINER_TYPE: "sandbox"});
-            }
-            serde_json::from_value::<oci_spec::runtime::Spec>(json).unwrap()
-        };
-        assert!(is_native(&spec("app", false), root));
-        assert!(is_native(&spec("/bin/app", false), root));
-        assert!(is_native(&spec("/run.sh", false), root));
-        assert!(!is_native(&spec("/app.wasm", false), root));
-        assert!(!is_native(&spec("/missing", false), root));
-        assert!(is_native(&spec("/app.wasm", true), root));
     }
 }

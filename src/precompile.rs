@@ -135,7 +135,7 @@ pub fn main(args: &[String]) -> i32 {
             return if e.is_empty() { 0 } else { 1 };
         }
     };
-    init_stderr_log(if opts.debug { log::LevelFilter::Debug } else { log::LevelFilter::Info });
+    crate::compile::init_stderr_log(if opts.debug { log::LevelFilter::Debug } else { log::LevelFilter::Info });
     let settings = Settings::from_env();
     if settings.cache_dir.is_none() {
         warn!("precompile: the compile cache is off (WASM_SHIM_CACHE_DIR=off): nothing to fill");
@@ -167,27 +167,6 @@ pub fn main(args: &[String]) -> i32 {
         }
     }
     code
-}
-
-/// A plain stderr logger (`level message`) for the agent and its helpers: systemd's journal
-/// or the calling job keeps it.
-pub fn init_stderr_log(level: log::LevelFilter) {
-    struct Stderr;
-    impl log::Log for Stderr {
-        fn enabled(&self, m: &log::Metadata) -> bool {
-            // Our own lines, and every library's warnings.
-            m.level() <= log::Level::Warn || m.target().starts_with("containerd_shim_wasm_v1") || m.target().starts_with("wasm_shim")
-        }
-        fn log(&self, r: &log::Record) {
-            if self.enabled(r.metadata()) {
-                eprintln!("{:<5} {}", r.level().as_str().to_ascii_lowercase(), r.args());
-            }
-        }
-        fn flush(&self) {}
-    }
-    if log::set_boxed_logger(Box::new(Stderr)).is_ok() {
-        log::set_max_level(level);
-    }
 }
 
 static STOPPING: AtomicBool = AtomicBool::new(false);
@@ -394,7 +373,7 @@ impl Agent {
         // An index points at manifests; follow one level, as Create does.
         for depth in 0..2 {
             let blob = self.read_small(&mut content, ns, &desc)?;
-            match artifact::parse_manifest(&desc.media_type().to_string(), &blob).map_err(|e| e.to_string())? {
+            match artifact::parse_manifest(desc.media_type().as_ref(), &blob).map_err(|e| e.to_string())? {
                 Manifest::Index(ms) if depth == 0 => {
                     desc = artifact::pick_manifest(&ms, wasm_shim_oci::image::host_architecture()).map_err(|e| e.to_string())?;
                 }

@@ -24,15 +24,7 @@ use std::io::{self, BufRead, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-/// The ttrpc status an init error maps to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ErrorKind {
-    NotFound,
-    InvalidArgument,
-    FailedPrecondition,
-    Unimplemented,
-    Internal,
-}
+use crate::errors::ShimError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToInit {
@@ -48,7 +40,8 @@ pub enum ToInit {
 pub enum FromInit {
     Pid(i32),
     Ready,
-    Error { kind: ErrorKind, message: String },
+    /// Setup failed (the same JSON as a struct variant `{kind, message}`).
+    Error(ShimError),
     Oom { message: String },
     /// The workload was loaded from this compile cache entry (the shim marks it used).
     CacheHit { key: String },
@@ -161,14 +154,21 @@ mod tests {
     fn messages_round_trip_line_by_line() {
         let mut buf = Vec::new();
         send(&mut buf, &FromInit::Pid(42)).unwrap();
-        send(&mut buf, &FromInit::Error { kind: ErrorKind::NotFound, message: "a\nb".into() }).unwrap();
+        send(&mut buf, &FromInit::Error(ShimError::not_found("a\nb"))).unwrap();
         let mut r = io::BufReader::new(&buf[..]);
         assert_eq!(recv::<FromInit>(&mut r).unwrap(), Some(FromInit::Pid(42)));
         assert_eq!(
             recv::<FromInit>(&mut r).unwrap(),
-            Some(FromInit::Error { kind: ErrorKind::NotFound, message: "a\nb".into() })
+            Some(FromInit::Error(ShimError::not_found("a\nb")))
         );
         assert_eq!(recv::<FromInit>(&mut r).unwrap(), None);
+    }
+
+    #[test]
+    fn an_error_crosses_as_kind_and_message() {
+        let mut buf = Vec::new();
+        send(&mut buf, &FromInit::Error(ShimError::invalid("bad"))).unwrap();
+        assert_eq!(buf, b"{\"Error\":{\"kind\":\"InvalidArgument\",\"message\":\"bad\"}}\n");
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl Service {
         if !req.exec_id.is_empty() {
             let e = c.exec(&req.exec_id)?;
             let exit = e.delete()?;
-            c.execs.lock().unwrap().remove(&req.exec_id);
+            c.native()?.execs.lock().unwrap().remove(&req.exec_id);
             let pid = e.status().1;
             return Ok(DeleteResponse { pid, exit_status: exit.status, exited_at: MessageField::some(exit.at), ..Default::default() });
         }
@@ -163,7 +163,7 @@ impl Task for Service {
             if c.status().0 != TaskStatus::Running {
                 return Err(ShimError::precondition(format!("{}: cannot exec in a task that is {:?}", req.id, c.status().0)).into());
             }
-            let pid = e.start(c.runc()?, &c.bundle, &self.events, |pid| {
+            let pid = e.start(&c.native()?.runc, &c.bundle, &self.events, |pid| {
                 events.send(TaskExecStarted { container_id: req.id.clone(), exec_id: req.exec_id.clone(), pid, ..Default::default() })
             })?;
             return Ok(StartResponse { pid, ..Default::default() });
@@ -234,7 +234,7 @@ impl Task for Service {
 
     fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TResult<PidsResponse> {
         let c = self.get(&req.id)?;
-        let mut pids: Vec<u32> = c.cgroup()?.procs().map(|v| v.into_iter().map(|p| p as u32).collect()).unwrap_or_default();
+        let mut pids: Vec<u32> = c.cgroup.procs().map(|v| v.into_iter().map(|p| p as u32).collect()).unwrap_or_default();
         if pids.is_empty() {
             // A task that exited and is not deleted yet has no process, and says so as runc's
             // shim does: with an error, not an empty list. containerd 2.x, restarting, takes a
@@ -254,8 +254,8 @@ impl Task for Service {
 
     fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TResult<StatsResponse> {
         let c = self.get(&req.id)?;
-        let cg = c.cgroup()?;
-        let s = cg.stats().map_err(|e| ShimError::internal(e.to_string()))?;
+        let cg = &c.cgroup;
+        let s = cg.stats().map_err(ShimError::from)?;
         let any: Any = stats::to_any(cg.version(), &s).map_err(ShimError::internal)?;
         Ok(StatsResponse { stats: MessageField::some(any), ..Default::default() })
     }
@@ -306,15 +306,15 @@ impl Task for Service {
 
     fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> TResult<Empty> {
         let c = self.get(&req.id)?;
-        c.runc()?;
+        let native = c.native()?;
         if c.status().0 != TaskStatus::Running {
             return Err(ShimError::precondition(format!("{}: cannot exec in a task that is {:?}", req.id, c.status().0)).into());
         }
         let e = ExecProcess::new(&req)?;
         {
-            let mut execs = c.execs.lock().unwrap();
+            let mut execs = native.execs.lock().unwrap();
             if execs.contains_key(&req.exec_id) {
-                return Err(ShimError::new(crate::protocol::ErrorKind::FailedPrecondition, format!("{}: exec {} already exists", req.id, req.exec_id)).into());
+                return Err(ShimError::new(crate::errors::ErrorKind::FailedPrecondition, format!("{}: exec {} already exists", req.id, req.exec_id)).into());
             }
             execs.insert(req.exec_id.clone(), e);
         }

@@ -96,7 +96,7 @@ impl Slots {
     fn try_one(&self, index: usize) -> io::Result<Option<Slot>> {
         let path = self.dir.join(index.to_string());
         loop {
-            let file = OpenOptions::new().read(true).write(true).create(true).mode(0o600).open(&path)?;
+            let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path)?;
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => return Ok(None),

@@ -1,6 +1,8 @@
 //! # Layout
 //! Linux isolation for the wasm shim. Every `unsafe` block of the project lives in this crate,
 //! each with a `SAFETY:` note.
+//! - `error`: the crate's error type, composed of each module's, and its kind (how the shim
+//!   reports it).
 //! - `cgroup`: cgroup v1 and v2 — create, limits, device rules (v2: an eBPF filter), stats,
 //!   freeze, OOM count, destroy.
 //! - `process`: spawning the container init, pidfds, signals, waiting (added by the shim work).
@@ -12,9 +14,12 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cgroup;
+pub mod error;
 pub mod namespaces;
 pub mod process;
 pub mod pty;
 pub mod rootfs;
 pub mod seccomp;
 pub mod security;
+
+pub use error::{ContainerError, ErrorKind};

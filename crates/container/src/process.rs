@@ -330,6 +330,8 @@ pub fn recv_fd(sock: &std::os::unix::net::UnixStream) -> io::Result<Option<std::
 mod tests {
     use super::*;
 
+    // The children are reaped through their pidfds, not by `Child::wait`.
+    #[allow(clippy::zombie_processes)]
     #[test]
     fn pidfd_waits_for_exit_code_and_signal() {
         let child = Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
@@ -346,6 +348,7 @@ mod tests {
         assert!(pidfd.send_signal(libc::SIGTERM).is_err());
     }
 
+    #[allow(clippy::zombie_processes)]
     #[test]
     fn pidfd_sees_an_exit_that_happened_before_open() {
         let child = Command::new("true").spawn().unwrap();
