@@ -41,7 +41,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Module;
 
-use crate::engine::{Engine, Tier};
+use crate::engine::Engine;
+use crate::tier::Tier;
 use crate::error::{one_line, EngineError};
 use crate::prepare::{decode, Artifact, Format, Origin, Prepared};
 
