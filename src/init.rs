@@ -23,10 +23,10 @@ use std::time::Duration;
 use oci_spec::runtime::Spec;
 use wasm_shim_container::{namespaces, process, rootfs, seccomp, security};
 use wasm_shim_engine::{
-    Cache, CacheKey, CacheResult, CoreDumpCapture, Engine, EngineError, Features, MetricsOptions, Origin, Outcome, Prepared, RunOptions, ServeKind,
-    ServeOptions, ServingPool, Shutdown, StartInfo, Tier, Upgrade,
+    Cache, CacheKey, CacheResult, CoreDumpCapture, Engine, EngineError, Features, LimitNames, MetricsOptions, Origin, Outcome, Prepared,
+    RunOptions, ServeKind, ServeLimits, ServeOptions, ServingPool, Shutdown, StartInfo, Tier, Upgrade,
 };
-use wasm_shim_oci::{classify, Kind, ServeMode};
+use wasm_shim_oci::{classify, HttpConfig, Kind, ServeMode};
 
 use crate::errors::{ErrorKind, ShimError};
 use crate::protocol::{self, FromInit, ToInit};
@@ -311,7 +311,13 @@ fn stage2(
     }
     let (prepared, listener, metrics_listener) = match serve {
         Some(kind) => {
-            let prepared = engine.serve_as(prepared, kind)?;
+            let prepared = engine.serve_as(prepared, kind).map_err(|e| {
+                let mut e = ShimError::from(e);
+                if kind == ServeKind::Http && !component {
+                    e.message.push_str(&format!(" (WAGI: annotation {}=wagi)", wasm_shim_oci::http::SERVE));
+                }
+                e
+            })?;
             // Listen now, inside Create: a port in use fails the container at once, and
             // connections made before Start wait in the backlog instead of being refused.
             let listener = listen(http.port, wasm_shim_oci::http::PORT)?;
@@ -432,7 +438,6 @@ fn stage2(
             let export = rc.entrypoint.export.clone();
             await_handover(&engine, &mut writer, &reader, key, kind, component, &shown, export, &upgrade);
         }
-        let max_connections = http.max_open_connections();
         let metrics = metrics_listener.map(|l| MetricsOptions {
             listener: Arc::new(l),
             start: StartInfo {
@@ -443,7 +448,7 @@ fn stage2(
                 start_requested,
             },
         });
-        let opts = ServeOptions { run: opts, http, max_connections, metrics };
+        let opts = ServeOptions { run: opts, limits: serve_limits(&http), metrics };
         let code = match engine.serve_upgradable(prepared, listener, &opts, &shutdown, &upgrade) {
             Ok(stats) => {
                 log::debug!("{shown}: served {} requests on {} connections", stats.requests, stats.connections);
@@ -545,6 +550,23 @@ fn await_handover(
     });
     if let Err(e) = spawned {
         log::warn!("{shown}: {e}; serving baseline code");
+    }
+}
+
+/// The engine's bounds of a served workload, as the annotations set them, and named after them
+/// in the lines the server writes to the container's log.
+fn serve_limits(http: &HttpConfig) -> ServeLimits {
+    ServeLimits {
+        max_concurrency: http.max_concurrency,
+        max_connections: http.max_open_connections(),
+        request_timeout: http.request_timeout,
+        request_memory: http.request_memory,
+        max_body: http.max_body,
+        allowed_outbound: http.allowed_outbound.clone(),
+        names: LimitNames {
+            request_timeout: wasm_shim_oci::http::REQUEST_TIMEOUT,
+            allowed_outbound: wasm_shim_oci::http::ALLOWED_OUTBOUND,
+        },
     }
 }
 
@@ -665,5 +687,12 @@ mod tests {
         assert_eq!(engine_memory_limit(1 << 30), Some((1 << 30) - (64 << 20)));
         // Small limits keep at least half for the guest.
         assert_eq!(engine_memory_limit(8 << 20), Some(4 << 20));
+    }
+
+    #[test]
+    fn serving_defaults_are_the_engines() {
+        let limits = serve_limits(&HttpConfig::default());
+        assert_eq!(limits.names.allowed_outbound, "wasm.containerd.io/http-allowed-outbound");
+        assert_eq!(ServeLimits { names: LimitNames::default(), ..limits }, ServeLimits::default());
     }
 }

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wasm_shim_oci::cgi::{environment, parse_response, CgiRequest};
+use wasm_shim_engine::cgi::{environment, parse_response, CgiRequest};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(r) = parse_response(data) {

@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 use wasm_shim_e2e::guests::{self, Guests};
 use wasm_shim_e2e::http::{self, Reply};
 use wasm_shim_engine::{
-    CacheResult, Engine, EngineConfig, MetricsOptions, Prepared, RunOptions, ServeKind, ServeOptions, ServeStats, ServingPool,
-    Shutdown, StartInfo, Tier, Upgrade,
+    CacheResult, Engine, EngineConfig, MetricsOptions, Prepared, RunOptions, ServeKind, ServeLimits, ServeOptions, ServeStats,
+    ServingPool, Shutdown, StartInfo, Tier, Upgrade,
 };
-use wasm_shim_oci::HttpConfig;
 
 fn guests() -> &'static Guests {
     static G: OnceLock<Guests> = OnceLock::new();
@@ -36,18 +35,18 @@ struct Server {
 }
 
 impl Server {
-    fn start(guest: &str, kind: ServeKind, http: HttpConfig) -> Server {
-        let engine = serving_engine(&http);
+    fn start(guest: &str, kind: ServeKind, limits: ServeLimits) -> Server {
+        let engine = serving_engine(&limits);
         let prepared = engine.prepare(guests().get(guest), guest, None).unwrap();
         let prepared = engine.serve_as(prepared, kind).unwrap();
-        Server::serve(engine, prepared, guest, http, Upgrade::new())
+        Server::serve(engine, prepared, guest, limits, Upgrade::new())
     }
 
-    fn serve(engine: Engine, prepared: Prepared, guest: &str, http: HttpConfig, upgrade: Upgrade) -> Server {
-        Server::serve_metrics(engine, prepared, guest, http, upgrade, None)
+    fn serve(engine: Engine, prepared: Prepared, guest: &str, limits: ServeLimits, upgrade: Upgrade) -> Server {
+        Server::serve_metrics(engine, prepared, guest, limits, upgrade, None)
     }
 
-    fn serve_metrics(engine: Engine, prepared: Prepared, guest: &str, http: HttpConfig, upgrade: Upgrade, metrics: Option<MetricsOptions>) -> Server {
+    fn serve_metrics(engine: Engine, prepared: Prepared, guest: &str, limits: ServeLimits, upgrade: Upgrade, metrics: Option<MetricsOptions>) -> Server {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
@@ -58,8 +57,7 @@ impl Server {
                 cwd: "/".into(),
                 ..Default::default()
             },
-            max_connections: http.max_open_connections(),
-            http,
+            limits,
             metrics,
         };
         let s = shutdown.clone();
@@ -89,20 +87,20 @@ impl Drop for Server {
 }
 
 /// An engine sized for serving, as the shim makes it.
-fn serving_engine(http: &HttpConfig) -> Engine {
+fn serving_engine(limits: &ServeLimits) -> Engine {
     Engine::with_config(EngineConfig {
         pooling: true,
         serving: Some(ServingPool {
-            instances: http.max_concurrency,
-            memory: http.request_memory,
+            instances: limits.max_concurrency,
+            memory: limits.request_memory,
         }),
         ..Default::default()
     })
     .unwrap()
 }
 
-fn proxy(http: HttpConfig) -> Server {
-    Server::start("http", ServeKind::Http, http)
+fn proxy(limits: ServeLimits) -> Server {
+    Server::start("http", ServeKind::Http, limits)
 }
 
 #[test]
@@ -125,7 +123,7 @@ fn proxy_component_is_served_by_default() {
 
 #[test]
 fn hello_echo_headers_status() {
-    let s = proxy(HttpConfig::default());
+    let s = proxy(ServeLimits::default());
     let r = s.get("/");
     assert_eq!((r.status, r.body.as_str()), (200, "hello from wasi:http\n"), "{r}");
     let r = http::post(&s.url("/echo"), "application/json", r#"{"a":1}"#).unwrap();
@@ -143,7 +141,7 @@ fn hello_echo_headers_status() {
 
 #[test]
 fn keep_alive_and_malformed_requests() {
-    let s = proxy(HttpConfig::default());
+    let s = proxy(ServeLimits::default());
     let two = http::raw(
         s.addr,
         b"GET / HTTP/1.1\r\nhost: x\r\n\r\nGET /status/202 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
@@ -163,7 +161,7 @@ fn keep_alive_and_malformed_requests() {
 
 #[test]
 fn concurrency_cap_answers_503() {
-    let s = proxy(HttpConfig { max_concurrency: 2, ..Default::default() });
+    let s = proxy(ServeLimits { max_concurrency: 2, max_connections: 8, ..Default::default() });
     let slow: Vec<_> = (0..2)
         .map(|_| {
             let url = s.url("/sleep?ms=1500");
@@ -183,7 +181,7 @@ fn concurrency_cap_answers_503() {
 
 #[test]
 fn timeout_answers_504_and_the_next_request_is_fine() {
-    let s = proxy(HttpConfig { request_timeout: Duration::from_millis(300), ..Default::default() });
+    let s = proxy(ServeLimits { request_timeout: Duration::from_millis(300), ..Default::default() });
     for path in ["/spin", "/sleep?ms=5000"] {
         let t = Instant::now();
         let r = s.get(path);
@@ -198,15 +196,15 @@ fn timeout_answers_504_and_the_next_request_is_fine() {
 /// (its engine's epoch ticks too), and code prepared for another kind of serving is ignored.
 #[test]
 fn baseline_server_switches_to_optimized_code() {
-    let http = HttpConfig { request_timeout: Duration::from_millis(300), ..Default::default() };
-    let engine = serving_engine(&http);
+    let limits = ServeLimits { request_timeout: Duration::from_millis(300), ..Default::default() };
+    let engine = serving_engine(&limits);
     let bytes = guests().get("http");
     let prepare = |tier| engine.serve_as(engine.prepare_tier(bytes, "http", None, tier).unwrap(), ServeKind::Http).unwrap();
     let baseline = prepare(Tier::Baseline);
     assert_eq!(baseline.tier(), Tier::Baseline);
     let optimized = prepare(Tier::Optimized);
     let upgrade = Upgrade::new();
-    let s = Server::serve(engine.clone(), baseline, "http", http, upgrade.clone());
+    let s = Server::serve(engine.clone(), baseline, "http", limits, upgrade.clone());
     for _ in 0..3 {
         assert_eq!(s.get("/").status, 200);
     }
@@ -227,10 +225,10 @@ fn baseline_server_switches_to_optimized_code() {
     assert_eq!((stats.requests, stats.upgraded_requests), (9, 6), "{stats:?}");
 
     // WAGI code offered to a wasi:http server is not used.
-    let http = HttpConfig::default();
-    let engine = serving_engine(&http);
+    let limits = ServeLimits::default();
+    let engine = serving_engine(&limits);
     let upgrade = Upgrade::new();
-    let s = Server::serve(engine.clone(), engine.serve_as(engine.prepare(bytes, "http", None).unwrap(), ServeKind::Http).unwrap(), "http", http, upgrade.clone());
+    let s = Server::serve(engine.clone(), engine.serve_as(engine.prepare(bytes, "http", None).unwrap(), ServeKind::Http).unwrap(), "http", limits, upgrade.clone());
     let wagi = engine.serve_as(engine.prepare(guests().get("wagi"), "wagi", None).unwrap(), ServeKind::Wagi).unwrap();
     assert!(upgrade.offer(wagi));
     assert_eq!(s.get("/").body, "hello from wasi:http\n");
@@ -239,7 +237,7 @@ fn baseline_server_switches_to_optimized_code() {
 
 #[test]
 fn trap_is_500_and_the_next_request_is_fine() {
-    let s = proxy(HttpConfig::default());
+    let s = proxy(ServeLimits::default());
     assert_eq!(s.get("/trap").status, 500);
     assert_eq!(s.get("/").status, 200);
     assert_eq!(s.get("/trap").status, 500);
@@ -248,7 +246,7 @@ fn trap_is_500_and_the_next_request_is_fine() {
 
 #[test]
 fn per_request_memory_limit() {
-    let s = proxy(HttpConfig { request_memory: 16 << 20, ..Default::default() });
+    let s = proxy(ServeLimits { request_memory: 16 << 20, ..Default::default() });
     let r = s.get("/memory?mb=4");
     assert_eq!((r.status, r.body.as_str()), (200, "allocated 4\n"), "{r}");
     assert_eq!(s.get("/memory?mb=64").status, 500);
@@ -257,7 +255,7 @@ fn per_request_memory_limit() {
 
 #[test]
 fn shutdown_drains_requests_in_flight() {
-    let s = proxy(HttpConfig::default());
+    let s = proxy(ServeLimits::default());
     let in_flight: Vec<_> = (0..3)
         .map(|_| {
             let url = s.url("/sleep?ms=1000");
@@ -282,7 +280,7 @@ fn shutdown_drains_requests_in_flight() {
 fn outbound_allow_list() {
     let up = http::upstream().unwrap();
     let other = http::upstream().unwrap();
-    let s = proxy(HttpConfig {
+    let s = proxy(ServeLimits {
         allowed_outbound: vec![format!("http://127.0.0.1:{up}")],
         ..Default::default()
     });
@@ -292,18 +290,18 @@ fn outbound_allow_list() {
     assert_eq!(r.status, 502, "{r}");
     assert!(r.body.contains("HttpRequestDenied"), "{r}");
     // Nothing is allowed by default.
-    let s = proxy(HttpConfig::default());
+    let s = proxy(ServeLimits::default());
     let r = s.get(&format!("/fetch?url=http://127.0.0.1:{up}/x"));
     assert!(r.status == 502 && r.body.contains("HttpRequestDenied"), "{r}");
 }
 
-fn wagi(http: HttpConfig) -> Server {
-    Server::start("wagi", ServeKind::Wagi, http)
+fn wagi(limits: ServeLimits) -> Server {
+    Server::start("wagi", ServeKind::Wagi, limits)
 }
 
 #[test]
 fn wagi_request_and_response() {
-    let s = wagi(HttpConfig::default());
+    let s = wagi(ServeLimits::default());
     let r = http::get_with(&s.url("/some/path?x=1&y=2"), &[("x-test", "t1")], Duration::from_secs(10)).unwrap();
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(r.header("x-wagi"), Some("1"));
@@ -321,7 +319,7 @@ fn wagi_request_and_response() {
 
 #[test]
 fn wagi_body_limit() {
-    let s = wagi(HttpConfig { max_body: 10, ..Default::default() });
+    let s = wagi(ServeLimits { max_body: 10, ..Default::default() });
     let r = http::post(&s.url("/"), "text/plain", "0123456789abcdef").unwrap();
     assert_eq!(r.status, 413, "{r}");
     let r = http::post(&s.url("/"), "text/plain", "short").unwrap();
@@ -333,7 +331,7 @@ fn wagi_body_limit() {
 /// headers still arrive, and the container's own environment is there.
 #[test]
 fn wagi_drops_the_proxy_header() {
-    let s = wagi(HttpConfig::default());
+    let s = wagi(ServeLimits::default());
     let r = http::raw(
         s.addr,
         b"GET /env HTTP/1.1\r\nhost: x\r\nProxy: http://evil.example:8888\r\nx-test: t2\r\nconnection: close\r\n\r\n",
@@ -378,14 +376,14 @@ fn sockets_follow_the_outbound_allow_list() {
     let (port, accepted) = line_server();
     let (other, other_accepted) = line_server();
 
-    let s = proxy(HttpConfig::default());
+    let s = proxy(ServeLimits::default());
     let r = s.get(&format!("/connect?addr=127.0.0.1:{port}"));
     assert_eq!((r.status, r.body.as_str()), (502, "create: access-denied\n"), "{r}");
     let r = s.get(&format!("/connect?addr=localhost:{port}"));
     assert_eq!((r.status, r.body.as_str()), (502, "resolve: permanent-resolver-failure\n"), "{r}");
     assert_eq!(accepted.load(Ordering::SeqCst), 0);
 
-    let s = proxy(HttpConfig { allowed_outbound: vec![format!("127.0.0.1:{port}")], ..Default::default() });
+    let s = proxy(ServeLimits { allowed_outbound: vec![format!("127.0.0.1:{port}")], ..Default::default() });
     let r = s.get(&format!("/connect?addr=127.0.0.1:{port}"));
     assert_eq!((r.status, r.body.as_str()), (200, "reply: native got: hello\n"), "{r}");
     let r = s.get(&format!("/connect?addr=127.0.0.1:{other}"));
@@ -395,14 +393,14 @@ fn sockets_follow_the_outbound_allow_list() {
     let r = s.get(&format!("/fetch?url=http://127.0.0.1:{other}/x"));
     assert!(r.status == 502 && r.body.contains("HttpRequestDenied"), "{r}");
 
-    let s = proxy(HttpConfig { allowed_outbound: vec![format!("localhost:{port}")], ..Default::default() });
+    let s = proxy(ServeLimits { allowed_outbound: vec![format!("localhost:{port}")], ..Default::default() });
     let r = s.get(&format!("/connect?addr=localhost:{port}"));
     assert_eq!((r.status, r.body.as_str()), (200, "reply: native got: hello\n"), "{r}");
     let r = s.get(&format!("/connect?addr=127.0.0.1:{other}"));
     assert_eq!(r.status, 502, "{r}");
     assert_eq!((accepted.load(Ordering::SeqCst), other_accepted.load(Ordering::SeqCst)), (2, 0));
 
-    let s = proxy(HttpConfig { allowed_outbound: vec!["*".into()], ..Default::default() });
+    let s = proxy(ServeLimits { allowed_outbound: vec!["*".into()], ..Default::default() });
     let r = s.get("/listen");
     assert_eq!((r.status, r.body.as_str()), (502, "listen: access-denied\n"), "{r}");
     let r = s.get(&format!("/connect?addr=127.0.0.1:{other}"));
@@ -432,7 +430,7 @@ fn read_head(c: &mut TcpStream) -> std::io::Result<String> {
 /// soon as one of the two closes; the other one is still served.
 #[test]
 fn connection_cap_holds_the_next_client_until_one_closes() {
-    let s = proxy(HttpConfig { max_connections: Some(2), ..Default::default() });
+    let s = proxy(ServeLimits { max_connections: 2, ..Default::default() });
     let connect = || {
         let c = TcpStream::connect_timeout(&s.addr, Duration::from_secs(5)).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -493,13 +491,13 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 /// grows it), and the tier of the code, which flips when the optimized build is handed over.
 #[test]
 fn metrics_follow_the_server() {
-    let http = HttpConfig { max_concurrency: 1, request_timeout: Duration::from_millis(500), ..Default::default() };
-    let engine = serving_engine(&http);
+    let limits = ServeLimits { max_concurrency: 1, max_connections: 4, request_timeout: Duration::from_millis(500), ..Default::default() };
+    let engine = serving_engine(&limits);
     let bytes = guests().get("http");
     let prepare = |tier| engine.serve_as(engine.prepare_tier(bytes, "http", None, tier).unwrap(), ServeKind::Http).unwrap();
     let upgrade = Upgrade::new();
     let (opts, maddr) = with_metrics(Tier::Baseline);
-    let s = Server::serve_metrics(engine.clone(), prepare(Tier::Baseline), "http", http, upgrade.clone(), Some(opts));
+    let s = Server::serve_metrics(engine.clone(), prepare(Tier::Baseline), "http", limits, upgrade.clone(), Some(opts));
     let text = scrape(maddr);
     assert_eq!(sample(&text, "wasm_shim_http_requests_total{class=\"2xx\"}"), Some(0.0), "{text}");
     assert_eq!(sample(&text, "wasm_shim_code_tier{tier=\"baseline\"}"), Some(1.0), "{text}");
@@ -564,11 +562,11 @@ fn metrics_follow_the_server() {
 /// a connection closes.
 #[test]
 fn metrics_endpoint_is_bounded() {
-    let http = HttpConfig::default();
-    let engine = serving_engine(&http);
+    let limits = ServeLimits::default();
+    let engine = serving_engine(&limits);
     let prepared = engine.serve_as(engine.prepare(guests().get("http"), "http", None).unwrap(), ServeKind::Http).unwrap();
     let (opts, maddr) = with_metrics(Tier::Optimized);
-    let s = Server::serve_metrics(engine, prepared, "http", http, Upgrade::new(), Some(opts));
+    let s = Server::serve_metrics(engine, prepared, "http", limits, Upgrade::new(), Some(opts));
     assert_eq!(http::get(&format!("http://{maddr}/")).unwrap().status, 404);
     assert_eq!(http::post(&format!("http://{maddr}/metrics"), "text/plain", "x").unwrap().status, 405);
     let huge = format!("GET /metrics HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(64 << 10));

@@ -3,8 +3,7 @@
 //! path. `cargo run --release -p wasm-shim-engine --example serve -- FILE PORT [--wagi] [--baseline] [--preopen]`
 //! (Ctrl-C stops it).
 
-use wasm_shim_engine::{Engine, EngineConfig, RunOptions, ServeKind, ServeOptions, ServingPool, Shutdown, Tier};
-use wasm_shim_oci::HttpConfig;
+use wasm_shim_engine::{Engine, EngineConfig, RunOptions, ServeKind, ServeLimits, ServeOptions, ServingPool, Shutdown, Tier};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -13,10 +12,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let flag = |name: &str| args.iter().any(|a| a == name);
     let kind = if flag("--wagi") { ServeKind::Wagi } else { ServeKind::Http };
-    let http = HttpConfig::default();
+    let limits = ServeLimits::default();
     let engine = Engine::with_config(EngineConfig {
         pooling: true,
-        serving: Some(ServingPool { instances: http.max_concurrency, memory: http.request_memory }),
+        serving: Some(ServingPool { instances: limits.max_concurrency, memory: limits.request_memory }),
         ..Default::default()
     })?;
     let bytes = std::fs::read(file)?;
@@ -31,8 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             preopens: if flag("--preopen") { vec![("/".into(), "/".into())] } else { vec![] },
             ..Default::default()
         },
-        max_connections: http.max_open_connections(),
-        http,
+        limits,
         metrics: None,
     };
     let stats = engine.serve(prepared, listener, &opts, &Shutdown::new())?;

@@ -12,8 +12,11 @@ use wasmtime::{AsContextMut, WasmCoreDump};
 #[derive(Clone)]
 pub struct CoreDumpCapture {
     max_size: u64,
-    taken: Arc<Mutex<Option<Result<Vec<u8>, String>>>>,
+    taken: Arc<Mutex<Option<Taken>>>,
 }
+
+/// The serialized dump of a trap, or why there is none.
+type Taken = Result<Vec<u8>, String>;
 
 impl std::fmt::Debug for CoreDumpCapture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

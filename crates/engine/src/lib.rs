@@ -19,37 +19,39 @@
 //! ```
 //!
 //! # Layout
-//! - `coredump`: `CoreDumpCapture`, where a run leaves the bounded core dump of a trap.
-//! - `engine`: the `wasmtime::Config`, one wasmtime engine per compiler
-//!   `Tier` (Cranelift optimized, Winch baseline), the pooling allocator
-//!   option, the WASI p1/p2 linkers, `interrupt` (epoch bump) and the
-//!   recorded signal.
+//! From the ground up: each module uses only those listed before it.
+//! - `error`: `EngineError`, one-line messages naming the file.
+//! - `tier`: `Tier`, which compiler made the code (Cranelift optimized, Winch baseline).
 //! - `features`: the wasm proposals accepted: defaults, the `+gc,-simd` grammar, what
 //!   the baseline compiler (Winch) lacks, the canonical list the cache key hashes.
-//! - `prepare`: format detection (module, component, WAT), compilation, entry
-//!   point choice and import resolution (`InstancePre`); `Prepared`.
-//! - `cache`: the compile cache shared by processes: keys, atomic writes,
-//!   per-key locks, checksums, LRU eviction; loading compiled code by mmap
-//!   (the crate's one `unsafe`).
-//! - `run`: `RunOptions` and `Stdio` to a WASI context, a fresh store with the
-//!   limiter and epoch deadline, calling the entry point.
-//! - `serve`: serving HTTP/1.1 on a bound listener: tokio and hyper, the
-//!   open-connections cap (past it, not accepted), the concurrency cap (503),
-//!   deadlines (504), graceful drain on `Shutdown`.
-//! - `proxy`: one request to a `wasi:http/proxy` component (`ProxyPre`), its
-//!   outbound `wasi:http` requests checked against the allow-list.
-//! - `outbound`: the allow-list of a served workload (`http-allowed-outbound`)
-//!   for `wasi:http` requests and `wasi:sockets` addresses alike: entries,
-//!   matching, resolving name entries for sockets, the sockets a request's
-//!   WASI context gets.
-//! - `wagi`: one request to a WASI p1 module run CGI-style.
-//! - `metrics`: a served workload's Prometheus metrics (`metrics-port`): atomic counters and
-//!   histograms, what the server's state shows at scrape time, the OpenMetrics encoding and
-//!   the `GET /metrics` endpoint.
-//! - `limits`: the `ResourceLimiter` enforcing the memory limit and noting
-//!   when it was hit.
+//! - `limits`: the `ResourceLimiter` enforcing the memory limit and noting when it was hit;
+//!   `ServeLimits`, the bounds of a served workload, and the names messages give them.
 //! - `outcome`: `Outcome`, mapping errors/traps/exits to it, exit codes.
-//! - `error`: `EngineError`, one-line messages naming the file.
+//! - `coredump`: `CoreDumpCapture`, where a run leaves the bounded core dump of a trap.
+//! - `metrics`: a served workload's Prometheus metrics (`ServeOptions::metrics`): atomic
+//!   counters and histograms, what the server's state shows at scrape time, the OpenMetrics
+//!   encoding and the `GET /metrics` endpoint.
+//! - `outbound`: the allow-list of a served workload for `wasi:http` requests (the send hook)
+//!   and `wasi:sockets` addresses alike: entries, matching, resolving name entries for
+//!   sockets, the sockets a request's WASI context gets.
+//! - `host`: what the host gives a guest: `RunOptions` and `Stdio` to a WASI context (deny by
+//!   default), and the data of the stores guests run in (WASI p1, p2, `wasi:http` proxy).
+//! - `engine`: the `wasmtime::Config`, one wasmtime engine per `Tier`, the pooling
+//!   allocator option, the WASI linkers, `interrupt` (epoch bump) and the recorded signal.
+//! - `prepare`: format detection (module, component, WAT), compilation, entry
+//!   point choice and import resolution (`InstancePre`); `Prepared`; `serve_as`.
+//! - `cache`: the compile cache shared by processes. `cache/disk`: the directory: keys,
+//!   atomic writes, per-key locks, checksums, LRU eviction, the compile log. `cache/load`:
+//!   a workload's key, loading compiled code by mmap (the crate's one `unsafe`), compiling
+//!   into the cache once.
+//! - `run`: a fresh store with the limiter and epoch deadline, calling the entry point.
+//! - `serve`: serving HTTP/1.1 on a bound listener: tokio and hyper, the open-connections cap
+//!   (past it, not accepted), the concurrency cap (503), deadlines (504), graceful drain on
+//!   `Shutdown`, the code `Upgrade`. Below it, each request's handler: `serve/request` (what
+//!   handlers share: `App`, a request's WASI context, the shim's own responses),
+//!   `serve/proxy` (a `wasi:http/proxy` component, `ProxyPre`), `serve/wagi` (a WASI p1
+//!   module run CGI-style) and `serve/cgi` (CGI 1.1: meta-variables, parsing the response;
+//!   pure, public for the fuzzer).
 
 #![deny(unsafe_code)]
 
@@ -58,23 +60,25 @@ mod coredump;
 mod engine;
 mod error;
 mod features;
+mod host;
 mod limits;
 mod metrics;
 mod outbound;
 mod outcome;
 mod prepare;
-mod proxy;
 mod run;
 mod serve;
-mod wagi;
+mod tier;
 
 pub use cache::{wasm_digest, Cache, CacheKey, EntryInfo, Evicted, Stored, DEFAULT_MAX_SIZE};
 pub use coredump::CoreDumpCapture;
-pub use engine::{Engine, EngineConfig, ServingPool, Tier};
+pub use engine::{Engine, EngineConfig, ServingPool};
 pub use error::EngineError;
 pub use features::{Feature, FeatureError, Features, FEATURES};
+pub use host::{Capture, RunOptions, Stdio};
+pub use limits::{LimitNames, ServeLimits};
+pub use metrics::{CacheResult, MetricsOptions, StartInfo};
 pub use outcome::{Outcome, EXIT_CANNOT_RUN, EXIT_TRAP};
 pub use prepare::{serves_http_by_default, Origin, Prepared, ServeKind};
-pub use metrics::{CacheResult, MetricsOptions, StartInfo};
-pub use serve::{ServeOptions, ServeStats, Shutdown, Upgrade};
-pub use run::{Capture, RunOptions, Stdio};
+pub use serve::{cgi, ServeOptions, ServeStats, Shutdown, Upgrade};
+pub use tier::Tier;

@@ -1,10 +1,63 @@
-//! The store's `ResourceLimiter`: caps each linear memory at the container's
-//! memory limit (a denied growth traps and is recorded, so the outcome can say
-//! "out of memory" without guessing from text) and tables at a sane size.
+//! What a guest may use. The store's `ResourceLimiter`: caps each linear memory at the
+//! container's memory limit (a denied growth traps and is recorded, so the outcome can say
+//! "out of memory" without guessing from text) and tables at a sane size. `ServeLimits`: the
+//! bounds of a served workload (connections, requests in flight, a request's time, memory and
+//! body, where it may reach), and what the user calls them in messages.
+
+use std::time::Duration;
 
 /// The largest table a guest may have, in elements (8 bytes each on 64-bit
 /// hosts, so at most 80 MB). Real programs use a few thousand.
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 10_000_000;
+
+/// The bounds of a served workload (`Engine::serve`). The defaults are the shim's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Requests served at once (at least 1); the next one gets 503 with `Retry-After`.
+    pub max_concurrency: u32,
+    /// Client connections open at once (at least 1), idle keep-alive ones included; the next one
+    /// is not accepted until one closes: it waits in the listen backlog.
+    pub max_connections: u32,
+    /// Time a request may take, guest and body included; past it the answer is 504.
+    pub request_timeout: Duration,
+    /// Bytes of linear memory each request's instance may have.
+    pub request_memory: u64,
+    /// Largest request body a WAGI module is handed (413 past it).
+    pub max_body: u64,
+    /// Where a request may reach, for `wasi:http` and `wasi:sockets` alike: entries
+    /// `[scheme://]host[:port]`, `*` for anywhere; none: nowhere.
+    pub allowed_outbound: Vec<String>,
+    /// What the user calls these settings, in messages.
+    pub names: LimitNames,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            max_concurrency: 256,
+            max_connections: 1024,
+            request_timeout: Duration::from_secs(30),
+            request_memory: 128 << 20,
+            max_body: 16 << 20,
+            allowed_outbound: Vec::new(),
+            names: LimitNames::default(),
+        }
+    }
+}
+
+/// How messages name a limit the user set: "no response within 30s (NAME)", "... denied: not
+/// in NAME". The shim passes its annotations' names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitNames {
+    pub request_timeout: &'static str,
+    pub allowed_outbound: &'static str,
+}
+
+impl Default for LimitNames {
+    fn default() -> Self {
+        LimitNames { request_timeout: "the request timeout", allowed_outbound: "the outbound allow-list" }
+    }
+}
 
 /// The error a denied memory growth traps with.
 #[derive(Debug)]

@@ -31,7 +31,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::{watch, Semaphore};
 
-use crate::engine::Tier;
+use crate::tier::Tier;
 
 /// Scrapers served at once; more wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 4;

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::WasiHttpHooks;
 
 /// How long an address a name resolved to stays allowed after it was last seen.
 pub(crate) const NAME_TTL: Duration = Duration::from_secs(30);
@@ -216,22 +217,20 @@ async fn resolve(name: &str) -> Vec<IpAddr> {
 pub(crate) struct Outbound {
     pub(crate) list: Arc<AllowList>,
     pub(crate) file: Arc<str>,
+    /// What the user calls the list (`LimitNames::allowed_outbound`).
+    pub(crate) name: &'static str,
 }
 
 type Check = Pin<Box<dyn Future<Output = bool> + Send + Sync>>;
 
 impl Outbound {
-    pub(crate) fn new(list: AllowList, file: &str) -> Outbound {
-        Outbound { list: Arc::new(list), file: file.into() }
+    pub(crate) fn new(list: AllowList, file: &str, name: &'static str) -> Outbound {
+        Outbound { list: Arc::new(list), file: file.into(), name }
     }
 
     /// A line in the container's log (where the function's author looks) and the shim's.
     pub(crate) fn denied(&self, what: &str) {
-        let line = format!(
-            "{}: {what} denied: not in {}",
-            self.file,
-            wasm_shim_oci::http::ALLOWED_OUTBOUND
-        );
+        let line = format!("{}: {what} denied: not in {}", self.file, self.name);
         eprintln!("{line}");
         log::warn!("{line}");
     }
@@ -256,6 +255,42 @@ impl Outbound {
                 allowed
             })
         });
+    }
+}
+
+type SendFuture = Box<
+    dyn std::future::Future<
+            Output = Result<
+                (
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                ),
+                wasmtime_wasi_http::Error,
+            >,
+        > + Send,
+>;
+
+/// `wasi:http`'s outbound requests go through here: one the list does not allow is denied
+/// before it leaves.
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> SendFuture {
+        if !self.list.allows_uri(request.uri()) {
+            self.denied(&format!("outbound request to {}", request.uri()));
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+            ))
+        })
     }
 }
 

@@ -11,10 +11,10 @@ use wasmtime::{ExternType, Module};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::engine::{Engine, Tier, TierEngine};
+use crate::engine::{Engine, TierEngine};
 use crate::error::{one_line, EngineError};
-use crate::proxy::ProxyState;
-use crate::run::{P1State, P2State};
+use crate::host::{P1State, P2State, ProxyState};
+use crate::tier::Tier;
 
 /// The export a WASI p2 command runs; any 0.2.x version matches.
 pub(crate) const CLI_RUN: &str = "wasi:cli/run@0.2.0";
@@ -456,8 +456,7 @@ impl Engine {
                 return Err(EngineError::NotServable {
                     file,
                     reason: "a WASI preview 1 module cannot serve wasi:http; serve it as WAGI \
-                             (annotation wasm.containerd.io/serve=wagi) or build a component \
-                             exporting wasi:http/incoming-handler"
+                             or build a component exporting wasi:http/incoming-handler"
                         .to_string(),
                 })
             }

@@ -18,7 +18,6 @@
 //!   dump annotations (`coredump-dir`, `coredump-max-size`) into a [`WorkloadConfig`].
 //! - [`resolve`]: [`resolve_executable`] finds `args[0]` inside the container rootfs the way
 //!   `execvp` would (PATH search, symlinks resolved inside the root).
-//! - [`cgi`]: CGI 1.1 for WAGI: a request's meta-variables, parsing a program's response.
 //! - [`classify`]: [`classify`] tells a wasm module, a component, WAT text, an ELF binary and a
 //!   script apart from a file's first bytes.
 //! - [`image`]: [`write_image_tar`] writes an OCI image layout tarball (classic rootfs image or
@@ -32,7 +31,6 @@
 #![forbid(unsafe_code)]
 
 pub mod artifact;
-pub mod cgi;
 pub mod classify;
 pub mod debug;
 pub mod entrypoint;

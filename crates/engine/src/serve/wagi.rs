@@ -1,9 +1,8 @@
 //! WAGI: a WASI preview 1 command run once per request, CGI-style. The request's meta-variables
 //! join the container's environment, the body is stdin, stdout is parsed as a CGI response
-//! (`wasm_shim_oci::cgi`), stderr goes to the container's log.
+//! (`cgi`), stderr goes to the container's log.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -14,19 +13,18 @@ use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use wasm_shim_oci::cgi::{self, CgiRequest};
-
+use super::cgi::{self, CgiRequest};
+use super::request::{full, plain, App};
+use crate::host::P1State;
 use crate::limits::Limiter;
 use crate::outcome::classify;
-use crate::run::P1State;
-use crate::serve::{full, plain, App};
 
 /// Most a program may write to stdout for one response.
 const MAX_OUTPUT: usize = 64 << 20;
 
 /// Serves one request by running the module's `_start`.
 pub(crate) async fn handle(
-    app: &Arc<App>,
+    app: &App,
     pre: &wasmtime::InstancePre<P1State>,
     entry: &str,
     req: hyper::Request<hyper::body::Incoming>,
@@ -36,11 +34,11 @@ pub(crate) async fn handle(
 ) -> hyper::Response<HyperOutgoingBody> {
     let label = format!("{} {}", req.method(), req.uri().path());
     let (parts, body) = req.into_parts();
-    let limit = usize::try_from(app.config.max_body).unwrap_or(usize::MAX);
+    let limit = usize::try_from(app.limits.max_body).unwrap_or(usize::MAX);
     let body: Bytes = match tokio::time::timeout_at(deadline, Limited::new(body, limit).collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return plain(413, &format!("request body larger than {} bytes\n", app.config.max_body))
+            return plain(413, &format!("request body larger than {} bytes\n", app.limits.max_body))
         }
         Ok(Err(e)) => return plain(400, &format!("cannot read the request body: {e}\n")),
         Err(_) => return app.timed_out(&label),
@@ -72,7 +70,7 @@ pub(crate) async fn handle(
         pre.module().engine(),
         P1State {
             wasi,
-            limiter: Limiter::new(Some(app.config.request_memory)),
+            limiter: Limiter::new(Some(app.limits.request_memory)),
         },
     );
     store.limiter(|s| &mut s.limiter);

@@ -1,8 +1,9 @@
 //! Serving HTTP/1.1 (keep-alive) on a listener the caller bound: one tokio runtime, one hyper
 //! connection task per client, and per request a fresh instance of the prepared workload
-//! (`proxy` for `wasi:http` components, `wagi` for CGI-style modules).
+//! (`proxy` for `wasi:http` components, `wagi` for CGI-style modules, with `cgi`), each handed
+//! what requests share (`request`).
 //!
-//! Hardening, in the order a request meets it: past `ServeOptions::max_connections` open
+//! Hardening, in the order a request meets it: past `ServeLimits::max_connections` open
 //! connections the next one is not accepted until one closes (it waits in the listen backlog);
 //! hyper answers a malformed request 400 itself (the guest never sees it) and drops a client that
 //! does not send its headers in time, or sends none for that long between keep-alive requests; past
@@ -12,29 +13,32 @@
 //! instance. `Shutdown::trigger` (SIGTERM) stops accepting, lets requests in flight finish,
 //! closes idle keep-alive connections, and `serve` returns.
 
+pub mod cgi;
+mod proxy;
+mod request;
+mod wagi;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::{watch, Semaphore};
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-
-use wasm_shim_oci::HttpConfig;
 
 use crate::engine::Engine;
 use crate::error::EngineError;
+use crate::host::RunOptions;
+use crate::limits::ServeLimits;
 use crate::metrics::{Live, Metrics, MetricsOptions};
-use crate::prepare::{Kind, Prepared};
 use crate::outbound::{AllowList, Outbound};
-use crate::run::{wasi_builder, RunOptions};
+use crate::prepare::{Kind, Prepared};
+
+use request::{plain, App};
 
 /// How often the epoch advances while serving: the granularity of request deadlines and of a
 /// busy guest's yields.
@@ -47,13 +51,10 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a served workload gets: the guest's WASI setup (args, env, cwd, preopens; stdio is
 /// inherited, so what requests print reaches the container's log) and the HTTP limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
     pub run: RunOptions,
-    pub http: HttpConfig,
-    /// Client connections open at once (at least 1); the next one is not accepted until one
-    /// closes. The shim passes `HttpConfig::max_open_connections`.
-    pub max_connections: u32,
+    pub limits: ServeLimits,
     /// Prometheus metrics on a listener of their own; `None`: none kept at all.
     pub metrics: Option<MetricsOptions>,
 }
@@ -116,64 +117,24 @@ pub struct ServeStats {
     pub upgraded_requests: u64,
 }
 
-/// Shared by every request.
-pub(crate) struct App {
-    pub(crate) config: HttpConfig,
-    pub(crate) outbound: Outbound,
-    pub(crate) port: u16,
-    run: RunOptions,
-    file: String,
+/// One running server: what its requests share (`App`) and what the dispatch keeps for itself.
+struct Server {
+    app: App,
+    /// Requests in flight: one permit each.
     limit: Arc<Semaphore>,
     requests: AtomicU64,
     upgrade: Upgrade,
     upgraded_requests: AtomicU64,
-    pub(crate) metrics: Option<Arc<Metrics>>,
 }
 
-impl App {
-    /// The WASI context of one request (stdio inherited; sockets as the allow-list says).
-    pub(crate) fn wasi_builder(&self) -> Result<WasiCtxBuilder, String> {
-        let mut b = wasi_builder(&self.run)?;
-        // Blocking host calls go to tokio's blocking pool, not this worker.
-        b.allow_blocking_current_thread(false);
-        self.outbound.restrict(&mut b);
-        Ok(b)
-    }
-
-    /// The same with extra environment variables (a WAGI request's meta-variables).
-    pub(crate) fn wasi_builder_with_env(&self, env: &[(String, String)]) -> Result<WasiCtxBuilder, String> {
-        let mut b = self.wasi_builder()?;
-        b.envs(env);
-        Ok(b)
-    }
-
-    /// 500, and a line in the container's log saying why.
-    pub(crate) fn failed(&self, label: &str, why: &str) -> hyper::Response<HyperOutgoingBody> {
-        eprintln!("{}: {label}: {why}", self.file);
-        plain(500, "internal server error\n")
-    }
-
-    /// 504, and a line in the container's log.
-    pub(crate) fn timed_out(&self, label: &str) -> hyper::Response<HyperOutgoingBody> {
-        if let Some(m) = &self.metrics {
-            m.timed_out();
-        }
-        eprintln!(
-            "{}: {label}: no response within {:?} ({})",
-            self.file,
-            self.config.request_timeout,
-            wasm_shim_oci::http::REQUEST_TIMEOUT
-        );
-        plain(504, "gateway timeout\n")
-    }
-
+impl Server {
     async fn handle(
         self: Arc<Self>,
         prepared: Arc<Prepared>,
         req: hyper::Request<hyper::body::Incoming>,
         peer: SocketAddr,
     ) -> hyper::Response<HyperOutgoingBody> {
-        match self.metrics.clone() {
+        match self.app.metrics.clone() {
             None => self.respond(prepared, req, peer).await,
             Some(m) => {
                 let since = std::time::Instant::now();
@@ -184,15 +145,18 @@ impl App {
         }
     }
 
+    /// The concurrency cap, the code to use (upgraded or not) and the deadline, then the handler
+    /// of the workload's kind.
     async fn respond(
         self: Arc<Self>,
         prepared: Arc<Prepared>,
         req: hyper::Request<hyper::body::Incoming>,
         peer: SocketAddr,
     ) -> hyper::Response<HyperOutgoingBody> {
+        let app = &self.app;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-            if let Some(m) = &self.metrics {
+            if let Some(m) = &app.metrics {
                 m.overloaded();
             }
             let mut r = plain(503, "too many requests in flight\n");
@@ -207,31 +171,13 @@ impl App {
             }
             None => prepared,
         };
-        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        let deadline = tokio::time::Instant::now() + app.limits.request_timeout;
         match &prepared.kind {
-            Kind::Proxy { pre } => crate::proxy::handle(&self, pre, req, permit, deadline).await,
-            Kind::Wagi { pre, entry } => {
-                crate::wagi::handle(&self, pre, entry, req, peer, permit, deadline).await
-            }
-            Kind::Module { .. } | Kind::Component { .. } => self.failed("serve", "not an HTTP workload"),
+            Kind::Proxy { pre } => proxy::handle(app, pre, req, permit, deadline).await,
+            Kind::Wagi { pre, entry } => wagi::handle(app, pre, entry, req, peer, permit, deadline).await,
+            Kind::Module { .. } | Kind::Component { .. } => app.failed("serve", "not an HTTP workload"),
         }
     }
-}
-
-/// A complete body.
-pub(crate) fn full(bytes: Bytes) -> HyperOutgoingBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
-}
-
-/// A short text response of the shim's own.
-pub(crate) fn plain(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {
-    let mut r = hyper::Response::new(full(Bytes::copy_from_slice(text.as_bytes())));
-    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }
 
 impl Engine {
@@ -263,9 +209,10 @@ impl Engine {
                 reason: "neither a wasi:http component nor a WAGI module".to_string(),
             });
         }
-        let allowed = AllowList::parse(&opts.http.allowed_outbound).map_err(|why| EngineError::NotServable {
+        let limits = &opts.limits;
+        let allowed = AllowList::parse(&limits.allowed_outbound).map_err(|why| EngineError::NotServable {
             file: prepared.file.clone(),
-            reason: format!("{}: {why}", wasm_shim_oci::http::ALLOWED_OUTBOUND),
+            reason: format!("{}: {why}", limits.names.allowed_outbound),
         })?;
         let internal = |what: &str, e: std::io::Error| EngineError::Internal(format!("{what}: {e}"));
         let port = listener.local_addr().map_err(|e| internal("listener", e))?.port();
@@ -277,17 +224,19 @@ impl Engine {
             .build()
             .map_err(|e| internal("tokio runtime", e))?;
 
-        let app = Arc::new(App {
-            config: opts.http.clone(),
-            outbound: Outbound::new(allowed, &prepared.file),
-            port,
-            run: opts.run.clone(),
-            file: prepared.file.clone(),
-            limit: Arc::new(Semaphore::new(opts.http.max_concurrency as usize)),
+        let server = Arc::new(Server {
+            app: App {
+                limits: limits.clone(),
+                outbound: Outbound::new(allowed, &prepared.file, limits.names.allowed_outbound),
+                port,
+                run: opts.run.clone(),
+                file: prepared.file.clone(),
+                metrics: opts.metrics.as_ref().map(|m| Arc::new(Metrics::new(m.start.clone()))),
+            },
+            limit: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
             requests: AtomicU64::new(0),
             upgrade: upgrade.clone(),
             upgraded_requests: AtomicU64::new(0),
-            metrics: opts.metrics.as_ref().map(|m| Arc::new(Metrics::new(m.start.clone()))),
         });
 
         // The epoch clock: request deadlines and a busy guest's yields count its ticks.
@@ -313,15 +262,15 @@ impl Engine {
 
         let prepared = Arc::new(prepared);
         let mut stop = shutdown.0.subscribe();
-        let max_open = opts.max_connections.max(1);
+        let max_open = limits.max_connections.max(1);
         let open = Arc::new(Semaphore::new(max_open as usize));
         // The metrics endpoint: its own listener, task and connection cap, on this runtime.
-        let exposition = match (&app.metrics, &opts.metrics) {
+        let exposition = match (&server.app.metrics, &opts.metrics) {
             (Some(metrics), Some(o)) => {
                 let listener = o.listener.try_clone().map_err(|e| internal("metrics listener", e))?;
                 listener.set_nonblocking(true).map_err(|e| internal("metrics listener", e))?;
-                let max_concurrency = u64::from(opts.http.max_concurrency);
-                let (limit, open, upgrade, current) = (app.limit.clone(), open.clone(), upgrade.clone(), prepared.clone());
+                let max_concurrency = u64::from(limits.max_concurrency);
+                let (limit, open, upgrade, current) = (server.limit.clone(), open.clone(), upgrade.clone(), prepared.clone());
                 let registry = crate::metrics::registry(metrics.clone(), move || Live {
                     in_flight: max_concurrency.saturating_sub(limit.available_permits() as u64),
                     max_concurrency,
@@ -354,7 +303,7 @@ impl Engine {
                 let slot = match open.clone().try_acquire_owned() {
                     Ok(slot) => slot,
                     Err(_) => {
-                        if let Some(m) = &app.metrics {
+                        if let Some(m) = &server.app.metrics {
                             m.connection_cap_reached();
                         }
                         if !said_full {
@@ -386,10 +335,10 @@ impl Engine {
                 };
                 connections += 1;
                 let _ = stream.set_nodelay(true);
-                let (app, prepared) = (app.clone(), prepared.clone());
+                let (server, prepared) = (server.clone(), prepared.clone());
                 let service = hyper::service::service_fn(move |req| {
-                    let (app, prepared) = (app.clone(), prepared.clone());
-                    async move { Ok::<_, Infallible>(app.handle(prepared, req, peer).await) }
+                    let (server, prepared) = (server.clone(), prepared.clone());
+                    async move { Ok::<_, Infallible>(server.handle(prepared, req, peer).await) }
                 });
                 let conn = http1::Builder::new()
                     .keep_alive(true)
@@ -417,8 +366,8 @@ impl Engine {
         runtime.shutdown_timeout(Duration::from_secs(1));
         Ok(ServeStats {
             connections: result?,
-            requests: app.requests.load(Ordering::Relaxed),
-            upgraded_requests: app.upgraded_requests.load(Ordering::Relaxed),
+            requests: server.requests.load(Ordering::Relaxed),
+            upgraded_requests: server.upgraded_requests.load(Ordering::Relaxed),
         })
     }
 }

@@ -2,96 +2,18 @@
 //! the outbound allow-list as `wasi:http`'s send hook) and one request's life: instantiate from the `ProxyPre`, call
 //! `incoming-handler.handle`, hand hyper the response the guest sets.
 
-use std::sync::Arc;
-
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use wasmtime::component::ResourceTable;
 use wasmtime::Store;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::WasiHttpView;
 
+use super::request::App;
+use crate::host::ProxyState;
 use crate::limits::Limiter;
-use crate::metrics::Metrics;
-use crate::outbound::Outbound;
 use crate::outcome::classify;
-use crate::serve::App;
-
-/// Store data of one request to a proxy component.
-pub(crate) struct ProxyState {
-    ctx: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
-    pub(crate) limiter: Limiter,
-    hooks: Outbound,
-    /// Told the instance's memory when the store goes, however the request ended (the task
-    /// may be aborted at its deadline).
-    metrics: Option<Arc<Metrics>>,
-}
-
-impl Drop for ProxyState {
-    fn drop(&mut self) {
-        if let Some(m) = &self.metrics {
-            m.instance_memory(self.limiter.linear_bytes);
-        }
-    }
-}
-
-impl WasiView for ProxyState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.ctx,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for ProxyState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
-    }
-}
-
-type SendFuture = Box<
-    dyn std::future::Future<
-            Output = Result<
-                (
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                ),
-                wasmtime_wasi_http::Error,
-            >,
-        > + Send,
->;
-
-impl WasiHttpHooks for Outbound {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> SendFuture {
-        if !self.list.allows_uri(request.uri()) {
-            self.denied(&format!("outbound request to {}", request.uri()));
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
-            ))
-        })
-    }
-}
 
 /// How a request's guest task ended without setting a response.
 enum Ended {
@@ -102,7 +24,7 @@ enum Ended {
 
 /// Serves one request with a fresh instance of the component.
 pub(crate) async fn handle(
-    app: &Arc<App>,
+    app: &App,
     pre: &ProxyPre<ProxyState>,
     req: hyper::Request<hyper::body::Incoming>,
     permit: OwnedSemaphorePermit,
@@ -113,14 +35,8 @@ pub(crate) async fn handle(
         Ok(mut b) => b.build(),
         Err(m) => return app.failed(&label, &m),
     };
-    let state = ProxyState {
-        ctx,
-        http: WasiHttpCtx::new(),
-        table: ResourceTable::new(),
-        limiter: Limiter::new(Some(app.config.request_memory)),
-        hooks: app.outbound.clone(),
-        metrics: app.metrics.clone(),
-    };
+    let limiter = Limiter::new(Some(app.limits.request_memory));
+    let state = ProxyState::new(ctx, limiter, app.outbound.clone(), app.metrics.clone());
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|s| &mut s.limiter);
     // Yield to tokio at every epoch tick: a spinning guest shares its worker thread and its
