@@ -18,6 +18,9 @@
 //!   cached starts, the features annotation) and trap core dumps (`e2e/features.rs`), serving
 //!   HTTP (`e2e/http.rs`: wasi:http, WAGI, drain, outbound, port in use; `e2e/metrics.rs`: the
 //!   metrics endpoint scraped by a real Prometheus), leak loop, latency print.
+//! - `wasm::thirdparty::*` (e2e/thirdparty.rs): programs from PyPI and npm (resvg, itk-wasm,
+//!   GCC for AVR, CPython and JavaScript components) against wasmtime 48; their CRI case is
+//!   `cri::wasm::thirdparty_cpython_command_and_js_function`.
 //! - `wasm::faults::*` (e2e/faults.rs): containerd restarted, the shim SIGKILLed, noisy guests
 //!   next to a neighbour. `wasm::sandbox::*` (e2e/sandbox.rs): escapes tried and refused.
 //! - `wasm::concurrent_200_no_lost_exits`, `wasm::pod_shim_100_tasks_no_growth` (e2e/soak.rs),
