@@ -84,7 +84,7 @@ printf '%s\n' "${WHEELS[@]}" > "$REQS"
 S=$(stamp "$REQS")
 if ! fresh "$OUT/wheels" "$S"; then
   rm -rf "$OUT/wheels"
-  step pip-download python3 -m pip download --quiet --no-deps --only-binary=:all: \
+  step pip-download python3 -m pip download --no-deps --only-binary=:all: \
     --require-hashes -r "$REQS" -d "$OUT/wheels"
   echo "$S" > "$OUT/wheels.stamp"
 fi
