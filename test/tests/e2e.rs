@@ -19,6 +19,9 @@
 //!   cached starts, the features annotation) and trap core dumps (`e2e/features.rs`), serving
 //!   HTTP (`e2e/http.rs`: wasi:http, WAGI, drain, outbound, port in use; `e2e/metrics.rs`: the
 //!   metrics endpoint scraped by a real Prometheus), leak loop, latency print.
+//! - `wasm::thirdparty::*` (e2e/thirdparty.rs): programs from PyPI and npm (resvg, itk-wasm,
+//!   GCC for AVR, CPython and JavaScript components) against wasmtime 48; their CRI case is
+//!   `cri::wasm::thirdparty_cpython_command_and_js_function`.
 //! - `wasm::faults::*` (e2e/faults.rs): containerd restarted, the shim SIGKILLed, noisy guests
 //!   next to a neighbour. `wasm::sandbox::*` (e2e/sandbox.rs): escapes tried and refused.
 //! - `wasm::concurrent_200_no_lost_exits`, `wasm::pod_shim_100_tasks_no_growth` (e2e/soak.rs),
@@ -71,6 +74,8 @@ mod badspec;
 mod precompile;
 #[path = "e2e/features.rs"]
 mod features;
+#[path = "e2e/thirdparty.rs"]
+mod thirdparty;
 
 #[path = "e2e/cri.rs"]
 mod cri;
@@ -1173,6 +1178,13 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("http::bad_annotation", Wasm, Box::new(http::bad_annotation));
     add("http::metrics_scraped_by_prometheus", Wasm, Box::new(metrics::scraped_by_prometheus));
     add("http::metrics_bad_port", Wasm, Box::new(metrics::bad_port));
+    // Real programs nobody here wrote, from PyPI and npm (e2e/thirdparty.rs), against wasmtime 48.
+    add("thirdparty::resvg_p1_png_same_as_wasmtime", Wasm, Box::new(thirdparty::resvg));
+    add("thirdparty::itk_compress_stringify_p1_reactor", Wasm, Box::new(thirdparty::itk_compress_stringify));
+    add("thirdparty::gcc_avr_cc1_and_as_same_as_wasmtime", Wasm, Box::new(thirdparty::gcc_avr));
+    add("thirdparty::cpython_command_same_as_wasmtime", Wasm, Box::new(thirdparty::cpython_command));
+    add("thirdparty::cpython_wasi_http", Wasm, Box::new(thirdparty::cpython_http));
+    add("thirdparty::js_wasi_http", Wasm, Box::new(thirdparty::js_http));
     add("latency_vs_runc", Wasm, Box::new(wasm_latency));
 
     // Faults around running tasks (e2e/faults.rs): containerd restarted, the shim killed, guests
@@ -1224,6 +1236,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("wasm::runtime_default_seccomp", Cri, Box::new(cri::wasm_runtime_default_seccomp));
     add("wasm::escape_attempts_as_root_and_uid_1000", Cri, Box::new(cri::wasm_escape_attempts));
     add("wasm::http_function_and_sidecar", Cri, Box::new(cri::wasm_http_function));
+    add("wasm::thirdparty_cpython_command_and_js_function", Cri, Box::new(thirdparty::cri_cpython_and_js));
     add("wasm::one_shim_per_pod", Cri, Box::new(|cx| cri::one_shim_per_pod(cx, WASM_HANDLER)));
     add("wasm::missing_image", Cri, Box::new(|cx| cri::missing_image(cx, WASM_HANDLER)));
     add("latency_wasm_vs_runc", Cri, Box::new(|cx| cri::latency(cx, 5)));
