@@ -83,6 +83,10 @@ impl fmt::Display for Output {
     }
 }
 
+/// What `ctr` 2.2+ prints on stderr before its own output on a cgroup v1 host (containerd's
+/// deprecation warning, logrus-formatted). It is not the container's; dropped from `stderr`.
+pub const CTR_NOISE: &str = "The support for cgroup v1 is deprecated";
+
 /// A running child whose stdout and stderr are collected in the background.
 pub struct Spawned {
     command: String,
@@ -218,8 +222,14 @@ impl Spawned {
         String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
     }
 
+    /// Everything the child has written to stderr so far, without `ctr` 2.x's own warning on
+    /// cgroup v1 hosts (see `CTR_NOISE`): trials compare a container's stderr exactly.
     pub fn stderr_now(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+        let all = String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned();
+        if !all.contains(CTR_NOISE) {
+            return all;
+        }
+        all.split_inclusive('\n').filter(|l| !l.contains(CTR_NOISE)).collect()
     }
 
     /// Waits until stdout contains `needle`; fails if the child exits first or time runs out.
