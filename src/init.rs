@@ -23,7 +23,7 @@ use std::time::Duration;
 use oci_spec::runtime::Spec;
 use wasm_shim_container::{namespaces, process, rootfs, seccomp, security};
 use wasm_shim_engine::{
-    Cache, CacheKey, CacheResult, CoreDumpCapture, Engine, EngineError, Features, LimitNames, MetricsOptions, Origin, Outcome, Prepared,
+    Cache, CacheKey, CacheResult, CoreDumpCapture, Engine, EngineError, Features, GuestConfig, LimitNames, MetricsOptions, Origin, Outcome, Prepared,
     RunOptions, ServeKind, ServeLimits, ServeOptions, ServingPool, Shutdown, StartInfo, Tier, Upgrade,
 };
 use wasm_shim_oci::{classify, HttpConfig, Kind, ServeMode};
@@ -374,7 +374,28 @@ fn stage2(
         .and_then(|r| r.memory().as_ref())
         .and_then(|m| m.limit())
         .and_then(engine_memory_limit);
+    // wasi:config entries: the environment's (by prefix), then the config directory's files,
+    // which win on the same key. Read here, inside the container's root with the guest's own
+    // user and capabilities: nothing the guest could not read itself.
+    let config = if component {
+        let mut entries = workload.config_from_env(&rc.env);
+        if let Some(dir) = &workload.config_dir {
+            entries.extend(read_config_dir(dir).map_err(|e| {
+                ShimError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("annotation {}={:?}: {e}", wasm_shim_oci::debug::CONFIG_DIR, dir.display()),
+                )
+            })?);
+        }
+        GuestConfig::new(entries)
+    } else {
+        if workload.config_dir.is_some() || workload.config_env_prefix.is_some() {
+            log::warn!("{shown}: {} and {} ignored: wasi:config is for components, and this is a module", wasm_shim_oci::debug::CONFIG_DIR, wasm_shim_oci::debug::CONFIG_ENV_PREFIX);
+        }
+        GuestConfig::default()
+    };
     let opts = RunOptions {
+        config,
         args: rc.args.clone(),
         env: rc.env.clone(),
         cwd: rc.cwd.clone(),
@@ -635,6 +656,53 @@ fn report_hit(writer: &mut UnixStream, prepared: &Prepared) {
 /// Writes a core dump into `dir`, a directory of the container's view (the init has pivoted
 /// into it and runs as the container's user): resolved inside the root, a new file that cannot
 /// be an existing one or a symlink. Returns its path in the container.
+/// The most a config directory may hold, all files together (ConfigMaps are at most 1 MiB).
+const CONFIG_DIR_MAX: u64 = 1 << 20;
+
+/// The `wasi:config` entries of a config directory (a ConfigMap or Secret volume): one per
+/// regular file directly in it, file name → contents (UTF-8). Names starting with `.` are
+/// skipped (a volume's `..data` and `..<timestamp>` bookkeeping); the visible names are links
+/// into them, followed like any path of the container. Anything else (a directory, a FIFO, a
+/// device) is skipped. Runs inside the container's root with the guest's credentials.
+fn read_config_dir(dir: &Path) -> Result<Vec<(String, String)>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let listing = std::fs::read_dir(dir).map_err(|e| format!("cannot list: {e}"))?;
+    let mut names: Vec<String> = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|e| format!("cannot list: {e}"))?;
+        match entry.file_name().into_string() {
+            Ok(name) if !name.starts_with('.') => names.push(name),
+            Ok(_) => {}
+            Err(name) => return Err(format!("{name:?}: a file name that is not UTF-8 cannot be a key")),
+        }
+    }
+    names.sort();
+    let mut entries = Vec::new();
+    let mut total = 0u64;
+    for name in names {
+        let path = dir.join(&name);
+        // Non-blocking: a FIFO put there must not hang Create; it is skipped below.
+        let mut file = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => continue,
+            Err(e) => return Err(format!("{name}: {e}")),
+        };
+        if !file.metadata().map_err(|e| format!("{name}: {e}"))?.is_file() {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        Read::by_ref(&mut file).take(CONFIG_DIR_MAX + 1 - total).read_to_end(&mut bytes).map_err(|e| format!("{name}: {e}"))?;
+        total += bytes.len() as u64;
+        if total > CONFIG_DIR_MAX {
+            return Err(format!("more than {} bytes in all (at {name})", CONFIG_DIR_MAX));
+        }
+        let value = String::from_utf8(bytes).map_err(|_| format!("{name}: not UTF-8 text (wasi:config values are strings)"))?;
+        entries.push((name, value));
+    }
+    Ok(entries)
+}
+
 fn write_coredump(dir: &Path, shown: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
     let stem: String = Path::new(shown)
         .file_stem()

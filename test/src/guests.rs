@@ -32,7 +32,7 @@ pub const RUST_GUESTS: &[&str] = &[
 /// Rust guests that call WASI preview 2 interfaces directly (`tcp`: `wasi:sockets`): built for
 /// wasm32-wasip1 like the others, then wrapped into components with the preview1 command
 /// adapter, which is the only form in which they can run. Each ends up at `/<name>.wasm`.
-pub const COMPONENT_GUESTS: &[&str] = &["tcp"];
+pub const COMPONENT_GUESTS: &[&str] = &["tcp", "config"];
 
 /// Command guests also shipped as components (`/c-<name>.wasm`), wrapped with the preview1
 /// command adapter exactly as a user's `cargo build --target wasm32-wasip1` + `wasm-tools

@@ -501,6 +501,58 @@ fn wasm_exit_codes(cx: &Ctx, g: &str) -> Result<()> {
     Ok(())
 }
 
+/// `wasi:config/store` from a config directory (as a ConfigMap volume looks: files, `..data`
+/// bookkeeping, a subdirectory, a FIFO that must not hang Create) and from the environment by
+/// prefix; a file wins over a variable with the same key. A missing directory fails Create
+/// naming the annotation.
+fn component_wasi_config(cx: &Ctx) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    std::fs::write(d.join("greeting"), "hello from a ConfigMap")?;
+    std::fs::write(d.join("multi"), "line one\nline two")?;
+    std::fs::write(d.join(".hidden"), "skipped")?;
+    std::fs::create_dir(d.join("..data"))?;
+    std::fs::create_dir(d.join("sub"))?;
+    let fifo = std::ffi::CString::new(d.join("pipe").as_os_str().as_encoded_bytes())?;
+    // SAFETY: a NUL-terminated path that outlives the call.
+    ensure(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) } == 0, || "mkfifo".to_string())?;
+    let with = |id: &str, config_dir: &str| {
+        let mut o = RunOpts::wasm(GUESTS_IMAGE, id)
+            .args(["/config.wasm", "greeting", "MODE", "nope"])
+            .env("APP_greeting=from the environment")
+            .env("APP_MODE=prod")
+            .env("OTHER=not config");
+        for flag in [
+            "--mount".to_string(),
+            format!("type=bind,src={},dst=/etc/app,options=rbind:ro", d.display()),
+            "--annotation".to_string(),
+            format!("wasm.containerd.io/config-dir={config_dir}"),
+            "--annotation".to_string(),
+            "wasm.containerd.io/config-env-prefix=APP_".to_string(),
+        ] {
+            o.extra.push(flag);
+        }
+        o
+    };
+    let out = cx.cd.run(&with("w-config", "/etc/app"))?;
+    expect_code(&out, 0)?;
+    for line in [
+        "get greeting: hello from a ConfigMap",
+        "get MODE: prod",
+        "get nope: (none)",
+        "entries: 3",
+        "entry MODE=prod",
+        "entry greeting=hello from a ConfigMap",
+        "entry multi=line one\\nline two",
+    ] {
+        expect_stdout_line(&out, line)?;
+    }
+    let out = cx.cd.run(&with("w-config-missing", "/etc/nothing-here"))?;
+    ensure(!out.success() && out.stderr.contains("wasm.containerd.io/config-dir") && out.stderr.contains("/etc/nothing-here"), || {
+        format!("a missing config dir: {out}")
+    })
+}
+
 /// A component that says its code with `wasi:cli/exit.exit-with-code` gets exactly that code.
 fn component_exit_with_code(cx: &Ctx) -> Result<()> {
     for code in wasm_shim_e2e::guests::EXIT_WITH_CODE {
@@ -989,6 +1041,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
         add(&format!("{prefix}exit_codes"), Wasm, Box::new(move |cx| wasm_exit_codes(cx, g)));
     }
     add("component::exit_with_code", Wasm, Box::new(component_exit_with_code));
+    add("component::wasi_config", Wasm, Box::new(component_wasi_config));
     add("stdin_1mib", Wasm, Box::new(wasm_stdin_large));
     add("component", Wasm, Box::new(wasm_component));
     add("wat_entrypoint", Wasm, Box::new(wasm_wat));

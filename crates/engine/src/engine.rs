@@ -223,6 +223,7 @@ impl TierEngine {
                 let mut linker = wasmtime::component::Linker::new(&self.wasmtime);
                 wasmtime_wasi::p2::add_to_linker_async(&mut linker)
                     .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+                    .and_then(|()| wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut ProxyState| s.config.view()))
                     .map_err(|e| format!("cannot set up wasi:http: {}", one_line(&e)))?;
                 Ok(linker)
             })
@@ -249,6 +250,7 @@ impl TierEngine {
             .get_or_init(|| {
                 let mut linker = wasmtime::component::Linker::new(&self.wasmtime);
                 wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+                    .and_then(|()| wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut P2State| s.config.view()))
                     .map_err(|e| format!("cannot set up WASI p2: {}", one_line(&e)))?;
                 Ok(linker)
             })

@@ -10,6 +10,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::coredump::CoreDumpCapture;
@@ -37,6 +38,47 @@ pub struct RunOptions {
     pub stdio: Stdio,
     /// Where a trap's core dump is left (the engine must have `EngineConfig::coredump`).
     pub coredump: Option<CoreDumpCapture>,
+    /// What a component reads through `wasi:config/store`.
+    pub config: GuestConfig,
+}
+
+/// The entries of `wasi:config/store` (`wasi:config@0.2.0-rc.1`, wasmtime's implementation) a
+/// component reads: key → value, made once and shared by every store (each request of a served
+/// component) without copying. Empty by default: `get` answers none, `get-all` an empty list.
+#[derive(Clone, Default)]
+pub struct GuestConfig(Arc<WasiConfigVariables>, usize);
+
+impl GuestConfig {
+    /// From (key, value) pairs; a later pair wins over an earlier one with the same key.
+    pub fn new(entries: impl IntoIterator<Item = (String, String)>) -> GuestConfig {
+        let mut vars = WasiConfigVariables::new();
+        let mut keys = std::collections::BTreeSet::new();
+        for (k, v) in entries {
+            keys.insert(k.clone());
+            vars.insert(k, v);
+        }
+        GuestConfig(Arc::new(vars), keys.len())
+    }
+
+    /// How many keys it holds.
+    pub fn len(&self) -> usize {
+        self.1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.1 == 0
+    }
+
+    pub(crate) fn view(&self) -> WasiConfig<'_> {
+        WasiConfig::from(&*self.0)
+    }
+}
+
+impl std::fmt::Debug for GuestConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Values may be secrets: keys are counted, never shown.
+        write!(f, "GuestConfig({} keys)", self.1)
+    }
 }
 
 /// The guest's standard streams.
@@ -103,11 +145,12 @@ pub(crate) struct P2State {
     ctx: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: Limiter,
+    pub(crate) config: GuestConfig,
 }
 
 impl P2State {
-    pub(crate) fn new(ctx: WasiCtx, limiter: Limiter) -> P2State {
-        P2State { ctx, table: ResourceTable::new(), limiter }
+    pub(crate) fn new(ctx: WasiCtx, limiter: Limiter, config: GuestConfig) -> P2State {
+        P2State { ctx, table: ResourceTable::new(), limiter, config }
     }
 }
 
@@ -130,13 +173,14 @@ pub(crate) struct ProxyState {
     /// Told the instance's memory when the store goes, however the request ended (the task
     /// may be aborted at its deadline).
     metrics: Option<Arc<Metrics>>,
+    pub(crate) config: GuestConfig,
 }
 
 impl ProxyState {
     /// `hooks` checks the request's outbound `wasi:http` requests; `metrics`, if kept, is told
     /// the instance's memory at the end.
-    pub(crate) fn new(ctx: WasiCtx, limiter: Limiter, hooks: Outbound, metrics: Option<Arc<Metrics>>) -> ProxyState {
-        ProxyState { ctx, http: WasiHttpCtx::new(), table: ResourceTable::new(), limiter, hooks, metrics }
+    pub(crate) fn new(ctx: WasiCtx, limiter: Limiter, hooks: Outbound, metrics: Option<Arc<Metrics>>, config: GuestConfig) -> ProxyState {
+        ProxyState { ctx, http: WasiHttpCtx::new(), table: ResourceTable::new(), limiter, hooks, metrics, config }
     }
 }
 

@@ -34,7 +34,8 @@
 //! - `outbound`: the allow-list of a served workload for `wasi:http` requests (the send hook)
 //!   and `wasi:sockets` addresses alike: entries, matching, resolving name entries for
 //!   sockets, the sockets a request's WASI context gets.
-//! - `host`: what the host gives a guest: `RunOptions` and `Stdio` to a WASI context (deny by
+//! - `host`: what the host gives a guest: `RunOptions` and `Stdio` to a WASI context, the
+//!   `wasi:config/store` entries (`GuestConfig`) (deny by
 //!   default), and the data of the stores guests run in (WASI p1, p2, `wasi:http` proxy).
 //! - `engine`: the `wasmtime::Config`, one wasmtime engine per `Tier`, the pooling
 //!   allocator option, the WASI linkers, `interrupt` (epoch bump) and the recorded signal.
@@ -75,7 +76,7 @@ pub use coredump::CoreDumpCapture;
 pub use engine::{Engine, EngineConfig, ServingPool};
 pub use error::EngineError;
 pub use features::{Feature, FeatureError, Features, FEATURES};
-pub use host::{Capture, RunOptions, Stdio};
+pub use host::{Capture, GuestConfig, RunOptions, Stdio};
 pub use limits::{LimitNames, ServeLimits};
 pub use metrics::{CacheResult, MetricsOptions, StartInfo};
 pub use outcome::{Outcome, EXIT_CANNOT_RUN, EXIT_TRAP};

@@ -94,7 +94,7 @@ impl Engine {
             Ok(mut builder) => builder.build(),
             Err(message) => return Outcome::Failed(message),
         };
-        let state = P2State::new(ctx, Limiter::new(opts.memory_limit));
+        let state = P2State::new(ctx, Limiter::new(opts.memory_limit), opts.config.clone());
         let mut store = Store::new(&prepared.engine, state);
         store.limiter(|s| &mut s.limiter);
         if let Some(outcome) = self.arm_interrupt(&mut store) {

@@ -36,7 +36,7 @@ pub(crate) async fn handle(
         Err(m) => return app.failed(&label, &m),
     };
     let limiter = Limiter::new(Some(app.limits.request_memory));
-    let state = ProxyState::new(ctx, limiter, app.outbound.clone(), app.metrics.clone());
+    let state = ProxyState::new(ctx, limiter, app.outbound.clone(), app.metrics.clone(), app.run.config.clone());
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|s| &mut s.limiter);
     // Yield to tokio at every epoch tick: a spinning guest shares its worker thread and its
