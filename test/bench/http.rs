@@ -22,7 +22,7 @@ const WRK_SECONDS: u64 = 5;
 
 /// `wasmtime` with `serve`: `WASMTIME=...`, else `target/bench/wasmtime-cli/bin/wasmtime`
 /// (`make bench` installs it there with `cargo install`), else PATH.
-fn wasmtime_cli() -> Option<PathBuf> {
+pub(super) fn wasmtime_cli() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("WASMTIME") {
         return Some(PathBuf::from(p));
     }
@@ -34,12 +34,12 @@ fn wasmtime_cli() -> Option<PathBuf> {
     ok.is_ok_and(|s| s.success()).then(|| PathBuf::from("wasmtime"))
 }
 
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// One wrk run: requests per second and the latency percentiles in ms.
-fn wrk(url: &str, connections: usize) -> Result<Value> {
+pub(super) fn wrk(url: &str, connections: usize) -> Result<Value> {
     let threads = connections.min(2).to_string();
     let out = Command::new("wrk")
         .args(["-t", &threads, "-c", &connections.to_string(), "-d", &format!("{WRK_SECONDS}s"), "--latency", url])
@@ -80,7 +80,7 @@ fn to_ms(t: &str) -> f64 {
 }
 
 /// A server being measured; stopped on drop.
-enum Server<'a> {
+pub(super) enum Server<'a> {
     Shim { cd: &'a Containerd, id: String },
     Wasmtime(Child),
 }
@@ -119,7 +119,7 @@ fn shim_server<'a>(cd: &'a Containerd, id: &str, entry: &str, port: u16, wagi: b
     Ok(server)
 }
 
-fn wasmtime_server<'a>(wasmtime: &Path, component: &Path, port: u16) -> Result<Server<'a>> {
+pub(super) fn wasmtime_server<'a>(wasmtime: &Path, component: &Path, port: u16) -> Result<Server<'a>> {
     let child = Command::new(wasmtime)
         .arg("serve")
         .arg("--addr")
@@ -204,7 +204,7 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
     Ok(result)
 }
 
-fn push(v: &mut Value, path: &[&str], item: Value) {
+pub(super) fn push(v: &mut Value, path: &[&str], item: Value) {
     let mut at = v;
     for k in path {
         if at[*k].is_null() {
@@ -218,7 +218,7 @@ fn push(v: &mut Value, path: &[&str], item: Value) {
     at.as_array_mut().unwrap().push(item);
 }
 
-fn field(runs: &Value, name: &str) -> Vec<f64> {
+pub(super) fn field(runs: &Value, name: &str) -> Vec<f64> {
     runs.as_array().map(|a| a.iter().filter_map(|r| r[name].as_f64()).collect()).unwrap_or_default()
 }
 

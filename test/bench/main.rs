@@ -4,7 +4,7 @@
 //! ```text
 //! make bench                       # builds the shim and the guests, then runs this
 //! bench [--rounds N] [--out FILE]  # N interleaved rounds (default 10); raw results as JSON
-//! bench --only memory,latency      # some parts only: latency, throughput, memory, big, burst, replicas, http
+//! bench --only memory,latency      # some parts only: latency, throughput, memory, big, burst, replicas, http, real
 //! ```
 //!
 //! What it measures, all in one invocation, alternating runtimes sample by sample (A B A B …)
@@ -22,10 +22,14 @@
 //!   optimizing compile runs in the background, against its quiet cached start and hello;
 //! - HTTP (`http.rs`): the `wasi:http` guest served by this shim against `wasmtime serve`, wrk
 //!   at 1, 10 and 100 connections; the WAGI guest; `ctr run` to the first 200.
+//! - third-party components (`real.rs`: CPython and JavaScript from componentize-py and
+//!   componentize-js): first starts never seen, precompiled and cached; the handlers' req/s,
+//!   latency and idle PSS against `wasmtime serve` on the same file.
 //!
 //! Needs root, containerd, runc, busybox-static and the built guests.
 
 mod http;
+mod real;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -88,7 +92,7 @@ struct Args {
     only: Option<Vec<String>>,
 }
 
-const PARTS: &[&str] = &["latency", "throughput", "memory", "big", "burst", "replicas", "http"];
+const PARTS: &[&str] = &["latency", "throughput", "memory", "big", "burst", "replicas", "http", "real"];
 
 impl Args {
     fn wants(&self, part: &str) -> bool {
@@ -230,6 +234,10 @@ fn real_main() -> Result<()> {
         eprintln!("bench: HTTP, this shim against wasmtime serve, wrk at {:?} connections", http::CONNECTIONS);
         let hello = || sample(&cd, &runtimes[0], "http-hello");
         results["http"] = http::run(&cd, &g, (args.rounds / 2).max(1), &hello)?;
+    }
+    if args.wants("real") {
+        eprintln!("bench: third-party components (CPython, JavaScript): first starts, and served against wasmtime serve");
+        results["real"] = real::run(&cd, (args.rounds / 4).max(2), (args.rounds / 5).max(1))?;
     }
     results["duration_s"] = json!(started.elapsed().as_secs());
 
@@ -700,6 +708,9 @@ fn print_table(r: &Value, runtimes: &[Runtime]) {
     }
     if has("http") {
         http::print(&r["http"]);
+    }
+    if has("real") {
+        real::print(&r["real"]);
     }
     println!();
 }
