@@ -120,8 +120,15 @@ fn shim_server<'a>(cd: &'a Containerd, id: &str, entry: &str, port: u16, wagi: b
 }
 
 pub(super) fn wasmtime_server<'a>(wasmtime: &Path, component: &Path, port: u16) -> Result<Server<'a>> {
+    wasmtime_server_with(wasmtime, component, port, &[])
+}
+
+/// The same with more `wasmtime serve` flags (`-S cli`: the wasi:cli interfaces, which the shim
+/// gives every component and toolchains such as componentize-py import).
+pub(super) fn wasmtime_server_with<'a>(wasmtime: &Path, component: &Path, port: u16, flags: &[&str]) -> Result<Server<'a>> {
     let child = Command::new(wasmtime)
         .arg("serve")
+        .args(flags)
         .arg("--addr")
         .arg(format!("127.0.0.1:{port}"))
         .arg(component)

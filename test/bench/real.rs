@@ -8,7 +8,8 @@
 //!   timed `ctr run --rm` to exit, a handler `ctr run` to its first 200. Every round imports an
 //!   image of its own (the program with a nonce section: same code, a new digest).
 //! - Each handler served by this shim (its cached optimized code) and by `wasmtime serve` on the
-//!   same file, wrk at 1, 10 and 100 connections alternating between the two; then the PSS of
+//!   same file (`-S cli`: the toolchains' components import wasi:cli, which the shim always
+//!   gives), wrk at 1, 10 and 100 connections alternating between the two; then the PSS of
 //!   each, idle after the same load (this shim: the shim and the container's init).
 
 use std::path::PathBuf;
@@ -23,7 +24,7 @@ use wasm_shim_e2e::process::{self, Stdin};
 use wasm_shim_e2e::{http as probe, images, Containerd, RunOpts};
 use wasm_shim_oci::image::{ImageFile, ImageSpec, Style};
 
-use super::http::{field, free_port, push, wasmtime_cli, wasmtime_server, wrk, Server, CONNECTIONS};
+use super::http::{field, free_port, push, wasmtime_cli, wasmtime_server_with, wrk, Server, CONNECTIONS};
 
 /// (program in target/thirdparty/programs, label, a wasi:http handler?)
 const PROGRAMS: [(&str, &str, bool); 3] =
@@ -119,7 +120,7 @@ pub fn run(cd: &Containerd, rounds: usize, wrk_rounds: usize) -> Result<Value> {
         let theirs = match &wasmtime {
             Some(w) => {
                 let p = free_port()?;
-                Some((wasmtime_server(w, &file, p)?, p))
+                Some((wasmtime_server_with(w, &file, p, &["-S", "cli"])?, p))
             }
             None => None,
         };
