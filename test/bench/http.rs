@@ -5,6 +5,7 @@
 //! round; the same component with its metrics endpoint on (`metrics-port`, scraped between
 //! runs) against metrics off; the WAGI module the same way (this shim only: `wasmtime serve`
 //! has no WAGI); and the time from `ctr run` to the first 200 against a hello `ctr run --rm`.
+//! Instance reuse against fresh instances, hello and CPython: `reuse.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,12 +35,12 @@ fn wasmtime_cli() -> Option<PathBuf> {
     ok.is_ok_and(|s| s.success()).then(|| PathBuf::from("wasmtime"))
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// One wrk run: requests per second and the latency percentiles in ms.
-fn wrk(url: &str, connections: usize) -> Result<Value> {
+pub(crate) fn wrk(url: &str, connections: usize) -> Result<Value> {
     let threads = connections.min(2).to_string();
     let out = Command::new("wrk")
         .args(["-t", &threads, "-c", &connections.to_string(), "-d", &format!("{WRK_SECONDS}s"), "--latency", url])
@@ -204,7 +205,7 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
     Ok(result)
 }
 
-fn push(v: &mut Value, path: &[&str], item: Value) {
+pub(crate) fn push(v: &mut Value, path: &[&str], item: Value) {
     let mut at = v;
     for k in path {
         if at[*k].is_null() {
@@ -218,7 +219,7 @@ fn push(v: &mut Value, path: &[&str], item: Value) {
     at.as_array_mut().unwrap().push(item);
 }
 
-fn field(runs: &Value, name: &str) -> Vec<f64> {
+pub(crate) fn field(runs: &Value, name: &str) -> Vec<f64> {
     runs.as_array().map(|a| a.iter().filter_map(|r| r[name].as_f64()).collect()).unwrap_or_default()
 }
 

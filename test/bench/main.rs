@@ -21,11 +21,14 @@
 //! - a scale-up burst: a second replica of the big image started while the first one's
 //!   optimizing compile runs in the background, against its quiet cached start and hello;
 //! - HTTP (`http.rs`): the `wasi:http` guest served by this shim against `wasmtime serve`, wrk
-//!   at 1, 10 and 100 connections; the WAGI guest; `ctr run` to the first 200.
+//!   at 1, 10 and 100 connections; the WAGI guest; `ctr run` to the first 200; and (`reuse.rs`)
+//!   instance reuse against a fresh instance per request, for that guest and for the CPython
+//!   handler `make thirdparty` builds.
 //!
 //! Needs root, containerd, runc, busybox-static and the built guests.
 
 mod http;
+mod reuse;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -230,6 +233,8 @@ fn real_main() -> Result<()> {
         eprintln!("bench: HTTP, this shim against wasmtime serve, wrk at {:?} connections", http::CONNECTIONS);
         let hello = || sample(&cd, &runtimes[0], "http-hello");
         results["http"] = http::run(&cd, &g, (args.rounds / 2).max(1), &hello)?;
+        eprintln!("bench: HTTP instance reuse ({}) against a fresh instance per request, hello and CPython", reuse::REUSE);
+        results["http_reuse"] = reuse::run(&cd, (args.rounds / 2).max(1))?;
     }
     results["duration_s"] = json!(started.elapsed().as_secs());
 
@@ -700,6 +705,7 @@ fn print_table(r: &Value, runtimes: &[Runtime]) {
     }
     if has("http") {
         http::print(&r["http"]);
+        reuse::print(&r["http_reuse"]);
     }
     println!();
 }

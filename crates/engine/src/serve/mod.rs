@@ -1,7 +1,8 @@
 //! Serving HTTP/1.1 (keep-alive) on a listener the caller bound: one tokio runtime, one hyper
 //! connection task per client, and per request a fresh instance of the prepared workload
 //! (`proxy` for `wasi:http` components, `wagi` for CGI-style modules, with `cgi`), each handed
-//! what requests share (`request`).
+//! what requests share (`request`); or, with `ServeLimits::instance_reuse` above 1, an idle
+//! instance of the component that served earlier requests (`proxy::Reuse`).
 //!
 //! Hardening, in the order a request meets it: past `ServeLimits::max_connections` open
 //! connections the next one is not accepted until one closes (it waits in the listen backlog);
@@ -11,7 +12,7 @@
 //! deadline (504 when it passes; the guest yields to tokio at every epoch tick, so even a
 //! spinning one is stopped) and a memory cap; a trap is a 500 and the next request gets a new
 //! instance. `Shutdown::trigger` (SIGTERM) stops accepting, lets requests in flight finish,
-//! closes idle keep-alive connections, and `serve` returns.
+//! closes idle keep-alive connections, drops the instances kept for reuse, and `serve` returns.
 
 pub mod cgi;
 mod proxy;
