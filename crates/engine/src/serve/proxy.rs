@@ -186,12 +186,12 @@ pub(crate) async fn handle(
     let pre = pre.clone();
     let reuse = app.reuse.clone();
     let spoiled_by_response = spoiled.clone();
-    // The guest runs in its own task: it may go on writing the body after it set the response.
-    // The task owns the instance; it ends (and releases the concurrency slot) once the handler
-    // returned and the instance was given back or dropped.
     // Ends when the task does (its sender is dropped): a reused instance's response ends only
     // then, so a keep-alive client's next request finds the instance (and its slot) free.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    // The guest runs in its own task: it may go on writing the body after it set the response.
+    // The task owns the instance; it ends (and releases the concurrency slot) once the handler
+    // returned and the instance was given back or dropped.
     let task = tokio::spawn(async move {
         // Dropped in reverse order: the slot is released, then the response may end.
         let _done = done_tx;
