@@ -169,6 +169,9 @@ impl Task for Service {
             return Ok(StartResponse { pid, ..Default::default() });
         }
         let pid = c.start(|| events.send(TaskStart { container_id: req.id.clone(), pid: c.pid, ..Default::default() }))?;
+        // Create and Start allocated and freed the spec, the bundle's files and the init's
+        // answers; the shim now idles for the task's life, so the freed pages go back.
+        wasm_shim_container::process::release_free_memory();
         Ok(StartResponse { pid, ..Default::default() })
     }
 

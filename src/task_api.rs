@@ -42,6 +42,7 @@ pub fn serve(flags: &Flags) -> Result<()> {
     if flags.socket.is_empty() {
         anyhow::bail!("-socket is required (this binary is started by containerd)");
     }
+    process::single_malloc_arena();
     process::set_child_subreaper().context("set child subreaper")?;
     process::ignore_signal(libc::SIGPIPE).context("ignore SIGPIPE")?;
     containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id).context("log")?;
@@ -60,7 +61,14 @@ pub fn serve(flags: &Flags) -> Result<()> {
     for (name, handler) in create_task(service) {
         methods.insert(name.replace("/containerd.task.v3.Task/", "/containerd.task.v2.Task/"), handler);
     }
-    let mut server = Server::new().add_listener(listener.into_raw_fd())?.register_service(methods);
+    // Idle request workers per connection: 1 to 3 (ttrpc's default keeps up to 5). A blocked
+    // request (Wait, for a task's life) does not count: the pool grows past it as needed.
+    let mut server = Server::new()
+        .set_thread_count_min(1)
+        .set_thread_count_default(2)
+        .set_thread_count_max(3)
+        .add_listener(listener.into_raw_fd())?
+        .register_service(methods);
     server.start()?;
     process::stdout_to_stderr()?;
     debug!("serving on {path}");

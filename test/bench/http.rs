@@ -23,7 +23,7 @@ const WRK_SECONDS: u64 = 5;
 
 /// `wasmtime` with `serve`: `WASMTIME=...`, else `target/bench/wasmtime-cli/bin/wasmtime`
 /// (`make bench` installs it there with `cargo install`), else PATH.
-fn wasmtime_cli() -> Option<PathBuf> {
+pub(super) fn wasmtime_cli() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("WASMTIME") {
         return Some(PathBuf::from(p));
     }
@@ -35,12 +35,12 @@ fn wasmtime_cli() -> Option<PathBuf> {
     ok.is_ok_and(|s| s.success()).then(|| PathBuf::from("wasmtime"))
 }
 
-pub(crate) fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// One wrk run: requests per second and the latency percentiles in ms.
-pub(crate) fn wrk(url: &str, connections: usize) -> Result<Value> {
+pub(super) fn wrk(url: &str, connections: usize) -> Result<Value> {
     let threads = connections.min(2).to_string();
     let out = Command::new("wrk")
         .args(["-t", &threads, "-c", &connections.to_string(), "-d", &format!("{WRK_SECONDS}s"), "--latency", url])
@@ -81,7 +81,7 @@ fn to_ms(t: &str) -> f64 {
 }
 
 /// A server being measured; stopped on drop.
-enum Server<'a> {
+pub(super) enum Server<'a> {
     Shim { cd: &'a Containerd, id: String },
     Wasmtime(Child),
 }
@@ -120,9 +120,16 @@ fn shim_server<'a>(cd: &'a Containerd, id: &str, entry: &str, port: u16, wagi: b
     Ok(server)
 }
 
-fn wasmtime_server<'a>(wasmtime: &Path, component: &Path, port: u16) -> Result<Server<'a>> {
+pub(super) fn wasmtime_server<'a>(wasmtime: &Path, component: &Path, port: u16) -> Result<Server<'a>> {
+    wasmtime_server_with(wasmtime, component, port, &[])
+}
+
+/// The same with more `wasmtime serve` flags (`-S cli`: the wasi:cli interfaces, which the shim
+/// gives every component and toolchains such as componentize-py import).
+pub(super) fn wasmtime_server_with<'a>(wasmtime: &Path, component: &Path, port: u16, flags: &[&str]) -> Result<Server<'a>> {
     let child = Command::new(wasmtime)
         .arg("serve")
+        .args(flags)
         .arg("--addr")
         .arg(format!("127.0.0.1:{port}"))
         .arg(component)
@@ -205,7 +212,7 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
     Ok(result)
 }
 
-pub(crate) fn push(v: &mut Value, path: &[&str], item: Value) {
+pub(super) fn push(v: &mut Value, path: &[&str], item: Value) {
     let mut at = v;
     for k in path {
         if at[*k].is_null() {
@@ -219,7 +226,7 @@ pub(crate) fn push(v: &mut Value, path: &[&str], item: Value) {
     at.as_array_mut().unwrap().push(item);
 }
 
-pub(crate) fn field(runs: &Value, name: &str) -> Vec<f64> {
+pub(super) fn field(runs: &Value, name: &str) -> Vec<f64> {
     runs.as_array().map(|a| a.iter().filter_map(|r| r[name].as_f64()).collect()).unwrap_or_default()
 }
 

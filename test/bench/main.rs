@@ -4,7 +4,7 @@
 //! ```text
 //! make bench                       # builds the shim and the guests, then runs this
 //! bench [--rounds N] [--out FILE]  # N interleaved rounds (default 10); raw results as JSON
-//! bench --only memory,latency      # some parts only: latency, throughput, memory, big, burst, replicas, http
+//! bench --only memory,latency      # some parts only: latency, throughput, memory, big, burst, replicas, http, real
 //! ```
 //!
 //! What it measures, all in one invocation, alternating runtimes sample by sample (A B A B …)
@@ -24,10 +24,14 @@
 //!   at 1, 10 and 100 connections; the WAGI guest; `ctr run` to the first 200; and (`reuse.rs`)
 //!   instance reuse against a fresh instance per request, for that guest and for the CPython
 //!   handler `make thirdparty` builds.
+//! - third-party components (`real.rs`: CPython and JavaScript from componentize-py and
+//!   componentize-js): first starts never seen, precompiled and cached; the handlers' req/s,
+//!   latency and idle PSS against `wasmtime serve` on the same file.
 //!
 //! Needs root, containerd, runc, busybox-static and the built guests.
 
 mod http;
+mod real;
 mod reuse;
 
 use std::collections::BTreeMap;
@@ -91,7 +95,7 @@ struct Args {
     only: Option<Vec<String>>,
 }
 
-const PARTS: &[&str] = &["latency", "throughput", "memory", "big", "burst", "replicas", "http"];
+const PARTS: &[&str] = &["latency", "throughput", "memory", "big", "burst", "replicas", "http", "real"];
 
 impl Args {
     fn wants(&self, part: &str) -> bool {
@@ -235,6 +239,10 @@ fn real_main() -> Result<()> {
         results["http"] = http::run(&cd, &g, (args.rounds / 2).max(1), &hello)?;
         eprintln!("bench: HTTP instance reuse ({}) against a fresh instance per request, hello and CPython", reuse::REUSE);
         results["http_reuse"] = reuse::run(&cd, (args.rounds / 2).max(1))?;
+    }
+    if args.wants("real") {
+        eprintln!("bench: third-party components (CPython, JavaScript): first starts, and served against wasmtime serve");
+        results["real"] = real::run(&cd, (args.rounds / 4).max(2), (args.rounds / 5).max(1))?;
     }
     results["duration_s"] = json!(started.elapsed().as_secs());
 
@@ -706,6 +714,9 @@ fn print_table(r: &Value, runtimes: &[Runtime]) {
     if has("http") {
         http::print(&r["http"]);
         reuse::print(&r["http_reuse"]);
+    }
+    if has("real") {
+        real::print(&r["real"]);
     }
     println!();
 }

@@ -401,6 +401,25 @@ state = "{state}"
     )
 }
 
+/// The major version of the `containerd` on PATH (1 for Debian 12's 1.6, 2 for 2.x): where the
+/// two disagree on who reports a problem (2.x checks a spec itself, ctr 2.x drops gRPC code
+/// names from its messages), a trial expects the words of the one it runs against. 1 when
+/// `containerd --version` says nothing readable.
+pub fn containerd_major() -> u32 {
+    static MAJOR: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        let out = Command::new("containerd").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        parse_major(&out).unwrap_or(1)
+    })
+}
+
+/// `containerd github.com/containerd/containerd/v2 v2.3.4 …` or `… 1.6.20~ds1 …`: the third
+/// field's leading number.
+fn parse_major(version: &str) -> Option<u32> {
+    let v = version.split_whitespace().nth(2)?;
+    v.trim_start_matches('v').split('.').next()?.parse().ok()
+}
+
 impl Containerd {
     /// Starts containerd in a fresh temp dir and waits until `ctr version` answers.
     pub fn start() -> Result<Containerd> {
@@ -843,6 +862,14 @@ pub fn unmount_under(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containerd_versions() {
+        assert_eq!(parse_major("containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n"), Some(1));
+        assert_eq!(parse_major("containerd github.com/containerd/containerd/v2 2.3.4+unknown \n"), Some(2));
+        assert_eq!(parse_major("containerd github.com/containerd/containerd/v2 v2.1.0 abc\n"), Some(2));
+        assert_eq!(parse_major(""), None);
+    }
 
     #[test]
     fn mountinfo_escapes() {

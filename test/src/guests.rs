@@ -221,3 +221,31 @@ fn with_adapter(module: &[u8], adapter: &[u8]) -> Result<Vec<u8>> {
         .context("component encoder: encoding")?;
     Ok(component)
 }
+
+/// `wasm` (a core module or component binary) with a custom section `nonce` holding `nonce` appended: the
+/// same program, a digest nobody compiled yet.
+pub fn with_nonce(mut wasm: Vec<u8>, nonce: &str) -> Vec<u8> {
+    let name = b"nonce";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(nonce.as_bytes());
+    wasm.push(0); // custom section
+    let mut len = payload.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            wasm.push(byte);
+            break;
+        }
+        wasm.push(byte | 0x80);
+    }
+    wasm.extend_from_slice(&payload);
+    wasm
+}
+
+/// A string nobody used before: `id`, this process and the time.
+pub fn nonce(id: &str) -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{id}-{}-{}", std::process::id(), t.as_nanos())
+}

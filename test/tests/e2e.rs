@@ -24,7 +24,7 @@
 //!   `cri::wasm::thirdparty_cpython_command_and_js_function`.
 //! - `wasm::faults::*` (e2e/faults.rs): containerd restarted, the shim SIGKILLed, noisy guests
 //!   next to a neighbour. `wasm::sandbox::*` (e2e/sandbox.rs): escapes tried and refused.
-//! - `wasm::concurrent_200_no_lost_exits`, `wasm::pod_shim_100_tasks_no_growth` (e2e/soak.rs),
+//! - `wasm::concurrent_200_no_lost_exits`, `wasm::pod_shim_100_tasks_no_growth`, `wasm::pod_shim_many_waiters` (e2e/soak.rs),
 //!   and the ignored `wasm::soak::*` that `make soak` runs (`--include-ignored soak::`).
 //! - `runc::*`: the same harness paths with containerd's runc runtime and busybox: proves the
 //!   harness (and the machine) before blaming the shim.
@@ -1203,6 +1203,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     );
     add("concurrent_200_no_lost_exits", Wasm, Box::new(|cx| soak::concurrent(cx, 200)));
     add("pod_shim_100_tasks_no_growth", Wasm, Box::new(|cx| soak::pod_shim(cx, 100)));
+    add("pod_shim_many_waiters", Wasm, Box::new(soak::pod_shim_many_waiters));
     // `make soak` (ignored otherwise): the same at length.
     add("soak::loop_1000", Wasm, Box::new(|cx| run_loop(cx, Wasm, "s-loop", 1000)));
     add("soak::concurrent_200", Wasm, Box::new(|cx| soak::concurrent(cx, 200)));

@@ -264,6 +264,30 @@ pub fn set_child_subreaper() -> io::Result<()> {
     Ok(())
 }
 
+/// Keeps glibc's malloc to one arena in a process that allocates little from many threads (the
+/// shim server: ttrpc workers, event publisher, exit and I/O watchers). glibc otherwise gives
+/// each thread that allocates its own arena, and each arena keeps a few dirty pages of its own:
+/// with one arena they share the main heap. No effect with another allocator.
+pub fn single_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt takes two integers and only changes allocator tuning; it is called once,
+    // at start, before the process spawns threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// Gives the free memory of the malloc heap back to the kernel (glibc's `malloc_trim`): called
+/// after a burst of short-lived allocations (a task's Create) so a long-lived, mostly idle
+/// process does not keep them resident.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes an integer and only returns free pages of the heap to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Ignores `signal` process-wide (SIGPIPE in the shim: a vanished peer is an error, not death).
 pub fn ignore_signal(signal: i32) -> io::Result<()> {
     let sig = nix::sys::signal::Signal::try_from(signal).map_err(io::Error::from)?;

@@ -11,6 +11,8 @@ use wasm_shim_e2e::ctr::ensure;
 use wasm_shim_e2e::{guests, images, RunOpts};
 use wasm_shim_oci::ImageFile;
 
+pub(super) use wasm_shim_e2e::guests::{nonce, with_nonce};
+
 use super::Ctx;
 
 /// hello.wasm with a custom section `nonce` holding `nonce`: the same program, a new digest.
@@ -18,27 +20,6 @@ pub(super) fn unique_hello(nonce: &str) -> Result<Vec<u8>> {
     Ok(with_nonce(guests::Guests::load()?.get("hello").to_vec(), nonce))
 }
 
-/// `wasm` (a core module binary) with a custom section `nonce` holding `nonce` appended: the
-/// same program, a digest nobody compiled yet.
-pub(super) fn with_nonce(mut wasm: Vec<u8>, nonce: &str) -> Vec<u8> {
-    let name = b"nonce";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(nonce.as_bytes());
-    wasm.push(0); // custom section
-    let mut len = payload.len();
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            wasm.push(byte);
-            break;
-        }
-        wasm.push(byte | 0x80);
-    }
-    wasm.extend_from_slice(&payload);
-    wasm
-}
 
 pub(super) fn hex_digest(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
@@ -84,10 +65,6 @@ fn run_hello(cx: &Ctx, id: &str, spec: &Path) -> Result<()> {
     ensure(out.success() && out.stdout == "hello from wasm\n", || format!("{out}"))
 }
 
-pub(super) fn nonce(id: &str) -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    format!("{id}-{}-{}", std::process::id(), t.as_nanos())
-}
 
 /// A first start runs baseline code and gets optimized code built in the background; later
 /// starts map it: one compile per tier, whatever the number of runs.

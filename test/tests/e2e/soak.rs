@@ -236,3 +236,43 @@ pub fn pod_shim(cx: &Ctx, n: usize) -> Result<()> {
 
 /// How much a long-lived shim's RSS may grow between the warm-up sample and the last one.
 const RSS_GROWTH_KIB: i64 = 1024;
+
+/// More tasks of one pod blocked in Wait (a `ctr run` that is not detached holds one for the
+/// task's life) than the shim keeps idle request workers: every other request still gets an
+/// answer, and every waiter gets its task's exit status.
+pub fn pod_shim_many_waiters(cx: &Ctx) -> Result<()> {
+    const WAITERS: usize = 8;
+    let pod = "p-wait-0";
+    let ids: Vec<String> = (0..WAITERS).map(|i| format!("p-wait-{i}")).collect();
+    let mut runs = Vec::new();
+    let result = (|| -> Result<()> {
+        for id in &ids {
+            // The first one makes the pod's shim; the rest join it.
+            let mut run = cx.cd.spawn(&RunOpts::wasm(GUESTS_IMAGE, id).args(["/sleep.wasm", "60"]).in_pod(pod))?;
+            run.wait_for_stdout("sleeping", Duration::from_secs(20))?;
+            runs.push(run);
+        }
+        let shims: Vec<u32> = leaks::shim_daemons(&cx.cd.socket, SHIM_NAME).iter().map(|d| d.pid).collect();
+        ensure(shims.len() == 1, || format!("expected the pod's one shim, found {shims:?}"))?;
+        let t = Instant::now();
+        let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "p-wait-hello").in_pod(pod))?;
+        println!("  {WAITERS} waiting tasks in shim {}: a hello in the same pod took {:.0?}", shims[0], t.elapsed());
+        ensure(out.success() && out.stdout == "hello from wasm\n", || format!("hello beside {WAITERS} waiters: {out}"))?;
+        for id in &ids {
+            cx.cd.kill(id, "SIGKILL")?;
+        }
+        for (id, run) in ids.iter().zip(runs.iter_mut()) {
+            let out = run.wait(Duration::from_secs(20));
+            // ctr reports the exit status of a SIGKILLed task as 137.
+            ensure(out.code == Some(137), || format!("{id}: expected exit 137 from the waiting ctr: {out}"))?;
+        }
+        Ok(())
+    })();
+    for id in &ids {
+        let _ = cx.cd.kill(id, "SIGKILL");
+    }
+    for run in runs.iter_mut() {
+        run.wait(Duration::from_secs(10));
+    }
+    result
+}

@@ -19,7 +19,7 @@
 //! rootfs files as `/`, the same arguments, environment and stdin; it compiles with Winch unless
 //! `THIRDPARTY_REFERENCE_COMPILER=cranelift` (outputs do not depend on it; see reference.py). A
 //! `wasmtime` CLI on `PATH` (or `make bench`'s under target/bench) is run too when there is one
-//! (not the case on the machine these were written on: that path is untried). The C API cannot hand a
+//! (tried 2026-11-30 with `make bench`'s wasmtime-cli 48.0.8: every output the same). The C API cannot hand a
 //! component an incoming HTTP request, so the two `wasi:http` handlers are checked against a
 //! fixed table of responses written here: that comparison is with what we expect, not with
 //! wasmtime.
