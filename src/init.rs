@@ -252,6 +252,29 @@ fn stage2(
         ServeMode::Command => None,
         ServeMode::Auto => (rc.entrypoint.export.is_none() && wasm_shim_engine::serves_http_by_default(&bytes)).then_some(ServeKind::Http),
     };
+    // Reuse keeps a component instance for the next request. A WAGI module's `_start` runs once
+    // (a second run finds the first one's state, which wasi-libc does not expect): refused, since
+    // a user who asked for state that carries over would otherwise silently not get it.
+    if http.instance_reuse > 1 {
+        match serve {
+            Some(ServeKind::Wagi) => {
+                return Err(ShimError::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "annotation {}={}: a WAGI module runs once per request (its _start cannot run twice) and cannot be reused; reuse is for wasi:http components (remove the annotation or set it to 1)",
+                        wasm_shim_oci::http::INSTANCE_REUSE,
+                        http.instance_reuse
+                    ),
+                ))
+            }
+            Some(ServeKind::Http) => {}
+            None => log::warn!(
+                "{shown}: {}={} ignored: this workload runs as a command, not served",
+                wasm_shim_oci::http::INSTANCE_REUSE,
+                http.instance_reuse
+            ),
+        }
+    }
     // The wasm features (the node's, then the workload's) and core dumps on trap.
     let workload = wasm_shim_oci::workload_config(spec)?;
     let features_error = |why: &dyn std::fmt::Display| {
@@ -584,9 +607,11 @@ fn serve_limits(http: &HttpConfig) -> ServeLimits {
         request_memory: http.request_memory,
         max_body: http.max_body,
         allowed_outbound: http.allowed_outbound.clone(),
+        instance_reuse: http.instance_reuse,
         names: LimitNames {
             request_timeout: wasm_shim_oci::http::REQUEST_TIMEOUT,
             allowed_outbound: wasm_shim_oci::http::ALLOWED_OUTBOUND,
+            instance_reuse: wasm_shim_oci::http::INSTANCE_REUSE,
         },
     }
 }

@@ -5,6 +5,7 @@
 //! round; the same component with its metrics endpoint on (`metrics-port`, scraped between
 //! runs) against metrics off; the WAGI module the same way (this shim only: `wasmtime serve`
 //! has no WAGI); and the time from `ctr run` to the first 200 against a hello `ctr run --rm`.
+//! Instance reuse against fresh instances, hello and CPython: `reuse.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -21,7 +21,9 @@
 //! - a scale-up burst: a second replica of the big image started while the first one's
 //!   optimizing compile runs in the background, against its quiet cached start and hello;
 //! - HTTP (`http.rs`): the `wasi:http` guest served by this shim against `wasmtime serve`, wrk
-//!   at 1, 10 and 100 connections; the WAGI guest; `ctr run` to the first 200.
+//!   at 1, 10 and 100 connections; the WAGI guest; `ctr run` to the first 200; and (`reuse.rs`)
+//!   instance reuse against a fresh instance per request, for that guest and for the CPython
+//!   handler `make thirdparty` builds.
 //! - third-party components (`real.rs`: CPython and JavaScript from componentize-py and
 //!   componentize-js): first starts never seen, precompiled and cached; the handlers' req/s,
 //!   latency and idle PSS against `wasmtime serve` on the same file.
@@ -30,6 +32,7 @@
 
 mod http;
 mod real;
+mod reuse;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -234,6 +237,8 @@ fn real_main() -> Result<()> {
         eprintln!("bench: HTTP, this shim against wasmtime serve, wrk at {:?} connections", http::CONNECTIONS);
         let hello = || sample(&cd, &runtimes[0], "http-hello");
         results["http"] = http::run(&cd, &g, (args.rounds / 2).max(1), &hello)?;
+        eprintln!("bench: HTTP instance reuse ({}) against a fresh instance per request, hello and CPython", reuse::REUSE);
+        results["http_reuse"] = reuse::run(&cd, (args.rounds / 2).max(1))?;
     }
     if args.wants("real") {
         eprintln!("bench: third-party components (CPython, JavaScript): first starts, and served against wasmtime serve");
@@ -708,6 +713,7 @@ fn print_table(r: &Value, runtimes: &[Runtime]) {
     }
     if has("http") {
         http::print(&r["http"]);
+        reuse::print(&r["http_reuse"]);
     }
     if has("real") {
         real::print(&r["real"]);

@@ -1230,6 +1230,9 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("http::outbound_allowed_and_denied", Wasm, Box::new(http::outbound));
     add("http::port_in_use", Wasm, Box::new(http::port_in_use));
     add("http::bad_annotation", Wasm, Box::new(http::bad_annotation));
+    add("http::instance_reuse", Wasm, Box::new(http::instance_reuse));
+    add("http::instance_reuse_bad_annotation", Wasm, Box::new(http::instance_reuse_bad_annotation));
+    add("http::instance_reuse_refused_for_wagi", Wasm, Box::new(http::instance_reuse_refused_for_wagi));
     add("http::metrics_scraped_by_prometheus", Wasm, Box::new(metrics::scraped_by_prometheus));
     add("http::metrics_bad_port", Wasm, Box::new(metrics::bad_port));
     // Real programs nobody here wrote, from PyPI and npm (e2e/thirdparty.rs), against wasmtime 48.

@@ -590,3 +590,160 @@ fn metrics_endpoint_is_bounded() {
     assert_eq!(s.get("/metrics").status, 404);
     s.stop();
 }
+
+/// A server of the http guest whose instances serve up to `n` requests each.
+fn reusing(n: u32, limits: ServeLimits) -> Server {
+    proxy(ServeLimits { instance_reuse: n, ..limits })
+}
+
+/// What `/count` (or another counting route) says: the requests its instance has been handed.
+fn served(s: &Server, path: &str) -> u32 {
+    let r = s.get(path);
+    assert_eq!(r.status, 200, "{path}: {r}");
+    r.body.trim().strip_prefix("served ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{path}: {r}"))
+}
+
+/// Without reuse every request meets a fresh instance: the guest's global counter is always 1.
+#[test]
+fn without_reuse_every_request_gets_a_fresh_instance() {
+    let s = proxy(ServeLimits::default());
+    let counts: Vec<u32> = (0..5).map(|_| served(&s, "/count")).collect();
+    assert_eq!(counts, [1, 1, 1, 1, 1]);
+}
+
+/// With reuse 3 one instance serves three requests, its state carrying over, then is retired
+/// and the next request meets a fresh one; the metrics count the reuses and the retirements.
+#[test]
+fn reuse_serves_n_requests_per_instance() {
+    let limits = ServeLimits { instance_reuse: 3, max_concurrency: 2, ..Default::default() };
+    let (opts, maddr) = with_metrics(Tier::Optimized);
+    let engine = serving_engine(&limits);
+    let prepared = engine.serve_as(engine.prepare(guests().get("http"), "http", None).unwrap(), ServeKind::Http).unwrap();
+    let s = Server::serve_metrics(engine, prepared, "http", limits, Upgrade::new(), Some(opts));
+    let counts: Vec<u32> = (0..10).map(|_| served(&s, "/count")).collect();
+    assert_eq!(counts, [1, 2, 3, 1, 2, 3, 1, 2, 3, 1]);
+    // Other routes count too: it is the same instance.
+    assert_eq!(s.get("/").status, 200);
+    assert_eq!(served(&s, "/count"), 3);
+    let text = scrape(maddr);
+    assert_eq!(sample(&text, "wasm_shim_http_instance_reuses_total"), Some(8.0), "{text}");
+    assert_eq!(sample(&text, "wasm_shim_http_instances_retired_total{reason=\"served\"}"), Some(4.0), "{text}");
+    assert_eq!(sample(&text, "wasm_shim_http_instances_retired_total{reason=\"trap\"}"), Some(0.0), "{text}");
+    // One instance memory observation per retired instance, not per request.
+    assert_eq!(sample(&text, "wasm_shim_http_instance_memory_bytes_count"), Some(4.0), "{text}");
+    assert_eq!(s.stop().requests, 12);
+}
+
+/// Requests in flight at once each get an instance of their own (an instance is never entered
+/// twice); afterwards each of them is idle and reused, so no count passes the limit.
+#[test]
+fn reuse_keeps_one_instance_per_concurrent_request() {
+    let s = reusing(1000, ServeLimits { max_concurrency: 4, ..Default::default() });
+    let url = s.url("/sleep?ms=300");
+    let slow: Vec<_> = (0..4).map(|_| { let u = url.clone(); std::thread::spawn(move || http::get(&u).unwrap()) }).collect();
+    for h in slow {
+        assert_eq!(h.join().unwrap().status, 200);
+    }
+    // Four idle instances, each has served once; the most recently used is taken first.
+    let counts: Vec<u32> = (0..6).map(|_| served(&s, "/count")).collect();
+    assert_eq!(counts, [2, 3, 4, 5, 6, 7], "sequential requests reuse one instance");
+    s.stop();
+}
+
+/// A trap retires the instance: the next request meets a fresh one.
+#[test]
+fn reuse_trap_retires_the_instance() {
+    let s = reusing(100, ServeLimits { max_concurrency: 1, ..Default::default() });
+    assert_eq!(served(&s, "/count"), 1);
+    assert_eq!(served(&s, "/count"), 2);
+    assert_eq!(s.get("/trap").status, 500);
+    assert_eq!(served(&s, "/count"), 1);
+    assert_eq!(served(&s, "/count"), 2);
+}
+
+/// A request that passes its deadline (504) retires the instance, a spinning one or one
+/// waiting in a host call.
+#[test]
+fn reuse_timeout_retires_the_instance() {
+    let s = reusing(100, ServeLimits { max_concurrency: 1, request_timeout: Duration::from_millis(300), ..Default::default() });
+    for path in ["/spin", "/sleep?ms=5000"] {
+        let before = served(&s, "/count");
+        assert_eq!(served(&s, "/count"), before + 1, "before {path}");
+        assert_eq!(s.get(path).status, 504, "{path}");
+        // The aborted task releases the slot (max_concurrency 1) soon after the 504.
+        let t = Instant::now();
+        let r = loop {
+            let r = s.get("/count");
+            if r.status != 503 || t.elapsed() > Duration::from_secs(2) {
+                break r;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!((r.status, r.body.as_str()), (200, "served 1\n"), "after {path}");
+    }
+}
+
+/// Memory a reused instance keeps grows from request to request, bounded by the same cap as a
+/// fresh instance's: the request that crosses it is a 500 and retires the instance.
+#[test]
+fn reuse_memory_cap_bounds_the_instance_across_requests() {
+    let s = reusing(1000, ServeLimits { max_concurrency: 1, request_memory: 16 << 20, ..Default::default() });
+    let mut last = 0;
+    let mut failed = false;
+    for i in 1..=20 {
+        let r = s.get("/leak?mb=2");
+        if r.status == 500 {
+            failed = true;
+            break;
+        }
+        assert_eq!((r.status, r.body.as_str()), (200, format!("served {i}\n").as_str()), "{r}");
+        last = i;
+    }
+    // 2 MiB more each time: the cap (16 MiB) is crossed within 8 requests, not 20.
+    assert!(failed && (2..8).contains(&last), "leaked {last} times without hitting the cap");
+    assert_eq!(served(&s, "/count"), 1, "the instance that hit the cap is retired");
+}
+
+/// Hostile or sloppy guests: one that keeps a request (its body unread) past its handler, and
+/// one that drops its response body unfinished, are not reused.
+#[test]
+fn reuse_retires_an_instance_that_keeps_a_request_or_breaks_a_body() {
+    let s = reusing(100, ServeLimits { max_concurrency: 1, ..Default::default() });
+    assert_eq!(served(&s, "/count"), 1);
+    assert_eq!(served(&s, "/keep"), 2);
+    assert_eq!(served(&s, "/count"), 1, "an instance keeping a request is retired");
+    assert_eq!(served(&s, "/count"), 2);
+    // The client sees a broken response (an error or a short body), never a clean 200.
+    if let Ok(r) = http::get(&s.url("/abort-body")) {
+        assert_ne!(r.body, "part of a body", "{r}");
+    }
+    assert_eq!(served(&s, "/count"), 1, "an instance whose body failed is retired");
+}
+
+/// The drain with reuse: requests in flight finish, the idle instances are dropped, `serve`
+/// returns.
+#[test]
+fn reuse_shutdown_drains() {
+    let s = reusing(10, ServeLimits::default());
+    assert_eq!(served(&s, "/count"), 1);
+    let url = s.url("/sleep?ms=500");
+    let slow = std::thread::spawn(move || http::get(&url).unwrap());
+    std::thread::sleep(Duration::from_millis(150));
+    let t = Instant::now();
+    let stats = s.stop();
+    assert_eq!(slow.join().unwrap().body, "slept 500\n");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(stats.requests, 2);
+}
+
+/// A WAGI module cannot be reused: `serve` refuses it, naming the setting.
+#[test]
+fn reuse_refuses_wagi() {
+    let limits = ServeLimits { instance_reuse: 2, ..Default::default() };
+    let engine = serving_engine(&limits);
+    let prepared = engine.serve_as(engine.prepare(guests().get("wagi"), "/wagi.wasm", None).unwrap(), ServeKind::Wagi).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let opts = ServeOptions { limits, ..Default::default() };
+    let e = engine.serve(prepared, listener, &opts, &Shutdown::new()).unwrap_err().to_string();
+    assert!(e.contains("/wagi.wasm") && e.contains("instance reuse=2") && e.contains("WAGI"), "{e}");
+}

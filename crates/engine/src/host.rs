@@ -184,6 +184,25 @@ impl ProxyState {
     }
 }
 
+impl ProxyState {
+    /// Whether the guest still holds a piece of a request it was handed or of a response it
+    /// made (the request, its body or body stream, its trailers, the response outparam, an
+    /// outgoing response or body): after its handler returned, such an instance is not reused,
+    /// since a piece kept would pin a client's connection or reach a later request's client.
+    pub(crate) fn holds_request_resources(&mut self) -> bool {
+        use wasmtime_wasi_http::p2::body::{HostFutureTrailers, HostIncomingBody, HostOutgoingBody};
+        use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostOutgoingResponse, HostResponseOutparam};
+        self.table.iter_mut().any(|entry| {
+            entry.is::<HostIncomingRequest>()
+                || entry.is::<HostIncomingBody>()
+                || entry.is::<HostFutureTrailers>()
+                || entry.is::<HostResponseOutparam>()
+                || entry.is::<HostOutgoingResponse>()
+                || entry.is::<HostOutgoingBody>()
+        })
+    }
+}
+
 impl Drop for ProxyState {
     fn drop(&mut self) {
         if let Some(m) = &self.metrics {

@@ -50,7 +50,8 @@
 //!   (past it, not accepted), the concurrency cap (503), deadlines (504), graceful drain on
 //!   `Shutdown`, the code `Upgrade`. Below it, each request's handler: `serve/request` (what
 //!   handlers share: `App`, a request's WASI context, the shim's own responses),
-//!   `serve/proxy` (a `wasi:http/proxy` component, `ProxyPre`), `serve/wagi` (a WASI p1
+//!   `serve/proxy` (a `wasi:http/proxy` component, `ProxyPre`, and the instances kept for
+//!   reuse), `serve/wagi` (a WASI p1
 //!   module run CGI-style) and `serve/cgi` (CGI 1.1: meta-variables, parsing the response;
 //!   pure, public for the fuzzer).
 

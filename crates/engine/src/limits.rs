@@ -2,7 +2,8 @@
 //! container's memory limit (a denied growth traps and is recorded, so the outcome can say
 //! "out of memory" without guessing from text) and tables at a sane size. `ServeLimits`: the
 //! bounds of a served workload (connections, requests in flight, a request's time, memory and
-//! body, where it may reach), and what the user calls them in messages.
+//! body, where it may reach, how many requests an instance serves), and what the user calls
+//! them in messages.
 
 use std::time::Duration;
 
@@ -27,6 +28,11 @@ pub struct ServeLimits {
     /// Where a request may reach, for `wasi:http` and `wasi:sockets` alike: entries
     /// `[scheme://]host[:port]`, `*` for anywhere; none: nowhere.
     pub allowed_outbound: Vec<String>,
+    /// Requests one instance of a `wasi:http` component serves, one at a time, before it is
+    /// retired (at least 1; 1: a fresh instance per request). Above 1 the guest's state carries
+    /// over between requests; a trap, a timeout, the memory cap or a body error retires the
+    /// instance at once. WAGI modules cannot be reused: `serve` refuses them above 1.
+    pub instance_reuse: u32,
     /// What the user calls these settings, in messages.
     pub names: LimitNames,
 }
@@ -40,6 +46,7 @@ impl Default for ServeLimits {
             request_memory: 128 << 20,
             max_body: 16 << 20,
             allowed_outbound: Vec::new(),
+            instance_reuse: 1,
             names: LimitNames::default(),
         }
     }
@@ -51,11 +58,16 @@ impl Default for ServeLimits {
 pub struct LimitNames {
     pub request_timeout: &'static str,
     pub allowed_outbound: &'static str,
+    pub instance_reuse: &'static str,
 }
 
 impl Default for LimitNames {
     fn default() -> Self {
-        LimitNames { request_timeout: "the request timeout", allowed_outbound: "the outbound allow-list" }
+        LimitNames {
+            request_timeout: "the request timeout",
+            allowed_outbound: "the outbound allow-list",
+            instance_reuse: "instance reuse",
+        }
     }
 }
 

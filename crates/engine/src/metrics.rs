@@ -161,6 +161,39 @@ fn class_index(status: u16) -> usize {
     }
 }
 
+/// Why an instance kept for reuse (`ServeLimits::instance_reuse` > 1) was retired: the label
+/// values of `wasm_shim_http_instances_retired_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retired {
+    /// It served as many requests as it may.
+    Served,
+    /// Its handler trapped or failed.
+    Trap,
+    /// It hit the memory cap (`http-request-memory`).
+    Memory,
+    /// A request passed its deadline (504), or it ran past it writing the body.
+    Timeout,
+    /// The response it gave was unusable: set as an error, never set, or a body that failed.
+    Body,
+    /// Its handler returned still holding a piece of the request or the response.
+    KeptRequest,
+}
+
+impl Retired {
+    const ALL: [Retired; 6] =
+        [Retired::Served, Retired::Trap, Retired::Memory, Retired::Timeout, Retired::Body, Retired::KeptRequest];
+    fn label(self) -> &'static str {
+        match self {
+            Retired::Served => "served",
+            Retired::Trap => "trap",
+            Retired::Memory => "memory",
+            Retired::Timeout => "timeout",
+            Retired::Body => "body",
+            Retired::KeptRequest => "kept_request",
+        }
+    }
+}
+
 /// The counters of one server. Shared by every request; all atomics.
 pub struct Metrics {
     classes: [AtomicU64; 6],
@@ -169,6 +202,10 @@ pub struct Metrics {
     overloaded: AtomicU64,
     timeouts: AtomicU64,
     connection_waits: AtomicU64,
+    /// Requests served by an instance that had served one before.
+    reuses: AtomicU64,
+    /// Reused instances retired, by `Retired` (in `Retired::ALL` order).
+    retired: [AtomicU64; 6],
     start: StartInfo,
     /// From Start to accepting connections, set once.
     started_in: OnceLock<Duration>,
@@ -189,6 +226,8 @@ impl Metrics {
             overloaded: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             connection_waits: AtomicU64::new(0),
+            reuses: AtomicU64::new(0),
+            retired: Default::default(),
             start,
             started_in: OnceLock::new(),
         }
@@ -215,6 +254,17 @@ impl Metrics {
 
     pub(crate) fn connection_cap_reached(&self) {
         self.connection_waits.fetch_add(1, Relaxed);
+    }
+
+    /// A request is served by an instance that served one before.
+    pub(crate) fn reused(&self) {
+        self.reuses.fetch_add(1, Relaxed);
+    }
+
+    /// An instance kept for reuse is retired.
+    pub(crate) fn retired(&self, why: Retired) {
+        let i = Retired::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.retired[i].fetch_add(1, Relaxed);
     }
 
     /// The server accepts connections from now on.
@@ -297,7 +347,20 @@ impl Collector for Exposition {
             "Times the server stopped accepting because http-max-connections were open (clients waited in the backlog).",
             m.connection_waits.load(Relaxed),
         )?;
-        histogram(&mut enc, "wasm_shim_http_instance_memory", "Linear memory each request's instance ended with (its peak).", &Unit::Bytes, &m.memory)?;
+        histogram(&mut enc, "wasm_shim_http_instance_memory", "Linear memory each instance ended with (its peak): one per request, or one per reused instance when retired.", &Unit::Bytes, &m.memory)?;
+        counter(&mut enc, "wasm_shim_http_instance_reuses", "Requests served by an instance that had served one before (http-instance-reuse).", m.reuses.load(Relaxed))?;
+        {
+            let mut e = enc.encode_descriptor(
+                "wasm_shim_http_instances_retired",
+                "Reused instances retired, by reason (http-instance-reuse above 1).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (why, n) in Retired::ALL.iter().zip(&m.retired) {
+                let labels = [("reason", why.label())];
+                e.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&n.load(Relaxed), None)?;
+            }
+        }
         let tiers = ["baseline", "optimized"];
         one_of(&mut enc, "wasm_shim_code_tier", "Compiled code new requests get: 1 for the tier in use.", "tier", &tiers, live.tier.map(tier_label))?;
         let s = &m.start;
@@ -457,6 +520,9 @@ mod tests {
         m.instance_memory(1 << 20);
         m.instance_memory(17 << 20);
         m.connection_cap_reached();
+        m.reused();
+        m.reused();
+        m.retired(Retired::Timeout);
         let live = Live { in_flight: 3, max_concurrency: 8, connections: 5, tier: Some(Tier::Optimized) };
         let text = encode(&registry(m.clone(), move || live)).unwrap();
 
@@ -484,6 +550,10 @@ mod tests {
         assert_eq!(sample(&text, "wasm_shim_http_instance_memory_bytes_bucket{le=\"1048576.0\"}"), Some(1.0), "{text}");
         assert_eq!(sample(&text, "wasm_shim_http_instance_memory_bytes_bucket{le=\"33554432.0\"}"), Some(2.0));
         assert_eq!(sample(&text, "wasm_shim_http_instance_memory_bytes_sum"), Some((18u64 << 20) as f64));
+        assert_eq!(sample(&text, "wasm_shim_http_instance_reuses_total"), Some(2.0), "{text}");
+        assert_eq!(sample(&text, "wasm_shim_http_instances_retired_total{reason=\"timeout\"}"), Some(1.0), "{text}");
+        assert_eq!(sample(&text, "wasm_shim_http_instances_retired_total{reason=\"served\"}"), Some(0.0));
+        assert_eq!(sample(&text, "wasm_shim_http_instances_retired_total{reason=\"kept_request\"}"), Some(0.0));
         // The tier in use flipped; the start's stays.
         assert_eq!(sample(&text, "wasm_shim_code_tier{tier=\"optimized\"}"), Some(1.0), "{text}");
         assert_eq!(sample(&text, "wasm_shim_code_tier{tier=\"baseline\"}"), Some(0.0));

@@ -211,3 +211,89 @@ pub fn bad_annotation(cx: &Ctx) -> Result<()> {
         &format!("{}=\"soon\"", wasm_shim_oci::http::REQUEST_TIMEOUT),
     )
 }
+
+/// `/count` of the http guest: the requests its instance has been handed.
+fn count(base: &str) -> Result<u32> {
+    let r = http::get(&format!("{base}/count"))?;
+    ensure(r.status == 200, || format!("/count: {r}"))?;
+    r.body.trim().strip_prefix("served ").and_then(|n| n.parse().ok()).with_context(|| format!("/count: {r}"))
+}
+
+/// `wasm.containerd.io/http-instance-reuse` through containerd: without it every request meets a
+/// fresh instance (the guest's counter is always 1); with 3, one instance serves three requests
+/// (1, 2, 3, 1, ...); a trap and a timeout (504) each retire the instance, so the next request
+/// says 1 again; SIGTERM still drains and exits 0.
+pub fn instance_reuse(cx: &Ctx) -> Result<()> {
+    let port = free_port()?;
+    let id = "w-http-fresh";
+    let mut run = cx.cd.spawn(&served(id, "/http.wasm", &[port_annotation(port)]))?;
+    let base = format!("http://127.0.0.1:{port}");
+    http::wait_until_serving(&format!("{base}/"), Duration::from_secs(30)).with_context(|| format!("output so far: {}", run.stdout_now()))?;
+    let counts = (0..3).map(|_| count(&base)).collect::<Result<Vec<_>>>()?;
+    ensure(counts == [1, 1, 1], || format!("default, fresh instances: {counts:?}"))?;
+    cx.cd.kill(id, "SIGTERM")?;
+    expect_code(&run.wait(Duration::from_secs(10)), 0)?;
+
+    let port = free_port()?;
+    let id = "w-http-reuse";
+    let annotations = [
+        port_annotation(port),
+        (wasm_shim_oci::http::INSTANCE_REUSE, "3".into()),
+        (wasm_shim_oci::http::MAX_CONCURRENCY, "1".into()),
+        (wasm_shim_oci::http::REQUEST_TIMEOUT, "1s".into()),
+    ];
+    let mut run = cx.cd.spawn(&served(id, "/http.wasm", &annotations))?;
+    let base = format!("http://127.0.0.1:{port}");
+    // The first request (hello) is the instance's first: /count continues from 2.
+    http::wait_until_serving(&format!("{base}/"), Duration::from_secs(30)).with_context(|| format!("output so far: {}", run.stdout_now()))?;
+    let counts = (0..7).map(|_| count(&base)).collect::<Result<Vec<_>>>()?;
+    ensure(counts == [2, 3, 1, 2, 3, 1, 2], || format!("reuse 3: {counts:?}"))?;
+    let r = http::get(&format!("{base}/trap"))?;
+    ensure(r.status == 500, || format!("/trap: {r}"))?;
+    let after_trap = count(&base)?;
+    ensure(after_trap == 1, || format!("after a trap the instance is fresh, it says {after_trap}"))?;
+    ensure(count(&base)? == 2, || "reused again after the trap".to_string())?;
+    let r = http::get(&format!("{base}/spin"))?;
+    ensure(r.status == 504, || format!("/spin: {r}"))?;
+    // The timed-out request's slot (max concurrency 1) frees as its task is aborted.
+    let t = Instant::now();
+    let after_timeout = loop {
+        match http::get(&format!("{base}/count"))? {
+            r if r.status == 503 && t.elapsed() < Duration::from_secs(5) => std::thread::sleep(Duration::from_millis(20)),
+            r => break r,
+        }
+    };
+    ensure(after_timeout.status == 200 && after_timeout.body == "served 1\n", || format!("after a timeout: {after_timeout}"))?;
+    cx.cd.kill(id, "SIGTERM")?;
+    let out = run.wait(Duration::from_secs(10));
+    expect_code(&out, 0)?;
+    line_with(&out.stderr, &["GET /spin", "no response within 1s", wasm_shim_oci::http::REQUEST_TIMEOUT]).with_context(|| format!("{out}"))?;
+    Ok(())
+}
+
+/// A reuse value out of range fails Create naming the annotation and the range.
+pub fn instance_reuse_bad_annotation(cx: &Ctx) -> Result<()> {
+    for (i, v) in ["0", "10001", "many"].iter().enumerate() {
+        refused(
+            cx,
+            &format!("w-http-badreuse-{i}"),
+            &[(wasm_shim_oci::http::INSTANCE_REUSE, v.to_string())],
+            &format!("{}=\"{v}\": expected a number of requests per instance, 1-10000", wasm_shim_oci::http::INSTANCE_REUSE),
+        )?;
+    }
+    Ok(())
+}
+
+/// WAGI cannot reuse an instance (a preview 1 `_start` runs once): Create refuses it, saying
+/// why, and leaves nothing behind.
+pub fn instance_reuse_refused_for_wagi(cx: &Ctx) -> Result<()> {
+    let before = Leaks::measure(&cx.cd);
+    let annotations = [(wasm_shim_oci::http::SERVE, "wagi".to_string()), (wasm_shim_oci::http::INSTANCE_REUSE, "5".to_string())];
+    let out = cx.cd.run(&served("w-wagi-reuse", "/wagi.wasm", &annotations).timeout(Duration::from_secs(20)))?;
+    ensure(!out.timed_out && out.code.is_some_and(|c| c != 0), || format!("expected `ctr run` to fail: {out}"))?;
+    let combined = out.combined();
+    let line = line_with(&combined, &[wasm_shim_oci::http::INSTANCE_REUSE, "WAGI", "cannot be reused"]).with_context(|| format!("{out}"))?;
+    println!("  exit {:?}: {}", out.code, line.trim());
+    let leaks = Leaks::wait_clean_since(&cx.cd, &before, Duration::from_secs(5));
+    ensure(leaks.is_clean(), || format!("left behind: {leaks}"))
+}

@@ -1,7 +1,8 @@
 //! Serving HTTP/1.1 (keep-alive) on a listener the caller bound: one tokio runtime, one hyper
 //! connection task per client, and per request a fresh instance of the prepared workload
 //! (`proxy` for `wasi:http` components, `wagi` for CGI-style modules, with `cgi`), each handed
-//! what requests share (`request`).
+//! what requests share (`request`); or, with `ServeLimits::instance_reuse` above 1, an idle
+//! instance of the component that served earlier requests (`proxy::Reuse`).
 //!
 //! Hardening, in the order a request meets it: past `ServeLimits::max_connections` open
 //! connections the next one is not accepted until one closes (it waits in the listen backlog);
@@ -11,7 +12,7 @@
 //! deadline (504 when it passes; the guest yields to tokio at every epoch tick, so even a
 //! spinning one is stopped) and a memory cap; a trap is a 500 and the next request gets a new
 //! instance. `Shutdown::trigger` (SIGTERM) stops accepting, lets requests in flight finish,
-//! closes idle keep-alive connections, and `serve` returns.
+//! closes idle keep-alive connections, drops the instances kept for reuse, and `serve` returns.
 
 pub mod cgi;
 mod proxy;
@@ -36,7 +37,7 @@ use crate::host::RunOptions;
 use crate::limits::ServeLimits;
 use crate::metrics::{Live, Metrics, MetricsOptions};
 use crate::outbound::{AllowList, Outbound};
-use crate::prepare::{Kind, Prepared};
+use crate::prepare::{Kind, Prepared, ServeKind};
 
 use request::{plain, App};
 
@@ -210,6 +211,15 @@ impl Engine {
             });
         }
         let limits = &opts.limits;
+        if limits.instance_reuse > 1 && prepared.serves() != Some(ServeKind::Http) {
+            return Err(EngineError::NotServable {
+                file: prepared.file.clone(),
+                reason: format!(
+                    "{}={}: only a wasi:http component's instance can serve several requests (a WAGI module's _start runs once)",
+                    limits.names.instance_reuse, limits.instance_reuse
+                ),
+            });
+        }
         let allowed = AllowList::parse(&limits.allowed_outbound).map_err(|why| EngineError::NotServable {
             file: prepared.file.clone(),
             reason: format!("{}: {why}", limits.names.allowed_outbound),
@@ -224,6 +234,7 @@ impl Engine {
             .build()
             .map_err(|e| internal("tokio runtime", e))?;
 
+        let metrics = opts.metrics.as_ref().map(|m| Arc::new(Metrics::new(m.start.clone())));
         let server = Arc::new(Server {
             app: App {
                 limits: limits.clone(),
@@ -231,7 +242,8 @@ impl Engine {
                 port,
                 run: opts.run.clone(),
                 file: prepared.file.clone(),
-                metrics: opts.metrics.as_ref().map(|m| Arc::new(Metrics::new(m.start.clone()))),
+                reuse: proxy::Reuse::new(limits.instance_reuse, limits.max_concurrency, metrics.clone()),
+                metrics,
             },
             limit: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
             requests: AtomicU64::new(0),
@@ -355,6 +367,11 @@ impl Engine {
             }
             drop(listener);
             graceful.shutdown().await;
+            // Idle instances are not needed any more; one still writing a body is dropped when
+            // its request ends.
+            if let Some(reuse) = &server.app.reuse {
+                reuse.close();
+            }
             if let Some(task) = exposing {
                 task.abort();
             }

@@ -1,18 +1,38 @@
-//! `wasi:http/proxy` components: the per-request store (WASI p2, `wasi:http`, the memory limit,
-//! the outbound allow-list as `wasi:http`'s send hook) and one request's life: instantiate from the `ProxyPre`, call
-//! `incoming-handler.handle`, hand hyper the response the guest sets.
+//! `wasi:http/proxy` components: the store of an instance (WASI p2, `wasi:http`, the memory
+//! limit, the outbound allow-list as `wasi:http`'s send hook) and one request's life: an
+//! instance (fresh from the `ProxyPre`, or an idle one kept for reuse), `incoming-handler.handle`,
+//! the response the guest sets handed to hyper.
+//!
+//! Reuse (`ServeLimits::instance_reuse` above 1, `Reuse`): idle instances are kept, at most one
+//! per request that may be in flight, and the most recently used is taken first. An instance
+//! serves one request at a time: that request's task owns it. It goes back only once its handler
+//! has returned (the guest may write the body after it set the response), and only if nothing
+//! went wrong; it is retired (dropped) after its Nth request, a trap or handler error, the
+//! memory cap, the deadline (the task is aborted with it), a response that was an error, never
+//! set or whose body failed (known after the handler returned, so checked again when the
+//! instance is taken), or when its handler returned still holding a piece of a request or a
+//! response. Its linear memory stays bounded by the same cap across its requests. Idle
+//! instances of code since upgraded are dropped when met; `Reuse::close` (the drain) drops all.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use http_body_util::BodyExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use super::request::App;
 use crate::host::ProxyState;
 use crate::limits::Limiter;
+use crate::metrics::{Metrics, Retired};
 use crate::outcome::classify;
 
 /// How a request's guest task ended without setting a response.
@@ -22,7 +42,105 @@ enum Ended {
     Failed(String),
 }
 
-/// Serves one request with a fresh instance of the component.
+/// An instance and its store, between requests.
+struct Warm {
+    store: Store<ProxyState>,
+    proxy: Proxy,
+    /// Requests it has served.
+    served: u32,
+    /// Set when a response it gave turned out unusable (an error, never set, a body that
+    /// failed), which may be known only after its handler returned.
+    spoiled: Arc<AtomicBool>,
+}
+
+/// The idle instances of a server that reuses them.
+pub(crate) struct Reuse {
+    /// Requests one instance serves at most.
+    max: u32,
+    /// Idle instances kept at most (the concurrency cap: no more can ever be busy).
+    cap: usize,
+    idle: Mutex<Vec<Warm>>,
+    closed: AtomicBool,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Reuse {
+    /// `None` when each request gets a fresh instance (`max` of 1).
+    pub(crate) fn new(max: u32, cap: u32, metrics: Option<Arc<Metrics>>) -> Option<Arc<Reuse>> {
+        (max > 1).then(|| {
+            Arc::new(Reuse {
+                max,
+                cap: cap.max(1) as usize,
+                idle: Mutex::new(Vec::new()),
+                closed: AtomicBool::new(false),
+                metrics,
+            })
+        })
+    }
+
+    fn retired(&self, why: Retired) {
+        if let Some(m) = &self.metrics {
+            m.retired(why);
+        }
+    }
+
+    /// An idle instance of `pre`'s code, if there is one.
+    fn take(&self, pre: &ProxyPre<ProxyState>) -> Option<Warm> {
+        let mut dropped = Vec::new();
+        let found = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                match idle.pop() {
+                    None => break None,
+                    // The code was upgraded since: the new code's instances from now on.
+                    Some(w) if !wasmtime::Engine::same(w.store.engine(), pre.engine()) => dropped.push(w),
+                    Some(w) if w.spoiled.load(Ordering::Acquire) => {
+                        self.retired(Retired::Body);
+                        dropped.push(w);
+                    }
+                    Some(w) => break Some(w),
+                }
+            }
+        };
+        // Freeing an instance's memory is not done under the lock.
+        drop(dropped);
+        found
+    }
+
+    /// `w` served a request whose handler returned normally: keep it, or retire it.
+    fn give_back(&self, mut w: Warm) {
+        let why = if w.served >= self.max {
+            Some(Retired::Served)
+        } else if w.spoiled.load(Ordering::Acquire) {
+            Some(Retired::Body)
+        } else if w.store.data_mut().holds_request_resources() {
+            Some(Retired::KeptRequest)
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.retired(why);
+            return;
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.cap {
+            idle.push(w);
+        }
+    }
+
+    /// The server drains: idle instances are dropped, and none is kept from now on.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
+        drop(idle);
+    }
+}
+
+/// Serves one request with an instance of the component: a fresh one, or an idle one when the
+/// server reuses them.
 pub(crate) async fn handle(
     app: &App,
     pre: &ProxyPre<ProxyState>,
@@ -31,18 +149,32 @@ pub(crate) async fn handle(
     deadline: Instant,
 ) -> hyper::Response<HyperOutgoingBody> {
     let label = format!("{} {}", req.method(), req.uri().path());
-    let ctx = match app.wasi_builder() {
-        Ok(mut b) => b.build(),
-        Err(m) => return app.failed(&label, &m),
+    let warm = app.reuse.as_ref().and_then(|r| r.take(pre));
+    let (mut store, proxy, served, spoiled) = match warm {
+        Some(w) => {
+            if let Some(m) = &app.metrics {
+                m.reused();
+            }
+            (w.store, Some(w.proxy), w.served, w.spoiled)
+        }
+        None => {
+            let ctx = match app.wasi_builder() {
+                Ok(mut b) => b.build(),
+                Err(m) => return app.failed(&label, &m),
+            };
+            let limiter = Limiter::new(Some(app.limits.request_memory));
+            let state =
+                ProxyState::new(ctx, limiter, app.outbound.clone(), app.metrics.clone(), app.run.config.clone());
+            let mut store = Store::new(pre.engine(), state);
+            store.limiter(|s| &mut s.limiter);
+            // Yield to tokio at every epoch tick: a spinning guest shares its worker thread and
+            // its deadline below can fire.
+            store.epoch_deadline_async_yield_and_update(1);
+            (store, None, 0, Arc::new(AtomicBool::new(false)))
+        }
     };
-    let limiter = Limiter::new(Some(app.limits.request_memory));
-    let state = ProxyState::new(ctx, limiter, app.outbound.clone(), app.metrics.clone(), app.run.config.clone());
-    let mut store = Store::new(pre.engine(), state);
-    store.limiter(|s| &mut s.limiter);
-    // Yield to tokio at every epoch tick: a spinning guest shares its worker thread and its
-    // deadline below can fire.
+    // Counted from now, for a reused instance too.
     store.set_epoch_deadline(1);
-    store.epoch_deadline_async_yield_and_update(1);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (incoming, out) = {
         let mut http = store.data_mut().http();
@@ -52,38 +184,131 @@ pub(crate) async fn handle(
         }
     };
     let pre = pre.clone();
+    let reuse = app.reuse.clone();
+    let spoiled_by_response = spoiled.clone();
+    // Ends when the task does (its sender is dropped): a reused instance's response ends only
+    // then, so a keep-alive client's next request finds the instance (and its slot) free.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     // The guest runs in its own task: it may go on writing the body after it set the response.
+    // The task owns the instance; it ends (and releases the concurrency slot) once the handler
+    // returned and the instance was given back or dropped.
     let task = tokio::spawn(async move {
+        // Dropped in reverse order: the slot is released, then the response may end.
+        let _done = done_tx;
         let _permit = permit;
+        // Counts the instance as retired unless it is given back, also when the task is aborted
+        // at the deadline (which drops the instance).
+        let mut lease = Lease { reuse, retired: Some(Retired::Timeout) };
+        let mut instantiated = proxy.is_some();
         let run = async {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, out)
-                .await
+            let proxy = match proxy {
+                Some(p) => p,
+                None => pre.instantiate_async(&mut store).await?,
+            };
+            instantiated = true;
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await?;
+            Ok::<_, wasmtime::Error>(proxy)
         };
-        match tokio::time::timeout_at(deadline, run).await {
-            Ok(Ok(())) => Ended::Done,
-            Ok(Err(e)) => Ended::Failed(
-                classify(&e, store.data().limiter.hit.as_ref(), None, false).to_string(),
-            ),
+        let result = tokio::time::timeout_at(deadline, run).await;
+        match result {
+            Ok(Ok(proxy)) => {
+                lease.retired = None;
+                if let Some(r) = &lease.reuse {
+                    r.give_back(Warm { store, proxy, served: served + 1, spoiled });
+                }
+                Ended::Done
+            }
+            Ok(Err(e)) => {
+                let hit = store.data().limiter.hit.as_ref();
+                lease.retired = match (instantiated, hit) {
+                    (false, _) => None,
+                    (true, Some(_)) => Some(Retired::Memory),
+                    (true, None) => Some(Retired::Trap),
+                };
+                Ended::Failed(classify(&e, hit, None, false).to_string())
+            }
             Err(_) => Ended::Timeout,
         }
     });
     let abort = task.abort_handle();
+    let spoil = |response: hyper::Response<HyperOutgoingBody>| {
+        spoiled_by_response.store(true, Ordering::Release);
+        response
+    };
     match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(Ok(response))) if app.reuse.is_some() => {
+            // A body that fails (the guest aborted it, or dropped it unfinished) spoils the
+            // instance too.
+            let spoiled = spoiled_by_response.clone();
+            response.map(|body| ReusedBody { body, spoiled, done: Some(done_rx) }.boxed_unsync())
+        }
         Ok(Ok(Ok(response))) => response,
-        Ok(Ok(Err(code))) => app.failed(&label, &format!("the guest answered with error {code:?}")),
+        Ok(Ok(Err(code))) => spoil(app.failed(&label, &format!("the guest answered with error {code:?}"))),
         // The guest dropped the response outparam without setting it: see how it ended.
         Ok(Err(_)) => match task.await {
             Ok(Ended::Timeout) => app.timed_out(&label),
             Ok(Ended::Failed(m)) => app.failed(&label, &m),
-            Ok(Ended::Done) => app.failed(&label, "the guest returned without setting a response"),
+            Ok(Ended::Done) => spoil(app.failed(&label, "the guest returned without setting a response")),
             Err(e) => app.failed(&label, &e.to_string()),
         },
         Err(_) => {
+            // Aborting drops the instance with the task: retired.
             abort.abort();
             app.timed_out(&label)
+        }
+    }
+}
+
+/// The response body of a reused instance: an error in it spoils the instance, and its end
+/// waits for the request's task to end (the handler returned, the instance given back or
+/// retired, the concurrency slot released).
+struct ReusedBody {
+    body: HyperOutgoingBody,
+    spoiled: Arc<AtomicBool>,
+    done: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl hyper::body::Body for ReusedBody {
+    type Data = bytes::Bytes;
+    type Error = <HyperOutgoingBody as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(None) => match this.done.as_mut().map(|d| Pin::new(d).poll(cx)) {
+                Some(Poll::Pending) => Poll::Pending,
+                _ => {
+                    this.done = None;
+                    Poll::Ready(None)
+                }
+            },
+            Poll::Ready(Some(Err(e))) => {
+                this.spoiled.store(true, Ordering::Release);
+                Poll::Ready(Some(Err(e)))
+            }
+            other => other,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A request's hold on its instance: unless given back, the instance is counted as retired
+/// for `retired` when the request's task ends, however it ends.
+struct Lease {
+    reuse: Option<Arc<Reuse>>,
+    retired: Option<Retired>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let (Some(r), Some(why)) = (&self.reuse, self.retired) {
+            r.retired(why);
         }
     }
 }

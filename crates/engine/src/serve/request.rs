@@ -1,5 +1,6 @@
 //! What the handler of one request (`proxy`, `wagi`) gets from the server: `App`, the state
-//! every request shares (the limits, the allow-list, the guest's WASI setup, the metrics), the
+//! every request shares (the limits, the allow-list, the guest's WASI setup, the metrics, the
+//! instances kept for reuse), the
 //! WASI context of a request, and the shim's own short responses (500 and 504 with a line in
 //! the container's log, `plain`).
 
@@ -15,6 +16,8 @@ use crate::limits::ServeLimits;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 
+use super::proxy::Reuse;
+
 /// Shared by every request.
 pub(crate) struct App {
     pub(crate) limits: ServeLimits,
@@ -24,6 +27,9 @@ pub(crate) struct App {
     pub(crate) run: RunOptions,
     pub(crate) file: String,
     pub(crate) metrics: Option<Arc<Metrics>>,
+    /// Idle instances kept for the next requests (`ServeLimits::instance_reuse` above 1, a
+    /// `wasi:http` component); `None`: a fresh instance per request.
+    pub(crate) reuse: Option<Arc<Reuse>>,
 }
 
 impl App {

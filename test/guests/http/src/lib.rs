@@ -15,6 +15,16 @@
 //!   `ip-name-lookup`): sends `hello\n`, answers 200 `reply: <the line read back>`, or 502
 //!   `<step>: <error code>` (`create: access-denied`, `connect 127.0.0.1:9: access-denied`, ...).
 //! - `/listen` — binds a TCP socket to `0.0.0.0:0` and listens: 200 `listening`, or 502 as above.
+//!
+//! For instance reuse (`wasm.containerd.io/http-instance-reuse`), a global counts the requests
+//! this instance has been handed, this one included:
+//! - `/count` — `served <n>`.
+//! - `/leak?mb=<n>` — allocates and touches n MiB and never frees them (memory that grows from
+//!   request to request), then `served <n>`.
+//! - `/keep` — keeps the request (its body unread) in a global, answers `served <n>`: an
+//!   instance that holds a finished request's pieces must not serve again.
+//! - `/abort-body` — sets a 200 response, writes part of its body, then drops the body without
+//!   finishing it: the client sees a broken response.
 
 use wasip2::http::types::{
     ErrorCode, Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
@@ -25,8 +35,17 @@ wasip2::http::proxy::export!(Guest);
 
 struct Guest;
 
+/// Requests this instance has been handed (state that carries over when it is reused).
+static SERVED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+std::thread_local! {
+    /// Requests `/keep` held on to.
+    static KEPT: std::cell::RefCell<Vec<IncomingRequest>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl wasip2::exports::http::incoming_handler::Guest for Guest {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let path_query = request.path_with_query().unwrap_or_else(|| "/".to_string());
         let (path, query) = match path_query.split_once('?') {
             Some((p, q)) => (p.to_string(), q.to_string()),
@@ -97,6 +116,27 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
                 Ok(()) => respond(out, 200, &[], b"listening\n"),
                 Err(e) => respond(out, 502, &[], format!("{e}\n").as_bytes()),
             },
+            "/count" => respond(out, 200, &[], format!("served {served}\n").as_bytes()),
+            "/leak" => {
+                let mb: usize = param("mb").and_then(|v| v.parse().ok()).unwrap_or(1);
+                let v = vec![1u8; mb << 20].leak();
+                std::hint::black_box(&v);
+                respond(out, 200, &[], format!("served {served}\n").as_bytes());
+            }
+            "/keep" => {
+                KEPT.with(|k| k.borrow_mut().push(request));
+                respond(out, 200, &[], format!("served {served}\n").as_bytes());
+            }
+            "/abort-body" => {
+                let response = OutgoingResponse::new(Fields::new());
+                let outgoing = response.body().expect("response body");
+                ResponseOutparam::set(out, Ok(response));
+                {
+                    let stream = outgoing.write().expect("body stream");
+                    let _ = stream.blocking_write_and_flush(b"part of a body");
+                }
+                drop(outgoing);
+            }
             "/stderr" => {
                 eprintln!("a line on stderr from a request");
                 respond(out, 200, &[], b"ok\n");
