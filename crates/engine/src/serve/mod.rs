@@ -1,7 +1,8 @@
 //! Serving HTTP/1.1 (keep-alive) on a listener the caller bound: one tokio runtime, one hyper
 //! connection task per client, and per request a fresh instance of the prepared workload
-//! (`proxy` for `wasi:http` components, `wagi` for CGI-style modules, with `cgi`), each handed
-//! what requests share (`request`).
+//! (`proxy` for `wasi:http` 0.2 components, `service` for `wasi:http` 0.3 ones, `wagi` for
+//! CGI-style modules, with `cgi`), each handed what requests share (`request`). The limits,
+//! the drain and the metrics below are the same for all of them.
 //!
 //! Hardening, in the order a request meets it: past `ServeLimits::max_connections` open
 //! connections the next one is not accepted until one closes (it waits in the listen backlog);
@@ -16,6 +17,7 @@
 pub mod cgi;
 mod proxy;
 mod request;
+mod service;
 mod wagi;
 
 use std::convert::Infallible;
@@ -174,6 +176,7 @@ impl Server {
         let deadline = tokio::time::Instant::now() + app.limits.request_timeout;
         match &prepared.kind {
             Kind::Proxy { pre } => proxy::handle(app, pre, req, permit, deadline).await,
+            Kind::Service { pre } => service::handle(app, pre, req, permit, deadline).await,
             Kind::Wagi { pre, entry } => wagi::handle(app, pre, entry, req, peer, permit, deadline).await,
             Kind::Module { .. } | Kind::Component { .. } => app.failed("serve", "not an HTTP workload"),
         }
