@@ -70,6 +70,15 @@ pub fn exit_with_code_component(code: u8) -> Result<Vec<u8>> {
 /// adapter; `http` in `Guests`.
 pub const HTTP_GUEST: &str = "http_guest";
 
+/// The WASI 0.3 guests (`test/guests/p3-cli`, `test/guests/p3-http`: cdylibs built with the
+/// `wasip3` crate's bindings, async exports made by wit-bindgen), by their name in `Guests` and
+/// their built module. Each is wrapped with the preview1 *reactor* adapter, as a user's
+/// `cargo build --target wasm32-wasip1` + `wasm-tools component new --adapt` makes them: what
+/// Rust's std calls (`println!`, a panic's message) goes through WASI 0.2, what the `wasip3`
+/// bindings call is WASI 0.3, and the component exports only `wasi:cli/run@0.3.0` or
+/// `wasi:http/handler@0.3.0` (the command adapter would add a 0.2 `run` of its own).
+pub const P3_GUESTS: &[(&str, &str)] = &[("p3-cli", "p3_cli_guest"), ("p3-http", "p3_http_guest")];
+
 /// `test/guests`.
 pub fn guests_dir() -> PathBuf {
     crate::workspace_root().join("test").join("guests")
@@ -140,6 +149,11 @@ impl Guests {
         let http = proxy_component_from_module(&read_built(HTTP_GUEST)?)
             .context("making a component of http_guest.wasm")?;
         bytes.insert("http".to_string(), http);
+        for (name, built) in P3_GUESTS {
+            let component = reactor_component_from_module(&read_built(built)?)
+                .with_context(|| format!("making a component of {built}.wasm"))?;
+            bytes.insert(name.to_string(), component);
+        }
         let wat_dir = guests_dir().join("wat");
         let hello_wat = wat_dir.join("hello.wat");
         let text = std::fs::read(&hello_wat).with_context(|| format!("{}", hello_wat.display()))?;
@@ -206,6 +220,15 @@ pub fn proxy_component_from_module(module: &[u8]) -> Result<Vec<u8>> {
     with_adapter(
         module,
         wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_PROXY_ADAPTER,
+    )
+}
+
+/// Wraps a library module (a cdylib: no `_start`) whose exports are component functions, such as
+/// a WASI 0.3 guest's, with the preview1 reactor adapter.
+pub fn reactor_component_from_module(module: &[u8]) -> Result<Vec<u8>> {
+    with_adapter(
+        module,
+        wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
     )
 }
 

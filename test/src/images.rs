@@ -45,7 +45,8 @@ fn noise(len: usize) -> Vec<u8> {
 ///   `wasi:cli/exit.exit-with-code(n)`), `/hello.wat` (text), `/custom.wasm` (exports `_start` and `custom`),
 ///   `/no-start.wasm`, `/component.wasm`, `/http.wasm` (the `wasi:http/proxy` guest; `/wagi.wasm`
 ///   is the WAGI one), `/http-upgrade.wasm` (the same with one more custom section: other bytes,
-///   so another cache entry, that only the upgrade trial starts);
+///   so another cache entry, that only the upgrade trial starts), `/p3-cli.wasm` and
+///   `/p3-http.wasm` (the WASI 0.3 guests);
 /// - `/data/in.txt`, `/work/rel.txt`, an empty `/tmp`;
 /// - bad inputs: `/corrupt.wasm` (wasm magic and version, then noise), `/truncated.wasm` (the
 ///   first half of hello.wasm), `/dir.wasm/` (a directory), `/notes.txt` (text), `/empty.wasm`
@@ -74,6 +75,9 @@ pub fn guests_files(g: &Guests) -> Vec<ImageFile> {
     files.push(ImageFile::new("/component.wasm", g.get("component"), 0o755));
     files.push(ImageFile::new("/http.wasm", g.get("http"), 0o755));
     files.push(ImageFile::new("/http-upgrade.wasm", http_upgrade(g), 0o755));
+    for (name, _) in crate::guests::P3_GUESTS {
+        files.push(ImageFile::new(format!("/{name}.wasm"), g.get(name), 0o755));
+    }
     files.push(ImageFile::new(
         "/data/in.txt",
         format!("{DATA_IN}\n"),

@@ -19,6 +19,8 @@
 //!   cached starts, the features annotation) and trap core dumps (`e2e/features.rs`), serving
 //!   HTTP (`e2e/http.rs`: wasi:http, WAGI, drain, outbound, port in use; `e2e/metrics.rs`: the
 //!   metrics endpoint scraped by a real Prometheus), leak loop, latency print.
+//! - `wasm::wasi3::*` (e2e/wasi3.rs): WASI 0.3 components from the `wasip3` crate: a command
+//!   through `ctr run` and a `wasi:http/service` served, with the limits, drain and allow-list.
 //! - `wasm::thirdparty::*` (e2e/thirdparty.rs): programs from PyPI and npm (resvg, itk-wasm,
 //!   GCC for AVR, CPython and JavaScript components) against wasmtime 48; their CRI case is
 //!   `cri::wasm::thirdparty_cpython_command_and_js_function`.
@@ -76,6 +78,8 @@ mod precompile;
 mod features;
 #[path = "e2e/thirdparty.rs"]
 mod thirdparty;
+#[path = "e2e/wasi3.rs"]
+mod wasi3;
 
 #[path = "e2e/cri.rs"]
 mod cri;
@@ -1235,6 +1239,10 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("http::instance_reuse_refused_for_wagi", Wasm, Box::new(http::instance_reuse_refused_for_wagi));
     add("http::metrics_scraped_by_prometheus", Wasm, Box::new(metrics::scraped_by_prometheus));
     add("http::metrics_bad_port", Wasm, Box::new(metrics::bad_port));
+    add("wasi3::command", Wasm, Box::new(wasi3::command));
+    add("wasi3::command_memory_limit", Wasm, Box::new(wasi3::command_memory_limit));
+    add("wasi3::command_sigterm", Wasm, Box::new(wasi3::command_sigterm));
+    add("wasi3::service", Wasm, Box::new(wasi3::service));
     // Real programs nobody here wrote, from PyPI and npm (e2e/thirdparty.rs), against wasmtime 48.
     add("thirdparty::resvg_p1_png_same_as_wasmtime", Wasm, Box::new(thirdparty::resvg));
     add("thirdparty::itk_compress_stringify_p1_reactor", Wasm, Box::new(thirdparty::itk_compress_stringify));

@@ -1,6 +1,6 @@
 //! The `wasmtime::Config`, one wasmtime engine per compiler tier (built when
-//! first needed), the WASI linkers (built when first needed), and interruption
-//! by signal (epoch increment).
+//! first needed), the WASI linkers (built when first needed: WASI p1, p2, `wasi:http` p2, and
+//! the WASI 0.3 ones), and interruption by signal (epoch increment).
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -66,6 +66,8 @@ pub(crate) struct TierEngine {
     p2_linker: OnceLock<Result<wasmtime::component::Linker<P2State>, String>>,
     p1_async_linker: OnceLock<Result<wasmtime::Linker<P1State>, String>>,
     proxy_linker: OnceLock<Result<wasmtime::component::Linker<ProxyState>, String>>,
+    p3_linker: OnceLock<Result<wasmtime::component::Linker<P2State>, String>>,
+    service_linker: OnceLock<Result<wasmtime::component::Linker<ProxyState>, String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -94,6 +96,12 @@ fn base_config(tier: Tier, engine_config: &EngineConfig) -> wasmtime::Config {
     config
         .parallel_compilation(!engine_config.single_threaded)
         .wasm_component_model(true)
+        // WASI 0.3 (async functions, streams and futures of the component model). wasmtime 48
+        // turns it on by default where its `component-model-async` feature is built, as here;
+        // set explicitly so that the compiled code (and the cache key, which covers wasmtime's
+        // compatibility hash of these features) never depends on that default. It changes no
+        // code of a component that does not use it.
+        .wasm_component_model_async(true)
         .epoch_interruption(true)
         .memory_init_cow(true)
         // Explicit: wasmtime's default reads WASMTIME_BACKTRACE_DETAILS, which would make
@@ -121,8 +129,9 @@ fn pooling_config(serving: Option<ServingPool>, gc: bool) -> wasmtime::PoolingAl
         .total_core_instances(32 * n)
         .total_memories(8 * n)
         .total_tables(16 * n)
-        // Async calls (serving) run on fiber stacks: one per request in flight.
-        .total_stacks(serving.map_or(0, |s| s.instances.saturating_add(1)))
+        // Async calls (serving; a WASI 0.3 command) run on fiber stacks: one per request in
+        // flight, one for a command.
+        .total_stacks(serving.map_or(1, |s| s.instances.saturating_add(1)))
         // A GC heap per instance when GC is on (a module using GC cannot be instantiated
         // without one), none otherwise.
         .total_gc_heaps(if gc { n } else { 0 })
@@ -197,6 +206,8 @@ impl TierEngine {
             p2_linker: OnceLock::new(),
             p1_async_linker: OnceLock::new(),
             proxy_linker: OnceLock::new(),
+            p3_linker: OnceLock::new(),
+            service_linker: OnceLock::new(),
         }
     }
 
@@ -225,6 +236,43 @@ impl TierEngine {
                     .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
                     .and_then(|()| wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut ProxyState| s.config.view()))
                     .map_err(|e| format!("cannot set up wasi:http: {}", one_line(&e)))?;
+                Ok(linker)
+            })
+            .as_ref()
+            .map_err(|e| EngineError::Internal(e.clone()))
+    }
+
+    /// WASI 0.3 and 0.2, async, for a WASI 0.3 command (`wasi:cli/run@0.3.x`). Both versions:
+    /// a component built with a 0.2 toolchain and 0.3 bindings (Rust's `wasm32-wasip2` std and
+    /// the `wasip3` crate, or a preview1 adapter) imports both.
+    pub(crate) fn p3_linker(&self) -> Result<&wasmtime::component::Linker<P2State>, EngineError> {
+        self.p3_linker
+            .get_or_init(|| {
+                let mut linker = wasmtime::component::Linker::new(&self.wasmtime);
+                wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+                    .and_then(|()| wasmtime_wasi::p3::add_to_linker(&mut linker))
+                    .and_then(|()| wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut P2State| s.config.view()))
+                    .map_err(|e| format!("cannot set up WASI 0.3: {}", one_line(&e)))?;
+                Ok(linker)
+            })
+            .as_ref()
+            .map_err(|e| EngineError::Internal(e.clone()))
+    }
+
+    /// WASI 0.3 and 0.2 with `wasi:http` of both, async, for a WASI 0.3 `wasi:http/service`
+    /// component (`wasi:http/handler@0.3.x`).
+    pub(crate) fn service_linker(
+        &self,
+    ) -> Result<&wasmtime::component::Linker<ProxyState>, EngineError> {
+        self.service_linker
+            .get_or_init(|| {
+                let mut linker = wasmtime::component::Linker::new(&self.wasmtime);
+                wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+                    .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+                    .and_then(|()| wasmtime_wasi::p3::add_to_linker(&mut linker))
+                    .and_then(|()| wasmtime_wasi_http::p3::add_to_linker(&mut linker))
+                    .and_then(|()| wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut ProxyState| s.config.view()))
+                    .map_err(|e| format!("cannot set up wasi:http 0.3: {}", one_line(&e)))?;
                 Ok(linker)
             })
             .as_ref()
@@ -368,6 +416,8 @@ mod tests {
                 assert_eq!(t.pooling, pooling, "{tier}");
                 t.p1_linker().unwrap();
                 t.p2_linker().unwrap();
+                t.p3_linker().unwrap();
+                t.service_linker().unwrap();
             }
         }
     }

@@ -38,20 +38,24 @@
 //!   `wasi:config/store` entries (`GuestConfig`) (deny by
 //!   default), and the data of the stores guests run in (WASI p1, p2, `wasi:http` proxy).
 //! - `engine`: the `wasmtime::Config`, one wasmtime engine per `Tier`, the pooling
-//!   allocator option, the WASI linkers, `interrupt` (epoch bump) and the recorded signal.
+//!   allocator option, the WASI linkers (p1, p2, `wasi:http`, and WASI 0.3's), `interrupt` (epoch
+//!   bump) and the recorded signal.
 //! - `prepare`: format detection (module, component, WAT), compilation, entry
-//!   point choice and import resolution (`InstancePre`); `Prepared`; `serve_as`.
+//!   point choice (WASI 0.2 or 0.3 by the component's exports) and import resolution
+//!   (`InstancePre`); `Prepared`; `serve_as`.
 //! - `cache`: the compile cache shared by processes. `cache/disk`: the directory: keys,
 //!   atomic writes, per-key locks, checksums, LRU eviction, the compile log. `cache/load`:
 //!   a workload's key, loading compiled code by mmap (the crate's one `unsafe`), compiling
 //!   into the cache once.
-//! - `run`: a fresh store with the limiter and epoch deadline, calling the entry point.
+//! - `run`: a fresh store with the limiter and epoch deadline, calling the entry point (a WASI
+//!   0.3 command's async `run` on a tokio runtime of its own).
 //! - `serve`: serving HTTP/1.1 on a bound listener: tokio and hyper, the open-connections cap
 //!   (past it, not accepted), the concurrency cap (503), deadlines (504), graceful drain on
 //!   `Shutdown`, the code `Upgrade`. Below it, each request's handler: `serve/request` (what
 //!   handlers share: `App`, a request's WASI context, the shim's own responses),
 //!   `serve/proxy` (a `wasi:http/proxy` component, `ProxyPre`, and the instances kept for
-//!   reuse), `serve/wagi` (a WASI p1
+//!   reuse), `serve/service` (a WASI 0.3 `wasi:http/service` component, `ServicePre`, run in
+//!   the store's event loop), `serve/wagi` (a WASI p1
 //!   module run CGI-style) and `serve/cgi` (CGI 1.1: meta-variables, parsing the response;
 //!   pure, public for the fuzzer).
 

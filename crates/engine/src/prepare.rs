@@ -1,7 +1,10 @@
 //! Create-time work: detect the format (core module, component, WAT text),
 //! compile, choose the export to call and resolve every import against the
 //! WASI linkers, so that a workload that cannot run fails at Create with a
-//! message naming the file and the cause.
+//! message naming the file and the cause. A component is a WASI 0.2 or a WASI 0.3 one by
+//! what it exports: `wasi:cli/run@0.3.x` (a 0.3 command, preferred when both are there, as
+//! the wasmtime CLI does) or `@0.2.x`; `wasi:http/incoming-handler@0.2.x` (a `wasi:http/proxy`)
+//! or `wasi:http/handler@0.3.x` (a `wasi:http/service`).
 
 use std::borrow::Cow;
 
@@ -9,7 +12,9 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentExportIndex};
 use wasmtime::{ExternType, Module};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime_wasi::p3::bindings::CommandPre as CommandPreP3;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use crate::engine::{Engine, TierEngine};
 use crate::error::{one_line, EngineError};
@@ -20,6 +25,10 @@ use crate::tier::Tier;
 pub(crate) const CLI_RUN: &str = "wasi:cli/run@0.2.0";
 /// The export a `wasi:http/proxy` component serves requests with.
 pub(crate) const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2.0";
+/// The export a WASI 0.3 command runs; any 0.3.x version matches.
+pub(crate) const CLI_RUN_P3: &str = "wasi:cli/run@0.3.0";
+/// The export a WASI 0.3 `wasi:http/service` component serves requests with.
+pub(crate) const HTTP_HANDLER_P3: &str = "wasi:http/handler@0.3.0";
 
 /// How a prepared workload is to be served over HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +72,8 @@ pub(crate) enum Kind {
     },
     /// A `wasi:http/proxy` component: each request instantiates it.
     Proxy { pre: ProxyPre<ProxyState> },
+    /// A WASI 0.3 `wasi:http/service` component: each request instantiates it too.
+    Service { pre: ServicePre<ProxyState> },
     /// A WASI p1 module served CGI-style: each request runs `entry`.
     Wagi {
         pre: wasmtime::InstancePre<P1State>,
@@ -73,6 +84,8 @@ pub(crate) enum Kind {
 pub(crate) enum ComponentEntry {
     /// `wasi:cli/run.run`.
     Run(CommandPre<P2State>),
+    /// `wasi:cli/run@0.3.x`'s async `run` (linked with WASI 0.3 and 0.2, async).
+    RunP3(CommandPreP3<P2State>),
     /// A function export named by the user (`func` or `instance#func`).
     Func {
         name: String,
@@ -99,13 +112,13 @@ impl Artifact {
 impl Prepared {
     /// True for a component (WASI p2), false for a core module (WASI p1).
     pub fn is_component(&self) -> bool {
-        matches!(self.kind, Kind::Component { .. } | Kind::Proxy { .. })
+        matches!(self.kind, Kind::Component { .. } | Kind::Proxy { .. } | Kind::Service { .. })
     }
 
     /// How it is served over HTTP, or `None` for a command.
     pub fn serves(&self) -> Option<ServeKind> {
         match self.kind {
-            Kind::Proxy { .. } => Some(ServeKind::Http),
+            Kind::Proxy { .. } | Kind::Service { .. } => Some(ServeKind::Http),
             Kind::Wagi { .. } => Some(ServeKind::Wagi),
             Kind::Module { .. } | Kind::Component { .. } => None,
         }
@@ -135,10 +148,15 @@ impl Prepared {
                 ..
             } => "wasi:cli/run",
             Kind::Component {
+                entry: ComponentEntry::RunP3(_),
+                ..
+            } => "wasi:cli/run@0.3",
+            Kind::Component {
                 entry: ComponentEntry::Func { name, .. },
                 ..
             } => name,
             Kind::Proxy { .. } => "wasi:http/incoming-handler",
+            Kind::Service { .. } => "wasi:http/handler@0.3",
             Kind::Wagi { entry, .. } => entry,
         }
     }
@@ -313,16 +331,31 @@ fn link_component(
 
     // Check the export before linking: a missing entry point is the more
     // useful message.
+    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let named = match export {
         None => {
+            if component.get_export_index(None, CLI_RUN_P3).is_some() {
+                return link_p3_command(t, component, file, imports);
+            }
             if component.get_export_index(None, CLI_RUN).is_none() {
-                // Not a command: a `wasi:http/proxy` component is served.
-                if component.get_export_index(None, HTTP_HANDLER).is_some() {
+                // Not a command: a `wasi:http/proxy` (or 0.3 `service`) component is served.
+                if component.get_export_index(None, HTTP_HANDLER).is_some()
+                    || component.get_export_index(None, HTTP_HANDLER_P3).is_some()
+                {
                     return link_proxy(t, component, file);
                 }
-                return Err(not_found("wasi:cli/run@0.2.x"));
+                return Err(not_found("wasi:cli/run@0.2.x or @0.3.x"));
             }
             None
+        }
+        Some(name) if imports.iter().any(|i| is_wasi_p3(i)) => {
+            return Err(bad_export(
+                file,
+                name,
+                "calling a named export of a WASI 0.3 component is not supported: the shim runs \
+                 its wasi:cli/run@0.3.x or serves its wasi:http/handler@0.3.x"
+                    .to_string(),
+            ))
         }
         Some(name) => {
             let (parent, func) = match name.rsplit_once('#') {
@@ -361,7 +394,6 @@ fn link_component(
         }
     };
 
-    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let pre = t
         .p2_linker()?
         .instantiate_pre(component)
@@ -377,8 +409,31 @@ fn link_component(
     Ok(Kind::Component { pre, entry })
 }
 
+/// A WASI 0.3 command: its imports resolved against WASI 0.3 and 0.2 (async), its
+/// `wasi:cli/run@0.3.x` checked.
+fn link_p3_command(
+    t: &TierEngine,
+    component: &Component,
+    file: &str,
+    imports: Vec<String>,
+) -> Result<Kind, EngineError> {
+    let pre = t
+        .p3_linker()?
+        .instantiate_pre(component)
+        .map_err(|e| link_error(file, &e, imports))?;
+    let command = CommandPreP3::new(pre.clone())
+        .map_err(|e| bad_export(file, "wasi:cli/run@0.3", one_line(&e)))?;
+    Ok(Kind::Component { pre, entry: ComponentEntry::RunP3(command) })
+}
+
+/// Whether a component import names a WASI 0.3 interface (`wasi:cli/stdout@0.3.0`, ...).
+fn is_wasi_p3(import: &str) -> bool {
+    import.starts_with("wasi:") && import.split_once('@').is_some_and(|(_, v)| v.starts_with("0.3."))
+}
+
 /// Whether `bytes` (a component, binary or WAT) is served over HTTP by default: it exports
-/// `wasi:http/incoming-handler@0.2.x` and not `wasi:cli/run@0.2.x`. Read from its top-level
+/// `wasi:http/incoming-handler@0.2.x` or `wasi:http/handler@0.3.x`, and no `wasi:cli/run`
+/// (0.2.x or 0.3.x). Read from its top-level
 /// export section, without compiling, so that the engine can be sized for serving first.
 pub fn serves_http_by_default(bytes: &[u8]) -> bool {
     let Ok((binary, Format::Component)) = decode(bytes, "") else {
@@ -392,8 +447,9 @@ pub fn serves_http_by_default(bytes: &[u8]) -> bool {
             Ok(wasmparser::Payload::ComponentExportSection(exports)) if depth == 1 => {
                 for export in exports.into_iter().flatten() {
                     let name = export.name.name;
-                    handler |= name.starts_with("wasi:http/incoming-handler@0.2.");
-                    run |= name.starts_with("wasi:cli/run@0.2.");
+                    handler |= name.starts_with("wasi:http/incoming-handler@0.2.")
+                        || name.starts_with("wasi:http/handler@0.3.");
+                    run |= name.starts_with("wasi:cli/run@0.2.") || name.starts_with("wasi:cli/run@0.3.");
                 }
             }
             Ok(_) => {}
@@ -404,18 +460,28 @@ pub fn serves_http_by_default(bytes: &[u8]) -> bool {
 }
 
 /// Resolves a `wasi:http/proxy` component's imports against WASI p2 and
-/// `wasi:http`, and checks its `incoming-handler` export.
+/// `wasi:http`, and checks its `incoming-handler` export; or a WASI 0.3 `wasi:http/service`
+/// component's against WASI 0.3 and 0.2 with `wasi:http` of both, and its `handler` export.
 fn link_proxy(t: &TierEngine, component: &Component, file: &str) -> Result<Kind, EngineError> {
     let engine = &t.wasmtime;
     let ty = component.component_type();
-    if component.get_export_index(None, HTTP_HANDLER).is_none() {
-        return Err(EngineError::ExportNotFound {
-            file: file.to_string(),
-            export: "wasi:http/incoming-handler@0.2.x".to_string(),
-            available: sorted(ty.exports(engine).map(|(n, _)| n.to_string())),
-        });
-    }
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    if component.get_export_index(None, HTTP_HANDLER).is_none() {
+        if component.get_export_index(None, HTTP_HANDLER_P3).is_none() {
+            return Err(EngineError::ExportNotFound {
+                file: file.to_string(),
+                export: "wasi:http/incoming-handler@0.2.x or wasi:http/handler@0.3.x".to_string(),
+                available: sorted(ty.exports(engine).map(|(n, _)| n.to_string())),
+            });
+        }
+        let pre = t
+            .service_linker()?
+            .instantiate_pre(component)
+            .map_err(|e| link_error(file, &e, imports))?;
+        let pre = ServicePre::new(pre)
+            .map_err(|e| bad_export(file, "wasi:http/handler@0.3", one_line(&e)))?;
+        return Ok(Kind::Service { pre });
+    }
     let pre = t
         .proxy_linker()?
         .instantiate_pre(component)
@@ -650,6 +716,15 @@ mod tests {
         assert!(!is_wasi_p2("wasi:http/types@0.2.0"));
         assert!(!is_wasi_p2("wasi:cli/exit@0.3.0"));
         assert!(is_wasi_p2("wasi_snapshot_preview1::fd_write"));
+    }
+
+    #[test]
+    fn wasi_p3_interfaces() {
+        assert!(is_wasi_p3("wasi:cli/stdout@0.3.0"));
+        assert!(is_wasi_p3("wasi:http/types@0.3.1"));
+        assert!(!is_wasi_p3("wasi:cli/stdout@0.2.6"));
+        assert!(!is_wasi_p3("wasmtest:x/y@0.3.0"));
+        assert!(!is_wasi_p3("wasi:cli/stdout"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Start-time work: the guest's WASI context from `RunOptions` (`host`), the
 //! prepared workload instantiated in a fresh store with the memory limiter and
 //! the epoch deadline, its entry point called, and what happened turned into
-//! an `Outcome`.
+//! an `Outcome`. A WASI 0.3 command's `run` is an async function: it runs in the store's
+//! event loop (`run_concurrent`) on a single-threaded tokio runtime of its own.
 
 use std::io::Write;
 
@@ -24,7 +25,7 @@ impl Engine {
         let outcome = match &prepared.kind {
             Kind::Module { pre, init, entry } => self.run_module(prepared, pre, init, entry, opts),
             Kind::Component { pre, entry } => self.run_component(prepared, pre, entry, opts),
-            Kind::Proxy { .. } | Kind::Wagi { .. } => {
+            Kind::Proxy { .. } | Kind::Service { .. } | Kind::Wagi { .. } => {
                 return Outcome::Failed("an HTTP workload is served, not run".to_string())
             }
         };
@@ -112,6 +113,33 @@ impl Engine {
                     Err(e) => {
                         capture_coredump(opts, &e, &mut store, &prepared.file);
                         self.finish(prepared, &e, &store.data().limiter, false)
+                    }
+                }
+            }
+            ComponentEntry::RunP3(command_pre) => {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => return Outcome::Failed(format!("cannot start an async runtime: {e}")),
+                };
+                let ran = runtime.block_on(async {
+                    let command = match command_pre.instantiate_async(&mut store).await {
+                        Ok(command) => command,
+                        Err(e) => return Err((e, true)),
+                    };
+                    store
+                        .run_concurrent(async |s| command.wasi_cli_run().call_run(s).await)
+                        .await
+                        .and_then(|r| r)
+                        .map_err(|e| (e, false))
+                });
+                match ran {
+                    Ok(Ok(())) => Outcome::Exited(0),
+                    Ok(Err(())) => Outcome::Exited(1),
+                    Err((e, instantiating)) => {
+                        if !instantiating {
+                            capture_coredump(opts, &e, &mut store, &prepared.file);
+                        }
+                        self.finish(prepared, &e, &store.data().limiter, instantiating)
                     }
                 }
             }

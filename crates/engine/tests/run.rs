@@ -537,7 +537,7 @@ fn component_named_function_export() {
     let err = engine.prepare(wat.as_bytes(), "/c.wasm", None).unwrap_err();
     assert_eq!(
         err.to_string(),
-        r#"/c.wasm: export "wasi:cli/run@0.2.x" not found (exports: answer)"#
+        r#"/c.wasm: export "wasi:cli/run@0.2.x or @0.3.x" not found (exports: answer)"#
     );
 }
 

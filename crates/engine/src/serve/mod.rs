@@ -1,8 +1,10 @@
 //! Serving HTTP/1.1 (keep-alive) on a listener the caller bound: one tokio runtime, one hyper
 //! connection task per client, and per request a fresh instance of the prepared workload
-//! (`proxy` for `wasi:http` components, `wagi` for CGI-style modules, with `cgi`), each handed
-//! what requests share (`request`); or, with `ServeLimits::instance_reuse` above 1, an idle
-//! instance of the component that served earlier requests (`proxy::Reuse`).
+//! (`proxy` for `wasi:http` 0.2 components, `service` for `wasi:http` 0.3 ones, `wagi` for
+//! CGI-style modules, with `cgi`), each handed what requests share (`request`); or, with
+//! `ServeLimits::instance_reuse` above 1, an idle instance of the 0.2 component that served
+//! earlier requests (`proxy::Reuse`). The limits, the drain and the metrics below are the same
+//! for all of them.
 //!
 //! Hardening, in the order a request meets it: past `ServeLimits::max_connections` open
 //! connections the next one is not accepted until one closes (it waits in the listen backlog);
@@ -17,6 +19,7 @@
 pub mod cgi;
 mod proxy;
 mod request;
+mod service;
 mod wagi;
 
 use std::convert::Infallible;
@@ -37,7 +40,7 @@ use crate::host::RunOptions;
 use crate::limits::ServeLimits;
 use crate::metrics::{Live, Metrics, MetricsOptions};
 use crate::outbound::{AllowList, Outbound};
-use crate::prepare::{Kind, Prepared, ServeKind};
+use crate::prepare::{Kind, Prepared};
 
 use request::{plain, App};
 
@@ -175,6 +178,7 @@ impl Server {
         let deadline = tokio::time::Instant::now() + app.limits.request_timeout;
         match &prepared.kind {
             Kind::Proxy { pre } => proxy::handle(app, pre, req, permit, deadline).await,
+            Kind::Service { pre } => service::handle(app, pre, req, permit, deadline).await,
             Kind::Wagi { pre, entry } => wagi::handle(app, pre, entry, req, peer, permit, deadline).await,
             Kind::Module { .. } | Kind::Component { .. } => app.failed("serve", "not an HTTP workload"),
         }
@@ -211,11 +215,11 @@ impl Engine {
             });
         }
         let limits = &opts.limits;
-        if limits.instance_reuse > 1 && prepared.serves() != Some(ServeKind::Http) {
+        if limits.instance_reuse > 1 && !matches!(prepared.kind, Kind::Proxy { .. }) {
             return Err(EngineError::NotServable {
                 file: prepared.file.clone(),
                 reason: format!(
-                    "{}={}: only a wasi:http component's instance can serve several requests (a WAGI module's _start runs once)",
+                    "{}={}: only a wasi:http 0.2 component's instance can serve several requests (a WAGI module's _start runs once; a WASI 0.3 service gets a fresh instance per request, reuse is not built for it yet)",
                     limits.names.instance_reuse, limits.instance_reuse
                 ),
             });
