@@ -30,6 +30,9 @@ pub const REQUEST_MEMORY: &str = "wasm.containerd.io/http-request-memory";
 pub const MAX_BODY: &str = "wasm.containerd.io/http-max-body";
 /// Outbound `wasi:http` destinations, comma-separated `[scheme://]host[:port]`, `*` for any.
 pub const ALLOWED_OUTBOUND: &str = "wasm.containerd.io/http-allowed-outbound";
+/// `true`: a line per request on the container's stderr (Common Log Format plus the
+/// duration); `false`, the default: none.
+pub const ACCESS_LOG: &str = "wasm.containerd.io/http-access-log";
 /// TCP port of the Prometheus endpoint (`GET /metrics`) of a served workload; none without it.
 pub const METRICS_PORT: &str = "wasm.containerd.io/metrics-port";
 
@@ -72,6 +75,8 @@ pub struct HttpConfig {
     pub allowed_outbound: Vec<String>,
     /// [`METRICS_PORT`]: where the server's metrics are served, if anywhere.
     pub metrics_port: Option<u16>,
+    /// [`ACCESS_LOG`].
+    pub access_log: bool,
 }
 
 impl Default for HttpConfig {
@@ -86,6 +91,7 @@ impl Default for HttpConfig {
             max_body: DEFAULT_MAX_BODY,
             allowed_outbound: Vec::new(),
             metrics_port: None,
+            access_log: false,
         }
     }
 }
@@ -172,6 +178,13 @@ pub fn http_config(spec: &Spec, env: &[(String, String)]) -> Result<HttpConfig, 
         }
         config.metrics_port = Some(port);
     }
+    if let Some(v) = get(ACCESS_LOG) {
+        config.access_log = match v.to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(bad(ACCESS_LOG, v, "true or false")),
+        };
+    }
     Ok(config)
 }
 
@@ -240,6 +253,7 @@ mod tests {
             (MAX_BODY, "1Mi"),
             (ALLOWED_OUTBOUND, "http://127.0.0.1:3500, api.example.com ,"),
             (METRICS_PORT, " 9091 "),
+            (ACCESS_LOG, "True"),
         ]);
         let c = http_config(&s, &[]).unwrap();
         assert_eq!(c.mode, ServeMode::Wagi);
@@ -250,6 +264,14 @@ mod tests {
         assert_eq!(c.max_body, 1 << 20);
         assert_eq!(c.allowed_outbound, vec!["http://127.0.0.1:3500", "api.example.com"]);
         assert_eq!(c.metrics_port, Some(9091));
+        assert!(c.access_log);
+    }
+
+    #[test]
+    fn access_log_is_off_unless_set_true() {
+        assert!(!http_config(&spec(&[]), &[]).unwrap().access_log);
+        assert!(!http_config(&spec(&[(ACCESS_LOG, "false")]), &[]).unwrap().access_log);
+        assert!(http_config(&spec(&[(ACCESS_LOG, " true ")]), &[]).unwrap().access_log);
     }
 
     #[test]
@@ -282,6 +304,9 @@ mod tests {
             (METRICS_PORT, "0"),
             (METRICS_PORT, "65536"),
             (METRICS_PORT, "prometheus"),
+            (ACCESS_LOG, "yes"),
+            (ACCESS_LOG, "1"),
+            (ACCESS_LOG, ""),
         ] {
             let err = http_config(&spec(&[(key, value)]), &[]).unwrap_err();
             let text = err.to_string();

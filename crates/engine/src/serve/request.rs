@@ -1,7 +1,7 @@
 //! What the handler of one request (`proxy`, `wagi`) gets from the server: `App`, the state
-//! every request shares (the limits, the allow-list, the guest's WASI setup, the metrics), the
-//! WASI context of a request, and the shim's own short responses (500 and 504 with a line in
-//! the container's log, `plain`).
+//! every request shares (the limits, the allow-list, the guest's WASI setup, the metrics, the
+//! access log), the WASI context of a request, and the shim's own short responses (500 and 504
+//! with a line in the container's log, `plain`).
 
 use std::sync::Arc;
 
@@ -15,6 +15,8 @@ use crate::limits::ServeLimits;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 
+use super::access::AccessLog;
+
 /// Shared by every request.
 pub(crate) struct App {
     pub(crate) limits: ServeLimits,
@@ -24,6 +26,8 @@ pub(crate) struct App {
     pub(crate) run: RunOptions,
     pub(crate) file: String,
     pub(crate) metrics: Option<Arc<Metrics>>,
+    /// `None`: no access log, and the guest's stderr is wasmtime's own.
+    pub(crate) access: Option<Arc<AccessLog>>,
 }
 
 impl App {
@@ -33,6 +37,9 @@ impl App {
         // Blocking host calls go to tokio's blocking pool, not this worker.
         b.allow_blocking_current_thread(false);
         self.outbound.restrict(&mut b);
+        if let Some(a) = &self.access {
+            a.guest_stderr(&mut b);
+        }
         Ok(b)
     }
 
@@ -45,8 +52,17 @@ impl App {
 
     /// 500, and a line in the container's log saying why.
     pub(crate) fn failed(&self, label: &str, why: &str) -> hyper::Response<HyperOutgoingBody> {
-        eprintln!("{}: {label}: {why}", self.file);
+        self.say(&format!("{}: {label}: {why}", self.file));
         plain(500, "internal server error\n")
+    }
+
+    /// A line of the server's own on the container's stderr (through the access log when it
+    /// is on, so it starts a line of its own too).
+    fn say(&self, line: &str) {
+        match &self.access {
+            None => eprintln!("{line}"),
+            Some(a) => a.write_line(&format!("{line}\n")),
+        }
     }
 
     /// 504, and a line in the container's log.
@@ -54,10 +70,10 @@ impl App {
         if let Some(m) = &self.metrics {
             m.timed_out();
         }
-        eprintln!(
+        self.say(&format!(
             "{}: {label}: no response within {:?} ({})",
             self.file, self.limits.request_timeout, self.limits.names.request_timeout
-        );
+        ));
         plain(504, "gateway timeout\n")
     }
 }
