@@ -342,10 +342,8 @@ fn init_log() {
     };
     // Back to blocking writes: a full pipe delays a line rather than dropping it.
     let _ = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()));
-    let logger = containerd_shim::logger::FifoLogger::with_file(file);
-    if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        log::set_max_level(log::LevelFilter::Info);
-    }
+    // With the keys of the container it compiles for (`helper_command`).
+    crate::logging::init_fifo(file, log::LevelFilter::Info, crate::logging::Context::from_env());
 }
 
 /// A plain stderr logger (`level message`) for the agent and its helpers: systemd's journal
@@ -371,7 +369,6 @@ pub fn init_stderr_log(level: log::LevelFilter) {
 
 /// The container a compile is asked for.
 pub struct Requester<'a> {
-    pub id: &'a str,
     /// Its cgroup, where the compiles it waits for run.
     pub cgroup: Option<&'a Cgroup>,
     /// Its init's `oom_score_adj` (the spec's `process.oomScoreAdj`, else 0).
@@ -454,6 +451,10 @@ fn helper_command(settings: &Settings, bundle: &Path, tier: Tier, mode: Mode, oo
         // Its own process group: signals meant for the shim's group do not reach it.
         .process_group(0);
     settings.apply_to(&mut cmd);
+    // Its log lines carry the keys of the container it compiles for.
+    if let Some(ctx) = crate::logging::current() {
+        ctx.to_env(&mut cmd);
+    }
     cmd
 }
 
@@ -566,7 +567,9 @@ fn background(settings: &Settings, bundle: &Path, name: &str, bytes: Arc<Vec<u8>
             let name = name.to_string();
             let limit = settings.background_compile_timeout;
             let started = Instant::now();
+            let ctx = crate::logging::current();
             let _ = std::thread::Builder::new().name(format!("compile-{pid}")).spawn(move || {
+                let _ctx = ctx.map(crate::logging::enter);
                 let (code, signal) = ended(child.wait());
                 match Status::from_exit(code, signal, started.elapsed(), limit) {
                     Status::TimedOut => warn!("compile cache: {name}: background optimized compile stopped after {:?} (WASM_SHIM_BACKGROUND_COMPILE_TIMEOUT)", started.elapsed()),
@@ -587,17 +590,16 @@ fn background(settings: &Settings, bundle: &Path, name: &str, bytes: Arc<Vec<u8>
 /// cache again (at once when it does not wait). Whatever the helpers did, the init then loads
 /// what is cached, or compiles by itself.
 pub fn request(settings: &Settings, bundle: &Path, by: &Requester, name: &str, bytes: Vec<u8>, wait: bool) {
-    let id = by.id;
     let bytes = Arc::new(bytes);
     if !wait {
-        debug!("{id}: {name}: running baseline code; compiling optimized code in the background");
+        debug!("{name}: running baseline code; compiling optimized code in the background");
         background(settings, bundle, name, bytes);
         return;
     }
     let started = Instant::now();
     let timed_out = |tier: Tier| {
         warn!(
-            "{id}: {name}: the {tier} compile did not finish within {:?} (WASM_SHIM_COMPILE_TIMEOUT); the container compiles it itself",
+            "{name}: the {tier} compile did not finish within {:?} (WASM_SHIM_COMPILE_TIMEOUT); the container compiles it itself",
             settings.compile_timeout
         )
     };
@@ -607,7 +609,7 @@ pub fn request(settings: &Settings, bundle: &Path, by: &Requester, name: &str, b
     if settings.baseline {
         match run(settings, bundle, Tier::Baseline, name, &bytes, by) {
             Status::Stored => {
-                info!("{id}: {name}: not in the compile cache; baseline code ready in {} ms, optimized code compiling in the background", started.elapsed().as_millis());
+                info!("{name}: not in the compile cache; baseline code ready in {} ms, optimized code compiling in the background", started.elapsed().as_millis());
                 background(settings, bundle, name, bytes);
                 return;
             }
@@ -627,7 +629,7 @@ pub fn request(settings: &Settings, bundle: &Path, by: &Requester, name: &str, b
     }
     match run(settings, bundle, Tier::Optimized, name, &bytes, by) {
         Status::TimedOut => timed_out(Tier::Optimized),
-        status => info!("{id}: {name}: not in the compile cache; optimized compile {status:?} in {} ms", started.elapsed().as_millis()),
+        status => info!("{name}: not in the compile cache; optimized compile {status:?} in {} ms", started.elapsed().as_millis()),
     }
 }
 
@@ -647,9 +649,11 @@ const HANDOVER_WAIT: Duration = Duration::from_secs(600);
 
 /// Waits (in a thread, polling with backoff) for the cache entry at `path`, then hands a
 /// read-only descriptor of it to the init on `sock` (SCM_RIGHTS). The init checks and maps the
-/// code by that descriptor; it never holds the cache directory.
-pub fn hand_over_when_built(id: String, path: std::path::PathBuf, sock: std::os::unix::net::UnixStream) {
+/// code by that descriptor; it never holds the cache directory. Logs in the caller's context.
+pub fn hand_over_when_built(id: &str, path: std::path::PathBuf, sock: std::os::unix::net::UnixStream) {
+    let ctx = crate::logging::current();
     let spawned = std::thread::Builder::new().name(format!("handover-{id}")).spawn(move || {
+        let _ctx = ctx.map(crate::logging::enter);
         let since = Instant::now();
         let mut pause = Duration::from_millis(20);
         while since.elapsed() < HANDOVER_WAIT {
@@ -657,18 +661,18 @@ pub fn hand_over_when_built(id: String, path: std::path::PathBuf, sock: std::os:
                 Ok(file) => {
                     use std::os::fd::AsFd;
                     match wasm_shim_container::process::send_fd(&sock, file.as_fd()) {
-                        Ok(()) => debug!("{id}: handed {} to the init after {} ms", path.display(), since.elapsed().as_millis()),
-                        Err(e) => debug!("{id}: cannot hand {} to the init: {e}", path.display()),
+                        Ok(()) => debug!("handed {} to the init after {} ms", path.display(), since.elapsed().as_millis()),
+                        Err(e) => debug!("cannot hand {} to the init: {e}", path.display()),
                     }
                     return;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return warn!("{id}: {}: {e}; the server keeps its baseline code", path.display()),
+                Err(e) => return warn!("{}: {e}; the server keeps its baseline code", path.display()),
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_secs(1));
         }
-        warn!("{id}: no optimized code at {} after {HANDOVER_WAIT:?}; the server keeps its baseline code", path.display());
+        warn!("no optimized code at {} after {HANDOVER_WAIT:?}; the server keeps its baseline code", path.display());
     });
     if let Err(e) = spawned {
         warn!("{e}");
@@ -703,7 +707,7 @@ mod tests {
         Settings { cache_dir: Some(cache.to_path_buf()), compile_cgroup: None, ..Settings::default() }
     }
 
-    const ME: Requester = Requester { id: "t", cgroup: None, oom_score_adj: 0, creating: None };
+    const ME: Requester = Requester { cgroup: None, oom_score_adj: 0, creating: None };
 
     fn compiles_logged(cache: &Path) -> Vec<String> {
         std::fs::read_to_string(cache.join("compile.log")).unwrap_or_default().lines().map(String::from).collect()

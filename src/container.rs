@@ -49,6 +49,8 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 pub struct Container {
     pub id: String,
+    /// Who its log lines are about: id, pod, name in the pod.
+    pub log: Arc<crate::logging::Context>,
     pub bundle: PathBuf,
     pub stdin: String,
     pub stdout: String,
@@ -105,7 +107,7 @@ fn fetch_artifact(path: &str, address: &str, namespace: &str, id: &str, bundle: 
         Ok(None) => Ok(()),
         Err(e) if e.kind == crate::errors::ErrorKind::InvalidArgument => Err(e),
         Err(e) => {
-            debug!("{id}: no wasm artifact: {e}");
+            debug!("no wasm artifact: {e}");
             Ok(())
         }
     }
@@ -221,6 +223,9 @@ impl Container {
         let began = std::time::Instant::now();
         let bundle = PathBuf::from(&req.bundle);
         let spec = wasm_shim_oci::load_spec(&bundle)?;
+        // From here on this thread's lines name the pod too.
+        let log = crate::logging::Context::from_spec(&req.id, &spec);
+        crate::logging::refine(log.clone());
         let mut undo = Undo { rootfs: None, cgroup: None, pid: None, runc: None, armed: true };
 
         let rootfs = bundle.join("rootfs");
@@ -297,7 +302,7 @@ impl Container {
         }
         let stage1_status = stage1.wait();
         let pid = setup?;
-        debug!("{}: init stage 1 {:?}, container pid {pid}", req.id, stage1_status);
+        debug!("init stage 1 {stage1_status:?}, container pid {pid}");
         let pidfd = PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?;
         record_init(&bundle, pid);
         undo.pid = Some(pidfd);
@@ -314,13 +319,13 @@ impl Container {
                     if let Some(dir) = &settings.cache_dir {
                         compiled = Some((wasm_shim_engine::wasm_digest(&bytes), dir.clone()));
                     }
-                    let by = crate::compile::Requester { id: &req.id, cgroup: Some(&cg), oom_score_adj, creating: Some(creating) };
+                    let by = crate::compile::Requester { cgroup: Some(&cg), oom_score_adj, creating: Some(creating) };
                     crate::compile::request(&helper_settings, &bundle, &by, &name, bytes, wait);
                     if wait {
                         protocol::send(&mut writer, &ToInit::Compiled).map_err(ShimError::internal)?;
                     }
                 }
-                Ok(Some(FromInit::Log { level, message })) => log::log!(level.into(), "{}: {message}", req.id),
+                Ok(Some(FromInit::Log { level, message })) => log::log!(level.into(), "{message}"),
                 Ok(other) => {
                     creating.check()?;
                     let pidfd = undo.pid.take().expect("pidfd set above");
@@ -341,6 +346,7 @@ impl Container {
         undo.armed = false;
         let container = Arc::new(Container {
             id: req.id.clone(),
+            log,
             bundle,
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -368,6 +374,8 @@ impl Container {
         mut undo: Undo,
         creating: &Creating,
     ) -> Result<Arc<Container>> {
+        // `create` entered the container's context.
+        let log = crate::logging::current().unwrap_or_else(|| crate::logging::Context::id(&req.id));
         let mounted = undo.rootfs.is_some();
         let runc = Runc::new(namespace, &req.id, &bundle)?;
         let (mut stdio, fds) = Stdio::open(&req.stdin, &req.stdout, &req.stderr, req.terminal)?;
@@ -379,10 +387,11 @@ impl Container {
         }
         let pidfd = PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?;
         record_init(&bundle, pid);
-        debug!("{}: native container created by runc, pid {pid}", req.id);
+        debug!("native container created by runc, pid {pid}");
         undo.armed = false;
         let container = Arc::new(Container {
             id: req.id.clone(),
+            log,
             bundle,
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -421,9 +430,8 @@ impl Container {
     fn watch(container: &Arc<Container>, reader: Option<BufReader<UnixStream>>, events: &Events) -> Result<()> {
         let c = container.clone();
         let events = events.clone();
-        std::thread::Builder::new()
-            .name(format!("wait-{}", container.pid))
-            .spawn(move || c.monitor(reader, &events))
+        let _ctx = crate::logging::enter(container.log.clone());
+        crate::logging::spawn(std::thread::Builder::new().name(format!("wait-{}", container.pid)), move || c.monitor(reader, &events))
             .map_err(ShimError::internal)?;
         Ok(())
     }
@@ -439,7 +447,7 @@ impl Container {
         while let Some(Ok(Some(msg))) = reader.as_mut().map(protocol::recv::<FromInit>) {
             match msg {
                 FromInit::Oom { message } => {
-                    debug!("{}: {message}", self.id);
+                    debug!("{message}");
                     if !oom_sent {
                         events.send(TaskOOM { container_id: self.id.clone(), ..Default::default() });
                         oom_sent = true;
@@ -456,17 +464,17 @@ impl Container {
                         Runtime::Native(_) => None,
                     };
                     match (sock, handover_path(compiled, &key)) {
-                        (Some(sock), Ok(path)) => crate::compile::hand_over_when_built(self.id.clone(), path, sock),
-                        (_, Err(why)) => warn!("{}: the init asked for compiled code {key:?}: {why}", self.id),
+                        (Some(sock), Ok(path)) => crate::compile::hand_over_when_built(&self.id, path, sock),
+                        (_, Err(why)) => warn!("the init asked for compiled code {key:?}: {why}"),
                         (None, _) => {}
                     }
                 }
                 FromInit::Log { level, message } => match budget.take(std::time::Instant::now()) {
                     Budget::Log(suppressed) => {
                         if suppressed > 0 {
-                            warn!("{}: {suppressed} log lines of the init suppressed (more than {} in {:?})", self.id, LogBudget::LINES, LogBudget::WINDOW);
+                            warn!("{suppressed} log lines of the init suppressed (more than {} in {:?})", LogBudget::LINES, LogBudget::WINDOW);
                         }
-                        log::log!(level.into(), "{}: {message}", self.id)
+                        log::log!(level.into(), "{message}")
                     }
                     Budget::Drop => {}
                 },
@@ -479,7 +487,7 @@ impl Container {
         let status = match self.pidfd.wait() {
             Ok(s) => s,
             Err(e) => {
-                warn!("{}: wait for pid {}: {e}", self.id, self.pid);
+                warn!("wait for pid {}: {e}", self.pid);
                 ExitStatus::Signaled(libc::SIGKILL)
             }
         };
@@ -625,7 +633,7 @@ impl Container {
             Runtime::Native(n) => n.runc.delete()?,
             Runtime::Wasm { .. } => {
                 if let Err(e) = self.cgroup.destroy() {
-                    warn!("{}: {e}", self.id);
+                    warn!("{e}");
                 }
             }
         }

@@ -72,16 +72,14 @@ impl ExecProcess {
         drop(life);
         let me = self.clone();
         let events = events.clone();
-        std::thread::Builder::new()
-            .name(format!("exec-{pid}"))
-            .spawn(move || me.monitor(&pidfd, &events))
+        crate::logging::spawn(std::thread::Builder::new().name(format!("exec-{pid}")), move || me.monitor(&pidfd, &events))
             .map_err(ShimError::internal)?;
         Ok(pid as u32)
     }
 
     fn monitor(&self, pidfd: &PidFd, events: &Events) {
         let status = pidfd.wait().unwrap_or_else(|e| {
-            warn!("{}: wait for exec {}: {e}", self.container_id, self.id);
+            warn!("wait for exec {}: {e}", self.id);
             ExitStatus::Signaled(libc::SIGKILL)
         });
         self.life.record_exit(status.code(), |exit, st| {

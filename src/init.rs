@@ -354,6 +354,9 @@ fn stage2(
             if let Some(port) = http.metrics_port {
                 log::warn!("{shown}: {}={port} ignored: metrics are kept for served workloads only, and this one runs as a command", wasm_shim_oci::http::METRICS_PORT);
             }
+            if http.access_log {
+                log::warn!("{shown}: {}=true ignored: the access log is for served workloads only, and this one runs as a command", wasm_shim_oci::http::ACCESS_LOG);
+            }
             (prepared, None, None)
         }
     };
@@ -492,7 +495,7 @@ fn stage2(
                 start_requested,
             },
         });
-        let opts = ServeOptions { run: opts, limits: serve_limits(&http), metrics };
+        let opts = ServeOptions { run: opts, limits: serve_limits(&http), metrics, access_log: http.access_log };
         let code = match engine.serve_upgradable(prepared, listener, &opts, &shutdown, &upgrade) {
             Ok(stats) => {
                 log::debug!("{shown}: served {} requests on {} connections", stats.requests, stats.connections);

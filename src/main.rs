@@ -29,6 +29,8 @@
 //! - `protocol`: messages between the shim and its init.
 //! - `events`: publishing task events to containerd in order.
 //! - `stats`: cgroup statistics as containerd's metrics types.
+//! - `logging`: the shim's own log lines (logfmt on containerd's log), keyed by the container
+//!   (`id`, `pod`, `container`) each thread works for.
 //! - `errors`: the one error type of the service and the init, mapped to ttrpc status codes
 //!   once (the crates' errors by their own kind).
 
@@ -43,6 +45,7 @@ mod events;
 mod exec;
 mod init;
 mod install;
+mod logging;
 mod native;
 mod precompile;
 mod protocol;

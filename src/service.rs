@@ -53,6 +53,12 @@ impl Service {
         Service { namespace, address, events, exit, containers: Mutex::new(HashMap::new()), creating: Mutex::new(HashMap::new()) }
     }
 
+    /// This thread's log lines are about container `id` (with its pod once it is known).
+    fn log_as(&self, id: &str) -> crate::logging::Entered {
+        let ctx = self.containers.lock().unwrap().get(id).map(|c| c.log.clone());
+        crate::logging::enter(ctx.unwrap_or_else(|| crate::logging::Context::id(id)))
+    }
+
     fn get(&self, id: &str) -> Result<Arc<Container>> {
         self.containers
             .lock()
@@ -99,7 +105,7 @@ impl Service {
             pid: c.pid,
             ..Default::default()
         });
-        debug!("{}: created, pid {}", req.id, c.pid);
+        debug!("created, pid {}", c.pid);
         Ok(CreateTaskResponse { pid: c.pid, ..Default::default() })
     }
 
@@ -107,9 +113,9 @@ impl Service {
         let pending = self.creating.lock().unwrap().get(&req.id).cloned();
         if let (Some(pending), true) = (pending, req.exec_id.is_empty()) {
             // containerd gave up on the Create (its caller's context ended) and cleans up.
-            info!("{}: delete while being created: cancelling the create", req.id);
+            info!("delete while being created: cancelling the create");
             if !pending.cancel(CANCEL_WAIT) {
-                warn!("{}: the cancelled create has not finished undoing after {CANCEL_WAIT:?}", req.id);
+                warn!("the cancelled create has not finished undoing after {CANCEL_WAIT:?}");
             }
             if self.get(&req.id).is_err() {
                 return Ok(DeleteResponse {
@@ -149,13 +155,15 @@ impl Service {
 
 impl Task for Service {
     fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> TResult<CreateTaskResponse> {
+        let _log = self.log_as(&req.id);
         self.do_create(&req).map_err(|e| {
-            info!("{}: create failed: {e}", req.id);
+            info!("create failed: {e}");
             e.into()
         })
     }
 
     fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TResult<StartResponse> {
+        let _log = self.log_as(&req.id);
         let c = self.get(&req.id)?;
         let events = self.events.clone();
         if !req.exec_id.is_empty() {
@@ -222,6 +230,7 @@ impl Task for Service {
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TResult<Empty> {
+        let _log = self.log_as(&req.id);
         let c = self.get(&req.id)?;
         if req.exec_id.is_empty() {
             c.kill(req.signal, req.all)?;
@@ -232,6 +241,7 @@ impl Task for Service {
     }
 
     fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TResult<DeleteResponse> {
+        let _log = self.log_as(&req.id);
         Ok(self.do_delete(&req)?)
     }
 
@@ -264,18 +274,21 @@ impl Task for Service {
     }
 
     fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TResult<Empty> {
+        let _log = self.log_as(&req.id);
         self.get(&req.id)?.pause()?;
         self.events.send(TaskPaused { container_id: req.id.clone(), ..Default::default() });
         Ok(Empty::new())
     }
 
     fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TResult<Empty> {
+        let _log = self.log_as(&req.id);
         self.get(&req.id)?.resume()?;
         self.events.send(TaskResumed { container_id: req.id.clone(), ..Default::default() });
         Ok(Empty::new())
     }
 
     fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> TResult<Empty> {
+        let _log = self.log_as(&req.id);
         self.do_update(&req)?;
         Ok(Empty::new())
     }
@@ -308,6 +321,7 @@ impl Task for Service {
     }
 
     fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> TResult<Empty> {
+        let _log = self.log_as(&req.id);
         let c = self.get(&req.id)?;
         let native = c.native()?;
         if c.status().0 != TaskStatus::Running {
@@ -326,6 +340,7 @@ impl Task for Service {
     }
 
     fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TResult<Empty> {
+        let _log = self.log_as(&req.id);
         let c = self.get(&req.id)?;
         if req.exec_id.is_empty() {
             c.resize(req.height, req.width)?;
@@ -336,6 +351,7 @@ impl Task for Service {
     }
 
     fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TResult<Empty> {
+        let _log = self.log_as(&req.id);
         let c = self.get(&req.id)?;
         if req.stdin {
             if req.exec_id.is_empty() {
@@ -348,6 +364,7 @@ impl Task for Service {
     }
 
     fn checkpoint(&self, _ctx: &TtrpcContext, req: CheckpointTaskRequest) -> TResult<Empty> {
+        let _log = self.log_as(&req.id);
         Err(ShimError::unimplemented(format!("{}: checkpoint is not supported by this runtime", req.id)).into())
     }
 }

@@ -88,14 +88,12 @@ impl StdinRelay {
         let path = fifo.to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
-        std::thread::Builder::new()
-            .name("stdin".into())
-            .spawn(move || {
-                if let Err(e) = relay(&path, File::from(w), &stopped) {
-                    warn!("stdin {path}: {e}");
-                }
-            })
-            .map_err(ShimError::internal)?;
+        crate::logging::spawn(std::thread::Builder::new().name("stdin".into()), move || {
+            if let Err(e) = relay(&path, File::from(w), &stopped) {
+                warn!("stdin {path}: {e}");
+            }
+        })
+        .map_err(ShimError::internal)?;
         Ok((StdinRelay { stop }, r))
     }
 
@@ -187,15 +185,13 @@ impl Terminal {
         if !stdin.is_empty() {
             let mut to = File::from(dup(&master)?);
             let path = stdin.to_string();
-            std::thread::Builder::new()
-                .name("tty-in".into())
-                .spawn(move || match File::open(&path) {
-                    Ok(mut f) => {
-                        let _ = std::io::copy(&mut f, &mut to);
-                    }
-                    Err(e) => warn!("terminal stdin {path}: {e}"),
-                })
-                .map_err(ShimError::internal)?;
+            crate::logging::spawn(std::thread::Builder::new().name("tty-in".into()), move || match File::open(&path) {
+                Ok(mut f) => {
+                    let _ = std::io::copy(&mut f, &mut to);
+                }
+                Err(e) => warn!("terminal stdin {path}: {e}"),
+            })
+            .map_err(ShimError::internal)?;
         }
         Ok(Terminal { master })
     }

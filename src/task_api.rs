@@ -45,7 +45,9 @@ pub fn serve(flags: &Flags) -> Result<()> {
     process::single_malloc_arena();
     process::set_child_subreaper().context("set child subreaper")?;
     process::ignore_signal(libc::SIGPIPE).context("ignore SIGPIPE")?;
-    containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id).context("log")?;
+    // containerd reads the bundle's `log` FIFO (opened before it started us) into its own log.
+    let log = std::fs::OpenOptions::new().write(true).open("log").context("open the log FIFO")?;
+    crate::logging::init_fifo(log, crate::logging::level(flags.debug), None);
 
     let path = socket_path(&flags.socket).to_string();
     let Some(listener) = listen(&path)? else {

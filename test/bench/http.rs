@@ -3,7 +3,9 @@
 //! same wasmtime version) serving the same component file on the same machine, with wrk
 //! (Debian's package) at concurrency 1, 10 and 100, keep-alive, alternating servers round by
 //! round; the same component with its metrics endpoint on (`metrics-port`, scraped between
-//! runs) against metrics off; the WAGI module the same way (this shim only: `wasmtime serve`
+//! runs) against metrics off; the same component with its access log on
+//! (`http-access-log=true`: a line per request on the container's stderr) against it off; the
+//! WAGI module the same way (this shim only: `wasmtime serve`
 //! has no WAGI); and the time from `ctr run` to the first 200 against a hello `ctr run --rm`.
 //! Instance reuse against fresh instances, hello and CPython: `reuse.rs`.
 
@@ -101,15 +103,15 @@ impl Drop for Server<'_> {
     }
 }
 
-/// `metrics`: the port of its metrics endpoint (`wasm.containerd.io/metrics-port`), if any.
-fn shim_server<'a>(cd: &'a Containerd, id: &str, entry: &str, port: u16, wagi: bool, metrics: Option<u16>) -> Result<Server<'a>> {
+/// `annotations`: more of them, such as `metrics-port` or `http-access-log`.
+fn shim_server<'a>(cd: &'a Containerd, id: &str, entry: &str, port: u16, wagi: bool, annotations: &[(&str, String)]) -> Result<Server<'a>> {
     let mut opts = RunOpts::wasm(GUESTS_IMAGE, id).args([entry]).detach();
     opts.extra.extend(["--net-host".into(), "--annotation".into(), format!("{}={port}", wasm_shim_oci::http::PORT)]);
     if wagi {
         opts.extra.extend(["--annotation".into(), format!("{}=wagi", wasm_shim_oci::http::SERVE)]);
     }
-    if let Some(m) = metrics {
-        opts.extra.extend(["--annotation".into(), format!("{}={m}", wasm_shim_oci::http::METRICS_PORT)]);
+    for (k, v) in annotations {
+        opts.extra.extend(["--annotation".into(), format!("{k}={v}")]);
     }
     let out = cd.run(&opts)?;
     if !out.success() {
@@ -160,10 +162,11 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
     // Throughput and latency: every server up, alternating wrk runs; the component also with
     // its metrics endpoint on, scraped between runs as Prometheus would.
     let (p_shim, p_wt, p_wagi) = (free_port()?, free_port()?, free_port()?);
-    let (p_metrics, p_metrics_ep) = (free_port()?, free_port()?);
-    let _shim = shim_server(cd, "bench-http", "/http.wasm", p_shim, false, None)?;
-    let _metrics = shim_server(cd, "bench-http-metrics", "/http.wasm", p_metrics, false, Some(p_metrics_ep))?;
-    let _wagi = shim_server(cd, "bench-wagi", "/wagi.wasm", p_wagi, true, None)?;
+    let (p_metrics, p_metrics_ep, p_access) = (free_port()?, free_port()?, free_port()?);
+    let _shim = shim_server(cd, "bench-http", "/http.wasm", p_shim, false, &[])?;
+    let _metrics = shim_server(cd, "bench-http-metrics", "/http.wasm", p_metrics, false, &[(wasm_shim_oci::http::METRICS_PORT, p_metrics_ep.to_string())])?;
+    let _access = shim_server(cd, "bench-http-access", "/http.wasm", p_access, false, &[(wasm_shim_oci::http::ACCESS_LOG, "true".into())])?;
+    let _wagi = shim_server(cd, "bench-wagi", "/wagi.wasm", p_wagi, true, &[])?;
     let _wt = match &wasmtime {
         Some(w) => Some(wasmtime_server(w, &component, p_wt)?),
         None => None,
@@ -177,13 +180,14 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
             if scrape.status != 200 || !scrape.body.contains("wasm_shim_http_requests_total{class=\"2xx\"}") {
                 bail!("metrics endpoint: {scrape}");
             }
+            push(&mut result, &["shim_access_log", &key], wrk(&format!("http://127.0.0.1:{p_access}/"), c)?);
             if wasmtime.is_some() {
                 push(&mut result, &["wasmtime_serve", &key], wrk(&format!("http://127.0.0.1:{p_wt}/"), c)?);
             }
             push(&mut result, &["wagi", &key], wrk(&format!("http://127.0.0.1:{p_wagi}/hello?x=1"), c)?);
         }
     }
-    drop((_shim, _metrics, _wagi, _wt));
+    drop((_shim, _metrics, _access, _wagi, _wt));
 
     // Time to the first 200 against a hello `ctr run --rm`, interleaved.
     let mut first = Vec::new();
@@ -256,6 +260,13 @@ pub fn print(r: &Value) {
             row(&format!("HTTP req/s, {c} connections: metrics on"), &m, "/s", Some((median(&m) / median(&rps), "of metrics off")));
             let p99 = field(with_metrics, "p99");
             row(&format!("HTTP p99 latency, {c} connections: metrics on"), &p99, "ms", Some((median(&p99) / median(&field(ours, "p99")), "of metrics off")));
+        }
+        let with_access = &r["shim_access_log"][&key];
+        if !with_access.is_null() {
+            let a = field(with_access, "rps");
+            row(&format!("HTTP req/s, {c} connections: access log on"), &a, "/s", Some((median(&a) / median(&rps), "of access log off")));
+            let p99 = field(with_access, "p99");
+            row(&format!("HTTP p99 latency, {c} connections: access log on"), &p99, "ms", Some((median(&p99) / median(&field(ours, "p99")), "of access log off")));
         }
         let wagi = &r["wagi"][&key];
         row(&format!("WAGI req/s, {c} connections: this shim"), &field(wagi, "rps"), "/s", None);

@@ -18,7 +18,9 @@
 //!   (`e2e/precompile.rs`: `precompile::*`), wasm features (exceptions and GC on first and
 //!   cached starts, the features annotation) and trap core dumps (`e2e/features.rs`), serving
 //!   HTTP (`e2e/http.rs`: wasi:http, WAGI, drain, outbound, port in use; `e2e/metrics.rs`: the
-//!   metrics endpoint scraped by a real Prometheus), leak loop, latency print.
+//!   metrics endpoint scraped by a real Prometheus), the shim's log lines and the access log
+//!   (`e2e/logs.rs`: `wasm::logs::*`, and `cri::wasm::shim_lines_name_the_pod`), leak loop,
+//!   latency print.
 //! - `wasm::wasi3::*` (e2e/wasi3.rs): WASI 0.3 components from the `wasip3` crate: a command
 //!   through `ctr run` and a `wasi:http/service` served, with the limits, drain and allow-list.
 //! - `wasm::thirdparty::*` (e2e/thirdparty.rs): programs from PyPI and npm (resvg, itk-wasm,
@@ -64,6 +66,8 @@ mod cache;
 mod http;
 #[path = "e2e/metrics.rs"]
 mod metrics;
+#[path = "e2e/logs.rs"]
+mod logs;
 #[path = "e2e/faults.rs"]
 mod faults;
 #[path = "e2e/sandbox.rs"]
@@ -1243,6 +1247,11 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("wasi3::command_memory_limit", Wasm, Box::new(wasi3::command_memory_limit));
     add("wasi3::command_sigterm", Wasm, Box::new(wasi3::command_sigterm));
     add("wasi3::service", Wasm, Box::new(wasi3::service));
+    add("logs::access_log_component", Wasm, Box::new(logs::access_log_component));
+    add("logs::access_log_off_by_default", Wasm, Box::new(logs::access_log_off_by_default));
+    add("logs::access_log_wagi", Wasm, Box::new(logs::access_log_wagi));
+    add("logs::access_log_bad_value", Wasm, Box::new(logs::access_log_bad_value));
+    add("logs::shim_lines_quiet_and_keyed", Wasm, Box::new(logs::shim_lines_quiet_and_keyed));
     // Real programs nobody here wrote, from PyPI and npm (e2e/thirdparty.rs), against wasmtime 48.
     add("thirdparty::resvg_p1_png_same_as_wasmtime", Wasm, Box::new(thirdparty::resvg));
     add("thirdparty::itk_compress_stringify_p1_reactor", Wasm, Box::new(thirdparty::itk_compress_stringify));
@@ -1301,6 +1310,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("wasm::runtime_default_seccomp", Cri, Box::new(cri::wasm_runtime_default_seccomp));
     add("wasm::escape_attempts_as_root_and_uid_1000", Cri, Box::new(cri::wasm_escape_attempts));
     add("wasm::http_function_and_sidecar", Cri, Box::new(cri::wasm_http_function));
+    add("wasm::shim_lines_name_the_pod", Cri, Box::new(logs::shim_lines_name_the_pod));
     add("wasm::thirdparty_cpython_command_and_js_function", Cri, Box::new(thirdparty::cri_cpython_and_js));
     add("wasm::one_shim_per_pod", Cri, Box::new(|cx| cri::one_shim_per_pod(cx, WASM_HANDLER)));
     add("wasm::missing_image", Cri, Box::new(|cx| cri::missing_image(cx, WASM_HANDLER)));

@@ -1,6 +1,6 @@
 //! Serves a `wasi:http` component (or, with `--wagi`, a WAGI module) on a port, the way the shim
 //! does inside a container, without containerd: for profiling and load tests of the serving
-//! path. `cargo run --release -p wasm-shim-engine --example serve -- FILE PORT [--wagi] [--baseline] [--preopen]`
+//! path. `cargo run --release -p wasm-shim-engine --example serve -- FILE PORT [--wagi] [--baseline] [--preopen] [--access-log]`
 //! (Ctrl-C stops it).
 
 use wasm_shim_engine::{Engine, EngineConfig, RunOptions, ServeKind, ServeLimits, ServeOptions, ServingPool, Shutdown, Tier};
@@ -32,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         limits,
         metrics: None,
+        access_log: flag("--access-log"),
     };
     let stats = engine.serve(prepared, listener, &opts, &Shutdown::new())?;
     eprintln!("{stats:?}");

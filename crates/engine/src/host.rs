@@ -122,6 +122,11 @@ impl Capture {
     pub fn stderr(&self) -> Vec<u8> {
         self.stderr.contents().to_vec()
     }
+
+    /// The stderr buffer itself (a served workload's access log writes there too).
+    pub(crate) fn stderr_pipe(&self) -> MemoryOutputPipe {
+        self.stderr.clone()
+    }
 }
 
 impl std::fmt::Debug for Capture {

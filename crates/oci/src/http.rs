@@ -35,6 +35,9 @@ pub const ALLOWED_OUTBOUND: &str = "wasm.containerd.io/http-allowed-outbound";
 /// linear memory, resources it keeps) carries over from one request to the next. A WAGI module
 /// cannot be reused (its `_start` runs once): Create refuses it above 1.
 pub const INSTANCE_REUSE: &str = "wasm.containerd.io/http-instance-reuse";
+/// `true`: a line per request on the container's stderr (Common Log Format plus the
+/// duration); `false`, the default: none.
+pub const ACCESS_LOG: &str = "wasm.containerd.io/http-access-log";
 /// TCP port of the Prometheus endpoint (`GET /metrics`) of a served workload; none without it.
 pub const METRICS_PORT: &str = "wasm.containerd.io/metrics-port";
 
@@ -83,6 +86,8 @@ pub struct HttpConfig {
     pub instance_reuse: u32,
     /// [`METRICS_PORT`]: where the server's metrics are served, if anywhere.
     pub metrics_port: Option<u16>,
+    /// [`ACCESS_LOG`].
+    pub access_log: bool,
 }
 
 impl Default for HttpConfig {
@@ -98,6 +103,7 @@ impl Default for HttpConfig {
             allowed_outbound: Vec::new(),
             instance_reuse: 1,
             metrics_port: None,
+            access_log: false,
         }
     }
 }
@@ -191,6 +197,13 @@ pub fn http_config(spec: &Spec, env: &[(String, String)]) -> Result<HttpConfig, 
         }
         config.metrics_port = Some(port);
     }
+    if let Some(v) = get(ACCESS_LOG) {
+        config.access_log = match v.to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(bad(ACCESS_LOG, v, "true or false")),
+        };
+    }
     Ok(config)
 }
 
@@ -260,6 +273,7 @@ mod tests {
             (ALLOWED_OUTBOUND, "http://127.0.0.1:3500, api.example.com ,"),
             (METRICS_PORT, " 9091 "),
             (INSTANCE_REUSE, "50"),
+            (ACCESS_LOG, "True"),
         ]);
         let c = http_config(&s, &[]).unwrap();
         assert_eq!(c.mode, ServeMode::Wagi);
@@ -271,6 +285,14 @@ mod tests {
         assert_eq!(c.allowed_outbound, vec!["http://127.0.0.1:3500", "api.example.com"]);
         assert_eq!(c.metrics_port, Some(9091));
         assert_eq!(c.instance_reuse, 50);
+        assert!(c.access_log);
+    }
+
+    #[test]
+    fn access_log_is_off_unless_set_true() {
+        assert!(!http_config(&spec(&[]), &[]).unwrap().access_log);
+        assert!(!http_config(&spec(&[(ACCESS_LOG, "false")]), &[]).unwrap().access_log);
+        assert!(http_config(&spec(&[(ACCESS_LOG, " true ")]), &[]).unwrap().access_log);
     }
 
     #[test]
@@ -308,6 +330,9 @@ mod tests {
             (INSTANCE_REUSE, "10001"),
             (INSTANCE_REUSE, "lots"),
             (INSTANCE_REUSE, "1.5"),
+            (ACCESS_LOG, "yes"),
+            (ACCESS_LOG, "1"),
+            (ACCESS_LOG, ""),
         ] {
             let err = http_config(&spec(&[(key, value)]), &[]).unwrap_err();
             let text = err.to_string();

@@ -53,8 +53,9 @@ fn spec_with(cx: &Ctx, id: &str, wasm: &[u8], annotations: &[(&str, &str)], moun
 
 /// Lines of containerd's log saying that container `id` compiled its wasm itself.
 fn compiled_in_container(cx: &Ctx, id: &str) -> usize {
-    let needle = format!("{id}: /app.wasm: no compiled code in the cache; compiling it in the container");
-    std::fs::read_to_string(&cx.cd.log).unwrap_or_default().lines().filter(|l| l.contains(&needle)).count()
+    let key = format!("id=\"{id}\"");
+    let needle = "/app.wasm: no compiled code in the cache; compiling it in the container";
+    std::fs::read_to_string(&cx.cd.log).unwrap_or_default().lines().filter(|l| l.contains(&key) && l.contains(needle)).count()
 }
 
 /// A module Winch cannot compile, never seen before: a first start that compiles optimized

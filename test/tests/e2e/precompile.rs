@@ -156,7 +156,7 @@ fn first_start_hits(cx: &Ctx, id: &str, digest: &str, key: &str, start: impl FnO
     ensure(out.success() && out.stdout.contains("hello from wasm"), || format!("{out}"))?;
     let compiles = compiles_of(&cx.cd.cache, digest);
     ensure(compiles.len() == 1, || format!("the first start compiled: {compiles:?}"))?;
-    let missed = cx.cd.log_lines_with(&format!("{id}: "), 200);
+    let missed = cx.cd.log_lines_with(&format!("id=\"{id}\""), 200);
     ensure(!missed.contains("not in the compile cache"), || format!("containerd's log says the start missed the cache:\n{missed}"))?;
     ensure(modified(&entry) > before, || format!("{key}.cwasm was not used by the start (mtime unchanged)"))
 }

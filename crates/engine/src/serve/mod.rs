@@ -15,7 +15,11 @@
 //! spinning one is stopped) and a memory cap; a trap is a 500 and the next request gets a new
 //! instance. `Shutdown::trigger` (SIGTERM) stops accepting, lets requests in flight finish,
 //! closes idle keep-alive connections, drops the instances kept for reuse, and `serve` returns.
+//!
+//! With `ServeOptions::access_log`, each request also gets a line on the container's stderr
+//! (`access`); without it, nothing per request is formatted or written.
 
+mod access;
 pub mod cgi;
 mod proxy;
 mod request;
@@ -61,6 +65,9 @@ pub struct ServeOptions {
     pub limits: ServeLimits,
     /// Prometheus metrics on a listener of their own; `None`: none kept at all.
     pub metrics: Option<MetricsOptions>,
+    /// A line per request on the guest's stderr (the container's log), Common Log Format
+    /// plus the duration: see `serve/access.rs`.
+    pub access_log: bool,
 }
 
 /// Asks a running `serve` to stop accepting and drain. Cheap to clone; `trigger` may be called
@@ -138,7 +145,8 @@ impl Server {
         req: hyper::Request<hyper::body::Incoming>,
         peer: SocketAddr,
     ) -> hyper::Response<HyperOutgoingBody> {
-        match self.app.metrics.clone() {
+        let access = self.app.access.as_ref().map(|log| (log.clone(), access::Request::of(&req, peer)));
+        let r = match self.app.metrics.clone() {
             None => self.respond(prepared, req, peer).await,
             Some(m) => {
                 let since = std::time::Instant::now();
@@ -146,6 +154,10 @@ impl Server {
                 m.request(r.status().as_u16(), since.elapsed());
                 r
             }
+        };
+        match access {
+            None => r,
+            Some((log, request)) => log.wrap(request, r),
         }
     }
 
@@ -248,6 +260,7 @@ impl Engine {
                 file: prepared.file.clone(),
                 reuse: proxy::Reuse::new(limits.instance_reuse, limits.max_concurrency, metrics.clone()),
                 metrics,
+                access: opts.access_log.then(|| Arc::new(access::AccessLog::new(&opts.run.stdio))),
             },
             limit: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
             requests: AtomicU64::new(0),

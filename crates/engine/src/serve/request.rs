@@ -1,8 +1,7 @@
 //! What the handler of one request (`proxy`, `wagi`) gets from the server: `App`, the state
 //! every request shares (the limits, the allow-list, the guest's WASI setup, the metrics, the
-//! instances kept for reuse), the
-//! WASI context of a request, and the shim's own short responses (500 and 504 with a line in
-//! the container's log, `plain`).
+//! instances kept for reuse, the access log), the WASI context of a request, and the shim's own
+//! short responses (500 and 504 with a line in the container's log, `plain`).
 
 use std::sync::Arc;
 
@@ -17,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 
 use super::proxy::Reuse;
+use super::access::AccessLog;
 
 /// Shared by every request.
 pub(crate) struct App {
@@ -30,6 +30,8 @@ pub(crate) struct App {
     /// Idle instances kept for the next requests (`ServeLimits::instance_reuse` above 1, a
     /// `wasi:http` component); `None`: a fresh instance per request.
     pub(crate) reuse: Option<Arc<Reuse>>,
+    /// `None`: no access log, and the guest's stderr is wasmtime's own.
+    pub(crate) access: Option<Arc<AccessLog>>,
 }
 
 impl App {
@@ -39,6 +41,9 @@ impl App {
         // Blocking host calls go to tokio's blocking pool, not this worker.
         b.allow_blocking_current_thread(false);
         self.outbound.restrict(&mut b);
+        if let Some(a) = &self.access {
+            a.guest_stderr(&mut b);
+        }
         Ok(b)
     }
 
@@ -51,8 +56,17 @@ impl App {
 
     /// 500, and a line in the container's log saying why.
     pub(crate) fn failed(&self, label: &str, why: &str) -> hyper::Response<HyperOutgoingBody> {
-        eprintln!("{}: {label}: {why}", self.file);
+        self.say(&format!("{}: {label}: {why}", self.file));
         plain(500, "internal server error\n")
+    }
+
+    /// A line of the server's own on the container's stderr (through the access log when it
+    /// is on, so it starts a line of its own too).
+    fn say(&self, line: &str) {
+        match &self.access {
+            None => eprintln!("{line}"),
+            Some(a) => a.write_line(&format!("{line}\n")),
+        }
     }
 
     /// 504, and a line in the container's log.
@@ -60,10 +74,10 @@ impl App {
         if let Some(m) = &self.metrics {
             m.timed_out();
         }
-        eprintln!(
+        self.say(&format!(
             "{}: {label}: no response within {:?} ({})",
             self.file, self.limits.request_timeout, self.limits.names.request_timeout
-        );
+        ));
         plain(504, "gateway timeout\n")
     }
 }

@@ -11,6 +11,8 @@
 //! - `/fetch?url=http://host:port/path` — GETs the URL (`wasi:http/outgoing-handler`) and answers
 //!   200 with its status and body, or 502 with the error code.
 //! - `/stderr` — writes a line to stderr, answers `ok`.
+//! - `/forge` — hostile: writes to stderr, without ending the line, text shaped like an access
+//!   log line of another request (to hide the real line behind it), answers `forged`.
 //! - `/connect?addr=host:port` — a raw TCP connection (`wasi:sockets`, a name through
 //!   `ip-name-lookup`): sends `hello\n`, answers 200 `reply: <the line read back>`, or 502
 //!   `<step>: <error code>` (`create: access-denied`, `connect 127.0.0.1:9: access-denied`, ...).
@@ -140,6 +142,13 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
             "/stderr" => {
                 eprintln!("a line on stderr from a request");
                 respond(out, 200, &[], b"ok\n");
+            }
+            "/forge" => {
+                use std::io::Write;
+                let mut err = std::io::stderr();
+                let _ = err.write_all(b"10.6.6.6 - - [01/Jan/2026:00:00:00 +0000] \"GET /forged HTTP/1.1\" 200 7 0.000001 ");
+                let _ = err.flush();
+                respond(out, 200, &[], b"forged\n");
             }
             p if p.starts_with("/status/") => {
                 let code: u16 = p["/status/".len()..].parse().unwrap_or(500);
