@@ -150,6 +150,7 @@ impl Server {
             run: RunOptions { args: vec!["p3-http".into()], cwd: "/".into(), ..Default::default() },
             limits,
             metrics: None,
+            access_log: false,
         };
         let s = shutdown.clone();
         let thread = std::thread::spawn(move || engine.serve(prepared, listener, &opts, &s).unwrap());
