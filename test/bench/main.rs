@@ -4,7 +4,7 @@
 //! ```text
 //! make bench                       # builds the shim and the guests, then runs this
 //! bench [--rounds N] [--out FILE]  # N interleaved rounds (default 10); raw results as JSON
-//! bench --only memory,latency      # some parts only: latency, throughput, memory, big, burst, replicas, http, real
+//! bench --only memory,latency      # some parts only: latency, throughput, memory, big, burst, replicas, http, reuse, real
 //! ```
 //!
 //! What it measures, all in one invocation, alternating runtimes sample by sample (A B A B …)
@@ -95,7 +95,7 @@ struct Args {
     only: Option<Vec<String>>,
 }
 
-const PARTS: &[&str] = &["latency", "throughput", "memory", "big", "burst", "replicas", "http", "real"];
+const PARTS: &[&str] = &["latency", "throughput", "memory", "big", "burst", "replicas", "http", "reuse", "real"];
 
 impl Args {
     fn wants(&self, part: &str) -> bool {
@@ -237,6 +237,8 @@ fn real_main() -> Result<()> {
         eprintln!("bench: HTTP, this shim against wasmtime serve, wrk at {:?} connections", http::CONNECTIONS);
         let hello = || sample(&cd, &runtimes[0], "http-hello");
         results["http"] = http::run(&cd, &g, (args.rounds / 2).max(1), &hello)?;
+    }
+    if args.wants("reuse") {
         eprintln!("bench: HTTP instance reuse ({}) against a fresh instance per request, hello and CPython", reuse::REUSE);
         results["http_reuse"] = reuse::run(&cd, (args.rounds / 2).max(1))?;
     }
@@ -713,6 +715,8 @@ fn print_table(r: &Value, runtimes: &[Runtime]) {
     }
     if has("http") {
         http::print(&r["http"]);
+    }
+    if has("http_reuse") {
         reuse::print(&r["http_reuse"]);
     }
     if has("real") {
