@@ -123,7 +123,9 @@ fn shim_server<'a>(cd: &'a Containerd, id: &str, entry: &str, port: u16, wagi: b
 }
 
 pub(super) fn wasmtime_server<'a>(wasmtime: &Path, component: &Path, port: u16) -> Result<Server<'a>> {
-    wasmtime_server_with(wasmtime, component, port, &[])
+    // The test component imports wasi:cli and wasi:sockets (the shim links them for every
+    // component); `wasmtime serve` links them only with `-S cli`.
+    wasmtime_server_with(wasmtime, component, port, &["-S", "cli"])
 }
 
 /// The same with more `wasmtime serve` flags (`-S cli`: the wasi:cli interfaces, which the shim
