@@ -214,49 +214,37 @@ impl TierEngine {
     /// The WASI p1 linker with async host functions, for WAGI requests
     /// (served on tokio, where blocking host calls must not block a worker).
     pub(crate) fn p1_async_linker(&self) -> Result<&wasmtime::Linker<P1State>, EngineError> {
-        self.p1_async_linker
-            .get_or_init(|| {
-                let mut linker = wasmtime::Linker::new(&self.wasmtime);
-                wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut P1State| &mut s.wasi)
-                    .map_err(|e| format!("cannot set up WASI p1 (async): {}", one_line(&e)))?;
-                Ok(linker)
-            })
-            .as_ref()
-            .map_err(|e| EngineError::Internal(e.clone()))
+        built(&self.p1_async_linker, "WASI p1 (async)", || {
+            let mut linker = wasmtime::Linker::new(&self.wasmtime);
+            wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut P1State| &mut s.wasi)?;
+            Ok(linker)
+        })
     }
 
     /// WASI p2 and `wasi:http`, async, for `wasi:http/proxy` components.
     pub(crate) fn proxy_linker(
         &self,
     ) -> Result<&wasmtime::component::Linker<ProxyState>, EngineError> {
-        self.proxy_linker
-            .get_or_init(|| {
-                let mut linker = wasmtime::component::Linker::new(&self.wasmtime);
-                wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-                    .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
-                    .and_then(|()| wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut ProxyState| s.config.view()))
-                    .map_err(|e| format!("cannot set up wasi:http: {}", one_line(&e)))?;
-                Ok(linker)
-            })
-            .as_ref()
-            .map_err(|e| EngineError::Internal(e.clone()))
+        built(&self.proxy_linker, "wasi:http", || {
+            let mut linker = wasmtime::component::Linker::new(&self.wasmtime);
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+                .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+                .and_then(|()| wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut ProxyState| s.config.view()))?;
+            Ok(linker)
+        })
     }
 
     /// WASI 0.3 and 0.2, async, for a WASI 0.3 command (`wasi:cli/run@0.3.x`). Both versions:
     /// a component built with a 0.2 toolchain and 0.3 bindings (Rust's `wasm32-wasip2` std and
     /// the `wasip3` crate, or a preview1 adapter) imports both.
     pub(crate) fn p3_linker(&self) -> Result<&wasmtime::component::Linker<P2State>, EngineError> {
-        self.p3_linker
-            .get_or_init(|| {
-                let mut linker = wasmtime::component::Linker::new(&self.wasmtime);
-                wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-                    .and_then(|()| wasmtime_wasi::p3::add_to_linker(&mut linker))
-                    .and_then(|()| wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut P2State| s.config.view()))
-                    .map_err(|e| format!("cannot set up WASI 0.3: {}", one_line(&e)))?;
-                Ok(linker)
-            })
-            .as_ref()
-            .map_err(|e| EngineError::Internal(e.clone()))
+        built(&self.p3_linker, "WASI 0.3", || {
+            let mut linker = wasmtime::component::Linker::new(&self.wasmtime);
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+                .and_then(|()| wasmtime_wasi::p3::add_to_linker(&mut linker))
+                .and_then(|()| wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut P2State| s.config.view()))?;
+            Ok(linker)
+        })
     }
 
     /// WASI 0.3 and 0.2 with `wasi:http` of both, async, for a WASI 0.3 `wasi:http/service`
@@ -264,47 +252,47 @@ impl TierEngine {
     pub(crate) fn service_linker(
         &self,
     ) -> Result<&wasmtime::component::Linker<ProxyState>, EngineError> {
-        self.service_linker
-            .get_or_init(|| {
-                let mut linker = wasmtime::component::Linker::new(&self.wasmtime);
-                wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-                    .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
-                    .and_then(|()| wasmtime_wasi::p3::add_to_linker(&mut linker))
-                    .and_then(|()| wasmtime_wasi_http::p3::add_to_linker(&mut linker))
-                    .and_then(|()| wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut ProxyState| s.config.view()))
-                    .map_err(|e| format!("cannot set up wasi:http 0.3: {}", one_line(&e)))?;
-                Ok(linker)
-            })
-            .as_ref()
-            .map_err(|e| EngineError::Internal(e.clone()))
+        built(&self.service_linker, "wasi:http 0.3", || {
+            let mut linker = wasmtime::component::Linker::new(&self.wasmtime);
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+                .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+                .and_then(|()| wasmtime_wasi::p3::add_to_linker(&mut linker))
+                .and_then(|()| wasmtime_wasi_http::p3::add_to_linker(&mut linker))
+                .and_then(|()| wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut ProxyState| s.config.view()))?;
+            Ok(linker)
+        })
     }
 
     /// The WASI p1 linker, built on first use (a component never needs it).
     pub(crate) fn p1_linker(&self) -> Result<&wasmtime::Linker<P1State>, EngineError> {
-        self.p1_linker
-            .get_or_init(|| {
-                let mut linker = wasmtime::Linker::new(&self.wasmtime);
-                wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut P1State| &mut s.wasi)
-                    .map_err(|e| format!("cannot set up WASI p1: {}", one_line(&e)))?;
-                Ok(linker)
-            })
-            .as_ref()
-            .map_err(|e| EngineError::Internal(e.clone()))
+        built(&self.p1_linker, "WASI p1", || {
+            let mut linker = wasmtime::Linker::new(&self.wasmtime);
+            wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut P1State| &mut s.wasi)?;
+            Ok(linker)
+        })
     }
 
     /// The WASI p2 linker, built on first use (a module never needs it).
     pub(crate) fn p2_linker(&self) -> Result<&wasmtime::component::Linker<P2State>, EngineError> {
-        self.p2_linker
-            .get_or_init(|| {
-                let mut linker = wasmtime::component::Linker::new(&self.wasmtime);
-                wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-                    .and_then(|()| wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut P2State| s.config.view()))
-                    .map_err(|e| format!("cannot set up WASI p2: {}", one_line(&e)))?;
-                Ok(linker)
-            })
-            .as_ref()
-            .map_err(|e| EngineError::Internal(e.clone()))
+        built(&self.p2_linker, "WASI p2", || {
+            let mut linker = wasmtime::component::Linker::new(&self.wasmtime);
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+                .and_then(|()| wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut P2State| s.config.view()))?;
+            Ok(linker)
+        })
     }
+}
+
+/// A linker built on first use and kept; a failed build is kept too, as the message every
+/// later call gets (`what` names the interfaces it links).
+fn built<'a, L>(
+    cell: &'a OnceLock<Result<L, String>>,
+    what: &str,
+    build: impl FnOnce() -> wasmtime::Result<L>,
+) -> Result<&'a L, EngineError> {
+    cell.get_or_init(|| build().map_err(|e| format!("cannot set up {what}: {}", one_line(&e))))
+        .as_ref()
+        .map_err(|e| EngineError::Internal(e.clone()))
 }
 
 impl Engine {
