@@ -146,6 +146,21 @@ pub(super) fn wasmtime_server_with<'a>(wasmtime: &Path, component: &Path, port: 
     Ok(server)
 }
 
+/// Another shim (`runtime`) serving the component on `port`, under the same containerd.
+fn peer_server<'a>(cd: &'a Containerd, name: &str, runtime: &str, port: u16) -> Result<Server<'a>> {
+    let id = format!("bench-peer-{name}");
+    let mut opts = RunOpts::wasm(GUESTS_IMAGE, &id).args(["/http.wasm"]).detach();
+    opts.runtime = runtime.to_string();
+    opts.extra.extend(["--net-host".into(), "--env".into(), format!("WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:{port}")]);
+    let out = cd.run(&opts)?;
+    if !out.success() {
+        bail!("ctr run: {out}");
+    }
+    let server = Server::Shim { cd, id };
+    http::wait_until_serving(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(30))?;
+    Ok(server)
+}
+
 pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Result<Duration>) -> Result<Value> {
     let dir = wasm_shim_e2e::workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -173,6 +188,20 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
         Some(w) => Some(wasmtime_server(w, &component, p_wt)?),
         None => None,
     };
+    // Other wasm shims found on PATH serving the same component, where they can: runwasi's
+    // wasmtime shim serves a wasi:http component on the address in its container's
+    // WASMTIME_HTTP_PROXY_SOCKET_ADDR.
+    let mut peers = Vec::new();
+    for (name, runtime) in super::other_shims() {
+        let port = free_port()?;
+        match peer_server(cd, &name, &runtime, port) {
+            Ok(server) => peers.push((name, port, server)),
+            Err(e) => eprintln!("bench: {name} does not serve the wasi:http component here: {e:#}"),
+        }
+    }
+    if !peers.is_empty() {
+        result["peers"] = json!(peers.iter().map(|(n, _, _)| n.clone()).collect::<Vec<_>>());
+    }
     for &c in CONNECTIONS {
         let key = c.to_string();
         for _ in 0..rounds {
@@ -186,10 +215,13 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
             if wasmtime.is_some() {
                 push(&mut result, &["wasmtime_serve", &key], wrk(&format!("http://127.0.0.1:{p_wt}/"), c)?);
             }
+            for (name, port, _) in &peers {
+                push(&mut result, &["peer", name, &key], wrk(&format!("http://127.0.0.1:{port}/"), c)?);
+            }
             push(&mut result, &["wagi", &key], wrk(&format!("http://127.0.0.1:{p_wagi}/hello?x=1"), c)?);
         }
     }
-    drop((_shim, _metrics, _access, _wagi, _wt));
+    drop((_shim, _metrics, _access, _wagi, _wt, peers));
 
     // Time to the first 200 against a hello `ctr run --rm`, interleaved.
     let mut first = Vec::new();
@@ -247,6 +279,16 @@ pub fn print(r: &Value) {
         row(&format!("HTTP req/s, {c} connections: this shim"), &rps, "/s", ratio);
         if !theirs.is_null() {
             row(&format!("HTTP req/s, {c} connections: wasmtime serve"), &field(theirs, "rps"), "/s", None);
+        }
+        for (name, runs) in r["peer"].as_object().into_iter().flatten() {
+            let peer = &runs[&key];
+            let theirs = field(peer, "rps");
+            row(&format!("HTTP req/s, {c} connections: {name}"), &theirs, "/s", None);
+            let of = format!("of {name}");
+            row(&format!("HTTP req/s, {c} connections: this shim"), &rps, "/s", Some((median(&rps) / median(&theirs), of.as_str())));
+            let (p99, their_p99) = (field(ours, "p99"), field(peer, "p99"));
+            row(&format!("HTTP p99 latency, {c} connections: {name}"), &their_p99, "ms", None);
+            row(&format!("HTTP p99 latency, {c} connections: this shim"), &p99, "ms", Some((median(&p99) / median(&their_p99), of.as_str())));
         }
         for p in ["p50", "p90", "p99"] {
             let v = field(ours, p);
