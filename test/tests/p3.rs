@@ -151,6 +151,7 @@ impl Server {
             limits,
             metrics: None,
             access_log: false,
+            tracing: None,
         };
         let s = shutdown.clone();
         let thread = std::thread::spawn(move || engine.serve(prepared, listener, &opts, &s).unwrap());
