@@ -671,6 +671,23 @@ mod tests {
         assert!(began.elapsed() < FLUSH_TIMEOUT + Duration::from_millis(300), "{:?}", began.elapsed());
     }
 
+    /// A collector that accepts connections and never answers: the flush at the end still keeps
+    /// to its bound (the export itself times out later, on the export thread).
+    #[test]
+    fn a_stalled_collector_costs_a_bounded_flush() {
+        let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = stalled.local_addr().unwrap().port();
+        let t = Traces::start(&format!("http://127.0.0.1:{port}/v1/traces"), resource("t", vec![]), "traces-test").unwrap();
+        for _ in 0..10 {
+            t.tracer.start("s").end();
+        }
+        let began = Instant::now();
+        t.shutdown(FLUSH_TIMEOUT);
+        let took = began.elapsed();
+        assert!(took >= FLUSH_TIMEOUT - Duration::from_millis(50) && took < FLUSH_TIMEOUT + Duration::from_millis(300), "{took:?}");
+        drop(stalled);
+    }
+
     #[test]
     fn a_task_is_one_trace() {
         #[derive(Debug, Clone, Default)]
