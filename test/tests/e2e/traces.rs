@@ -3,7 +3,8 @@
 //!
 //! - `task_spans`: containerd started with `OTEL_EXPORTER_OTLP_ENDPOINT`; `ctr run` of the hello
 //!   command twice: each container is one trace of `create` (root), `compile` (cache miss, then
-//!   hit), `start`, `exit` (code 0), carrying its container id.
+//!   hit), `start`, `exit` (code 0), carrying its container id (and the pod's names from the
+//!   CRI's annotations).
 //! - `pod_endpoint_request_spans`: the suite's containerd (no endpoint): a command whose own
 //!   environment names the receiver exports nothing (the shim never sends to an endpoint a
 //!   container chose); a served component with the same environment sends one SERVER span per
@@ -56,7 +57,15 @@ pub fn task_spans_in_one_trace(_cx: &Ctx) -> Result<()> {
     let rx = Receiver::start()?;
     let cd = traced_containerd(&rx.endpoint())?;
     for (id, cache) in [("t-trace-1", "miss"), ("t-trace-2", "hit")] {
-        let out = cd.run(&RunOpts::wasm(GUESTS_IMAGE, id))?;
+        let mut opts = RunOpts::wasm(GUESTS_IMAGE, id);
+        let pod = id == "t-trace-2";
+        if pod {
+            // The annotations the CRI sets on a pod's containers.
+            for (k, v) in [("io.kubernetes.cri.sandbox-namespace", "shop"), ("io.kubernetes.cri.sandbox-name", "web-7d9"), ("io.kubernetes.cri.container-name", "app")] {
+                opts.extra.extend(["--annotation".to_string(), format!("{k}={v}")]);
+            }
+        }
+        let out = cd.run(&opts)?;
         expect_code(&out, 0)?;
         let spans = task_spans(&rx, id)?;
         let create = one(&spans, "create")?;
@@ -67,6 +76,9 @@ pub fn task_spans_in_one_trace(_cx: &Ctx) -> Result<()> {
             if s.name != "create" {
                 ensure(s.parent_span_id == create.span_id, || format!("{} is not a child of create: {s:?}", s.name))?;
             }
+            let k8s = [s.attr("k8s.namespace.name"), s.attr("k8s.pod.name"), s.attr("k8s.container.name")];
+            let expected = if pod { [Some("shop"), Some("web-7d9"), Some("app")] } else { [None, None, None] };
+            ensure(k8s == expected, || format!("{id}: k8s attributes of {}: {:?}", s.name, s.attributes))?;
         }
         let compile = one(&spans, "compile")?;
         ensure(compile.attr("wasm.cache") == Some(cache) && compile.attr("wasm.tier").is_some() && compile.attr("wasm.digest").is_some_and(|d| d.starts_with("sha256:")), || {
