@@ -117,8 +117,32 @@ impl Receiver {
         Receiver::start_keeping(false)
     }
 
+    /// A receiver on `127.0.0.1:port` of another network namespace (`netns`, such as
+    /// `/proc/<pid>/ns/net` of a pod's process): the pod's own loopback, where a collector
+    /// sidecar would listen.
+    pub fn start_in_netns(netns: &std::path::Path, port: u16) -> Result<Receiver> {
+        let netns = netns.to_path_buf();
+        // A thread of its own enters the namespace (setns changes the calling thread only)
+        // and ends once the socket is bound: the socket stays in that namespace.
+        let listener = std::thread::spawn(move || -> Result<TcpListener> {
+            use std::os::fd::AsRawFd;
+            let ns = std::fs::File::open(&netns)?;
+            // SAFETY: setns with a valid descriptor; it affects only this short-lived thread.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!("setns {}: {}", netns.display(), std::io::Error::last_os_error());
+            }
+            Ok(TcpListener::bind(("127.0.0.1", port))?)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the setns thread panicked"))??;
+        Receiver::serve(listener, true)
+    }
+
     fn start_keeping(keep: bool) -> Result<Receiver> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        Receiver::serve(TcpListener::bind("127.0.0.1:0")?, keep)
+    }
+
+    fn serve(listener: TcpListener, keep: bool) -> Result<Receiver> {
         let port = listener.local_addr()?.port();
         let kept = Arc::new(Mutex::new(Kept { count_only: !keep, ..Kept::default() }));
         let k = kept.clone();

@@ -1318,6 +1318,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("wasm::escape_attempts_as_root_and_uid_1000", Cri, Box::new(cri::wasm_escape_attempts));
     add("wasm::http_function_and_sidecar", Cri, Box::new(cri::wasm_http_function));
     add("wasm::shim_lines_name_the_pod", Cri, Box::new(logs::shim_lines_name_the_pod));
+    add("wasm::traces_from_the_pods_network", Cri, Box::new(traces::traces_from_the_pods_network));
     add("wasm::thirdparty_cpython_command_and_js_function", Cri, Box::new(thirdparty::cri_cpython_and_js));
     add("wasm::one_shim_per_pod", Cri, Box::new(|cx| cri::one_shim_per_pod(cx, WASM_HANDLER)));
     add("wasm::missing_image", Cri, Box::new(|cx| cri::missing_image(cx, WASM_HANDLER)));

@@ -12,6 +12,9 @@
 //! - `outbound_traceparent`: the node's endpoint handed down to a served component without one
 //!   of its own; a guest's outbound call carries a `traceparent` of the incoming request's trace
 //!   whose parent is the call's CLIENT span, which arrives too.
+//! - `cri::wasm::traces_from_the_pods_network` (CRI): a pod's function exports its request
+//!   spans from inside the pod's network namespace: to `127.0.0.1:4318` of the pod (a receiver
+//!   the test binds there, as a collector sidecar would), with the pod's names as resource.
 //! - `collector_down`: the endpoint is a closed port: the command exits 0 about as fast as
 //!   without traces, a served component answers and stops promptly, the log says it once.
 
@@ -224,4 +227,43 @@ pub fn collector_down(cx: &Ctx) -> Result<()> {
     let line = line_with(&log, &[&needle]).with_context(|| cd.log_tail(40))?;
     println!("  {}", line.split("msg=").nth(1).unwrap_or(line));
     Ok(())
+}
+
+/// A CRI pod: the function's request spans go to `http://127.0.0.1:4318`, the pod's own
+/// loopback, where the test binds a receiver inside the pod's network namespace (a collector
+/// sidecar's place); a busybox sidecar calls the function. What arrives was sent from the
+/// pod's network: the host's 127.0.0.1:4318 has nothing.
+pub fn traces_from_the_pods_network(cx: &Ctx) -> Result<()> {
+    use super::cri::{need_wasm, wasm, with_pod};
+    use wasm_shim_e2e::cri::{ContainerSpec, WASM_HANDLER};
+    need_wasm(cx)?;
+    with_pod(cx, "wasm-traced", WASM_HANDLER, |cri, pod| {
+        let function = wasm("function", "/http.wasm").env("PORT", "8081").env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+        let (f, _) = pod.start(cri, function)?;
+        let pid = std::fs::read_to_string(cx.cd.task_state_dir_in("k8s.io").join(&f).join("init.pid"))?.trim().to_string();
+        let rx = Receiver::start_in_netns(std::path::Path::new(&format!("/proc/{pid}/ns/net")), 4318)?;
+        let caller = ContainerSpec::new("caller", wasm_shim_e2e::images::BUSYBOX_IMAGE).command([
+            "/bin/sh",
+            "-c",
+            "i=0; until busybox wget -q -O - http://127.0.0.1:8081/; do \
+               i=$((i+1)); [ $i -ge 100 ] && echo 'gave up' >&2 && exit 1; sleep 0.05; \
+             done",
+        ]);
+        let (c, _) = pod.start(cri, caller)?;
+        let st = cri.wait_exited(&c, Duration::from_secs(30))?;
+        ensure(st.exit_code == 0, || format!("the caller exited {}", st.exit_code))?;
+        let span = rx.wait_for(Duration::from_secs(10), "the function's SERVER span", |spans| {
+            spans.iter().find(|s| s.kind == KIND_SERVER && s.attr("http.response.status_code") == Some("200")).cloned()
+        })?;
+        let r = |k: &str| span.resource.get(k).map(String::as_str);
+        ensure(
+            r("k8s.pod.name") == Some(pod.spec.name.as_str()) && r("k8s.namespace.name") == Some(pod.spec.namespace.as_str()) && r("k8s.container.name") == Some("function") && r("service.name") == Some("function") && r("container.id") == Some(f.as_str()),
+            || format!("resource {:?}", span.resource),
+        )?;
+        cri.stop_container(&f, 10)?;
+        let st = cri.wait_exited(&f, Duration::from_secs(15))?;
+        ensure(st.exit_code == 0, || format!("function exited {}", st.exit_code))?;
+        println!("  SERVER span {} from the pod's network; resource pod {:?}, service {:?}", span.span_id, r("k8s.pod.name"), r("service.name"));
+        Ok(())
+    })
 }
