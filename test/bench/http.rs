@@ -5,6 +5,8 @@
 //! round; the same component with its metrics endpoint on (`metrics-port`, scraped between
 //! runs) against metrics off; the same component with its access log on
 //! (`http-access-log=true`: a line per request on the container's stderr) against it off; the
+//! same component with request spans on (`OTEL_EXPORTER_OTLP_ENDPOINT` in its environment, a
+//! local OTLP receiver that decodes and counts the spans) against traces off; the
 //! WAGI module the same way (this shim only: `wasmtime serve`
 //! has no WAGI); and the time from `ctr run` to the first 200 against a hello `ctr run --rm`.
 //! Instance reuse against fresh instances, hello and CPython: `reuse.rs`.

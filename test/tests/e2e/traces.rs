@@ -226,6 +226,12 @@ pub fn collector_down(cx: &Ctx) -> Result<()> {
     let log = std::fs::read_to_string(&cd.log)?;
     let line = line_with(&log, &[&needle]).with_context(|| cd.log_tail(40))?;
     println!("  {}", line.split("msg=").nth(1).unwrap_or(line));
+    // Where spans go is said once per process: the shim's, and the serving init's (forwarded).
+    let task = format!("traces: task spans go to {endpoint}/v1/traces");
+    let request = format!("traces: request spans go to {endpoint}/v1/traces (the node's");
+    for needle in [task.as_str(), request.as_str()] {
+        line_with(&log, &[needle]).with_context(|| cd.log_tail(40))?;
+    }
     Ok(())
 }
 
