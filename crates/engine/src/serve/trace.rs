@@ -43,7 +43,7 @@ impl RequestTracing {
         if name == "HTTP" {
             attributes.push(KeyValue::new("http.request.method_original", req.method().as_str().to_string()));
         }
-        attributes.push(KeyValue::new("url.path", req.uri().path().to_string()));
+        attributes.push(KeyValue::new("url.path", bounded(req.uri().path())));
         attributes.push(KeyValue::new("url.scheme", "http"));
         attributes.push(KeyValue::new("server.port", i64::from(port)));
         attributes.push(KeyValue::new("client.address", peer.ip().to_canonical().to_string()));
@@ -104,8 +104,8 @@ impl ClientTrace {
         let mut attributes = vec![
             KeyValue::new("http.request.method", method),
             // Without the query (it may hold secrets) and without userinfo.
-            KeyValue::new("url.full", format!("{scheme}://{}{}", uri.host().unwrap_or(""), uri.port().map(|p| format!(":{p}")).unwrap_or_default()) + uri.path()),
-            KeyValue::new("server.address", uri.host().unwrap_or("").to_string()),
+            KeyValue::new("url.full", bounded(&(format!("{scheme}://{}{}", uri.host().unwrap_or(""), uri.port().map(|p| format!(":{p}")).unwrap_or_default()) + uri.path()))),
+            KeyValue::new("server.address", bounded(uri.host().unwrap_or(""))),
             KeyValue::new("server.port", i64::from(uri.port_u16().unwrap_or_else(|| crate::outbound::default_port(scheme)))),
         ];
         if name == "HTTP" {
@@ -151,6 +151,21 @@ pub(crate) fn client_ended(mut span: Span, status: Result<u16, String>) {
         }
     }
     span.end();
+}
+
+/// The longest text a span takes from a request (a path, a URL): past it, cut and marked `...`,
+/// so a client or a guest cannot make spans of any size.
+const MAX_TEXT: usize = 2048;
+
+fn bounded(text: &str) -> String {
+    if text.len() <= MAX_TEXT {
+        return text.to_string();
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 /// The span name and `http.request.method` of a method: the method for the ones the HTTP RFCs
@@ -284,6 +299,18 @@ pub(crate) mod tests {
         assert_eq!(attr(s, "http.response.status_code").as_deref(), Some("503"));
         assert_eq!(attr(s, "client.address").as_deref(), Some("10.0.0.7"));
         assert!(matches!(s.status, Status::Error { .. }));
+    }
+
+    #[test]
+    fn what_a_span_takes_from_a_request_is_bounded() {
+        let (t, kept, _p) = tracing();
+        let long = format!("/{}", "a".repeat(10_000));
+        let req = hyper::Request::builder().uri(long.as_str()).body(()).unwrap();
+        drop(t.server_span(&req, 80, "127.0.0.1:1".parse().unwrap()).wrap(crate::serve::request::plain(404, "no\n")));
+        let path = attr(&kept.0.lock().unwrap()[0], "url.path").unwrap();
+        assert_eq!(path.len(), MAX_TEXT + 3);
+        assert!(path.ends_with("aaa..."));
+        assert_eq!(bounded("/short"), "/short");
     }
 
     #[test]
