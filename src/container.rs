@@ -66,6 +66,8 @@ pub struct Container {
     /// Status and exit; beside them, the channel that releases a waiting wasm init (Start):
     /// none for a native container, and none once the init has exited.
     life: Lifecycle<Option<UnixStream>>,
+    /// Its task spans (`start`, `exit`), when the shim exports traces.
+    trace: Option<crate::traces::TaskTrace>,
 }
 
 /// What runs a container, with what only that kind has.
@@ -217,6 +219,23 @@ impl Container {
     /// `creating` is how a Delete of the same id cancels it: checked between steps, and the
     /// cgroup it kills from.
     pub fn create(req: &CreateTaskRequest, namespace: &str, address: &str, events: &Events, creating: &Creating) -> Result<Arc<Container>> {
+        // The `create` task span (a new trace for this container), when traces are on.
+        let mut span = crate::traces::Creating::begin(&req.id);
+        let created = Self::create_spanned(req, namespace, address, events, creating, &mut span);
+        if let (Err(e), Some(span)) = (&created, span) {
+            span.failed(&e.message);
+        }
+        created
+    }
+
+    fn create_spanned(
+        req: &CreateTaskRequest,
+        namespace: &str,
+        address: &str,
+        events: &Events,
+        creating: &Creating,
+        span: &mut Option<crate::traces::Creating>,
+    ) -> Result<Arc<Container>> {
         if !req.checkpoint.is_empty() {
             return Err(ShimError::unimplemented("restoring from a checkpoint is not supported for wasm containers"));
         }
@@ -226,6 +245,9 @@ impl Container {
         // From here on this thread's lines name the pod too.
         let log = crate::logging::Context::from_spec(&req.id, &spec);
         crate::logging::refine(log.clone());
+        if let Some(s) = span.as_mut() {
+            s.spec(&req.id, &spec);
+        }
         let mut undo = Undo { rootfs: None, cgroup: None, pid: None, runc: None, armed: true };
 
         let rootfs = bundle.join("rootfs");
@@ -238,7 +260,7 @@ impl Container {
         creating.attach(&cg)?;
         let entrypoint = entrypoint::inspect(&spec, &rootfs_path(&bundle, &spec));
         if entrypoint == Entrypoint::Native {
-            return Self::create_native(req, namespace, events, bundle, cg, undo, creating);
+            return Self::create_native(req, namespace, events, bundle, cg, undo, creating, span);
         }
         if req.terminal {
             return Err(ShimError::unimplemented("a terminal (tty) is not supported for wasm containers: run without -t"));
@@ -307,13 +329,23 @@ impl Container {
         record_init(&bundle, pid);
         undo.pid = Some(pidfd);
 
-        let mut compiled = None;
+        let mut compiled: Option<(String, PathBuf)> = None;
+        let mut hit_digest: Option<String> = None;
         loop {
             creating.check()?;
             match protocol::recv::<FromInit>(&mut reader) {
                 Ok(Some(FromInit::Ready)) => break,
                 Ok(Some(FromInit::Error(e))) => return Err(e),
-                Ok(Some(FromInit::CacheHit { key })) => crate::compile::touch(&settings, &key),
+                Ok(Some(FromInit::CacheHit { key })) => {
+                    crate::compile::touch(&settings, &key);
+                    hit_digest = key.split('-').next().map(String::from);
+                }
+                Ok(Some(FromInit::Loaded { cache, tier, micros, file })) => {
+                    if let Some(s) = span.as_ref() {
+                        let digest = compiled.as_ref().map(|(d, _)| d.as_str()).or(hit_digest.as_deref());
+                        s.compiled(&cache, &tier, Duration::from_micros(micros), &file, digest);
+                    }
+                }
                 Ok(Some(FromInit::Compile { name, len, wait })) => {
                     let bytes = protocol::recv_bytes(&mut reader, len).map_err(|e| ShimError::internal(format!("container init: {e}")))?;
                     if let Some(dir) = &settings.cache_dir {
@@ -358,6 +390,7 @@ impl Container {
             stdio,
             runtime: Runtime::Wasm { compiled, create_took: began.elapsed() },
             life: Lifecycle::new(Some(writer)),
+            trace: span.take().map(crate::traces::Creating::done),
         });
         Self::watch(&container, Some(reader), events)?;
         Ok(container)
@@ -365,6 +398,7 @@ impl Container {
 
     /// A native container: runc creates it from the same bundle (its own namespaces, cgroup,
     /// rootfs setup, seccomp and capabilities); the shim keeps the stdio and the pidfd.
+    #[allow(clippy::too_many_arguments)]
     fn create_native(
         req: &CreateTaskRequest,
         namespace: &str,
@@ -373,6 +407,7 @@ impl Container {
         cg: Cgroup,
         mut undo: Undo,
         creating: &Creating,
+        span: &mut Option<crate::traces::Creating>,
     ) -> Result<Arc<Container>> {
         // `create` entered the container's context.
         let log = crate::logging::current().unwrap_or_else(|| crate::logging::Context::id(&req.id));
@@ -403,6 +438,7 @@ impl Container {
             stdio,
             runtime: Runtime::Native(Native { runc, execs: Mutex::new(HashMap::new()) }),
             life: Lifecycle::new(None),
+            trace: span.take().map(crate::traces::Creating::done),
         });
         Self::watch(&container, None, events)?;
         Ok(container)
@@ -495,6 +531,13 @@ impl Container {
         if oom_after > oom_before && !oom_sent {
             events.send(TaskOOM { container_id: self.id.clone(), ..Default::default() });
         }
+        if let Some(t) = &self.trace {
+            let signal = match status {
+                ExitStatus::Signaled(s) => Some(s),
+                ExitStatus::Exited(_) => None,
+            };
+            t.exited(status.code(), signal, oom_sent || oom_after > oom_before);
+        }
         self.life.record_exit(status.code(), |exit, start_tx| {
             *start_tx = None;
             events.exit(&self.id, &self.id, self.pid, exit);
@@ -519,6 +562,15 @@ impl Container {
     /// Releases the waiting init; `on_started` runs under the state lock, before the exit can
     /// be recorded, so the start event always precedes the exit event.
     pub fn start(&self, on_started: impl FnOnce()) -> Result<u32> {
+        let since = std::time::SystemTime::now();
+        let started = self.start_untraced(on_started);
+        if let Some(t) = &self.trace {
+            t.started(since, started.as_ref().err().map(|e| e.message.as_str()));
+        }
+        started
+    }
+
+    fn start_untraced(&self, on_started: impl FnOnce()) -> Result<u32> {
         let mut life = self.life.lock();
         life.status().next(TaskEvent::Start).map_err(|e| ShimError::precondition(format!("{}: {e}", self.id)))?;
         match &self.runtime {
@@ -526,7 +578,8 @@ impl Container {
             Runtime::Wasm { create_took, .. } => {
                 let tx = life.extra.as_mut().ok_or_else(|| ShimError::precondition(format!("{}: the init has exited", self.id)))?;
                 let create_micros = u64::try_from(create_took.as_micros()).unwrap_or(u64::MAX);
-                protocol::send(tx, &ToInit::Start { create_micros })
+                let traces = protocol::InitTraces { endpoint: crate::traces::shim().map(|t| t.url.clone()), id: self.id.clone() };
+                protocol::send(tx, &ToInit::Start { create_micros, traces })
                     .map_err(|e| ShimError::precondition(format!("{}: the init has exited: {e}", self.id)))?;
             }
         }

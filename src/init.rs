@@ -24,7 +24,7 @@ use oci_spec::runtime::Spec;
 use wasm_shim_container::{namespaces, process, rootfs, seccomp, security};
 use wasm_shim_engine::{
     Cache, CacheKey, CacheResult, CoreDumpCapture, Engine, EngineError, Features, GuestConfig, LimitNames, MetricsOptions, Origin, Outcome, Prepared,
-    RunOptions, ServeKind, ServeLimits, ServeOptions, ServingPool, Shutdown, StartInfo, Tier, Upgrade,
+    RequestTracing, RunOptions, ServeKind, ServeLimits, ServeOptions, ServingPool, Shutdown, StartInfo, Tier, Upgrade,
 };
 use wasm_shim_oci::{classify, HttpConfig, Kind, ServeMode};
 
@@ -318,6 +318,19 @@ fn stage2(
     };
     let compile_took = compiling.elapsed();
     let start_tier = prepared.tier();
+    // For the shim's `compile` task span.
+    let cache_name = match cache_result {
+        CacheResult::Hit => "hit",
+        CacheResult::Miss => "miss",
+        CacheResult::Off => "off",
+    };
+    let loaded = FromInit::Loaded {
+        cache: cache_name.into(),
+        tier: start_tier.name().into(),
+        micros: u64::try_from(compile_took.as_micros()).unwrap_or(u64::MAX),
+        file: shown.clone(),
+    };
+    protocol::send(&mut writer, &loaded).map_err(ShimError::internal)?;
     // A server that starts on baseline code switches to the optimized code once the shim has
     // built it: the entry it will ask for.
     let await_optimized = match (serve, had_cache, prepared.tier()) {
@@ -471,8 +484,8 @@ fn stage2(
     }
 
     protocol::send(&mut writer, &FromInit::Ready).map_err(ShimError::internal)?;
-    let create_took = match protocol::recv::<ToInit>(&mut reader) {
-        Ok(Some(ToInit::Start { create_micros })) => Duration::from_micros(create_micros),
+    let (create_took, init_traces) = match protocol::recv::<ToInit>(&mut reader) {
+        Ok(Some(ToInit::Start { create_micros, traces })) => (Duration::from_micros(create_micros), traces),
         // The shim is gone or confused: nobody would see our output or exit status.
         _ => process::exit_now(1),
     };
@@ -495,8 +508,17 @@ fn stage2(
                 start_requested,
             },
         });
-        let opts = ServeOptions { run: opts, limits: serve_limits(&http), metrics, access_log: http.access_log };
-        let code = match engine.serve_upgradable(prepared, listener, &opts, &shutdown, &upgrade) {
+        // Request spans: an export thread of their own, started now (every thread after the
+        // privileges are dropped), only when an endpoint is configured.
+        let traces = crate::traces::for_requests(&rc.env, spec, &init_traces);
+        let tracing = traces.as_ref().map(|t| RequestTracing::new(t.tracer.clone()));
+        let opts = ServeOptions { run: opts, limits: serve_limits(&http), metrics, access_log: http.access_log, tracing };
+        let served = engine.serve_upgradable(prepared, listener, &opts, &shutdown, &upgrade);
+        // The last requests' spans, within a bound: a dead collector does not hold up the exit.
+        if let Some(t) = &traces {
+            t.shutdown(crate::traces::FLUSH_TIMEOUT);
+        }
+        let code = match served {
             Ok(stats) => {
                 log::debug!("{shown}: served {} requests on {} connections", stats.requests, stats.connections);
                 0

@@ -29,6 +29,10 @@
 //! - `protocol`: messages between the shim and its init.
 //! - `events`: publishing task events to containerd in order.
 //! - `stats`: cgroup statistics as containerd's metrics types.
+//! - `traces`: OpenTelemetry traces over OTLP/HTTP when an endpoint is configured: the
+//!   shim's task spans (create, compile, start, exit) to the endpoint of its own environment
+//!   only, the exporter a serving init's request spans use (the pod's endpoint, else the
+//!   shim's), the bounded batching export thread.
 //! - `logging`: the shim's own log lines (logfmt on containerd's log), keyed by the container
 //!   (`id`, `pod`, `container`) each thread works for.
 //! - `errors`: the one error type of the service and the init, mapped to ttrpc status codes
@@ -57,6 +61,7 @@ mod stats;
 mod stdio;
 mod task;
 mod task_api;
+mod traces;
 
 /// A command-line argument of the `install`, `doctor` and `precompile` modes as flag and inline
 /// value: `--flag=value` gives both, anything else is a flag (or a value) whose value, if any,

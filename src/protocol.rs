@@ -11,8 +11,9 @@
 //!  |<-- Compile + wasm bytes ---------------------------------| not found (or baseline only):
 //!  | compile helper(s) fill the cache                         | the shim has it compiled
 //!  |--- Compiled ------------------------------------------->| (if it waits), load it
+//!  |<-- Loaded { cache, tier, time } --------------------------| code loaded (task span)
 //!  |<-- Ready | Error --------------------------------------| ready to run
-//!  |--- Start { create time } ------------------------------>| run
+//!  |--- Start { create time, traces } ---------------------->| run
 //!  |<-- Oom ---------------------------------------------------| (memory limit hit)
 //!  |<-- Log (any time) ---------------------------------------| the init's log lines
 //! ```
@@ -29,11 +30,22 @@ use crate::errors::ShimError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToInit {
     Go,
-    /// Run. `create_micros`: how long Create took as the shim saw it (for the init's metrics).
-    Start { create_micros: u64 },
+    /// Run. `create_micros`: how long Create took as the shim saw it (for the init's metrics);
+    /// `traces`: what a serving init needs for its request spans.
+    Start { create_micros: u64, traces: InitTraces },
     /// Answer to `Compile { wait: true }`: the compile helper is done (look in the cache again;
     /// if the code is still not there, compile in the init).
     Compiled,
+}
+
+/// Request spans of a serving init (see `traces`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct InitTraces {
+    /// The shim's traces URL (containerd's environment), for a container whose own environment
+    /// names none.
+    pub endpoint: Option<String>,
+    /// The container's id (an attribute of its spans).
+    pub id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +57,9 @@ pub enum FromInit {
     Oom { message: String },
     /// The workload was loaded from this compile cache entry (the shim marks it used).
     CacheHit { key: String },
+    /// The workload's code is loaded (for the `compile` task span): `cache` hit, miss or off,
+    /// the `tier` of the code, how long loading or compiling took, the file.
+    Loaded { cache: String, tier: String, micros: u64, file: String },
     /// No optimized code in the cache: `len` bytes of wasm follow. `wait`: the init waits for
     /// `Compiled` (it found nothing usable); else it runs baseline code meanwhile.
     Compile { name: String, len: u64, wait: bool },

@@ -165,6 +165,7 @@ impl containerd_shim::Shim for WasmShim {
 
     fn wait(&mut self) {
         self.exit.wait();
+        crate::traces::shim_shutdown();
     }
 
     fn create_task_service(&self, _publisher: RemotePublisher) -> Self::T {

@@ -77,6 +77,8 @@ pub fn serve(flags: &Flags) -> Result<()> {
 
     exit.wait();
     server.shutdown();
+    // The last task spans (an exit), within a bound.
+    crate::traces::shim_shutdown();
     if let Err(e) = std::fs::remove_file(&path) {
         warn!("remove {path}: {e}");
     }

@@ -5,6 +5,8 @@
 //! round; the same component with its metrics endpoint on (`metrics-port`, scraped between
 //! runs) against metrics off; the same component with its access log on
 //! (`http-access-log=true`: a line per request on the container's stderr) against it off; the
+//! same component with request spans on (`OTEL_EXPORTER_OTLP_ENDPOINT` in its environment, a
+//! local OTLP receiver that decodes and counts the spans) against traces off; the
 //! WAGI module the same way (this shim only: `wasmtime serve`
 //! has no WAGI); and the time from `ctr run` to the first 200 against a hello `ctr run --rm`.
 //! Instance reuse against fresh instances, hello and CPython: `reuse.rs`.
@@ -105,7 +107,15 @@ impl Drop for Server<'_> {
 
 /// `annotations`: more of them, such as `metrics-port` or `http-access-log`.
 fn shim_server<'a>(cd: &'a Containerd, id: &str, entry: &str, port: u16, wagi: bool, annotations: &[(&str, String)]) -> Result<Server<'a>> {
+    shim_server_with_env(cd, id, entry, port, wagi, annotations, &[])
+}
+
+/// The same with environment variables (`NAME=value`) for the container.
+fn shim_server_with_env<'a>(cd: &'a Containerd, id: &str, entry: &str, port: u16, wagi: bool, annotations: &[(&str, String)], env: &[String]) -> Result<Server<'a>> {
     let mut opts = RunOpts::wasm(GUESTS_IMAGE, id).args([entry]).detach();
+    for e in env {
+        opts = opts.env(e);
+    }
     opts.extra.extend(["--net-host".into(), "--annotation".into(), format!("{}={port}", wasm_shim_oci::http::PORT)]);
     if wagi {
         opts.extra.extend(["--annotation".into(), format!("{}=wagi", wasm_shim_oci::http::SERVE)]);
@@ -184,6 +194,12 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
     let _metrics = shim_server(cd, "bench-http-metrics", "/http.wasm", p_metrics, false, &[(wasm_shim_oci::http::METRICS_PORT, p_metrics_ep.to_string())])?;
     let _access = shim_server(cd, "bench-http-access", "/http.wasm", p_access, false, &[(wasm_shim_oci::http::ACCESS_LOG, "true".into())])?;
     let _wagi = shim_server(cd, "bench-wagi", "/wagi.wasm", p_wagi, true, &[])?;
+    // Request spans on: the container's own endpoint, a local OTLP receiver that decodes and
+    // counts what arrives (the exporter's full work: a span per request, batched, protobuf,
+    // posted).
+    let sink = wasm_shim_e2e::otlp::Receiver::sink()?;
+    let p_traces = free_port()?;
+    let _traces = shim_server_with_env(cd, "bench-http-traces", "/http.wasm", p_traces, false, &[], &[format!("OTEL_EXPORTER_OTLP_ENDPOINT={}", sink.endpoint())])?;
     let _wt = match &wasmtime {
         Some(w) => Some(wasmtime_server(w, &component, p_wt)?),
         None => None,
@@ -212,6 +228,7 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
                 bail!("metrics endpoint: {scrape}");
             }
             push(&mut result, &["shim_access_log", &key], wrk(&format!("http://127.0.0.1:{p_access}/"), c)?);
+            push(&mut result, &["shim_traces", &key], wrk(&format!("http://127.0.0.1:{p_traces}/"), c)?);
             if wasmtime.is_some() {
                 push(&mut result, &["wasmtime_serve", &key], wrk(&format!("http://127.0.0.1:{p_wt}/"), c)?);
             }
@@ -221,7 +238,10 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
             push(&mut result, &["wagi", &key], wrk(&format!("http://127.0.0.1:{p_wagi}/hello?x=1"), c)?);
         }
     }
-    drop((_shim, _metrics, _access, _wagi, _wt, peers));
+    drop((_shim, _metrics, _access, _wagi, _wt, _traces, peers));
+    // What the sink got (the spans of the drain's flush included, given a moment).
+    std::thread::sleep(Duration::from_secs(1));
+    result["traces_spans_received"] = json!(sink.counted());
 
     // Time to the first 200 against a hello `ctr run --rm`, interleaved.
     let mut first = Vec::new();
@@ -312,9 +332,19 @@ pub fn print(r: &Value) {
             let p99 = field(with_access, "p99");
             row(&format!("HTTP p99 latency, {c} connections: access log on"), &p99, "ms", Some((median(&p99) / median(&field(ours, "p99")), "of access log off")));
         }
+        let with_traces = &r["shim_traces"][&key];
+        if !with_traces.is_null() {
+            let t = field(with_traces, "rps");
+            row(&format!("HTTP req/s, {c} connections: traces on"), &t, "/s", Some((median(&t) / median(&rps), "of traces off")));
+            let p99 = field(with_traces, "p99");
+            row(&format!("HTTP p99 latency, {c} connections: traces on"), &p99, "ms", Some((median(&p99) / median(&field(ours, "p99")), "of traces off")));
+        }
         let wagi = &r["wagi"][&key];
         row(&format!("WAGI req/s, {c} connections: this shim"), &field(wagi, "rps"), "/s", None);
         row(&format!("WAGI p99 latency, {c} connections: this shim"), &field(wagi, "p99"), "ms", None);
+    }
+    if let Some(n) = r["traces_spans_received"].as_u64() {
+        println!("| request spans received by the OTLP sink (traces on)          | {n}");
     }
     let first = super::nums(&r["first_200_ms"]);
     let hello = super::nums(&r["hello_ms"]);

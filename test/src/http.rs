@@ -108,10 +108,18 @@ pub fn raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Result<String> 
 /// A one-route upstream for outbound calls: answers every request `200 upstream says hi`.
 /// Returns its port; it serves until the process ends.
 pub fn upstream() -> Result<u16> {
+    Ok(recording_upstream()?.0)
+}
+
+/// The same, keeping the head (request line and headers) of each request it gets.
+pub fn recording_upstream() -> Result<(u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>)> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = heads.clone();
     std::thread::spawn(move || {
         for mut s in listener.incoming().flatten() {
+            let kept = kept.clone();
             std::thread::spawn(move || {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut buf = Vec::new();
@@ -122,6 +130,7 @@ pub fn upstream() -> Result<u16> {
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
+                kept.lock().unwrap().push(String::from_utf8_lossy(&buf).into_owned());
                 let body = "upstream says hi";
                 let _ = write!(
                     s,
@@ -131,5 +140,5 @@ pub fn upstream() -> Result<u16> {
             });
         }
     });
-    Ok(port)
+    Ok((port, heads))
 }

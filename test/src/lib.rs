@@ -35,6 +35,8 @@
 //!   namespaces), pod netns, CNI cache entries; and finds shim servers and sockets.
 //! - [`guests`]: builds the wasm32-wasip1 guests, compiles the WAT guests, and makes the
 //!   component from `hello.wasm` with the preview1 command adapter.
+//! - [`otlp`]: an OTLP/HTTP traces receiver that decodes what arrives with OpenTelemetry's
+//!   own protobuf definitions and keeps the spans (the traces trials, the bench's sink).
 //! - [`images`]: the test images (`ImageSpec`s: guests, busybox, pause) and importing them into
 //!   the test namespace or `k8s.io`.
 
@@ -46,6 +48,7 @@ pub mod guests;
 pub mod http;
 pub mod images;
 pub mod leaks;
+pub mod otlp;
 pub mod pause;
 pub mod process;
 

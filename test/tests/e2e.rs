@@ -19,7 +19,8 @@
 //!   cached starts, the features annotation) and trap core dumps (`e2e/features.rs`), serving
 //!   HTTP (`e2e/http.rs`: wasi:http, WAGI, drain, outbound, port in use; `e2e/metrics.rs`: the
 //!   metrics endpoint scraped by a real Prometheus), the shim's log lines and the access log
-//!   (`e2e/logs.rs`: `wasm::logs::*`, and `cri::wasm::shim_lines_name_the_pod`), leak loop,
+//!   (`e2e/logs.rs`: `wasm::logs::*`, and `cri::wasm::shim_lines_name_the_pod`), OpenTelemetry
+//!   traces decoded by an OTLP receiver of the test's own (`e2e/traces.rs`: `wasm::traces::*`), leak loop,
 //!   latency print.
 //! - `wasm::wasi3::*` (e2e/wasi3.rs): WASI 0.3 components from the `wasip3` crate: a command
 //!   through `ctr run` and a `wasi:http/service` served, with the limits, drain and allow-list.
@@ -68,6 +69,8 @@ mod http;
 mod metrics;
 #[path = "e2e/logs.rs"]
 mod logs;
+#[path = "e2e/traces.rs"]
+mod traces;
 #[path = "e2e/faults.rs"]
 mod faults;
 #[path = "e2e/sandbox.rs"]
@@ -1243,6 +1246,10 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("http::instance_reuse_refused_for_wagi", Wasm, Box::new(http::instance_reuse_refused_for_wagi));
     add("http::metrics_scraped_by_prometheus", Wasm, Box::new(metrics::scraped_by_prometheus));
     add("http::metrics_bad_port", Wasm, Box::new(metrics::bad_port));
+    add("traces::task_spans_in_one_trace", Wasm, Box::new(traces::task_spans_in_one_trace));
+    add("traces::pod_endpoint_request_spans", Wasm, Box::new(traces::pod_endpoint_request_spans));
+    add("traces::outbound_traceparent", Wasm, Box::new(traces::outbound_traceparent));
+    add("traces::collector_down", Wasm, Box::new(traces::collector_down));
     add("wasi3::command", Wasm, Box::new(wasi3::command));
     add("wasi3::command_memory_limit", Wasm, Box::new(wasi3::command_memory_limit));
     add("wasi3::command_sigterm", Wasm, Box::new(wasi3::command_sigterm));
@@ -1311,6 +1318,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("wasm::escape_attempts_as_root_and_uid_1000", Cri, Box::new(cri::wasm_escape_attempts));
     add("wasm::http_function_and_sidecar", Cri, Box::new(cri::wasm_http_function));
     add("wasm::shim_lines_name_the_pod", Cri, Box::new(logs::shim_lines_name_the_pod));
+    add("wasm::traces_from_the_pods_network", Cri, Box::new(traces::traces_from_the_pods_network));
     add("wasm::thirdparty_cpython_command_and_js_function", Cri, Box::new(thirdparty::cri_cpython_and_js));
     add("wasm::one_shim_per_pod", Cri, Box::new(|cx| cri::one_shim_per_pod(cx, WASM_HANDLER)));
     add("wasm::missing_image", Cri, Box::new(|cx| cri::missing_image(cx, WASM_HANDLER)));

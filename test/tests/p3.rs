@@ -3,7 +3,8 @@
 //! component), both Rust built with the `wasip3` crate (wit-bindgen's async bindings), with the
 //! same limits as their 0.2 counterparts: exit codes, the memory limit, the request timeout
 //! (504) even for a spinning guest, traps (500, then fine), the concurrency cap, the outbound
-//! allow-list, the drain. The same under containerd: `wasi3::*` in the e2e suite.
+//! allow-list, the drain; request spans through `client.send` (the CLIENT span and the
+//! `traceparent` the upstream gets). The same under containerd: `wasi3::*` in the e2e suite.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant};
 use wasm_shim_e2e::guests::{self, Guests};
 use wasm_shim_e2e::http;
 use wasm_shim_engine::{
-    Capture, Engine, EngineConfig, Outcome, RunOptions, ServeKind, ServeLimits, ServeOptions, ServeStats, ServingPool,
-    Shutdown, Stdio, Tier,
+    Capture, Engine, EngineConfig, Outcome, RequestTracing, RunOptions, ServeKind, ServeLimits, ServeOptions, ServeStats,
+    ServingPool, Shutdown, Stdio, Tier,
 };
 
 fn guests() -> &'static Guests {
@@ -136,6 +137,10 @@ struct Server {
 
 impl Server {
     fn start(limits: ServeLimits) -> Server {
+        Server::start_traced(limits, None)
+    }
+
+    fn start_traced(limits: ServeLimits, tracing: Option<RequestTracing>) -> Server {
         let engine = Engine::with_config(EngineConfig {
             pooling: true,
             serving: Some(ServingPool { instances: limits.max_concurrency, memory: limits.request_memory }),
@@ -151,6 +156,7 @@ impl Server {
             limits,
             metrics: None,
             access_log: false,
+            tracing,
         };
         let s = shutdown.clone();
         let thread = std::thread::spawn(move || engine.serve(prepared, listener, &opts, &s).unwrap());
@@ -258,4 +264,42 @@ fn p3_service_outbound_allow_list() {
     let s = Server::start(ServeLimits::default());
     let r = s.get(&format!("/fetch?url=http://127.0.0.1:{up}/x"));
     assert!(r.status == 502 && r.body.contains("HttpRequestDenied"), "{r}");
+}
+
+/// Keeps the spans it is given.
+#[derive(Debug, Clone, Default)]
+struct Kept(std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+impl opentelemetry_sdk::trace::SpanExporter for Kept {
+    async fn export(&self, batch: Vec<opentelemetry_sdk::trace::SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.lock().unwrap().extend(batch);
+        Ok(())
+    }
+}
+
+#[test]
+fn p3_service_request_and_outbound_spans() {
+    use opentelemetry::trace::{SpanKind, TracerProvider as _};
+    let (up, heads) = http::recording_upstream().unwrap();
+    let kept = Kept::default();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_simple_exporter(kept.clone()).build();
+    let s = Server::start_traced(
+        ServeLimits { allowed_outbound: vec![format!("http://127.0.0.1:{up}")], ..Default::default() },
+        Some(RequestTracing::new(provider.tracer("p3"))),
+    );
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let tp = format!("00-{trace}-{parent}-01");
+    let r = http::get_with(&s.url(&format!("/fetch?url=http://127.0.0.1:{up}/x")), &[("traceparent", &tp)], Duration::from_secs(10)).unwrap();
+    assert_eq!(r.status, 200, "{r}");
+    s.stop();
+    let spans = kept.0.lock().unwrap().clone();
+    let server = spans.iter().find(|s| s.span_kind == SpanKind::Server).expect("a SERVER span");
+    let client = spans.iter().find(|s| s.span_kind == SpanKind::Client).expect("a CLIENT span");
+    assert_eq!(server.span_context.trace_id().to_string(), trace);
+    assert_eq!(server.parent_span_id.to_string(), parent);
+    assert_eq!(client.parent_span_id, server.span_context.span_id());
+    assert_eq!(client.span_context.trace_id().to_string(), trace);
+    let head = heads.lock().unwrap().last().cloned().unwrap();
+    let sent = format!("traceparent: 00-{trace}-{}-01", client.span_context.span_id());
+    assert!(head.to_ascii_lowercase().contains(&sent), "{head}");
 }

@@ -60,6 +60,7 @@ impl Server {
             limits,
             metrics,
             access_log: false,
+            tracing: None,
         };
         let s = shutdown.clone();
         let thread = std::thread::spawn(move || engine.serve_upgradable(prepared, listener, &opts, &s, &upgrade).unwrap());

@@ -33,6 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         limits,
         metrics: None,
         access_log: flag("--access-log"),
+        tracing: None,
     };
     let stats = engine.serve(prepared, listener, &opts, &Shutdown::new())?;
     eprintln!("{stats:?}");

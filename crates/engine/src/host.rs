@@ -190,6 +190,12 @@ impl ProxyState {
 }
 
 impl ProxyState {
+    /// The guest's outbound `wasi:http` requests from now on are children of `trace` (a
+    /// request's span), or of nothing.
+    pub(crate) fn trace_outbound(&mut self, trace: Option<crate::serve::ClientTrace>) {
+        self.hooks.trace = trace;
+    }
+
     /// Whether the guest still holds a piece of a request it was handed or of a response it
     /// made (the request, its body or body stream, its trailers, the response outparam, an
     /// outgoing response or body): after its handler returned, such an instance is not reused,

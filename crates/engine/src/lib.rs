@@ -57,7 +57,9 @@
 //!   reuse), `serve/service` (a WASI 0.3 `wasi:http/service` component, `ServicePre`, run in
 //!   the store's event loop), `serve/wagi` (a WASI p1
 //!   module run CGI-style) and `serve/cgi` (CGI 1.1: meta-variables, parsing the response;
-//!   pure, public for the fuzzer).
+//!   pure, public for the fuzzer); beside them `serve/access` (the access log) and
+//!   `serve/trace` (OpenTelemetry spans of requests and of the guests' outbound requests, W3C
+//!   `traceparent` in and out; the tracer and its exporter are the caller's).
 
 #![deny(unsafe_code)]
 
@@ -86,5 +88,5 @@ pub use limits::{LimitNames, ServeLimits};
 pub use metrics::{CacheResult, MetricsOptions, StartInfo};
 pub use outcome::{Outcome, EXIT_CANNOT_RUN, EXIT_TRAP};
 pub use prepare::{serves_http_by_default, Origin, Prepared, ServeKind};
-pub use serve::{cgi, ServeOptions, ServeStats, Shutdown, Upgrade};
+pub use serve::{cgi, RequestTracing, ServeOptions, ServeStats, Shutdown, Upgrade};
 pub use tier::Tier;

@@ -219,13 +219,16 @@ pub(crate) struct Outbound {
     pub(crate) file: Arc<str>,
     /// What the user calls the list (`LimitNames::allowed_outbound`).
     pub(crate) name: &'static str,
+    /// The span of the request whose guest makes the calls, when requests are traced: each
+    /// allowed call gets a CLIENT span and its `traceparent`.
+    pub(crate) trace: Option<crate::serve::ClientTrace>,
 }
 
 type Check = Pin<Box<dyn Future<Output = bool> + Send + Sync>>;
 
 impl Outbound {
     pub(crate) fn new(list: AllowList, file: &str, name: &'static str) -> Outbound {
-        Outbound { list: Arc::new(list), file: file.into(), name }
+        Outbound { list: Arc::new(list), file: file.into(), name, trace: None }
     }
 
     /// A line in the container's log (where the function's author looks) and the shim's.
@@ -271,11 +274,11 @@ type SendFuture = Box<
 >;
 
 /// `wasi:http`'s outbound requests go through here: one the list does not allow is denied
-/// before it leaves.
+/// before it leaves; one allowed gets its CLIENT span and `traceparent` when requests are traced.
 impl WasiHttpHooks for Outbound {
     fn send_request(
         &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> SendFuture {
@@ -283,9 +286,14 @@ impl WasiHttpHooks for Outbound {
             self.denied(&format!("outbound request to {}", request.uri()));
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let span = self.trace.as_ref().map(|t| t.start(&mut request));
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let sent = wasmtime_wasi_http::default_send_request(request, options).await;
+            if let Some(span) = span {
+                crate::serve::client_ended(span, sent.as_ref().map(|(res, _)| res.status().as_u16()).map_err(|e| format!("{e:?}")));
+            }
+            let (res, io) = sent?;
             Ok((
                 res.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,

@@ -17,14 +17,21 @@
 //! closes idle keep-alive connections, drops the instances kept for reuse, and `serve` returns.
 //!
 //! With `ServeOptions::access_log`, each request also gets a line on the container's stderr
-//! (`access`); without it, nothing per request is formatted or written.
+//! (`access`); without it, nothing per request is formatted or written. With
+//! `ServeOptions::tracing`, each request gets an OpenTelemetry SERVER span and each outbound
+//! `wasi:http` request of its guest a CLIENT span and a `traceparent` (`trace`); without it,
+//! nothing of that runs either.
 
 mod access;
 pub mod cgi;
 mod proxy;
 mod request;
 mod service;
+mod trace;
 mod wagi;
+
+pub use trace::RequestTracing;
+pub(crate) use trace::{client_ended, ClientTrace};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -68,6 +75,9 @@ pub struct ServeOptions {
     /// A line per request on the guest's stderr (the container's log), Common Log Format
     /// plus the duration: see `serve/access.rs`.
     pub access_log: bool,
+    /// OpenTelemetry spans of requests and of the guests' outbound requests (see `trace`);
+    /// `None`: none made.
+    pub tracing: Option<RequestTracing>,
 }
 
 /// Asks a running `serve` to stop accepting and drain. Cheap to clone; `trigger` may be called
@@ -146,14 +156,20 @@ impl Server {
         peer: SocketAddr,
     ) -> hyper::Response<HyperOutgoingBody> {
         let access = self.app.access.as_ref().map(|log| (log.clone(), access::Request::of(&req, peer)));
+        let span = self.app.tracing.as_ref().map(|t| t.server_span(&req, self.app.port, peer));
+        let client = span.as_ref().map(|s| s.client().clone());
         let r = match self.app.metrics.clone() {
-            None => self.respond(prepared, req, peer).await,
+            None => self.respond(prepared, req, peer, client).await,
             Some(m) => {
                 let since = std::time::Instant::now();
-                let r = self.respond(prepared, req, peer).await;
+                let r = self.respond(prepared, req, peer, client).await;
                 m.request(r.status().as_u16(), since.elapsed());
                 r
             }
+        };
+        let r = match span {
+            None => r,
+            Some(span) => span.wrap(r),
         };
         match access {
             None => r,
@@ -162,12 +178,13 @@ impl Server {
     }
 
     /// The concurrency cap, the code to use (upgraded or not) and the deadline, then the handler
-    /// of the workload's kind.
+    /// of the workload's kind. `trace`: what the guest's outbound requests are children of.
     async fn respond(
         self: Arc<Self>,
         prepared: Arc<Prepared>,
         req: hyper::Request<hyper::body::Incoming>,
         peer: SocketAddr,
+        trace: Option<trace::ClientTrace>,
     ) -> hyper::Response<HyperOutgoingBody> {
         let app = &self.app;
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -189,8 +206,8 @@ impl Server {
         };
         let deadline = tokio::time::Instant::now() + app.limits.request_timeout;
         match &prepared.kind {
-            Kind::Proxy { pre } => proxy::handle(app, pre, req, permit, deadline).await,
-            Kind::Service { pre } => service::handle(app, pre, req, permit, deadline).await,
+            Kind::Proxy { pre } => proxy::handle(app, pre, req, permit, deadline, trace).await,
+            Kind::Service { pre } => service::handle(app, pre, req, permit, deadline, trace).await,
             Kind::Wagi { pre, entry } => wagi::handle(app, pre, entry, req, peer, permit, deadline).await,
             Kind::Module { .. } | Kind::Component { .. } => app.failed("serve", "not an HTTP workload"),
         }
@@ -261,6 +278,7 @@ impl Engine {
                 reuse: proxy::Reuse::new(limits.instance_reuse, limits.max_concurrency, metrics.clone()),
                 metrics,
                 access: opts.access_log.then(|| Arc::new(access::AccessLog::new(&opts.run.stdio))),
+                tracing: opts.tracing.clone(),
             },
             limit: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
             requests: AtomicU64::new(0),

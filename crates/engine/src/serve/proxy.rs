@@ -147,6 +147,7 @@ pub(crate) async fn handle(
     req: hyper::Request<hyper::body::Incoming>,
     permit: OwnedSemaphorePermit,
     deadline: Instant,
+    trace: Option<super::trace::ClientTrace>,
 ) -> hyper::Response<HyperOutgoingBody> {
     let label = format!("{} {}", req.method(), req.uri().path());
     let warm = app.reuse.as_ref().and_then(|r| r.take(pre));
@@ -175,6 +176,10 @@ pub(crate) async fn handle(
     };
     // Counted from now, for a reused instance too.
     store.set_epoch_deadline(1);
+    // This request's outbound calls are children of its span (a reused instance's too).
+    if trace.is_some() {
+        store.data_mut().trace_outbound(trace);
+    }
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (incoming, out) = {
         let mut http = store.data_mut().http();

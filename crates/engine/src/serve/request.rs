@@ -1,6 +1,6 @@
 //! What the handler of one request (`proxy`, `wagi`) gets from the server: `App`, the state
 //! every request shares (the limits, the allow-list, the guest's WASI setup, the metrics, the
-//! instances kept for reuse, the access log), the WASI context of a request, and the shim's own
+//! instances kept for reuse, the access log, the tracer), the WASI context of a request, and the shim's own
 //! short responses (500 and 504 with a line in the container's log, `plain`).
 
 use std::sync::Arc;
@@ -32,6 +32,8 @@ pub(crate) struct App {
     pub(crate) reuse: Option<Arc<Reuse>>,
     /// `None`: no access log, and the guest's stderr is wasmtime's own.
     pub(crate) access: Option<Arc<AccessLog>>,
+    /// `None`: no spans.
+    pub(crate) tracing: Option<super::RequestTracing>,
 }
 
 impl App {

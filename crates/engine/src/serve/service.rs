@@ -42,6 +42,7 @@ pub(crate) async fn handle(
     req: hyper::Request<hyper::body::Incoming>,
     permit: OwnedSemaphorePermit,
     deadline: Instant,
+    trace: Option<super::trace::ClientTrace>,
 ) -> hyper::Response<HyperOutgoingBody> {
     let label = format!("{} {}", req.method(), req.uri().path());
     let ctx = match app.wasi_builder() {
@@ -51,6 +52,9 @@ pub(crate) async fn handle(
     let limiter = Limiter::new(Some(app.limits.request_memory));
     let state = ProxyState::new(ctx, limiter, app.outbound.clone(), app.metrics.clone(), app.run.config.clone());
     let mut store = Store::new(pre.engine(), state);
+    if trace.is_some() {
+        store.data_mut().trace_outbound(trace);
+    }
     store.limiter(|s| &mut s.limiter);
     // Yield to tokio at every epoch tick: a spinning guest shares its worker thread and its
     // deadline below can fire.
