@@ -20,7 +20,8 @@
 //!   replicas at once from an empty cache, counting compiles in the cache's `compile.log`;
 //! - a scale-up burst: a second replica of the big image started while the first one's
 //!   optimizing compile runs in the background, against its quiet cached start and hello;
-//! - HTTP (`http.rs`): the `wasi:http` guest served by this shim against `wasmtime serve`, wrk
+//! - HTTP (`http.rs`): the `wasi:http` guest served by this shim against `wasmtime serve` (and
+//!   any other shim on PATH that serves it, such as runwasi's wasmtime shim), wrk
 //!   at 1, 10 and 100 connections; the WAGI guest; `ctr run` to the first 200; and (`reuse.rs`)
 //!   instance reuse against a fresh instance per request, for that guest and for the CPython
 //!   handler `make thirdparty` builds.
