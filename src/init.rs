@@ -510,7 +510,7 @@ fn stage2(
         });
         // Request spans: an export thread of their own, started now (every thread after the
         // privileges are dropped), only when an endpoint is configured.
-        let traces = crate::traces::for_requests(&rc.env, spec, &init_traces);
+        let traces = crate::traces::for_requests(&rc.env, spec, &init_traces, &http.allowed_outbound);
         let tracing = traces.as_ref().map(|t| RequestTracing::new(t.tracer.clone()));
         let opts = ServeOptions { run: opts, limits: serve_limits(&http), metrics, access_log: http.access_log, tracing };
         let served = engine.serve_upgradable(prepared, listener, &opts, &shutdown, &upgrade);

@@ -344,15 +344,36 @@ fn turned_off(get: &dyn Fn(&str) -> Option<String>) -> bool {
 /// node's (`node`, the shim's, handed down at Start); `Err` when its own is set but unusable
 /// (then none: the pod asked for something else than the node's). `None` when the container
 /// turns traces off.
-pub fn request_endpoint(env: &[(String, String)], node: Option<&str>) -> Result<Option<(String, &'static str)>, String> {
+///
+/// The container's own endpoint must be allowed by its outbound allow-list (`allowed`, the
+/// pod's `http-allowed-outbound` annotation), or be the loopback of a network namespace of its
+/// own (`own_netns`: a collector sidecar of the same pod): its environment may come from the
+/// image, and spans carry what the guest decides (a response's status, the paths it serves),
+/// so any other endpoint would be a way out that the guest itself does not have. (A
+/// host-network container's loopback is the node's: no exception there.)
+pub fn request_endpoint(env: &[(String, String)], node: Option<&str>, allowed: &[String], own_netns: bool) -> Result<Option<(String, &'static str)>, String> {
     let get = |k: &str| env.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     if turned_off(&get) {
         return Ok(None);
     }
     Ok(match endpoint(&get)? {
+        Some(url) if !((own_netns && is_loopback(&url)) || wasm_shim_engine::allows_url(allowed, &url)) => {
+            return Err(format!(
+                "the container's endpoint {url} is neither allowed by {} nor on the pod's own loopback (allow the collector there)",
+                wasm_shim_oci::http::ALLOWED_OUTBOUND
+            ))
+        }
         Some(url) => Some((url, "the container's environment")),
         None => node.map(|u| (u.to_string(), "the node's (containerd's environment)")),
     })
+}
+
+/// Whether `url` names a loopback address (`127.0.0.0/8`, `::1`, `localhost`).
+fn is_loopback(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else { return false };
+    let Some(host) = uri.host() else { return false };
+    let host = host.trim_matches(['[', ']']);
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The service name of a container's request spans: its `OTEL_SERVICE_NAME`, else its name in
@@ -365,8 +386,13 @@ pub fn request_service(env: &[(String, String)], spec: &oci_spec::runtime::Spec,
 
 /// The exporter of a serving init's request spans (`None`: traces off for it, said in the log
 /// when a setting is the reason).
-pub fn for_requests(env: &[(String, String)], spec: &oci_spec::runtime::Spec, handed: &crate::protocol::InitTraces) -> Option<Traces> {
-    let (url, whose) = match request_endpoint(env, handed.endpoint.as_deref()) {
+pub fn for_requests(env: &[(String, String)], spec: &oci_spec::runtime::Spec, handed: &crate::protocol::InitTraces, allowed: &[String]) -> Option<Traces> {
+    let own_netns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network));
+    let (url, whose) = match request_endpoint(env, handed.endpoint.as_deref(), allowed, own_netns) {
         Ok(found) => found?,
         Err(why) => {
             log::warn!("traces off for this container's requests: {why}");
@@ -601,20 +627,41 @@ mod tests {
     #[test]
     fn request_spans_go_to_the_pods_endpoint_else_the_nodes() {
         let node = Some("http://node-agent:4318/v1/traces");
+        let allowed = vec!["http://otel.pod-ns:4318".to_string(), "a".to_string(), "b".to_string()];
         // The pod's wins.
         let pod = pairs(&[(ENDPOINT, "http://otel.pod-ns:4318")]);
-        assert_eq!(request_endpoint(&pod, node).unwrap().unwrap().0, "http://otel.pod-ns:4318/v1/traces");
-        // None of its own: the node's.
-        assert_eq!(request_endpoint(&pairs(&[("PORT", "80")]), node).unwrap().unwrap().0, node.unwrap());
-        assert_eq!(request_endpoint(&[], None).unwrap(), None);
+        assert_eq!(request_endpoint(&pod, node, &allowed, false).unwrap().unwrap().0, "http://otel.pod-ns:4318/v1/traces");
+        // None of its own: the node's (the operator's, not subject to the pod's list).
+        assert_eq!(request_endpoint(&pairs(&[("PORT", "80")]), node, &[], false).unwrap().unwrap().0, node.unwrap());
+        assert_eq!(request_endpoint(&[], None, &allowed, false).unwrap(), None);
         // Turned off by the pod, whatever the node says.
-        assert_eq!(request_endpoint(&pairs(&[(SDK_DISABLED, "true")]), node).unwrap(), None);
-        assert_eq!(request_endpoint(&pairs(&[(TRACES_EXPORTER, "none")]), node).unwrap(), None);
+        assert_eq!(request_endpoint(&pairs(&[(SDK_DISABLED, "true")]), node, &allowed, false).unwrap(), None);
+        assert_eq!(request_endpoint(&pairs(&[(TRACES_EXPORTER, "none")]), node, &allowed, false).unwrap(), None);
         // A bad one of the pod's: an error (then off), never the node's instead.
-        assert!(request_endpoint(&pairs(&[(ENDPOINT, "https://x")]), node).is_err());
+        assert!(request_endpoint(&pairs(&[(ENDPOINT, "https://x")]), node, &allowed, false).is_err());
         // The last of a repeated variable counts, as in the guest's environment.
         let twice = pairs(&[(ENDPOINT, "http://a:1"), (ENDPOINT, "http://b:2")]);
-        assert_eq!(request_endpoint(&twice, None).unwrap().unwrap().0, "http://b:2/v1/traces");
+        assert_eq!(request_endpoint(&twice, None, &allowed, false).unwrap().unwrap().0, "http://b:2/v1/traces");
+    }
+
+    #[test]
+    fn a_pods_endpoint_must_be_in_its_outbound_allow_list() {
+        // The image's environment can name an endpoint; the pod's annotation decides.
+        let pod = pairs(&[(ENDPOINT, "http://203.0.113.7:4318")]);
+        let node = Some("http://node-agent:4318/v1/traces");
+        let why = request_endpoint(&pod, node, &[], true).unwrap_err();
+        assert!(why.contains("203.0.113.7") && why.contains("http-allowed-outbound"), "{why}");
+        // Never the node's instead: the pod asked for another.
+        assert!(request_endpoint(&pod, node, &["http://otel.pod-ns:4318".to_string()], true).is_err());
+        assert!(request_endpoint(&pod, node, &["http://203.0.113.7:4318".to_string()], true).unwrap().is_some());
+        assert!(request_endpoint(&pod, node, &["*".to_string()], false).unwrap().is_some());
+        // A collector sidecar on the pod's own loopback needs no entry; the node's loopback
+        // (a host-network container) does.
+        for sidecar in ["http://127.0.0.1:4318", "http://localhost:4318", "http://[::1]:4318"] {
+            let pod = pairs(&[(ENDPOINT, sidecar)]);
+            assert!(request_endpoint(&pod, node, &[], true).unwrap().is_some(), "{sidecar}");
+            assert!(request_endpoint(&pod, node, &[], false).is_err(), "{sidecar}");
+        }
     }
 
     #[test]

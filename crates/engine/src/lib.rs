@@ -86,6 +86,7 @@ pub use features::{Feature, FeatureError, Features, FEATURES};
 pub use host::{Capture, GuestConfig, RunOptions, Stdio};
 pub use limits::{LimitNames, ServeLimits};
 pub use metrics::{CacheResult, MetricsOptions, StartInfo};
+pub use outbound::allows_url;
 pub use outcome::{Outcome, EXIT_CANNOT_RUN, EXIT_TRAP};
 pub use prepare::{serves_http_by_default, Origin, Prepared, ServeKind};
 pub use serve::{cgi, RequestTracing, ServeOptions, ServeStats, Shutdown, Upgrade};

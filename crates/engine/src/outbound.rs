@@ -100,6 +100,15 @@ impl Rule {
     }
 }
 
+/// Whether the allow-list `entries` (as `ServeLimits::allowed_outbound`) lets a request go to
+/// `url`; `false` for an unusable list or URL.
+pub fn allows_url(entries: &[String], url: &str) -> bool {
+    match (AllowList::parse(entries), url.parse::<http::Uri>()) {
+        (Ok(list), Ok(uri)) => list.allows_uri(&uri),
+        _ => false,
+    }
+}
+
 pub(crate) fn default_port(scheme: &str) -> u16 {
     if scheme == "https" {
         443
@@ -336,6 +345,16 @@ mod tests {
 
     fn socket(o: &AllowList, addr: &str, how: SocketAddrUse) -> bool {
         block_on(o.allows_socket(addr.parse().unwrap(), how))
+    }
+
+    #[test]
+    fn urls_are_checked_against_the_entries() {
+        let entries = ["http://127.0.0.1:4318".to_string()];
+        assert!(allows_url(&entries, "http://127.0.0.1:4318/v1/traces"));
+        assert!(!allows_url(&entries, "http://127.0.0.1:4319/v1/traces"));
+        assert!(!allows_url(&entries, "http://10.0.0.1:4318/v1/traces"));
+        assert!(!allows_url(&[], "http://127.0.0.1:4318/v1/traces"));
+        assert!(!allows_url(&["not a rule at all".to_string()], "http://127.0.0.1:4318/"));
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //!   CRI's annotations).
 //! - `pod_endpoint_request_spans`: the suite's containerd (no endpoint): a command whose own
 //!   environment names the receiver exports nothing (the shim never sends to an endpoint a
-//!   container chose); a served component with the same environment sends one SERVER span per
-//!   request, continuing an incoming `traceparent` or starting a trace, with its status code.
+//!   container chose); a served component with the same environment but no allow-list entry
+//!   for it sends nothing and says why; with the entry, one SERVER span per request,
+//!   continuing an incoming `traceparent` or starting a trace, with its status code.
 //! - `outbound_traceparent`: the node's endpoint handed down to a served component without one
 //!   of its own; a guest's outbound call carries a `traceparent` of the incoming request's trace
 //!   whose parent is the call's CLIENT span, which arrives too.
@@ -104,9 +105,22 @@ pub fn pod_endpoint_request_spans(cx: &Ctx) -> Result<()> {
     let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-trace-cmd").env(&endpoint))?;
     expect_code(&out, 0)?;
 
+    // An endpoint the pod did not allow (the environment may be the image's): no spans, a
+    // warning. (The container shares the node's network: its loopback is no pod's own.)
+    let port = free_port()?;
+    let denied = "w-trace-denied";
+    let mut run = cx.cd.spawn(&served(denied, "/http.wasm", &[(wasm_shim_oci::http::PORT, port.to_string())]).env(&endpoint))?;
+    http::wait_until_serving(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(30)).with_context(|| format!("output so far: {}", run.stdout_now()))?;
+    cx.cd.kill(denied, "SIGTERM")?;
+    expect_code(&run.wait(Duration::from_secs(10)), 0)?;
+    let log = std::fs::read_to_string(&cx.cd.log)?;
+    let warned = format!("the container's endpoint {}/v1/traces is neither allowed by", rx.endpoint());
+    line_with(&log, &[denied, &warned]).with_context(|| cx.cd.log_tail(40))?;
+
     let port = free_port()?;
     let id = "w-trace-http";
-    let mut run = cx.cd.spawn(&served(id, "/http.wasm", &[(wasm_shim_oci::http::PORT, port.to_string())]).env(&endpoint).env("OTEL_SERVICE_NAME=hello-fn"))?;
+    let allowed = (wasm_shim_oci::http::ALLOWED_OUTBOUND, rx.endpoint());
+    let mut run = cx.cd.spawn(&served(id, "/http.wasm", &[(wasm_shim_oci::http::PORT, port.to_string()), allowed]).env(&endpoint).env("OTEL_SERVICE_NAME=hello-fn"))?;
     let base = format!("http://127.0.0.1:{port}");
     http::wait_until_serving(&format!("{base}/"), Duration::from_secs(30)).with_context(|| format!("output so far: {}", run.stdout_now()))?;
     let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
@@ -139,6 +153,7 @@ pub fn pod_endpoint_request_spans(cx: &Ctx) -> Result<()> {
     // Nothing from the shim: the task spans go only to the node's endpoint, and there is none.
     let spans = rx.spans();
     ensure(spans.iter().all(|s| s.kind == KIND_SERVER), || format!("not only request spans: {spans:#?}"))?;
+    ensure(spans.iter().all(|s| s.resource.get("container.id").map(String::as_str) == Some(id)), || format!("spans of the denied container: {spans:#?}"))?;
     println!("  {} request spans; GET / continued trace {TRACE_ID}; none from the shim or the command", spans.len());
     ensure(rx.errors().is_empty(), || format!("receiver errors: {:?}", rx.errors()))
 }
