@@ -192,7 +192,7 @@ impl ProxyState {
 impl ProxyState {
     /// The guest's outbound `wasi:http` requests from now on are children of `trace` (a
     /// request's span), or of nothing.
-    pub(crate) fn trace_outbound(&mut self, trace: Option<crate::serve::ClientTrace>) {
+    pub(crate) fn trace_outbound(&mut self, trace: Option<crate::serve::trace::ClientTrace>) {
         self.hooks.trace = trace;
     }
 

@@ -53,8 +53,8 @@
 //!   (past it, not accepted), the concurrency cap (503), deadlines (504), graceful drain on
 //!   `Shutdown`, the code `Upgrade`. Below it, each request's handler: `serve/request` (what
 //!   handlers share: `App`, a request's WASI context, the shim's own responses),
-//!   `serve/proxy` (a `wasi:http/proxy` component, `ProxyPre`, and the instances kept for
-//!   reuse), `serve/service` (a WASI 0.3 `wasi:http/service` component, `ServicePre`, run in
+//!   `serve/proxy` (a `wasi:http/proxy` component, `ProxyPre`), `serve/reuse` (the idle
+//!   instances a server keeps when it reuses them), `serve/service` (a WASI 0.3 `wasi:http/service` component, `ServicePre`, run in
 //!   the store's event loop), `serve/wagi` (a WASI p1
 //!   module run CGI-style) and `serve/cgi` (CGI 1.1: meta-variables, parsing the response;
 //!   pure, public for the fuzzer); beside them `serve/access` (the access log) and

@@ -230,7 +230,7 @@ pub(crate) struct Outbound {
     pub(crate) name: &'static str,
     /// The span of the request whose guest makes the calls, when requests are traced: each
     /// allowed call gets a CLIENT span and its `traceparent`.
-    pub(crate) trace: Option<crate::serve::ClientTrace>,
+    pub(crate) trace: Option<crate::serve::trace::ClientTrace>,
 }
 
 type Check = Pin<Box<dyn Future<Output = bool> + Send + Sync>>;
@@ -295,12 +295,15 @@ impl WasiHttpHooks for Outbound {
             self.denied(&format!("outbound request to {}", request.uri()));
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
-        let span = self.trace.as_ref().map(|t| t.start(&mut request));
+        let span = self.trace.as_ref().map(|t| {
+            let port = request.uri().port_u16().unwrap_or_else(|| default_port(request.uri().scheme_str().unwrap_or("http")));
+            t.start(&mut request, port)
+        });
         Box::new(async move {
             use http_body_util::BodyExt;
             let sent = wasmtime_wasi_http::default_send_request(request, options).await;
             if let Some(span) = span {
-                crate::serve::client_ended(span, sent.as_ref().map(|(res, _)| res.status().as_u16()).map_err(|e| format!("{e:?}")));
+                crate::serve::trace::client_ended(span, sent.as_ref().map(|(res, _)| res.status().as_u16()).map_err(|e| format!("{e:?}")));
             }
             let (res, io) = sent?;
             Ok((

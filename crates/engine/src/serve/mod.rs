@@ -3,7 +3,7 @@
 //! (`proxy` for `wasi:http` 0.2 components, `service` for `wasi:http` 0.3 ones, `wagi` for
 //! CGI-style modules, with `cgi`), each handed what requests share (`request`); or, with
 //! `ServeLimits::instance_reuse` above 1, an idle instance of the 0.2 component that served
-//! earlier requests (`proxy::Reuse`). The limits, the drain and the metrics below are the same
+//! earlier requests (`reuse::Reuse`). The limits, the drain and the metrics below are the same
 //! for all of them.
 //!
 //! Hardening, in the order a request meets it: past `ServeLimits::max_connections` open
@@ -26,12 +26,12 @@ mod access;
 pub mod cgi;
 mod proxy;
 mod request;
+mod reuse;
 mod service;
-mod trace;
+pub(crate) mod trace;
 mod wagi;
 
 pub use trace::RequestTracing;
-pub(crate) use trace::{client_ended, ClientTrace};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -275,7 +275,7 @@ impl Engine {
                 port,
                 run: opts.run.clone(),
                 file: prepared.file.clone(),
-                reuse: proxy::Reuse::new(limits.instance_reuse, limits.max_concurrency, metrics.clone()),
+                reuse: reuse::Reuse::new(limits.instance_reuse, limits.max_concurrency, metrics.clone()),
                 metrics,
                 access: opts.access_log.then(|| Arc::new(access::AccessLog::new(&opts.run.stdio))),
                 tracing: opts.tracing.clone(),

@@ -15,7 +15,7 @@ use crate::limits::ServeLimits;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 
-use super::proxy::Reuse;
+use super::reuse::Reuse;
 use super::access::AccessLog;
 
 /// Shared by every request.

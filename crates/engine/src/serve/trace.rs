@@ -95,9 +95,9 @@ pub(crate) struct ClientTrace {
 }
 
 impl ClientTrace {
-    /// Starts the CLIENT span of an outbound request and sets its `traceparent` (and the
-    /// trace's `tracestate`) on the request, replacing the guest's own.
-    pub(crate) fn start<B>(&self, request: &mut http::Request<B>) -> Span {
+    /// Starts the CLIENT span of an outbound request to `port` and sets its `traceparent` (and
+    /// the trace's `tracestate`) on the request, replacing the guest's own.
+    pub(crate) fn start<B>(&self, request: &mut http::Request<B>, port: u16) -> Span {
         let (name, method) = method_name(request.method());
         let uri = request.uri();
         let scheme = uri.scheme_str().unwrap_or("http");
@@ -106,7 +106,7 @@ impl ClientTrace {
             // Without the query (it may hold secrets) and without userinfo.
             KeyValue::new("url.full", bounded(&(format!("{scheme}://{}{}", uri.host().unwrap_or(""), uri.port().map(|p| format!(":{p}")).unwrap_or_default()) + uri.path()))),
             KeyValue::new("server.address", bounded(uri.host().unwrap_or(""))),
-            KeyValue::new("server.port", i64::from(uri.port_u16().unwrap_or_else(|| crate::outbound::default_port(scheme)))),
+            KeyValue::new("server.port", i64::from(port)),
         ];
         if name == "HTTP" {
             attributes.push(KeyValue::new("http.request.method_original", request.method().as_str().to_string()));
@@ -247,6 +247,14 @@ impl Body for Traced {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// A response to wrap (the server's own `plain`, without depending on the serving module).
+    fn plain(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {
+        let body = http_body_util::Full::new(Bytes::copy_from_slice(text.as_bytes())).map_err(|never| match never {}).boxed_unsync();
+        let mut r = hyper::Response::new(body);
+        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        r
+    }
     use opentelemetry::trace::{SpanId, TraceId};
     use opentelemetry_sdk::error::OTelSdkResult;
     use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
@@ -286,7 +294,7 @@ pub(crate) mod tests {
             .unwrap();
         let span = t.server_span(&req, 8080, "[::ffff:10.0.0.7]:5000".parse().unwrap());
         let child = span.client().parent.span().span_context().clone();
-        drop(span.wrap(crate::serve::request::plain(503, "busy\n")));
+        drop(span.wrap(plain(503, "busy\n")));
         let spans = kept.0.lock().unwrap().clone();
         assert_eq!(spans.len(), 1);
         let s = &spans[0];
@@ -306,7 +314,7 @@ pub(crate) mod tests {
         let (t, kept, _p) = tracing();
         let long = format!("/{}", "a".repeat(10_000));
         let req = hyper::Request::builder().uri(long.as_str()).body(()).unwrap();
-        drop(t.server_span(&req, 80, "127.0.0.1:1".parse().unwrap()).wrap(crate::serve::request::plain(404, "no\n")));
+        drop(t.server_span(&req, 80, "127.0.0.1:1".parse().unwrap()).wrap(plain(404, "no\n")));
         let path = attr(&kept.0.lock().unwrap()[0], "url.path").unwrap();
         assert_eq!(path.len(), MAX_TEXT + 3);
         assert!(path.ends_with("aaa..."));
@@ -322,7 +330,7 @@ pub(crate) mod tests {
                 req = req.header("traceparent", tp);
             }
             let span = t.server_span(&req.body(()).unwrap(), 80, "127.0.0.1:1".parse().unwrap());
-            drop(span.wrap(crate::serve::request::plain(200, "ok\n")));
+            drop(span.wrap(plain(200, "ok\n")));
         }
         let spans = kept.0.lock().unwrap().clone();
         assert_eq!(spans.len(), 3);
@@ -352,10 +360,10 @@ pub(crate) mod tests {
             .header("tracestate", "forged=1")
             .body(())
             .unwrap();
-        let span = server.client().start(&mut out);
+        let span = server.client().start(&mut out, 8080);
         let client_id = span.span_context().span_id();
         client_ended(span, Ok(201));
-        drop(server.wrap(crate::serve::request::plain(200, "ok\n")));
+        drop(server.wrap(plain(200, "ok\n")));
         let tp: Vec<_> = out.headers().get_all("traceparent").iter().collect();
         assert_eq!(tp.len(), 1);
         assert_eq!(tp[0].to_str().unwrap(), format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{client_id}-01"));
