@@ -318,26 +318,17 @@ pub fn print(r: &Value) {
                 row(&format!("HTTP {p} latency, {c} connections: wasmtime serve"), &field(theirs, p), "ms", None);
             }
         }
-        let with_metrics = &r["shim_metrics"][&key];
-        if !with_metrics.is_null() {
-            let m = field(with_metrics, "rps");
-            row(&format!("HTTP req/s, {c} connections: metrics on"), &m, "/s", Some((median(&m) / median(&rps), "of metrics off")));
-            let p99 = field(with_metrics, "p99");
-            row(&format!("HTTP p99 latency, {c} connections: metrics on"), &p99, "ms", Some((median(&p99) / median(&field(ours, "p99")), "of metrics off")));
-        }
-        let with_access = &r["shim_access_log"][&key];
-        if !with_access.is_null() {
-            let a = field(with_access, "rps");
-            row(&format!("HTTP req/s, {c} connections: access log on"), &a, "/s", Some((median(&a) / median(&rps), "of access log off")));
-            let p99 = field(with_access, "p99");
-            row(&format!("HTTP p99 latency, {c} connections: access log on"), &p99, "ms", Some((median(&p99) / median(&field(ours, "p99")), "of access log off")));
-        }
-        let with_traces = &r["shim_traces"][&key];
-        if !with_traces.is_null() {
-            let t = field(with_traces, "rps");
-            row(&format!("HTTP req/s, {c} connections: traces on"), &t, "/s", Some((median(&t) / median(&rps), "of traces off")));
-            let p99 = field(with_traces, "p99");
-            row(&format!("HTTP p99 latency, {c} connections: traces on"), &p99, "ms", Some((median(&p99) / median(&field(ours, "p99")), "of traces off")));
+        // The same component with one feature on, against it off.
+        for (variant, feature) in [("shim_metrics", "metrics"), ("shim_access_log", "access log"), ("shim_traces", "traces")] {
+            let on = &r[variant][&key];
+            if on.is_null() {
+                continue;
+            }
+            let of = format!("of {feature} off");
+            let v = field(on, "rps");
+            row(&format!("HTTP req/s, {c} connections: {feature} on"), &v, "/s", Some((median(&v) / median(&rps), of.as_str())));
+            let p99 = field(on, "p99");
+            row(&format!("HTTP p99 latency, {c} connections: {feature} on"), &p99, "ms", Some((median(&p99) / median(&field(ours, "p99")), of.as_str())));
         }
         let wagi = &r["wagi"][&key];
         row(&format!("WAGI req/s, {c} connections: this shim"), &field(wagi, "rps"), "/s", None);
