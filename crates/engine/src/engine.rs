@@ -1,4 +1,4 @@
-//! The `wasmtime::Config`, one wasmtime engine per compiler tier (built when
+//! The `wasmtime::Config`, one wasmtime engine per compiler tier and `Concurrency` (built when
 //! first needed), the WASI linkers (built when first needed: WASI p1, p2, `wasi:http` p2, and
 //! the WASI 0.3 ones), and interruption by signal (epoch increment).
 
@@ -51,10 +51,27 @@ pub struct Engine {
 
 pub(crate) struct Inner {
     config: EngineConfig,
-    /// Indexed by `Tier::index`.
-    tiers: [OnceLock<Result<TierEngine, String>>; 2],
+    /// Indexed by `slot(tier, concurrency)`.
+    tiers: [OnceLock<Result<TierEngine, String>>; 4],
     /// The signal passed to `interrupt`, 0 while none was.
     signal: AtomicI32,
+}
+
+/// Whether an engine runs the component model's concurrency (WASI 0.3: async functions,
+/// streams, futures, tasks). wasmtime 48 pays for that machinery on every call and store of
+/// an engine that has it, used or not (a host task per host call, its bookkeeping when a store
+/// is dropped: 13% of the instructions of a hello `wasi:http` 0.2 request), so everything that
+/// does not use it (core modules, WASI 0.2 components) gets an engine without it
+/// (`prepare::needs_concurrency` reads which from the binary). The two compile different
+/// code, so their cache keys differ (wasmtime's compatibility hash covers it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Concurrency {
+    Off,
+    On,
+}
+
+fn slot(tier: Tier, concurrency: Concurrency) -> usize {
+    tier.index() * 2 + usize::from(concurrency == Concurrency::On)
 }
 
 /// One wasmtime engine (one compiler) and the linkers built for it.
@@ -84,7 +101,7 @@ impl std::fmt::Debug for Engine {
 /// copy-on-write memory images (initial linear memory is mapped from the compiled artifact,
 /// not copied, when the host allows), backtraces with names and DWARF details (a trap's message
 /// says where), and core dumps on trap when asked.
-fn base_config(tier: Tier, engine_config: &EngineConfig) -> wasmtime::Config {
+fn base_config(tier: Tier, concurrency: Concurrency, engine_config: &EngineConfig) -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
     match tier {
         Tier::Optimized => config
@@ -96,18 +113,21 @@ fn base_config(tier: Tier, engine_config: &EngineConfig) -> wasmtime::Config {
     config
         .parallel_compilation(!engine_config.single_threaded)
         .wasm_component_model(true)
-        // WASI 0.3 (async functions, streams and futures of the component model). wasmtime 48
-        // turns it on by default where its `component-model-async` feature is built, as here;
-        // set explicitly so that the compiled code (and the cache key, which covers wasmtime's
-        // compatibility hash of these features) never depends on that default. It changes no
-        // code of a component that does not use it.
-        .wasm_component_model_async(true)
         .epoch_interruption(true)
         .memory_init_cow(true)
         // Explicit: wasmtime's default reads WASMTIME_BACKTRACE_DETAILS, which would make
         // the compiled code (and the cache key) depend on a process's environment.
         .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
         .coredump_on_trap(engine_config.coredump);
+    // WASI 0.3 (async functions, streams and futures of the component model) only where used:
+    // see `Concurrency`. wasmtime 48 turns it on by default where its `component-model-async`
+    // feature is built, as here; set explicitly both ways so that the compiled code (and the
+    // cache key, which covers wasmtime's compatibility hash of these features) never depends
+    // on that default.
+    match concurrency {
+        Concurrency::On => config.concurrency_support(true).wasm_component_model_async(true),
+        Concurrency::Off => config.wasm_component_model_async(false).concurrency_support(false),
+    };
     config
 }
 
@@ -170,8 +190,8 @@ fn pooling_config(serving: Option<ServingPool>, gc: bool) -> wasmtime::PoolingAl
 }
 
 impl TierEngine {
-    fn new(tier: Tier, engine_config: &EngineConfig) -> Result<TierEngine, String> {
-        let config = base_config(tier, engine_config);
+    fn new(tier: Tier, concurrency: Concurrency, engine_config: &EngineConfig) -> Result<TierEngine, String> {
+        let config = base_config(tier, concurrency, engine_config);
         if engine_config.pooling || engine_config.serving.is_some() {
             let gc = tier == Tier::Optimized && engine_config.features.is_on("gc");
             let mut pooled = config.clone();
@@ -308,18 +328,18 @@ impl Engine {
         let engine = Engine {
             inner: Arc::new(Inner {
                 config,
-                tiers: [OnceLock::new(), OnceLock::new()],
+                tiers: [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()],
                 signal: AtomicI32::new(0),
             }),
         };
-        engine.tier(Tier::Optimized)?;
+        engine.tier(Tier::Optimized, Concurrency::Off)?;
         Ok(engine)
     }
 
-    /// The engine of `tier`, built on first use.
-    pub(crate) fn tier(&self, tier: Tier) -> Result<&TierEngine, EngineError> {
-        self.inner.tiers[tier.index()]
-            .get_or_init(|| TierEngine::new(tier, &self.inner.config))
+    /// The engine of `tier` with or without concurrency, built on first use.
+    pub(crate) fn tier(&self, tier: Tier, concurrency: Concurrency) -> Result<&TierEngine, EngineError> {
+        self.inner.tiers[slot(tier, concurrency)]
+            .get_or_init(|| TierEngine::new(tier, concurrency, &self.inner.config))
             .as_ref()
             .map_err(|e| {
                 if e.starts_with("wasm features ") {
@@ -338,7 +358,17 @@ impl Engine {
     /// Whether instances of `tier` come from the pooling allocator (false
     /// when it was not asked for or could not be reserved).
     pub fn uses_pooling(&self, tier: Tier) -> Result<bool, EngineError> {
-        Ok(self.tier(tier)?.pooling)
+        Ok(self.tier(tier, Concurrency::Off)?.pooling)
+    }
+
+    /// The engine of `tier` that `wasmtime` is (code is linked and served with the linkers of
+    /// the engine that compiled it).
+    pub(crate) fn tier_of(&self, tier: Tier, wasmtime: &wasmtime::Engine) -> Result<&TierEngine, EngineError> {
+        [Concurrency::Off, Concurrency::On]
+            .into_iter()
+            .filter_map(|c| self.inner.tiers[slot(tier, c)].get().and_then(|t| t.as_ref().ok()))
+            .find(|t| wasmtime::Engine::same(&t.wasmtime, wasmtime))
+            .ok_or_else(|| EngineError::Internal(format!("code compiled by an engine of no {tier} tier of this one")))
     }
 
     /// Asks the running guest to stop because of `signal`.
@@ -400,12 +430,17 @@ mod tests {
             })
             .unwrap();
             for tier in [Tier::Optimized, Tier::Baseline] {
-                let t = engine.tier(tier).unwrap();
-                assert_eq!(t.pooling, pooling, "{tier}");
-                t.p1_linker().unwrap();
-                t.p2_linker().unwrap();
-                t.p3_linker().unwrap();
-                t.service_linker().unwrap();
+                for c in [Concurrency::Off, Concurrency::On] {
+                    let t = engine.tier(tier, c).unwrap();
+                    assert_eq!(t.pooling, pooling, "{tier}");
+                    t.p1_linker().unwrap();
+                    t.p2_linker().unwrap();
+                    t.proxy_linker().unwrap();
+                    if c == Concurrency::On {
+                        t.p3_linker().unwrap();
+                        t.service_linker().unwrap();
+                    }
+                }
             }
         }
     }

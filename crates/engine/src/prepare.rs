@@ -16,7 +16,7 @@ use wasmtime_wasi::p3::bindings::CommandPre as CommandPreP3;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
-use crate::engine::{Engine, TierEngine};
+use crate::engine::{Concurrency, Engine, TierEngine};
 use crate::error::{one_line, EngineError};
 use crate::host::{P1State, P2State, ProxyState};
 use crate::tier::Tier;
@@ -100,6 +100,14 @@ pub(crate) enum Artifact {
 }
 
 impl Artifact {
+    /// The wasmtime engine that compiled the code.
+    pub(crate) fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            Artifact::Module(m) => m.engine(),
+            Artifact::Component(c) => c.engine(),
+        }
+    }
+
     /// The code as a serialized artifact (an ELF image wasmtime can map).
     pub(crate) fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
         match self {
@@ -209,7 +217,10 @@ impl Engine {
         self.link(tier, artifact, name, export, Origin::Compiled)
     }
 
-    /// Compiles a decoded binary with the compiler of `tier`.
+    /// Compiles a decoded binary with the compiler of `tier`, in the engine with concurrency
+    /// only when the binary uses it (`needs_concurrency`). Should that read be wrong (a component
+    /// the engine without concurrency rejects), the engine with it compiles it: loading finds
+    /// the code under either engine, so a wrong guess costs speed, never a workload.
     pub(crate) fn compile(
         &self,
         tier: Tier,
@@ -217,7 +228,30 @@ impl Engine {
         format: Format,
         file: &str,
     ) -> Result<Artifact, EngineError> {
-        let engine = &self.tier(tier)?.wasmtime;
+        let concurrency = needs_concurrency(binary, format);
+        match self.compile_with(tier, concurrency, binary, format, file) {
+            Err(e) if concurrency == Concurrency::Off && format == Format::Component => {
+                match self.compile_with(tier, Concurrency::On, binary, format, file) {
+                    Ok(artifact) => {
+                        log::warn!("{file}: compiled with WASI 0.3 concurrency after all: {e}");
+                        Ok(artifact)
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn compile_with(
+        &self,
+        tier: Tier,
+        concurrency: Concurrency,
+        binary: &[u8],
+        format: Format,
+        file: &str,
+    ) -> Result<Artifact, EngineError> {
+        let engine = &self.tier(tier, concurrency)?.wasmtime;
         match format {
             Format::Module => Module::from_binary(engine, binary)
                 .map(Artifact::Module)
@@ -246,7 +280,7 @@ impl Engine {
         export: Option<&str>,
         origin: Origin,
     ) -> Result<Prepared, EngineError> {
-        let t = self.tier(tier)?;
+        let t = self.tier_of(tier, artifact.engine())?;
         let kind = match artifact {
             Artifact::Module(module) => link_module(t, &module, file, export)?,
             Artifact::Component(component) => link_component(t, &component, file, export)?,
@@ -500,7 +534,7 @@ impl Engine {
         if prepared.serves() == Some(kind) {
             return Ok(prepared);
         }
-        let t = self.tier(prepared.tier)?;
+        let t = self.tier_of(prepared.tier, &prepared.engine)?;
         let file = prepared.file.clone();
         let new_kind = match (kind, prepared.kind) {
             (ServeKind::Http, Kind::Component { pre, .. }) => link_proxy(t, pre.component(), &file)?,
@@ -540,6 +574,63 @@ impl Engine {
             tier: prepared.tier,
             origin: prepared.origin,
         })
+    }
+}
+
+/// Whether a decoded binary needs the engine with the component model's concurrency
+/// (`Concurrency`): a component whose canonical functions use the async ABI (an `async` or
+/// `callback` lift or lower, or any builtin but the resource ones: tasks, streams, futures,
+/// error contexts, threads), whose types have async functions, streams or futures, or that
+/// imports or exports a WASI 0.3 interface. Read from the sections, without validating or
+/// compiling (microseconds for 18 MB of CPython); anything unreadable or unknown says yes,
+/// which is what every workload got before. Core modules never need it.
+pub(crate) fn needs_concurrency(binary: &[u8], format: Format) -> Concurrency {
+    use wasmparser::{CanonicalFunction, CanonicalOption, Payload};
+    if format == Format::Module {
+        return Concurrency::Off;
+    }
+    let p3_name = |name: &str| name.split_once('@').is_some_and(|(_, v)| v.starts_with("0.3."));
+    for payload in wasmparser::Parser::new(0).parse_all(binary) {
+        let uses = match payload {
+            Err(_) => true,
+            Ok(Payload::ComponentCanonicalSection(reader)) => reader.into_iter().any(|f| match f {
+                Ok(CanonicalFunction::Lift { options, .. } | CanonicalFunction::Lower { options, .. }) => {
+                    options.iter().any(|o| matches!(o, CanonicalOption::Async | CanonicalOption::Callback(_)))
+                }
+                Ok(
+                    CanonicalFunction::ResourceNew { .. }
+                    | CanonicalFunction::ResourceDrop { .. }
+                    | CanonicalFunction::ResourceRep { .. },
+                ) => false,
+                _ => true,
+            }),
+            Ok(Payload::ComponentTypeSection(reader)) => {
+                reader.into_iter().any(|t| t.map_or(true, |t| async_type(&t)))
+            }
+            Ok(Payload::ComponentImportSection(reader)) => {
+                reader.into_iter().any(|i| i.map_or(true, |i| p3_name(i.name.name)))
+            }
+            Ok(Payload::ComponentExportSection(reader)) => {
+                reader.into_iter().any(|e| e.map_or(true, |e| p3_name(e.name.name)))
+            }
+            Ok(_) => false,
+        };
+        if uses {
+            return Concurrency::On;
+        }
+    }
+    Concurrency::Off
+}
+
+/// An async function, a stream or a future, at any depth of instance and component types.
+fn async_type(t: &wasmparser::ComponentType) -> bool {
+    use wasmparser::{ComponentDefinedType, ComponentType, ComponentTypeDeclaration, InstanceTypeDeclaration};
+    match t {
+        ComponentType::Defined(ComponentDefinedType::Future(_) | ComponentDefinedType::Stream(_)) => true,
+        ComponentType::Func(f) => f.async_,
+        ComponentType::Instance(decls) => decls.iter().any(|d| matches!(d, InstanceTypeDeclaration::Type(t) if async_type(t))),
+        ComponentType::Component(decls) => decls.iter().any(|d| matches!(d, ComponentTypeDeclaration::Type(t) if async_type(t))),
+        _ => false,
     }
 }
 
@@ -716,6 +807,29 @@ mod tests {
         assert!(!is_wasi_p2("wasi:http/types@0.2.0"));
         assert!(!is_wasi_p2("wasi:cli/exit@0.3.0"));
         assert!(is_wasi_p2("wasi_snapshot_preview1::fd_write"));
+    }
+
+    #[test]
+    fn concurrency_only_for_what_uses_it() {
+        let off = |wat: &str| {
+            let binary = wat::parse_str(wat).unwrap();
+            let format = if binary[6] == 1 { Format::Component } else { Format::Module };
+            needs_concurrency(&binary, format)
+        };
+        assert_eq!(off("(module (func (export \"_start\")))"), Concurrency::Off);
+        let lifted = r#"(component
+            (core module $m (func (export "f") (result i32) i32.const 0))
+            (core instance $i (instantiate $m))
+            (func (export "f") (result u32) (canon lift (core func $i "f"))))"#;
+        assert_eq!(off(lifted), Concurrency::Off);
+        // A stream type anywhere, an async function type, a 0.3 interface, a task builtin.
+        assert_eq!(off("(component (type (stream u8)))"), Concurrency::On);
+        assert_eq!(off("(component (type (instance (type (future)))))"), Concurrency::On);
+        assert_eq!(off("(component (type (func async)))"), Concurrency::On);
+        assert_eq!(off(r#"(component (import "wasi:cli/stdout@0.3.0" (instance)))"#), Concurrency::On);
+        assert_eq!(off("(component (core func (canon backpressure.inc)))"), Concurrency::On);
+        // Not a readable component: as before, with concurrency.
+        assert_eq!(needs_concurrency(b"\0asm\x0d\0\x01\0\xff", Format::Component), Concurrency::On);
     }
 
     #[test]

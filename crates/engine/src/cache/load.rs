@@ -3,7 +3,7 @@
 //! `prepare` does, compiling into the cache once across processes, and `prepare_cached`.
 
 use std::hash::{Hash, Hasher};
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,9 +13,9 @@ use wasmtime::component::Component;
 use wasmtime::Module;
 
 use super::disk::{hex, verify, wasm_digest, Cache, CacheKey, Lookup, FORMAT};
-use crate::engine::Engine;
+use crate::engine::{Concurrency, Engine};
 use crate::error::{one_line, EngineError};
-use crate::prepare::{decode, Artifact, Format, Origin, Prepared};
+use crate::prepare::{decode, needs_concurrency, Artifact, Format, Origin, Prepared};
 use crate::tier::Tier;
 
 /// What `Engine::compile_to_cache` did.
@@ -77,6 +77,8 @@ fn deserialize(
                 unsafe { Component::deserialize_file(engine, &by_fd) }.map(Artifact::Component)
             } else {
                 let mut bytes = Vec::with_capacity(payload_len as usize);
+                // From the start: a clone of this descriptor may have been read already.
+                (&file).seek(std::io::SeekFrom::Start(0))?;
                 (&file).take(payload_len).read_to_end(&mut bytes)?;
                 unsafe { Component::deserialize(engine, &bytes) }.map(Artifact::Component)
             }
@@ -88,12 +90,15 @@ impl Engine {
     /// The cache key of `bytes` compiled by `tier` in this engine's
     /// configuration.
     pub fn cache_key(&self, bytes: &[u8], tier: Tier) -> Result<CacheKey, EngineError> {
+        let (binary, format) = decode(bytes, "")?;
         let digest = wasm_digest(bytes);
-        self.key_for_digest(&digest, tier)
+        self.key_for_digest(&digest, tier, needs_concurrency(&binary, format))
     }
 
-    fn key_for_digest(&self, digest: &str, tier: Tier) -> Result<CacheKey, EngineError> {
-        let engine = &self.tier(tier)?.wasmtime;
+    /// The key in the engine the binary is compiled by (with or without concurrency: the
+    /// compatibility hash differs).
+    fn key_for_digest(&self, digest: &str, tier: Tier, concurrency: Concurrency) -> Result<CacheKey, EngineError> {
+        let engine = &self.tier(tier, concurrency)?.wasmtime;
         let mut h = Sha256Hasher(Sha256::new());
         FORMAT.hash(&mut h);
         tier.name().hash(&mut h);
@@ -127,10 +132,11 @@ impl Engine {
         export: Option<&str>,
         tiers: &[Tier],
     ) -> Result<Option<Prepared>, EngineError> {
-        let (_, format) = decode(bytes, name)?;
+        let (binary, format) = decode(bytes, name)?;
+        let concurrency = needs_concurrency(&binary, format);
         let digest = wasm_digest(bytes);
         for &tier in tiers {
-            let key = self.key_for_digest(&digest, tier)?;
+            let key = self.key_for_digest(&digest, tier, concurrency)?;
             if let Some(artifact) = self.load_entry(cache, &key, tier, format, name)? {
                 return self
                     .link(tier, artifact, name, export, Origin::Cache(key.0.clone()))
@@ -149,7 +155,6 @@ impl Engine {
         format: Format,
         name: &str,
     ) -> Result<Option<Artifact>, EngineError> {
-        let engine = &self.tier(tier)?.wasmtime;
         let (file, payload_len) = match cache.lookup(key) {
             Lookup::Missing => return Ok(None),
             Lookup::Corrupt(reason) => {
@@ -161,7 +166,7 @@ impl Engine {
             }
             Lookup::Found(file, payload_len) => (file, payload_len),
         };
-        match deserialize(engine, format, file, payload_len) {
+        match self.deserialize_either(tier, format, file, payload_len) {
             Ok(artifact) => Ok(Some(artifact)),
             Err(e) => {
                 log::warn!(
@@ -193,8 +198,28 @@ impl Engine {
         let bad = |why: String| EngineError::Cache(format!("entry {key} (handed over): {why}"));
         let payload_len = verify(&file).map_err(&bad)?;
         let format = if component { Format::Component } else { Format::Module };
-        let artifact = deserialize(&self.tier(tier)?.wasmtime, format, file, payload_len).map_err(|e| bad(one_line(&e)))?;
+        let artifact = self.deserialize_either(tier, format, file, payload_len).map_err(|e| bad(one_line(&e)))?;
         self.link(tier, artifact, name, export, Origin::Cache(key.0.clone()))
+    }
+
+    /// `deserialize` in the engine of `tier` without concurrency, else in the one with it
+    /// (wasmtime's header says which engine compiled the code; `Engine::compile` may have
+    /// fallen back to the one with it).
+    fn deserialize_either(
+        &self,
+        tier: Tier,
+        format: Format,
+        file: std::fs::File,
+        payload_len: u64,
+    ) -> wasmtime::Result<Artifact> {
+        let again = file.try_clone()?;
+        match deserialize(&self.tier(tier, Concurrency::Off)?.wasmtime, format, file, payload_len) {
+            Ok(artifact) => Ok(artifact),
+            Err(off) => match self.tier(tier, Concurrency::On) {
+                Ok(t) => deserialize(&t.wasmtime, format, again, payload_len).map_err(|_| off),
+                Err(_) => Err(off),
+            },
+        }
     }
 
     /// Compiles `bytes` with the compiler of `tier` and stores the code in
