@@ -137,7 +137,7 @@ impl Engine {
         let digest = wasm_digest(bytes);
         for &tier in tiers {
             let key = self.key_for_digest(&digest, tier, concurrency)?;
-            if let Some(artifact) = self.load_entry(cache, &key, tier, format, name)? {
+            if let Some(artifact) = self.load_entry(cache, &key, tier, concurrency, format, name)? {
                 return self
                     .link(tier, artifact, name, export, Origin::Cache(key.0.clone()))
                     .map(Some);
@@ -152,6 +152,7 @@ impl Engine {
         cache: &Cache,
         key: &CacheKey,
         tier: Tier,
+        concurrency: Concurrency,
         format: Format,
         name: &str,
     ) -> Result<Option<Artifact>, EngineError> {
@@ -166,7 +167,7 @@ impl Engine {
             }
             Lookup::Found(file, payload_len) => (file, payload_len),
         };
-        match self.deserialize_either(tier, format, file, payload_len) {
+        match self.deserialize_either(tier, concurrency, format, file, payload_len) {
             Ok(artifact) => Ok(Some(artifact)),
             Err(e) => {
                 log::warn!(
@@ -198,26 +199,33 @@ impl Engine {
         let bad = |why: String| EngineError::Cache(format!("entry {key} (handed over): {why}"));
         let payload_len = verify(&file).map_err(&bad)?;
         let format = if component { Format::Component } else { Format::Module };
-        let artifact = self.deserialize_either(tier, format, file, payload_len).map_err(|e| bad(one_line(&e)))?;
+        let artifact = self
+            .deserialize_either(tier, Concurrency::Off, format, file, payload_len)
+            .map_err(|e| bad(one_line(&e)))?;
         self.link(tier, artifact, name, export, Origin::Cache(key.0.clone()))
     }
 
-    /// `deserialize` in the engine of `tier` without concurrency, else in the one with it
-    /// (wasmtime's header says which engine compiled the code; `Engine::compile` may have
-    /// fallen back to the one with it).
+    /// `deserialize` in the engine of `tier` with `first` concurrency (the one the key was made
+    /// with), else in the other one (wasmtime's header says which engine compiled the code;
+    /// `Engine::compile` may have fallen back to the one with concurrency).
     fn deserialize_either(
         &self,
         tier: Tier,
+        first: Concurrency,
         format: Format,
         file: std::fs::File,
         payload_len: u64,
     ) -> wasmtime::Result<Artifact> {
         let again = file.try_clone()?;
-        match deserialize(&self.tier(tier, Concurrency::Off)?.wasmtime, format, file, payload_len) {
+        let other = match first {
+            Concurrency::Off => Concurrency::On,
+            Concurrency::On => Concurrency::Off,
+        };
+        match deserialize(&self.tier(tier, first)?.wasmtime, format, file, payload_len) {
             Ok(artifact) => Ok(artifact),
-            Err(off) => match self.tier(tier, Concurrency::On) {
-                Ok(t) => deserialize(&t.wasmtime, format, again, payload_len).map_err(|_| off),
-                Err(_) => Err(off),
+            Err(e) => match self.tier(tier, other) {
+                Ok(t) => deserialize(&t.wasmtime, format, again, payload_len).map_err(|_| e),
+                Err(_) => Err(e),
             },
         }
     }
@@ -254,14 +262,15 @@ impl Engine {
         admit: impl FnOnce() -> Option<G>,
     ) -> Result<Stored, EngineError> {
         let (binary, format) = decode(bytes, name)?;
-        let key = self.cache_key(bytes, tier)?;
+        let concurrency = needs_concurrency(&binary, format);
+        let key = self.key_for_digest(&wasm_digest(bytes), tier, concurrency)?;
         let Some(_lock) = cache
             .lock(&key, wait)
             .map_err(|e| cache.err(&format!("lock {}", key.lock()), e))?
         else {
             return Ok(Stored::Busy);
         };
-        if self.load_entry(cache, &key, tier, format, name)?.is_some() {
+        if self.load_entry(cache, &key, tier, concurrency, format, name)?.is_some() {
             return Ok(Stored::Present);
         }
         let Some(_admitted) = admit() else {
