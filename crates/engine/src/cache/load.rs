@@ -277,7 +277,7 @@ impl Engine {
             return Ok(Stored::NotAdmitted);
         };
         let started = Instant::now();
-        let artifact = self.compile(tier, &binary, format, name)?;
+        let artifact = self.compile(tier, &binary, format, concurrency, name)?;
         let elapsed = started.elapsed();
         let data = artifact
             .serialize()
