@@ -31,6 +31,7 @@ use wasm_shim_oci::{classify, HttpConfig, Kind, ServeMode};
 use crate::errors::{ErrorKind, ShimError};
 use crate::protocol::{self, FromInit, ToInit};
 use crate::settings::Settings;
+use crate::workers::{self, Drain, Role};
 
 /// Signals that stop a wasm guest; any other signal is left at its default.
 const STOP_SIGNALS: &[i32] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
@@ -302,8 +303,14 @@ fn stage2(
     // Every thread of the init must be started after it has dropped privileges and taken its
     // LSM labels (both are per thread): no compiler threads.
     engine_config.single_threaded = true;
+    // A server runs in a process per CPU (see `workers`), each with its part of the requests in
+    // flight: the pool is sized for the largest part.
+    let processes = match serve {
+        Some(_) => workers::count(&http, settings.serve_processes, workers::cpus_of(spec, crate::settings::cpus())),
+        None => 1,
+    };
     if serve.is_some() {
-        engine_config.serving = Some(ServingPool { instances: http.max_concurrency, memory: http.request_memory });
+        engine_config.serving = Some(ServingPool { instances: workers::share(http.max_concurrency, processes, 0), memory: http.request_memory });
     }
     let engine = Engine::with_config(engine_config).map_err(|e| match e {
         EngineError::Features(why) => features_error(&why),
@@ -447,41 +454,103 @@ fn stage2(
     // The LSM labels, on the only thread there is yet: every thread after inherits them.
     lsm.apply()?;
 
+    // A server on more than one CPU: its other processes, forked now, while this is the only
+    // thread and everything the guest runs under is in place.
+    let role = match &listener {
+        Some(_) if processes > 1 => workers::fork(processes - 1),
+        _ => Role::Main(Vec::new()),
+    };
     let started = Arc::new(AtomicBool::new(false));
     let shutdown = listener.as_ref().map(|_| Shutdown::new());
+    let pids = match &role {
+        Role::Main(w) => w.iter().map(|w| w.pid).collect(),
+        Role::Worker { .. } => Vec::new(),
+    };
+    let drain = shutdown.clone().map(|s| Drain::new(s, pids));
     {
         let engine = engine.clone();
         let started = started.clone();
-        let shutdown = shutdown.clone();
-        std::thread::spawn(move || {
-            let mut draining = false;
-            loop {
-                let sig = match signals.wait() {
-                    Ok(s) => s as i32,
-                    Err(_) => continue,
-                };
-                if !started.load(Ordering::SeqCst) {
-                    process::exit_now(128 + sig);
+        let drain = drain.clone();
+        let worker = matches!(role, Role::Worker { .. });
+        std::thread::spawn(move || loop {
+            let sig = match signals.wait() {
+                Ok(s) => s as i32,
+                Err(_) => continue,
+            };
+            if !started.load(Ordering::SeqCst) {
+                process::exit_now(128 + sig);
+            }
+            match &drain {
+                // A server drains on the first signal (what Kubernetes sends before its grace
+                // period; the init passes it on to its workers) and the init stops at once on a
+                // second (its workers die with it: they ignore any but the first).
+                Some(d) => {
+                    if !d.begin(sig) && !worker {
+                        process::exit_now(128 + sig);
+                    }
                 }
-                match &shutdown {
-                    // A server drains on the first signal (what Kubernetes sends before its
-                    // grace period) and stops at once on a second.
-                    Some(s) if !draining => {
-                        draining = true;
-                        s.trigger();
-                    }
-                    Some(_) => process::exit_now(128 + sig),
-                    None => {
-                        engine.interrupt(sig);
-                        std::thread::spawn(move || {
-                            std::thread::sleep(INTERRUPT_GRACE);
-                            process::exit_now(128 + sig);
-                        });
-                    }
+                None => {
+                    engine.interrupt(sig);
+                    std::thread::spawn(move || {
+                        std::thread::sleep(INTERRUPT_GRACE);
+                        process::exit_now(128 + sig);
+                    });
                 }
             }
         });
     }
+
+    let serving = |prepared: Prepared, listener, shutdown, share: usize, upgrade: &Upgrade, metrics, init_traces: &crate::protocol::InitTraces| -> i32 {
+        // Request spans: an export thread of their own, started now (every thread after the
+        // privileges are dropped), only when an endpoint is configured.
+        let traces = crate::traces::for_requests(&rc.env, spec, init_traces, &http.allowed_outbound);
+        let tracing = traces.as_ref().map(|t| RequestTracing::new(t.tracer.clone()));
+        let mut limits = serve_limits(&http);
+        limits.max_concurrency = workers::share(http.max_concurrency, processes, share);
+        limits.max_connections = workers::share(http.max_open_connections(), processes, share);
+        let opts = ServeOptions { run: opts.clone(), limits, metrics, access_log: http.access_log, tracing, current_thread: processes > 1 };
+        let served = engine.serve_upgradable(prepared, listener, &opts, &shutdown, upgrade);
+        // The last requests' spans, within a bound: a dead collector does not hold up the exit.
+        if let Some(t) = &traces {
+            t.shutdown(crate::traces::FLUSH_TIMEOUT);
+        }
+        match served {
+            Ok(stats) => {
+                log::debug!("{shown}: served {} requests on {} connections", stats.requests, stats.connections);
+                0
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "{shown}: cannot serve: {e}");
+                wasm_shim_engine::EXIT_CANNOT_RUN
+            }
+        }
+    };
+
+    if let Role::Worker { index, sock } = role {
+        // A worker serves once the init is started, and follows it to the optimized code.
+        drop(writer);
+        drop(reader);
+        let Some(ToInit::Start { traces: init_traces, .. }) = workers::await_start(&sock) else {
+            process::exit_now(0);
+        };
+        started.store(true, Ordering::SeqCst);
+        let upgrade = Upgrade::new();
+        if let (Some(key), Some(kind)) = (await_optimized, serve) {
+            let export = rc.entrypoint.export.clone();
+            let (engine, upgrade, name) = (engine.clone(), upgrade.clone(), shown.clone());
+            let _ = std::thread::Builder::new().name("upgrade".into()).spawn(move || {
+                if let Ok(Some(fd)) = process::recv_fd(&sock) {
+                    load_upgrade(&engine, std::fs::File::from(fd), &key, kind, component, &name, export.as_deref(), &upgrade, None);
+                }
+            });
+        }
+        let (Some(listener), Some(shutdown)) = (listener, shutdown) else { process::exit_now(1) };
+        let code = serving(prepared, listener, shutdown, index, &upgrade, None, &init_traces);
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        process::exit_now(code);
+    }
+    let Role::Main(workers) = role else { unreachable!("a worker has exited above") };
 
     protocol::send(&mut writer, &FromInit::Ready).map_err(ShimError::internal)?;
     let (create_took, init_traces) = match protocol::recv::<ToInit>(&mut reader) {
@@ -492,11 +561,14 @@ fn stage2(
     let start_requested = std::time::Instant::now();
     started.store(true, Ordering::SeqCst);
 
-    if let (Some(listener), Some(shutdown)) = (listener, shutdown) {
+    if let (Some(listener), Some(shutdown), Some(drain)) = (listener, shutdown, drain) {
+        workers::start(&workers, &ToInit::Start { create_micros: create_took.as_micros() as u64, traces: init_traces.clone() });
+        let watching = (!workers.is_empty()).then(|| workers::watch(workers.len(), drain));
         let upgrade = Upgrade::new();
         if let (Some(key), Some(kind)) = (await_optimized, serve) {
             let export = rc.entrypoint.export.clone();
-            await_handover(&engine, &mut writer, &reader, key, kind, component, &shown, export, &upgrade);
+            let to = workers.iter().filter_map(|w| w.sock.try_clone().ok()).collect();
+            await_handover(&engine, &mut writer, &reader, key, kind, component, &shown, export, &upgrade, to);
         }
         let metrics = metrics_listener.map(|l| MetricsOptions {
             listener: Arc::new(l),
@@ -508,26 +580,14 @@ fn stage2(
                 start_requested,
             },
         });
-        // Request spans: an export thread of their own, started now (every thread after the
-        // privileges are dropped), only when an endpoint is configured.
-        let traces = crate::traces::for_requests(&rc.env, spec, &init_traces, &http.allowed_outbound);
-        let tracing = traces.as_ref().map(|t| RequestTracing::new(t.tracer.clone()));
-        let opts = ServeOptions { run: opts, limits: serve_limits(&http), metrics, access_log: http.access_log, tracing };
-        let served = engine.serve_upgradable(prepared, listener, &opts, &shutdown, &upgrade);
-        // The last requests' spans, within a bound: a dead collector does not hold up the exit.
-        if let Some(t) = &traces {
-            t.shutdown(crate::traces::FLUSH_TIMEOUT);
+        let mut code = serving(prepared, listener, shutdown, 0, &upgrade, metrics, &init_traces);
+        // The workers drain with this process (the signal was passed on); the first of them to
+        // fail gives the container its status, if this process did not fail itself.
+        if let Some(Ok(Some(failed))) = watching.map(|w| w.join()) {
+            if code == 0 {
+                code = failed;
+            }
         }
-        let code = match served {
-            Ok(stats) => {
-                log::debug!("{shown}: served {} requests on {} connections", stats.requests, stats.connections);
-                0
-            }
-            Err(e) => {
-                let _ = writeln!(std::io::stderr(), "{shown}: cannot serve: {e}");
-                wasm_shim_engine::EXIT_CANNOT_RUN
-            }
-        };
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
         process::exit_now(code);
@@ -573,9 +633,9 @@ fn stage2(
 
 /// Asks the shim for the optimized code of a server started on baseline code and, in a thread,
 /// waits for it: a read-only descriptor of the finished cache entry (SCM_RIGHTS on the sync
-/// socket, which nothing else reads after Start), checked and loaded by that descriptor, then
-/// offered to the server. The init never names the cache. Without it the baseline code goes
-/// on serving.
+/// socket, which nothing else reads after Start), passed on to the serving processes
+/// (`workers`), checked and loaded by that descriptor, then offered to the server. The init
+/// never names the cache. Without it the baseline code goes on serving.
 #[allow(clippy::too_many_arguments)]
 fn await_handover(
     engine: &Engine,
@@ -587,6 +647,7 @@ fn await_handover(
     shown: &str,
     export: Option<String>,
     upgrade: &Upgrade,
+    workers: Vec<UnixStream>,
 ) {
     if !reader.buffer().is_empty() {
         return log::warn!("{shown}: unexpected data after Start; serving baseline code");
@@ -606,19 +667,38 @@ fn await_handover(
             Ok(None) => return,
             Err(e) => return log::warn!("{name}: optimized code not handed over ({e}); serving baseline code"),
         };
-        let better = engine
-            .load_entry_file(std::fs::File::from(fd), &key, Tier::Optimized, component, &name, export.as_deref())
-            .and_then(|p| engine.serve_as(p, kind));
-        match better {
-            Ok(p) => {
-                upgrade.offer(p);
-                log::info!("{name}: serving optimized code from now on ({} ms after start)", since.elapsed().as_millis());
-            }
-            Err(e) => log::warn!("{name}: optimized code unusable, serving baseline code: {e}"),
-        }
+        let entry = std::fs::File::from(fd);
+        workers::hand_over(&workers, &entry);
+        load_upgrade(&engine, entry, &key, kind, component, &name, export.as_deref(), &upgrade, Some(since));
     });
     if let Err(e) = spawned {
         log::warn!("{shown}: {e}; serving baseline code");
+    }
+}
+
+/// Loads the optimized code handed over as `entry` and offers it to the server; `since`: when
+/// it was asked for (said in the log by the one process that asked).
+#[allow(clippy::too_many_arguments)]
+fn load_upgrade(
+    engine: &Engine,
+    entry: std::fs::File,
+    key: &CacheKey,
+    kind: ServeKind,
+    component: bool,
+    name: &str,
+    export: Option<&str>,
+    upgrade: &Upgrade,
+    since: Option<std::time::Instant>,
+) {
+    let better = engine.load_entry_file(entry, key, Tier::Optimized, component, name, export).and_then(|p| engine.serve_as(p, kind));
+    match better {
+        Ok(p) => {
+            upgrade.offer(p);
+            if let Some(since) = since {
+                log::info!("{name}: serving optimized code from now on ({} ms after start)", since.elapsed().as_millis());
+            }
+        }
+        Err(e) => log::warn!("{name}: optimized code unusable, serving baseline code: {e}"),
     }
 }
 

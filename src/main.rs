@@ -62,6 +62,7 @@ mod stdio;
 mod task;
 mod task_api;
 mod traces;
+mod workers;
 
 /// A command-line argument of the `install`, `doctor` and `precompile` modes as flag and inline
 /// value: `--flag=value` gives both, anything else is a flag (or a value) whose value, if any,

@@ -15,6 +15,7 @@
 //! | `WASM_SHIM_COMPILE_CONCURRENCY` | the number of CPUs | compiles at once on the node, every shim together |
 //! | `WASM_SHIM_COMPILE_TIMEOUT` | `300s` | life of a compile helper Create waits for (`90`, `90s`, `5m`) |
 //! | `WASM_SHIM_BACKGROUND_COMPILE_TIMEOUT` | `900s` | life of a background compile helper |
+//! | `WASM_SHIM_SERVE_PROCESSES` | `auto` | processes serving one HTTP workload: `auto`, one per CPU the container may use (at most 8); `1`: one process, a worker thread per CPU |
 //! | `WASM_SHIM_WASM_FEATURES` | empty | wasm features on or off for every workload (`+wide-arithmetic,-threads`); a pod's `wasm.containerd.io/wasm-features` applies after it |
 
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ const COMPILE_CONCURRENCY: &str = "WASM_SHIM_COMPILE_CONCURRENCY";
 const COMPILE_TIMEOUT: &str = "WASM_SHIM_COMPILE_TIMEOUT";
 const BACKGROUND_COMPILE_TIMEOUT: &str = "WASM_SHIM_BACKGROUND_COMPILE_TIMEOUT";
 pub const WASM_FEATURES: &str = "WASM_SHIM_WASM_FEATURES";
+const SERVE_PROCESSES: &str = "WASM_SHIM_SERVE_PROCESSES";
 
 /// The node-level cgroup of background compiles (below the cgroup root; in every v1 hierarchy).
 pub const DEFAULT_COMPILE_CGROUP: &str = "/containerd-shim-wasm/compile";
@@ -84,6 +86,8 @@ pub struct Settings {
     /// The node's wasm feature list (`+gc,-simd`), checked; empty for wasmtime's defaults.
     /// A workload's annotation applies after it ([`Features::layered`]).
     pub wasm_features: String,
+    /// The most processes serving one HTTP workload (see `workers`); `None`: automatic.
+    pub serve_processes: Option<usize>,
 }
 
 /// The number of CPUs this process may run on, at least 1.
@@ -106,6 +110,7 @@ impl Default for Settings {
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             background_compile_timeout: DEFAULT_BACKGROUND_COMPILE_TIMEOUT,
             wasm_features: String::new(),
+            serve_processes: None,
         }
     }
 }
@@ -226,6 +231,15 @@ impl Settings {
                 Err(e) => log::warn!("{WASM_FEATURES}={v:?}: {e}; using wasmtime's defaults"),
             }
         }
+        if let Some(v) = get(SERVE_PROCESSES) {
+            match v.trim() {
+                "" | "auto" => s.serve_processes = None,
+                n => match n.parse::<usize>().ok().filter(|&n| n > 0) {
+                    Some(n) => s.serve_processes = Some(n),
+                    None => log::warn!("{SERVE_PROCESSES}={v:?} is neither auto nor a count of at least 1; using auto"),
+                },
+            }
+        }
         for (name, field) in [(BASELINE, &mut s.baseline), (POOLING, &mut s.pooling)] {
             if let Some(v) = get(name) {
                 match switch(&v) {
@@ -255,6 +269,7 @@ impl Settings {
         cmd.env(COMPILE_TIMEOUT, format!("{}ms", self.compile_timeout.as_millis()));
         cmd.env(BACKGROUND_COMPILE_TIMEOUT, format!("{}ms", self.background_compile_timeout.as_millis()));
         cmd.env(WASM_FEATURES, &self.wasm_features);
+        cmd.env(SERVE_PROCESSES, self.serve_processes.map_or("auto".to_string(), |n| n.to_string()));
     }
 
     /// The engine for these settings: the node's wasm features (checked when read).
@@ -440,6 +455,7 @@ mod tests {
             compile_timeout: Duration::from_millis(1500),
             background_compile_timeout: Duration::from_secs(42),
             wasm_features: "+wide-arithmetic,-threads".into(),
+            serve_processes: Some(3),
         };
         // What a child reads back from the environment `apply_to` gives it.
         let round_trip = |s: &Settings| {
@@ -452,7 +468,7 @@ mod tests {
             Settings::from_vars(|k| env.get(k).cloned())
         };
         assert_eq!(round_trip(&s), s);
-        let s = Settings { compile_cgroup: Some("/x/y".into()), ..s };
+        let s = Settings { compile_cgroup: Some("/x/y".into()), serve_processes: None, ..s };
         assert_eq!(round_trip(&s), s);
     }
 }

@@ -6,8 +6,9 @@
 //! runs) against metrics off; the same component with its access log on
 //! (`http-access-log=true`: a line per request on the container's stderr) against it off; the
 //! same component with request spans on (`OTEL_EXPORTER_OTLP_ENDPOINT` in its environment, a
-//! local OTLP receiver that decodes and counts the spans) against traces off; the
-//! WAGI module the same way (this shim only: `wasmtime serve`
+//! local OTLP receiver that decodes and counts the spans) against traces off; the same
+//! component served by one process (`http-processes=1`, a worker thread per CPU) against the
+//! default, a process per CPU; the WAGI module the same way (this shim only: `wasmtime serve`
 //! has no WAGI); and the time from `ctr run` to the first 200 against a hello `ctr run --rm`.
 //! Instance reuse against fresh instances, hello and CPython: `reuse.rs`.
 
@@ -194,6 +195,9 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
     let _metrics = shim_server(cd, "bench-http-metrics", "/http.wasm", p_metrics, false, &[(wasm_shim_oci::http::METRICS_PORT, p_metrics_ep.to_string())])?;
     let _access = shim_server(cd, "bench-http-access", "/http.wasm", p_access, false, &[(wasm_shim_oci::http::ACCESS_LOG, "true".into())])?;
     let _wagi = shim_server(cd, "bench-wagi", "/wagi.wasm", p_wagi, true, &[])?;
+    // The default server (a process per CPU) against one process with a worker thread per CPU.
+    let p_one = free_port()?;
+    let _one = shim_server(cd, "bench-http-one-process", "/http.wasm", p_one, false, &[(wasm_shim_oci::http::PROCESSES, "1".into())])?;
     // Request spans on: the container's own endpoint, a local OTLP receiver that decodes and
     // counts what arrives (the exporter's full work: a span per request, batched, protobuf,
     // posted).
@@ -239,6 +243,7 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
             }
             push(&mut result, &["shim_access_log", &key], wrk(&format!("http://127.0.0.1:{p_access}/"), c)?);
             push(&mut result, &["shim_traces", &key], wrk(&format!("http://127.0.0.1:{p_traces}/"), c)?);
+            push(&mut result, &["shim_one_process", &key], wrk(&format!("http://127.0.0.1:{p_one}/"), c)?);
             if wasmtime.is_some() {
                 push(&mut result, &["wasmtime_serve", &key], wrk(&format!("http://127.0.0.1:{p_wt}/"), c)?);
             }
@@ -248,7 +253,7 @@ pub fn run(cd: &Containerd, g: &Guests, rounds: usize, hello: &dyn Fn() -> Resul
             push(&mut result, &["wagi", &key], wrk(&format!("http://127.0.0.1:{p_wagi}/hello?x=1"), c)?);
         }
     }
-    drop((_shim, _metrics, _access, _wagi, _wt, _traces, peers));
+    drop((_shim, _metrics, _access, _wagi, _one, _wt, _traces, peers));
     // What the sink got (the spans of the drain's flush included, given a moment).
     std::thread::sleep(Duration::from_secs(1));
     result["traces_spans_received"] = json!(sink.counted());
@@ -328,17 +333,21 @@ pub fn print(r: &Value) {
                 row(&format!("HTTP {p} latency, {c} connections: wasmtime serve"), &field(theirs, p), "ms", None);
             }
         }
-        // The same component with one feature on, against it off.
-        for (variant, feature) in [("shim_metrics", "metrics"), ("shim_access_log", "access log"), ("shim_traces", "traces")] {
+        // The same component with one feature on (or one process), against the default server.
+        for (variant, what, of) in [
+            ("shim_metrics", "metrics on", "of metrics off"),
+            ("shim_access_log", "access log on", "of access log off"),
+            ("shim_traces", "traces on", "of traces off"),
+            ("shim_one_process", "one process", "of a process per CPU"),
+        ] {
             let on = &r[variant][&key];
             if on.is_null() {
                 continue;
             }
-            let of = format!("of {feature} off");
             let v = field(on, "rps");
-            row(&format!("HTTP req/s, {c} connections: {feature} on"), &v, "/s", Some((median(&v) / median(&rps), of.as_str())));
+            row(&format!("HTTP req/s, {c} connections: {what}"), &v, "/s", Some((median(&v) / median(&rps), of)));
             let p99 = field(on, "p99");
-            row(&format!("HTTP p99 latency, {c} connections: {feature} on"), &p99, "ms", Some((median(&p99) / median(&field(ours, "p99")), of.as_str())));
+            row(&format!("HTTP p99 latency, {c} connections: {what}"), &p99, "ms", Some((median(&p99) / median(&field(ours, "p99")), of)));
         }
         let wagi = &r["wagi"][&key];
         row(&format!("WAGI req/s, {c} connections: this shim"), &field(wagi, "rps"), "/s", None);

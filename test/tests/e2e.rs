@@ -1236,6 +1236,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("features::coredump_dir_missing", Wasm, Box::new(features::coredump_dir_missing));
     add("http::component", Wasm, Box::new(http::component));
     add("http::sigterm_drains_in_flight", Wasm, Box::new(http::sigterm_drains));
+    add("http::processes", Wasm, Box::new(http::processes));
     add("http::baseline_then_optimized", Wasm, Box::new(http::baseline_then_optimized));
     add("http::wagi", Wasm, Box::new(http::wagi));
     add("http::outbound_allowed_and_denied", Wasm, Box::new(http::outbound));

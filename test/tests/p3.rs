@@ -157,6 +157,7 @@ impl Server {
             metrics: None,
             access_log: false,
             tracing,
+            current_thread: false,
         };
         let s = shutdown.clone();
         let thread = std::thread::spawn(move || engine.serve(prepared, listener, &opts, &s).unwrap());

@@ -61,6 +61,7 @@ impl Server {
             metrics,
             access_log: false,
             tracing: None,
+            current_thread: false,
         };
         let s = shutdown.clone();
         let thread = std::thread::spawn(move || engine.serve_upgradable(prepared, listener, &opts, &s, &upgrade).unwrap());

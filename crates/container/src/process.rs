@@ -236,6 +236,17 @@ pub fn fork_single_threaded() -> io::Result<Fork> {
     }
 }
 
+/// Has the kernel send SIGKILL to the calling process when the thread that forked it ends; false
+/// if that already happened (the parent, `parent`, is gone before the call took effect).
+pub fn die_with_parent(parent: i32) -> io::Result<bool> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(nix::unistd::getppid().as_raw() == parent)
+}
+
 /// Blocks the given signals in the calling thread (and so in every thread it spawns later).
 pub fn block_signals(signals: &[i32]) -> io::Result<nix::sys::signal::SigSet> {
     let mut set = nix::sys::signal::SigSet::empty();

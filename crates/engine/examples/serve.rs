@@ -34,6 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         metrics: None,
         access_log: flag("--access-log"),
         tracing: None,
+        current_thread: flag("--current-thread"),
     };
     let stats = engine.serve(prepared, listener, &opts, &Shutdown::new())?;
     eprintln!("{stats:?}");

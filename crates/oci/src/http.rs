@@ -38,6 +38,13 @@ pub const INSTANCE_REUSE: &str = "wasm.containerd.io/http-instance-reuse";
 /// `true`: a line per request on the container's stderr (Common Log Format plus the
 /// duration); `false`, the default: none.
 pub const ACCESS_LOG: &str = "wasm.containerd.io/http-access-log";
+/// The most processes that serve the workload, each on a CPU of its own: `auto` (the default),
+/// one per CPU the container may use (its CPU limit and cpuset; at most the node's
+/// `WASM_SHIM_SERVE_PROCESSES`, else 8), or a number 1-64 (fewer if the container has fewer
+/// CPUs). 1 is one process with a thread per CPU.
+pub const PROCESSES: &str = "wasm.containerd.io/http-processes";
+/// The largest [`PROCESSES`].
+pub const MAX_PROCESSES: u32 = 64;
 /// TCP port of the Prometheus endpoint (`GET /metrics`) of a served workload; none without it.
 pub const METRICS_PORT: &str = "wasm.containerd.io/metrics-port";
 
@@ -88,6 +95,8 @@ pub struct HttpConfig {
     pub metrics_port: Option<u16>,
     /// [`ACCESS_LOG`].
     pub access_log: bool,
+    /// [`PROCESSES`]; `None`: `auto`.
+    pub processes: Option<u32>,
 }
 
 impl Default for HttpConfig {
@@ -104,6 +113,7 @@ impl Default for HttpConfig {
             instance_reuse: 1,
             metrics_port: None,
             access_log: false,
+            processes: None,
         }
     }
 }
@@ -190,6 +200,17 @@ pub fn http_config(spec: &Spec, env: &[(String, String)]) -> Result<HttpConfig, 
             .filter(|n| (1..=MAX_INSTANCE_REUSE).contains(n))
             .ok_or_else(|| bad(INSTANCE_REUSE, v, &format!("a number of requests per instance, 1-{MAX_INSTANCE_REUSE} (1: a fresh instance per request)")))?;
     }
+    if let Some(v) = get(PROCESSES) {
+        config.processes = match v.to_ascii_lowercase().as_str() {
+            "" | "auto" => None,
+            n => Some(
+                n.parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PROCESSES).contains(n))
+                    .ok_or_else(|| bad(PROCESSES, v, &format!("auto or a number of processes, 1-{MAX_PROCESSES}")))?,
+            ),
+        };
+    }
     if let Some(v) = get(METRICS_PORT) {
         let port = parse_port(v).ok_or_else(|| bad(METRICS_PORT, v, "a port 1-65535"))?;
         if port == config.port {
@@ -274,6 +295,7 @@ mod tests {
             (METRICS_PORT, " 9091 "),
             (INSTANCE_REUSE, "50"),
             (ACCESS_LOG, "True"),
+            (PROCESSES, "3"),
         ]);
         let c = http_config(&s, &[]).unwrap();
         assert_eq!(c.mode, ServeMode::Wagi);
@@ -286,6 +308,8 @@ mod tests {
         assert_eq!(c.metrics_port, Some(9091));
         assert_eq!(c.instance_reuse, 50);
         assert!(c.access_log);
+        assert_eq!(c.processes, Some(3));
+        assert_eq!(http_config(&spec(&[(PROCESSES, "Auto")]), &[]).unwrap().processes, None);
     }
 
     #[test]
@@ -333,6 +357,9 @@ mod tests {
             (ACCESS_LOG, "yes"),
             (ACCESS_LOG, "1"),
             (ACCESS_LOG, ""),
+            (PROCESSES, "0"),
+            (PROCESSES, "65"),
+            (PROCESSES, "all"),
         ] {
             let err = http_config(&spec(&[(key, value)]), &[]).unwrap_err();
             let text = err.to_string();

@@ -128,6 +128,74 @@ pub fn sigterm_drains(cx: &Ctx) -> Result<()> {
     ensure(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), || "port still open".to_string())
 }
 
+/// The pids of a task's processes, the init's first (`ctr task ls`, `ctr task ps`).
+fn task_pids(cx: &Ctx, id: &str) -> Result<(u32, Vec<u32>)> {
+    let ls = cx.cd.ctr_ok(["task", "ls"])?;
+    let init = ls
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&id)).then(|| f.get(1)?.parse().ok()).flatten()
+        })
+        .with_context(|| format!("{id} not in ctr task ls:\n{ls}"))?;
+    let ps = cx.cd.ctr_ok(["task", "ps", id])?;
+    let pids = ps.lines().skip(1).filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect();
+    Ok((init, pids))
+}
+
+/// A served workload runs in a process per CPU the container may use: on this node (two CPUs
+/// or more) `ctr task ps` lists that many, every one of them in the container's cgroup, and
+/// concurrent requests are all answered. A worker that dies (as the OOM killer would end it)
+/// ends the container with its status, said in containerd's log; with a CPU quota of one CPU,
+/// one process serves.
+pub fn processes(cx: &Ctx) -> Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let port = free_port()?;
+    let id = "w-http-procs";
+    let mut run = cx.cd.spawn(&served(id, "/http.wasm", &[port_annotation(port)]))?;
+    let base = format!("http://127.0.0.1:{port}");
+    http::wait_until_serving(&format!("{base}/"), Duration::from_secs(30)).with_context(|| format!("output so far: {}", run.stdout_now()))?;
+    let (init, pids) = task_pids(cx, id)?;
+    let expected = cpus.min(8);
+    println!("  {cpus} CPUs: pids {pids:?} (init {init})");
+    ensure(pids.len() == expected && pids.contains(&init), || format!("expected {expected} processes with the init {init}, ctr task ps: {pids:?}"))?;
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let url = format!("{base}/");
+            std::thread::spawn(move || (0..10).map(|_| http::get(&url).map(|r| r.status)).collect::<Result<Vec<u16>>>())
+        })
+        .collect();
+    for c in clients {
+        let statuses = c.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+        ensure(statuses.iter().all(|s| *s == 200), || format!("statuses {statuses:?}"))?;
+    }
+    if let Some(worker) = pids.iter().find(|p| **p != init) {
+        let log_start = std::fs::metadata(&cx.cd.log)?.len();
+        // SAFETY: kill with a pid and a signal number reads no memory.
+        ensure(unsafe { libc::kill(*worker as i32, libc::SIGKILL) } == 0, || format!("kill {worker}: {}", std::io::Error::last_os_error()))?;
+        let out = run.wait(Duration::from_secs(15));
+        expect_code(&out, 137)?;
+        let log = std::fs::read(&cx.cd.log)?;
+        let text = String::from_utf8_lossy(&log[log_start as usize..]);
+        ensure(text.contains("a serving process (pid ") && text.contains("in the container) ended with status 137: stopping the server"), || {
+            format!("containerd log since the kill:\n{text}")
+        })?;
+    } else {
+        cx.cd.kill(id, "SIGTERM")?;
+        expect_code(&run.wait(Duration::from_secs(10)), 0)?;
+    }
+
+    let port = free_port()?;
+    let id = "w-http-one-cpu";
+    let mut run = cx.cd.spawn(&served(id, "/http.wasm", &[port_annotation(port)]).cpu(100_000, 100_000))?;
+    let base = format!("http://127.0.0.1:{port}");
+    http::wait_until_serving(&format!("{base}/"), Duration::from_secs(30)).with_context(|| format!("output so far: {}", run.stdout_now()))?;
+    let (init, pids) = task_pids(cx, id)?;
+    ensure(pids == [init], || format!("one CPU: expected the init {init} alone, ctr task ps: {pids:?}"))?;
+    cx.cd.kill(id, "SIGTERM")?;
+    expect_code(&run.wait(Duration::from_secs(10)), 0)
+}
+
 /// WAGI: `wasm.containerd.io/serve=wagi` on a WASI p1 module; CGI variables, body on stdin,
 /// Status and Location headers.
 pub fn wagi(cx: &Ctx) -> Result<()> {

@@ -78,6 +78,9 @@ pub struct ServeOptions {
     /// OpenTelemetry spans of requests and of the guests' outbound requests (see `trace`);
     /// `None`: none made.
     pub tracing: Option<RequestTracing>,
+    /// Serve on the calling thread only (a current-thread runtime) instead of a worker thread
+    /// per CPU: for a process that is one of several serving the same listener, one per CPU.
+    pub current_thread: bool,
 }
 
 /// Asks a running `serve` to stop accepting and drain. Cheap to clone; `trigger` may be called
@@ -260,12 +263,13 @@ impl Engine {
         let internal = |what: &str, e: std::io::Error| EngineError::Internal(format!("{what}: {e}"));
         let port = listener.local_addr().map_err(|e| internal("listener", e))?.port();
         listener.set_nonblocking(true).map_err(|e| internal("listener", e))?;
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
-            .map_err(|e| internal("tokio runtime", e))?;
+        let runtime = if opts.current_thread {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()
+        } else {
+            let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+            tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()
+        }
+        .map_err(|e| internal("tokio runtime", e))?;
 
         let metrics = opts.metrics.as_ref().map(|m| Arc::new(Metrics::new(m.start.clone())));
         let server = Arc::new(Server {

@@ -1,0 +1,281 @@
+//! A served workload's processes: one per CPU the container may use, all accepting on the
+//! listener bound at Create.
+//!
+//! Why processes and not threads: a request's instance is made and dropped in a few tens of
+//! microseconds, and dropping it returns its memory to the kernel (`madvise`), as does the
+//! first write to a page of its memory image (copy on write). In one process with a worker
+//! thread per CPU, each of those changes to the shared address space interrupts every other
+//! CPU running a thread of it (a TLB shoot-down); in a process of its own, a single-threaded
+//! server interrupts nobody. `docs/benchmarks.md` has the measurements.
+//!
+//! The init forks the workers once it is what the guest will run as (rootfs entered,
+//! privileges dropped, seccomp and LSM labels loaded: a worker inherits all of it) and while it
+//! still has one thread. It stays the container's process as containerd knows it: it answers
+//! the shim, forwards Start, the drain (a signal) and the optimized code to the workers, and
+//! serves too. A worker dies with it (`PR_SET_PDEATHSIG`), and a worker that ends before the
+//! drain stops the whole server with that worker's status, as the one process would have
+//! ended (the memory cgroup's OOM killer picks a process, not a container).
+//!
+//! Requests in flight and open connections are split between the processes, so the pod's
+//! annotations bound the pod, not each process; the listen socket is shared, so a process at
+//! its bound leaves the next connection to another. What must stay in one process keeps one:
+//! the metrics counters (one endpoint, one set of series) and the access log's lines (kept
+//! whole against the guest's own output by a lock of the process).
+
+use std::io::BufReader;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use wasm_shim_container::process;
+use wasm_shim_engine::Shutdown;
+use wasm_shim_oci::HttpConfig;
+
+use crate::protocol::{self, ToInit};
+
+/// At most this many processes serve one workload, whatever the node's CPUs: each costs its own
+/// runtime, instances kept warm and memory.
+pub const MAX_PROCESSES: usize = 8;
+
+/// How many processes serve: one per CPU the container may use (`cpus`, see [`cpus_of`]), at
+/// most the pod's `http-processes`, else the node's `setting`, else [`MAX_PROCESSES`]; never
+/// more than requests in flight or connections allowed at once, and one when metrics or the
+/// access log are on.
+pub fn count(http: &HttpConfig, setting: Option<usize>, cpus: usize) -> usize {
+    if http.metrics_port.is_some() || http.access_log {
+        return 1;
+    }
+    let most = http.processes.map(|n| n as usize).or(setting).unwrap_or(MAX_PROCESSES).max(1);
+    cpus.min(most).min(http.max_concurrency as usize).min(http.max_open_connections() as usize).max(1)
+}
+
+/// The CPUs a container may use, as its spec sets them: its CPU quota (rounded up) and its
+/// cpuset, within `node` (what this process may run on). Read from the spec rather than from the
+/// container's cgroup, which a cgroup namespace hides from the init.
+pub fn cpus_of(spec: &oci_spec::runtime::Spec, node: usize) -> usize {
+    let cpu = spec.linux().as_ref().and_then(|l| l.resources().as_ref()).and_then(|r| r.cpu().as_ref());
+    let mut n = node.max(1);
+    if let Some(cpu) = cpu {
+        if let (Some(quota), Some(period)) = (cpu.quota(), cpu.period()) {
+            if quota > 0 && period > 0 {
+                n = n.min((quota as u64).div_ceil(period) as usize);
+            }
+        }
+        if let Some(set) = cpu.cpus().as_deref().and_then(cpuset_len) {
+            n = n.min(set);
+        }
+    }
+    n.max(1)
+}
+
+/// How many CPUs a cpuset list (`0-3,8,10-11`) names; `None` if empty or unreadable.
+fn cpuset_len(list: &str) -> Option<usize> {
+    let mut n = 0usize;
+    for part in list.trim().split(',').filter(|p| !p.trim().is_empty()) {
+        let (a, b) = part.trim().split_once('-').unwrap_or((part.trim(), part.trim()));
+        let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        n += b.checked_sub(a)? + 1;
+    }
+    (n > 0).then_some(n)
+}
+
+/// Process `index`'s part of `total` split between `n`: the parts add up to `total`, and differ
+/// by one at most.
+pub fn share(total: u32, n: usize, index: usize) -> u32 {
+    let n = n.max(1) as u32;
+    total / n + u32::from((index as u32) < total % n)
+}
+
+/// A worker as its parent knows it: its pid, and the socket Start and the optimized code go
+/// through.
+pub struct Worker {
+    pub pid: i32,
+    pub sock: UnixStream,
+}
+
+pub enum Role {
+    /// The init: the workers it forked (maybe fewer than asked, or none).
+    Main(Vec<Worker>),
+    /// A worker, `index` from 1, and its end of the socket to the init.
+    Worker { index: usize, sock: UnixStream },
+}
+
+/// Forks `n` workers. Only while the calling process has one thread (checked). A fork that
+/// fails (a pids limit, a seccomp profile without fork) leaves fewer workers, said in the log:
+/// the server runs on what it has.
+pub fn fork(n: usize) -> Role {
+    let parent = std::process::id() as i32;
+    let mut workers: Vec<Worker> = Vec::with_capacity(n);
+    for index in 1..=n {
+        let (ours, theirs) = match UnixStream::pair() {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("serving in {} processes, not {}: socket: {e}", workers.len() + 1, n + 1);
+                break;
+            }
+        };
+        match process::fork_single_threaded() {
+            Ok(process::Fork::Parent(pid)) => workers.push(Worker { pid, sock: ours }),
+            Ok(process::Fork::Child) => {
+                // The other workers' sockets are the init's business.
+                drop(workers);
+                drop(ours);
+                match process::die_with_parent(parent) {
+                    Ok(true) => {}
+                    _ => process::exit_now(1),
+                }
+                return Role::Worker { index, sock: theirs };
+            }
+            Err(e) => {
+                log::warn!("serving in {} processes, not {}: fork: {e}", workers.len() + 1, n + 1);
+                break;
+            }
+        }
+    }
+    Role::Main(workers)
+}
+
+/// Hands Start to the workers.
+pub fn start(workers: &[Worker], start: &ToInit) {
+    for w in workers {
+        let mut sock = &w.sock;
+        if let Err(e) = protocol::send(&mut sock, start) {
+            log::warn!("serving process {}: start: {e}", w.pid);
+        }
+    }
+}
+
+/// In a worker: waits for the init's Start. `None` when the init is gone without one. Read a
+/// byte at a time, so that nothing after the line (the optimized code's descriptor) is taken.
+pub fn await_start(sock: &UnixStream) -> Option<ToInit> {
+    match protocol::recv::<ToInit>(&mut BufReader::with_capacity(1, sock)) {
+        Ok(Some(start @ ToInit::Start { .. })) => Some(start),
+        _ => None,
+    }
+}
+
+/// Hands the optimized code's entry (a read-only descriptor) to the workers.
+pub fn hand_over(workers: &[UnixStream], entry: &std::fs::File) {
+    for sock in workers {
+        if let Err(e) = process::send_fd(sock, entry.as_fd()) {
+            log::warn!("optimized code not handed to a serving process: {e}");
+        }
+    }
+}
+
+/// Stops the server: the init's own part through `shutdown`, the workers' through `signal`.
+/// Once only, whoever asks first (a signal from containerd, a worker that died).
+#[derive(Clone)]
+pub struct Drain {
+    started: Arc<AtomicBool>,
+    shutdown: Shutdown,
+    pids: Arc<Vec<i32>>,
+}
+
+impl Drain {
+    pub fn new(shutdown: Shutdown, pids: Vec<i32>) -> Drain {
+        Drain { started: Arc::new(AtomicBool::new(false)), shutdown, pids: Arc::new(pids) }
+    }
+
+    /// False if the drain had already begun.
+    pub fn begin(&self, signal: i32) -> bool {
+        if self.started.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        self.shutdown.trigger();
+        for pid in self.pids.iter() {
+            let _ = process::kill(*pid, signal);
+        }
+        true
+    }
+}
+
+/// Reaps the workers. A worker that ends before the drain has begun stops the server (its
+/// status is the container's). Returns, once every worker is reaped, the first status that was
+/// not 0 (a signal as 128 + its number).
+pub fn watch(n: usize, drain: Drain) -> std::thread::JoinHandle<Option<i32>> {
+    std::thread::spawn(move || {
+        use nix::sys::wait::{waitpid, WaitStatus};
+        let mut failed = None;
+        let mut left = n;
+        while left > 0 {
+            let (pid, code) = match waitpid(None, None) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, 128 + sig as i32),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            };
+            left -= 1;
+            if code != 0 {
+                failed.get_or_insert(code);
+            }
+            if drain.begin(libc::SIGTERM) {
+                log::error!("a serving process (pid {pid} in the container) ended with status {code}: stopping the server");
+            }
+        }
+        failed
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up_and_differ_by_one_at_most() {
+        for total in [1u32, 2, 3, 7, 100, 101, 4096] {
+            for n in 1..=8usize {
+                let parts: Vec<u32> = (0..n).map(|i| share(total, n, i)).collect();
+                assert_eq!(parts.iter().sum::<u32>(), total, "{total} in {n}");
+                assert!(parts.iter().max().unwrap() - parts.iter().min().unwrap() <= 1, "{parts:?}");
+                assert_eq!(parts[0], *parts.iter().max().unwrap(), "the init's part is the largest");
+            }
+        }
+    }
+
+    #[test]
+    fn cpus_from_the_spec() {
+        use oci_spec::runtime::{LinuxBuilder, LinuxCpuBuilder, LinuxResourcesBuilder, SpecBuilder};
+        let spec = |quota: Option<i64>, cpus: Option<&str>| {
+            let mut cpu = LinuxCpuBuilder::default().period(100_000u64);
+            if let Some(q) = quota {
+                cpu = cpu.quota(q);
+            }
+            if let Some(c) = cpus {
+                cpu = cpu.cpus(c.to_string());
+            }
+            let resources = LinuxResourcesBuilder::default().cpu(cpu.build().unwrap()).build().unwrap();
+            SpecBuilder::default().linux(LinuxBuilder::default().resources(resources).build().unwrap()).build().unwrap()
+        };
+        assert_eq!(cpus_of(&spec(None, None), 16), 16, "no limit: the node's");
+        assert_eq!(cpus_of(&spec(Some(-1), None), 16), 16, "-1 is no quota");
+        assert_eq!(cpus_of(&spec(Some(100_000), None), 16), 1);
+        assert_eq!(cpus_of(&spec(Some(150_000), None), 16), 2, "1.5 CPUs: two processes");
+        assert_eq!(cpus_of(&spec(Some(50_000), None), 16), 1);
+        assert_eq!(cpus_of(&spec(None, Some("0-3,8,10-11")), 16), 7);
+        assert_eq!(cpus_of(&spec(Some(400_000), Some("2")), 16), 1);
+        assert_eq!(cpus_of(&spec(None, Some("junk")), 4), 4, "an unreadable cpuset limits nothing");
+        assert_eq!(cpus_of(&spec(None, Some("3-1")), 4), 4);
+        assert_eq!(cpus_of(&oci_spec::runtime::Spec::default(), 0), 1);
+    }
+
+    #[test]
+    fn one_process_where_one_must_serve() {
+        let http = |f: &dyn Fn(&mut HttpConfig)| {
+            let mut h = wasm_shim_oci::http_config(&oci_spec::runtime::Spec::default(), &[]).unwrap();
+            f(&mut h);
+            h
+        };
+        assert_eq!(count(&http(&|_| {}), None, 2), 2);
+        assert_eq!(count(&http(&|_| {}), None, 64), MAX_PROCESSES);
+        assert_eq!(count(&http(&|_| {}), Some(1), 4), 1, "the node's setting");
+        assert_eq!(count(&http(&|h| h.processes = Some(3)), Some(1), 4), 3, "the pod's annotation before the node's setting");
+        assert_eq!(count(&http(&|h| h.processes = Some(16)), None, 4), 4, "no more than CPUs");
+        assert_eq!(count(&http(&|_| {}), None, 1), 1, "one CPU");
+        assert_eq!(count(&http(&|h| h.max_concurrency = 3), None, 8), 3, "never more than requests at once");
+        assert_eq!(count(&http(&|h| h.max_connections = Some(2)), None, 8), 2, "nor connections");
+        assert_eq!(count(&http(&|h| h.metrics_port = Some(9090)), None, 8), 1, "metrics are counted in one process");
+        assert_eq!(count(&http(&|h| h.access_log = true), None, 8), 1, "access lines are kept whole by one process");
+    }
+}
