@@ -456,8 +456,19 @@ fn stage2(
 
     // A server on more than one CPU: its other processes, forked now, while this is the only
     // thread and everything the guest runs under is in place.
+    // Their metrics are counted in memory they share with the init, which serves the endpoint.
+    let cells = match (&listener, &metrics_listener) {
+        (Some(_), Some(_)) if processes > 1 => match process::shared_counters(wasm_shim_engine::METRICS_CELLS) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log::warn!("{shown}: serving in one process: no shared memory for the metrics: {e}");
+                None
+            }
+        },
+        _ => None,
+    };
     let role = match &listener {
-        Some(_) if processes > 1 => workers::fork(processes - 1),
+        Some(_) if processes > 1 && (metrics_listener.is_none() || cells.is_some()) => workers::fork(processes - 1),
         _ => Role::Main(Vec::new()),
     };
     let started = Arc::new(AtomicBool::new(false));
@@ -530,10 +541,23 @@ fn stage2(
         // A worker serves once the init is started, and follows it to the optimized code.
         drop(writer);
         drop(reader);
-        let Some(ToInit::Start { traces: init_traces, .. }) = workers::await_start(&sock) else {
+        drop(metrics_listener);
+        let Some(ToInit::Start { traces: init_traces, create_micros }) = workers::await_start(&sock) else {
             process::exit_now(0);
         };
         started.store(true, Ordering::SeqCst);
+        let metrics = cells.map(|cells| MetricsOptions {
+            listener: None,
+            start: StartInfo {
+                cache: cache_result,
+                tier: start_tier,
+                compile: compile_took,
+                create: Some(Duration::from_micros(create_micros)),
+                start_requested: std::time::Instant::now(),
+            },
+            cells: Some(cells),
+            max_concurrency: None,
+        });
         let upgrade = Upgrade::new();
         if let (Some(key), Some(kind)) = (await_optimized, serve) {
             let export = rc.entrypoint.export.clone();
@@ -545,7 +569,7 @@ fn stage2(
             });
         }
         let (Some(listener), Some(shutdown)) = (listener, shutdown) else { process::exit_now(1) };
-        let code = serving(prepared, listener, shutdown, index, &upgrade, None, &init_traces);
+        let code = serving(prepared, listener, shutdown, index, &upgrade, metrics, &init_traces);
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
         process::exit_now(code);
@@ -571,7 +595,7 @@ fn stage2(
             await_handover(&engine, &mut writer, &reader, key, kind, component, &shown, export, &upgrade, to);
         }
         let metrics = metrics_listener.map(|l| MetricsOptions {
-            listener: Arc::new(l),
+            listener: Some(Arc::new(l)),
             start: StartInfo {
                 cache: cache_result,
                 tier: start_tier,
@@ -579,6 +603,8 @@ fn stage2(
                 create: Some(create_took),
                 start_requested,
             },
+            cells,
+            max_concurrency: Some(http.max_concurrency),
         });
         let mut code = serving(prepared, listener, shutdown, 0, &upgrade, metrics, &init_traces);
         // The workers drain with this process (the signal was passed on); the first of them to

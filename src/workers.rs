@@ -18,9 +18,10 @@
 //!
 //! Requests in flight and open connections are split between the processes, so the pod's
 //! annotations bound the pod, not each process; the listen socket is shared, so a process at
-//! its bound leaves the next connection to another. What must stay in one process keeps one:
-//! the metrics counters (one endpoint, one set of series) and the access log's lines (kept
-//! whole against the guest's own output by a lock of the process).
+//! its bound leaves the next connection to another. The metrics are counted in memory the
+//! processes share (mapped before the fork), and the init serves the one endpoint. What must
+//! stay in one process keeps one: the access log's lines, kept whole against the guest's own
+//! output by a lock of the process.
 
 use std::io::BufReader;
 use std::os::fd::AsFd;
@@ -40,10 +41,10 @@ pub const MAX_PROCESSES: usize = 8;
 
 /// How many processes serve: one per CPU the container may use (`cpus`, see [`cpus_of`]), at
 /// most the pod's `http-processes`, else the node's `setting`, else [`MAX_PROCESSES`]; never
-/// more than requests in flight or connections allowed at once, and one when metrics or the
-/// access log are on.
+/// more than requests in flight or connections allowed at once, and one when the access log is
+/// on.
 pub fn count(http: &HttpConfig, setting: Option<usize>, cpus: usize) -> usize {
-    if http.metrics_port.is_some() || http.access_log {
+    if http.access_log {
         return 1;
     }
     let most = http.processes.map(|n| n as usize).or(setting).unwrap_or(MAX_PROCESSES).max(1);
@@ -275,7 +276,7 @@ mod tests {
         assert_eq!(count(&http(&|_| {}), None, 1), 1, "one CPU");
         assert_eq!(count(&http(&|h| h.max_concurrency = 3), None, 8), 3, "never more than requests at once");
         assert_eq!(count(&http(&|h| h.max_connections = Some(2)), None, 8), 2, "nor connections");
-        assert_eq!(count(&http(&|h| h.metrics_port = Some(9090)), None, 8), 1, "metrics are counted in one process");
+        assert_eq!(count(&http(&|h| h.metrics_port = Some(9090)), None, 8), 8, "metrics are counted in shared memory");
         assert_eq!(count(&http(&|h| h.access_log = true), None, 8), 1, "access lines are kept whole by one process");
     }
 }

@@ -236,6 +236,20 @@ pub fn fork_single_threaded() -> io::Result<Fork> {
     }
 }
 
+/// `n` zeroed 64-bit atomics in memory this process shares with the children it forks from now
+/// on (an anonymous `MAP_SHARED` mapping, never unmapped): counters that several processes add
+/// to and one reads.
+pub fn shared_counters(n: usize) -> io::Result<&'static [std::sync::atomic::AtomicU64]> {
+    use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+    let len = std::num::NonZeroUsize::new(n.max(1) * std::mem::size_of::<u64>()).ok_or_else(|| io::Error::other("empty"))?;
+    // SAFETY: a new anonymous mapping at an address the kernel picks: it overlaps nothing of ours.
+    let p = unsafe { mmap_anonymous(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED) }?;
+    // SAFETY: the mapping is page-aligned (so aligned for AtomicU64), `n` atomics long, zero-filled
+    // (zero is a valid AtomicU64), never unmapped (it lives as long as the process: 'static), and
+    // only ever accessed through the atomics, whichever process writes.
+    Ok(unsafe { std::slice::from_raw_parts(p.as_ptr().cast::<std::sync::atomic::AtomicU64>(), n) })
+}
+
 /// Has the kernel send SIGKILL to the calling process when the thread that forked it ends; false
 /// if that already happened (the parent, `parent`, is gone before the call took effect).
 pub fn die_with_parent(parent: i32) -> io::Result<bool> {
@@ -364,6 +378,29 @@ pub fn recv_fd(sock: &std::os::unix::net::UnixStream) -> io::Result<Option<std::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_counters_are_one_memory_across_fork() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = shared_counters(3).unwrap();
+        c[1].fetch_add(5, Relaxed);
+        // SAFETY: the child only touches the atomics and leaves with _exit.
+        match unsafe { libc::fork() } {
+            0 => {
+                c[1].fetch_add(2, Relaxed);
+                c[2].store(9, Relaxed);
+                // SAFETY: _exit never returns.
+                unsafe { libc::_exit(0) }
+            }
+            pid => {
+                assert!(pid > 0, "fork: {}", io::Error::last_os_error());
+                let mut status = 0;
+                // SAFETY: waits for our own child; `status` is a valid out pointer.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            }
+        }
+        assert_eq!([c[0].load(Relaxed), c[1].load(Relaxed), c[2].load(Relaxed)], [0, 7, 9]);
+    }
 
     // The children are reaped through their pidfds, not by `Child::wait`.
     #[allow(clippy::zombie_processes)]

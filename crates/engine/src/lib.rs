@@ -85,7 +85,7 @@ pub use error::EngineError;
 pub use features::{Feature, FeatureError, Features, FEATURES};
 pub use host::{Capture, GuestConfig, RunOptions, Stdio};
 pub use limits::{LimitNames, ServeLimits};
-pub use metrics::{CacheResult, MetricsOptions, StartInfo};
+pub use metrics::{CacheResult, MetricsOptions, StartInfo, CELLS as METRICS_CELLS};
 pub use outbound::allows_url;
 pub use outcome::{Outcome, EXIT_CANNOT_RUN, EXIT_TRAP};
 pub use prepare::{serves_http_by_default, Origin, Prepared, ServeKind};

@@ -91,49 +91,58 @@ pub struct StartInfo {
 /// server's own) and says how the container started.
 #[derive(Debug, Clone)]
 pub struct MetricsOptions {
-    pub listener: Arc<std::net::TcpListener>,
+    /// `None`: count, but serve no endpoint (one of several processes serving the same
+    /// workload, whose counters another process exposes: see `cells`).
+    pub listener: Option<Arc<std::net::TcpListener>>,
     pub start: StartInfo,
+    /// Where the counters live: `None`, in this server; else in these [`CELLS`] atomics, which
+    /// the caller shares with the other processes serving the same workload (memory mapped
+    /// shared before they were forked), so that one endpoint shows what all of them did.
+    pub cells: Option<&'static [AtomicU64]>,
+    /// The concurrency cap to show when it is split between processes (the pod's); `None`: this
+    /// server's.
+    pub max_concurrency: Option<u32>,
 }
 
-/// A histogram of fixed buckets kept in atomics. Values are integers in the histogram's unit
-/// (nanoseconds, bytes); divided by `per_unit` they are in the base unit of the exposition.
-pub(crate) struct AtomicHistogram {
+/// A histogram of fixed buckets kept in atomics: a bound's count at `at + i`, the `+Inf` bucket
+/// after them, then the sum. Values are integers in the histogram's unit (nanoseconds, bytes);
+/// divided by `per_unit` they are in the base unit of the exposition.
+pub(crate) struct Histogram {
     /// Upper bounds, ascending, in the histogram's integer unit; `+Inf` is implied.
     bounds: &'static [u64],
-    /// One per bound, and the `+Inf` bucket last.
-    counts: Box<[AtomicU64]>,
-    sum: AtomicU64,
+    at: usize,
     per_unit: f64,
 }
 
-impl AtomicHistogram {
-    fn new(bounds: &'static [u64], per_unit: f64) -> Self {
-        AtomicHistogram {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0),
-            per_unit,
-        }
+impl Histogram {
+    const fn new(bounds: &'static [u64], at: usize, per_unit: f64) -> Self {
+        Histogram { bounds, at, per_unit }
     }
 
-    pub(crate) fn observe(&self, v: u64) {
+    /// The cells it takes.
+    const fn len(bounds: &[u64]) -> usize {
+        bounds.len() + 2
+    }
+
+    fn observe(&self, cells: &[AtomicU64], v: u64) {
         let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
-        self.counts[i].fetch_add(1, Relaxed);
-        self.sum.fetch_add(v, Relaxed);
+        cells[self.at + i].fetch_add(1, Relaxed);
+        cells[self.at + self.bounds.len() + 1].fetch_add(v, Relaxed);
     }
 
     /// (sum, count, per-bucket counts) as the encoder takes them; the count is the buckets'
     /// total, so that it always equals the `+Inf` bucket.
-    fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+    fn snapshot(&self, cells: &[AtomicU64]) -> (f64, u64, Vec<(f64, u64)>) {
+        let n = self.bounds.len();
         let buckets: Vec<(f64, u64)> = self
             .bounds
             .iter()
             .map(|b| *b as f64 / self.per_unit)
             .chain(std::iter::once(f64::INFINITY))
-            .zip(self.counts.iter().map(|c| c.load(Relaxed)))
+            .zip(cells[self.at..=self.at + n].iter().map(|c| c.load(Relaxed)))
             .collect();
         let count = buckets.iter().map(|(_, n)| n).sum();
-        (self.sum.load(Relaxed) as f64 / self.per_unit, count, buckets)
+        (cells[self.at + n + 1].load(Relaxed) as f64 / self.per_unit, count, buckets)
     }
 }
 
@@ -194,18 +203,36 @@ impl Retired {
     }
 }
 
-/// The counters of one server. Shared by every request; all atomics.
+// Where each counter is among the cells.
+const CLASS_AT: usize = 0;
+const LATENCY_AT: usize = CLASS_AT + CLASSES.len();
+const MEMORY_AT: usize = LATENCY_AT + Histogram::len(LATENCY_BOUNDS);
+const OVERLOADED: usize = MEMORY_AT + Histogram::len(MEMORY_BOUNDS);
+const TIMEOUTS: usize = OVERLOADED + 1;
+const CONNECTION_WAITS: usize = TIMEOUTS + 1;
+/// Requests served by an instance that had served one before.
+const REUSES: usize = CONNECTION_WAITS + 1;
+/// Reused instances retired, by `Retired` (in `Retired::ALL` order).
+const RETIRED_AT: usize = REUSES + 1;
+/// Requests holding a concurrency slot, and client connections open: gauges, up and down.
+const IN_FLIGHT: usize = RETIRED_AT + Retired::ALL.len();
+const CONNECTIONS: usize = IN_FLIGHT + 1;
+/// The atomics a server's counters take (see [`MetricsOptions::cells`]).
+pub const CELLS: usize = CONNECTIONS + 1;
+
+const LATENCY: Histogram = Histogram::new(LATENCY_BOUNDS, LATENCY_AT, 1e9);
+const MEMORY: Histogram = Histogram::new(MEMORY_BOUNDS, MEMORY_AT, 1.0);
+
+/// Where a server's counters live.
+enum Cells {
+    Own(Box<[AtomicU64]>),
+    Shared(&'static [AtomicU64]),
+}
+
+/// The counters of one server (or of every process serving one workload). Shared by every
+/// request; all atomics.
 pub struct Metrics {
-    classes: [AtomicU64; 6],
-    pub(crate) latency: AtomicHistogram,
-    pub(crate) memory: AtomicHistogram,
-    overloaded: AtomicU64,
-    timeouts: AtomicU64,
-    connection_waits: AtomicU64,
-    /// Requests served by an instance that had served one before.
-    reuses: AtomicU64,
-    /// Reused instances retired, by `Retired` (in `Retired::ALL` order).
-    retired: [AtomicU64; 6],
+    cells: Cells,
     start: StartInfo,
     /// From Start to accepting connections, set once.
     started_in: OnceLock<Duration>,
@@ -219,52 +246,82 @@ impl fmt::Debug for Metrics {
 
 impl Metrics {
     pub fn new(start: StartInfo) -> Metrics {
-        Metrics {
-            classes: Default::default(),
-            latency: AtomicHistogram::new(LATENCY_BOUNDS, 1e9),
-            memory: AtomicHistogram::new(MEMORY_BOUNDS, 1.0),
-            overloaded: AtomicU64::new(0),
-            timeouts: AtomicU64::new(0),
-            connection_waits: AtomicU64::new(0),
-            reuses: AtomicU64::new(0),
-            retired: Default::default(),
-            start,
-            started_in: OnceLock::new(),
+        Metrics { cells: Cells::Own((0..CELLS).map(|_| AtomicU64::new(0)).collect()), start, started_in: OnceLock::new() }
+    }
+
+    /// Counters kept in `cells`, at least [`CELLS`] of them (else this server's own).
+    pub fn in_cells(start: StartInfo, cells: &'static [AtomicU64]) -> Metrics {
+        if cells.len() < CELLS {
+            return Metrics::new(start);
         }
+        Metrics { cells: Cells::Shared(cells), start, started_in: OnceLock::new() }
+    }
+
+    fn cells(&self) -> &[AtomicU64] {
+        match &self.cells {
+            Cells::Own(c) => c,
+            Cells::Shared(c) => c,
+        }
+    }
+
+    fn add(&self, at: usize) {
+        self.cells()[at].fetch_add(1, Relaxed);
+    }
+
+    fn get(&self, at: usize) -> u64 {
+        self.cells()[at].load(Relaxed)
     }
 
     /// A request answered with `status` after `took` (until the response head).
     pub(crate) fn request(&self, status: u16, took: Duration) {
-        self.classes[class_index(status)].fetch_add(1, Relaxed);
-        self.latency.observe(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+        self.add(CLASS_AT + class_index(status));
+        LATENCY.observe(self.cells(), u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
     }
 
     /// The linear memory a request's instance ended with (its peak: memories do not shrink).
     pub(crate) fn instance_memory(&self, bytes: u64) {
-        self.memory.observe(bytes);
+        MEMORY.observe(self.cells(), bytes);
     }
 
     pub(crate) fn overloaded(&self) {
-        self.overloaded.fetch_add(1, Relaxed);
+        self.add(OVERLOADED);
     }
 
     pub(crate) fn timed_out(&self) {
-        self.timeouts.fetch_add(1, Relaxed);
+        self.add(TIMEOUTS);
     }
 
     pub(crate) fn connection_cap_reached(&self) {
-        self.connection_waits.fetch_add(1, Relaxed);
+        self.add(CONNECTION_WAITS);
     }
 
     /// A request is served by an instance that served one before.
     pub(crate) fn reused(&self) {
-        self.reuses.fetch_add(1, Relaxed);
+        self.add(REUSES);
     }
 
     /// An instance kept for reuse is retired.
     pub(crate) fn retired(&self, why: Retired) {
         let i = Retired::ALL.iter().position(|r| *r == why).unwrap_or(0);
-        self.retired[i].fetch_add(1, Relaxed);
+        self.add(RETIRED_AT + i);
+    }
+
+    /// A request took a concurrency slot; `left` when it gives it back.
+    pub(crate) fn entered(&self) {
+        self.add(IN_FLIGHT);
+    }
+
+    pub(crate) fn left(&self) {
+        self.cells()[IN_FLIGHT].fetch_sub(1, Relaxed);
+    }
+
+    /// A client connection was accepted; `closed` when it ends.
+    pub(crate) fn opened(&self) {
+        self.add(CONNECTIONS);
+    }
+
+    pub(crate) fn closed(&self) {
+        self.cells()[CONNECTIONS].fetch_sub(1, Relaxed);
     }
 
     /// The server accepts connections from now on.
@@ -276,9 +333,7 @@ impl Metrics {
 /// What is read off the running server at scrape time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Live {
-    pub(crate) in_flight: u64,
     pub(crate) max_concurrency: u64,
-    pub(crate) connections: u64,
     pub(crate) tier: Option<Tier>,
 }
 
@@ -313,8 +368,8 @@ fn one_of(enc: &mut DescriptorEncoder, name: &str, help: &str, label: &str, valu
     Ok(())
 }
 
-fn histogram(enc: &mut DescriptorEncoder, name: &str, help: &str, unit: &Unit, h: &AtomicHistogram) -> fmt::Result {
-    let (sum, count, buckets) = h.snapshot();
+fn histogram(enc: &mut DescriptorEncoder, name: &str, help: &str, unit: &Unit, h: &Histogram, cells: &[AtomicU64]) -> fmt::Result {
+    let (sum, count, buckets) = h.snapshot(cells);
     enc.encode_descriptor(name, help, Some(unit), MetricType::Histogram)?
         .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
 }
@@ -330,25 +385,25 @@ impl Collector for Exposition {
                 None,
                 MetricType::Counter,
             )?;
-            for (class, n) in CLASSES.iter().zip(&m.classes) {
+            for (i, class) in CLASSES.iter().enumerate() {
                 let labels = [("class", *class)];
-                e.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&n.load(Relaxed), None)?;
+                e.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&m.get(CLASS_AT + i), None)?;
             }
         }
-        histogram(&mut enc, "wasm_shim_http_request_duration", "Time from a request's arrival to its response head.", &Unit::Seconds, &m.latency)?;
-        gauge(&mut enc, "wasm_shim_http_requests_in_flight", "Requests holding a concurrency slot (a guest instance running).", None, live.in_flight as f64)?;
+        histogram(&mut enc, "wasm_shim_http_request_duration", "Time from a request's arrival to its response head.", &Unit::Seconds, &LATENCY, m.cells())?;
+        gauge(&mut enc, "wasm_shim_http_requests_in_flight", "Requests holding a concurrency slot (a guest instance running).", None, m.get(IN_FLIGHT) as f64)?;
         gauge(&mut enc, "wasm_shim_http_max_concurrency", "The concurrency cap (wasm.containerd.io/http-max-concurrency).", None, live.max_concurrency as f64)?;
-        counter(&mut enc, "wasm_shim_http_overloaded", "Requests answered 503 because http-max-concurrency requests were in flight.", m.overloaded.load(Relaxed))?;
-        counter(&mut enc, "wasm_shim_http_timeouts", "Requests answered 504 because http-request-timeout passed.", m.timeouts.load(Relaxed))?;
-        gauge(&mut enc, "wasm_shim_http_connections_open", "Client connections open, idle keep-alive ones included.", None, live.connections as f64)?;
+        counter(&mut enc, "wasm_shim_http_overloaded", "Requests answered 503 because http-max-concurrency requests were in flight.", m.get(OVERLOADED))?;
+        counter(&mut enc, "wasm_shim_http_timeouts", "Requests answered 504 because http-request-timeout passed.", m.get(TIMEOUTS))?;
+        gauge(&mut enc, "wasm_shim_http_connections_open", "Client connections open, idle keep-alive ones included.", None, m.get(CONNECTIONS) as f64)?;
         counter(
             &mut enc,
             "wasm_shim_http_connection_cap_reached",
             "Times the server stopped accepting because http-max-connections were open (clients waited in the backlog).",
-            m.connection_waits.load(Relaxed),
+            m.get(CONNECTION_WAITS),
         )?;
-        histogram(&mut enc, "wasm_shim_http_instance_memory", "Linear memory each instance ended with (its peak): one per request, or one per reused instance when retired.", &Unit::Bytes, &m.memory)?;
-        counter(&mut enc, "wasm_shim_http_instance_reuses", "Requests served by an instance that had served one before (http-instance-reuse).", m.reuses.load(Relaxed))?;
+        histogram(&mut enc, "wasm_shim_http_instance_memory", "Linear memory each instance ended with (its peak): one per request, or one per reused instance when retired.", &Unit::Bytes, &MEMORY, m.cells())?;
+        counter(&mut enc, "wasm_shim_http_instance_reuses", "Requests served by an instance that had served one before (http-instance-reuse).", m.get(REUSES))?;
         {
             let mut e = enc.encode_descriptor(
                 "wasm_shim_http_instances_retired",
@@ -356,9 +411,9 @@ impl Collector for Exposition {
                 None,
                 MetricType::Counter,
             )?;
-            for (why, n) in Retired::ALL.iter().zip(&m.retired) {
+            for (i, why) in Retired::ALL.iter().enumerate() {
                 let labels = [("reason", why.label())];
-                e.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&n.load(Relaxed), None)?;
+                e.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&m.get(RETIRED_AT + i), None)?;
             }
         }
         let tiers = ["baseline", "optimized"];
@@ -497,11 +552,13 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_upper_bounds_and_count_is_their_total() {
-        let h = AtomicHistogram::new(&[10, 100], 1.0);
+        let cells: Vec<AtomicU64> = (0..6).map(|_| AtomicU64::new(0)).collect();
+        let h = Histogram::new(&[10, 100], 1, 1.0);
         for v in [0, 10, 11, 100, 101, u64::MAX / 4] {
-            h.observe(v);
+            h.observe(&cells, v);
         }
-        let (sum, count, buckets) = h.snapshot();
+        assert_eq!((cells[0].load(Relaxed), cells[5].load(Relaxed)), (0, 0), "only its own cells");
+        let (sum, count, buckets) = h.snapshot(&cells);
         assert_eq!(count, 6);
         assert_eq!(buckets, vec![(10.0, 2), (100.0, 2), (f64::INFINITY, 2)]);
         assert_eq!(sum, (222 + u64::MAX / 4) as f64);
@@ -523,7 +580,14 @@ mod tests {
         m.reused();
         m.reused();
         m.retired(Retired::Timeout);
-        let live = Live { in_flight: 3, max_concurrency: 8, connections: 5, tier: Some(Tier::Optimized) };
+        for _ in 0..4 {
+            m.entered();
+        }
+        m.left();
+        for _ in 0..5 {
+            m.opened();
+        }
+        let live = Live { max_concurrency: 8, tier: Some(Tier::Optimized) };
         let text = encode(&registry(m.clone(), move || live)).unwrap();
 
         assert!(text.ends_with("# EOF\n"), "{text}");
@@ -568,6 +632,30 @@ mod tests {
         m.accepting();
         let text = encode(&registry(m, move || live)).unwrap();
         assert!(sample(&text, "wasm_shim_start_duration_seconds").is_some_and(|s| (0.0..5.0).contains(&s)), "{text}");
+    }
+
+    #[test]
+    fn servers_counting_in_the_same_cells_show_as_one() {
+        let cells: &'static [AtomicU64] = Box::leak((0..CELLS).map(|_| AtomicU64::new(0)).collect());
+        let (a, b) = (Arc::new(Metrics::in_cells(start(), cells)), Metrics::in_cells(start(), cells));
+        a.request(200, Duration::from_millis(1));
+        b.request(200, Duration::from_millis(1));
+        b.request(500, Duration::from_millis(1));
+        a.entered();
+        b.entered();
+        b.opened();
+        b.retired(Retired::Served);
+        let text = encode(&registry(a, Live::default)).unwrap();
+        assert_eq!(sample(&text, "wasm_shim_http_requests_total{class=\"2xx\"}"), Some(2.0), "{text}");
+        assert_eq!(sample(&text, "wasm_shim_http_requests_total{class=\"5xx\"}"), Some(1.0));
+        assert_eq!(sample(&text, "wasm_shim_http_request_duration_seconds_count"), Some(3.0));
+        assert_eq!(sample(&text, "wasm_shim_http_requests_in_flight"), Some(2.0));
+        assert_eq!(sample(&text, "wasm_shim_http_connections_open"), Some(1.0));
+        assert_eq!(sample(&text, "wasm_shim_http_instances_retired_total{reason=\"served\"}"), Some(1.0));
+        // Too few cells: counted apart rather than out of bounds.
+        let few: &'static [AtomicU64] = Box::leak((0..3).map(|_| AtomicU64::new(0)).collect());
+        Metrics::in_cells(start(), few).request(200, Duration::from_millis(1));
+        assert!(few.iter().all(|c| c.load(Relaxed) == 0));
     }
 
     #[test]

@@ -143,11 +143,26 @@ fn task_pids(cx: &Ctx, id: &str) -> Result<(u32, Vec<u32>)> {
     Ok((init, pids))
 }
 
+/// `clients` threads each GET `base/` `each` times, one connection per request: all 200.
+fn all_answered(base: &str, clients: usize, each: usize) -> Result<()> {
+    let clients: Vec<_> = (0..clients)
+        .map(|_| {
+            let url = format!("{base}/");
+            std::thread::spawn(move || (0..each).map(|_| http::get(&url).map(|r| r.status)).collect::<Result<Vec<u16>>>())
+        })
+        .collect();
+    for c in clients {
+        let statuses = c.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+        ensure(statuses.iter().all(|s| *s == 200), || format!("statuses {statuses:?}"))?;
+    }
+    Ok(())
+}
+
 /// A served workload runs in a process per CPU the container may use: on this node (two CPUs
 /// or more) `ctr task ps` lists that many, every one of them in the container's cgroup, and
 /// concurrent requests are all answered. A worker that dies (as the OOM killer would end it)
-/// ends the container with its status, said in containerd's log; with a CPU quota of one CPU,
-/// one process serves.
+/// ends the container with its status, said in containerd's log. With metrics on, the init's
+/// endpoint counts every process's requests. With a CPU quota of one CPU, one process serves.
 pub fn processes(cx: &Ctx) -> Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let port = free_port()?;
@@ -159,16 +174,7 @@ pub fn processes(cx: &Ctx) -> Result<()> {
     let expected = cpus.min(8);
     println!("  {cpus} CPUs: pids {pids:?} (init {init})");
     ensure(pids.len() == expected && pids.contains(&init), || format!("expected {expected} processes with the init {init}, ctr task ps: {pids:?}"))?;
-    let clients: Vec<_> = (0..16)
-        .map(|_| {
-            let url = format!("{base}/");
-            std::thread::spawn(move || (0..10).map(|_| http::get(&url).map(|r| r.status)).collect::<Result<Vec<u16>>>())
-        })
-        .collect();
-    for c in clients {
-        let statuses = c.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
-        ensure(statuses.iter().all(|s| *s == 200), || format!("statuses {statuses:?}"))?;
-    }
+    all_answered(&base, 16, 10)?;
     if let Some(worker) = pids.iter().find(|p| **p != init) {
         let log_start = std::fs::metadata(&cx.cd.log)?.len();
         // SAFETY: kill with a pid and a signal number reads no memory.
@@ -184,6 +190,31 @@ pub fn processes(cx: &Ctx) -> Result<()> {
         cx.cd.kill(id, "SIGTERM")?;
         expect_code(&run.wait(Duration::from_secs(10)), 0)?;
     }
+
+    // Metrics on: the processes count in memory they share, and the init's endpoint shows all
+    // of their requests.
+    let (port, metrics_port) = (free_port()?, free_port()?);
+    let id = "w-http-procs-metrics";
+    let mut run = cx.cd.spawn(&served(id, "/http.wasm", &[port_annotation(port), (wasm_shim_oci::http::METRICS_PORT, metrics_port.to_string())]))?;
+    let base = format!("http://127.0.0.1:{port}");
+    http::wait_until_serving(&format!("{base}/"), Duration::from_secs(30)).with_context(|| format!("output so far: {}", run.stdout_now()))?;
+    let (_, pids) = task_pids(cx, id)?;
+    ensure(pids.len() == expected, || format!("metrics on: expected {expected} processes, ctr task ps: {pids:?}"))?;
+    let served_2xx = || -> Result<f64> {
+        let r = http::get(&format!("http://127.0.0.1:{metrics_port}/metrics"))?;
+        r.body
+            .lines()
+            .find_map(|l| l.strip_prefix("wasm_shim_http_requests_total{class=\"2xx\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no 2xx count in the scrape: {r}"))
+    };
+    let before = served_2xx()?;
+    all_answered(&base, 16, 10)?;
+    let after = served_2xx()?;
+    println!("  metrics on, {} processes: 2xx {before} -> {after}", pids.len());
+    ensure(after - before == 160.0, || format!("160 requests answered 200, the endpoint counted {}", after - before))?;
+    cx.cd.kill(id, "SIGTERM")?;
+    expect_code(&run.wait(Duration::from_secs(10)), 0)?;
 
     let port = free_port()?;
     let id = "w-http-one-cpu";

@@ -141,6 +141,30 @@ pub struct ServeStats {
     pub upgraded_requests: u64,
 }
 
+/// A request's concurrency slot (its semaphore permit), counted in the metrics' in-flight gauge
+/// while it is held.
+pub(crate) struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Slot {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, metrics: Option<Arc<Metrics>>) -> Slot {
+        if let Some(m) = &metrics {
+            m.entered();
+        }
+        Slot { _permit: permit, metrics }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.left();
+        }
+    }
+}
+
 /// One running server: what its requests share (`App`) and what the dispatch keeps for itself.
 struct Server {
     app: App,
@@ -191,7 +215,7 @@ impl Server {
     ) -> hyper::Response<HyperOutgoingBody> {
         let app = &self.app;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+        let Ok(permit) = self.limit.clone().try_acquire_owned().map(|p| Slot::new(p, app.metrics.clone())) else {
             if let Some(m) = &app.metrics {
                 m.overloaded();
             }
@@ -271,7 +295,12 @@ impl Engine {
         }
         .map_err(|e| internal("tokio runtime", e))?;
 
-        let metrics = opts.metrics.as_ref().map(|m| Arc::new(Metrics::new(m.start.clone())));
+        let metrics = opts.metrics.as_ref().map(|m| {
+            Arc::new(match m.cells {
+                Some(cells) => Metrics::in_cells(m.start.clone(), cells),
+                None => Metrics::new(m.start.clone()),
+            })
+        });
         let server = Arc::new(Server {
             app: App {
                 limits: limits.clone(),
@@ -316,16 +345,14 @@ impl Engine {
         let max_open = limits.max_connections.max(1);
         let open = Arc::new(Semaphore::new(max_open as usize));
         // The metrics endpoint: its own listener, task and connection cap, on this runtime.
-        let exposition = match (&server.app.metrics, &opts.metrics) {
-            (Some(metrics), Some(o)) => {
-                let listener = o.listener.try_clone().map_err(|e| internal("metrics listener", e))?;
+        let exposition = match (&server.app.metrics, opts.metrics.as_ref().and_then(|o| o.listener.as_ref())) {
+            (Some(metrics), Some(listener)) => {
+                let listener = listener.try_clone().map_err(|e| internal("metrics listener", e))?;
                 listener.set_nonblocking(true).map_err(|e| internal("metrics listener", e))?;
-                let max_concurrency = u64::from(limits.max_concurrency);
-                let (limit, open, upgrade, current) = (server.limit.clone(), open.clone(), upgrade.clone(), prepared.clone());
+                let max_concurrency = u64::from(opts.metrics.as_ref().and_then(|o| o.max_concurrency).unwrap_or(limits.max_concurrency));
+                let (upgrade, current) = (upgrade.clone(), prepared.clone());
                 let registry = crate::metrics::registry(metrics.clone(), move || Live {
-                    in_flight: max_concurrency.saturating_sub(limit.available_permits() as u64),
                     max_concurrency,
-                    connections: u64::from(max_open).saturating_sub(open.available_permits() as u64),
                     tier: Some(upgrade.for_kind(&current).map_or(current.tier(), |better| better.tier())),
                 });
                 Some((listener, Arc::new(registry), metrics.clone()))
@@ -386,6 +413,7 @@ impl Engine {
                 };
                 connections += 1;
                 let _ = stream.set_nodelay(true);
+                let metrics = server.app.metrics.clone();
                 let (server, prepared) = (server.clone(), prepared.clone());
                 let service = hyper::service::service_fn(move |req| {
                     let (server, prepared) = (server.clone(), prepared.clone());
@@ -397,9 +425,15 @@ impl Engine {
                     .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
+                if let Some(m) = &metrics {
+                    m.opened();
+                }
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         log::debug!("connection from {peer}: {e}");
+                    }
+                    if let Some(m) = metrics {
+                        m.closed();
                     }
                     drop(slot);
                 });

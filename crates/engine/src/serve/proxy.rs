@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http_body_util::BodyExt;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -50,7 +49,7 @@ pub(crate) async fn handle(
     app: &App,
     pre: &ProxyPre<ProxyState>,
     req: hyper::Request<hyper::body::Incoming>,
-    permit: OwnedSemaphorePermit,
+    permit: super::Slot,
     deadline: Instant,
     trace: Option<super::trace::ClientTrace>,
 ) -> hyper::Response<HyperOutgoingBody> {

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -40,7 +40,7 @@ pub(crate) async fn handle(
     app: &App,
     pre: &ServicePre<ProxyState>,
     req: hyper::Request<hyper::body::Incoming>,
-    permit: OwnedSemaphorePermit,
+    permit: super::Slot,
     deadline: Instant,
     trace: Option<super::trace::ClientTrace>,
 ) -> hyper::Response<HyperOutgoingBody> {

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use wasmtime::Store;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
@@ -29,7 +28,7 @@ pub(crate) async fn handle(
     entry: &str,
     req: hyper::Request<hyper::body::Incoming>,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    _permit: super::Slot,
     deadline: Instant,
 ) -> hyper::Response<HyperOutgoingBody> {
     let label = format!("{} {}", req.method(), req.uri().path());
