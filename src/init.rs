@@ -587,7 +587,7 @@ fn stage2(
 
     if let (Some(listener), Some(shutdown), Some(drain)) = (listener, shutdown, drain) {
         workers::start(&workers, &ToInit::Start { create_micros: create_took.as_micros() as u64, traces: init_traces.clone() });
-        let watching = (!workers.is_empty()).then(|| workers::watch(workers.len(), drain));
+        let watching = (!workers.is_empty()).then(|| workers::watch(workers.len(), drain.clone()));
         let upgrade = Upgrade::new();
         if let (Some(key), Some(kind)) = (await_optimized, serve) {
             let export = rc.entrypoint.export.clone();
@@ -607,6 +607,8 @@ fn stage2(
             max_concurrency: Some(http.max_concurrency),
         });
         let mut code = serving(prepared, listener, shutdown, 0, &upgrade, metrics, &init_traces);
+        // Drained, or failed to serve at all: the workers stop too (a no-op if they were told).
+        drain.begin(libc::SIGTERM);
         // The workers drain with this process (the signal was passed on); the first of them to
         // fail gives the container its status, if this process did not fail itself.
         if let Some(Ok(Some(failed))) = watching.map(|w| w.join()) {
