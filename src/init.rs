@@ -303,14 +303,14 @@ fn stage2(
     // Every thread of the init must be started after it has dropped privileges and taken its
     // LSM labels (both are per thread): no compiler threads.
     engine_config.single_threaded = true;
-    // A server runs in a process per CPU (see `workers`), each with its part of the requests in
-    // flight: the pool is sized for the largest part.
+    // A server runs in a process per CPU (see `workers`); requests in flight are counted
+    // across them, so any one may serve up to the cap.
     let processes = match serve {
         Some(_) => workers::count(&http, settings.serve_processes, workers::cpus_of(spec, crate::settings::cpus())),
         None => 1,
     };
     if serve.is_some() {
-        engine_config.serving = Some(ServingPool { instances: workers::share(http.max_concurrency, processes, 0), memory: http.request_memory });
+        engine_config.serving = Some(ServingPool { instances: http.max_concurrency, memory: http.request_memory });
     }
     let engine = Engine::with_config(engine_config).map_err(|e| match e {
         EngineError::Features(why) => features_error(&why),
@@ -456,20 +456,28 @@ fn stage2(
 
     // A server on more than one CPU: its other processes, forked now, while this is the only
     // thread and everything the guest runs under is in place.
-    // Their metrics are counted in memory they share with the init, which serves the endpoint.
-    let cells = match (&listener, &metrics_listener) {
-        (Some(_), Some(_)) if processes > 1 => match process::shared_counters(wasm_shim_engine::METRICS_CELLS) {
+    // What they count together lives in memory they share with the init: the requests in
+    // flight (the pod's cap) and the metrics, whose endpoint the init serves.
+    let shared = match &listener {
+        Some(_) if processes > 1 => match process::shared_counters(1 + wasm_shim_engine::METRICS_CELLS) {
             Ok(c) => Some(c),
             Err(e) => {
-                log::warn!("{shown}: serving in one process: no shared memory for the metrics: {e}");
+                log::warn!("{shown}: serving in one process: no shared memory: {e}");
                 None
             }
         },
         _ => None,
     };
-    let role = match &listener {
-        Some(_) if processes > 1 && (metrics_listener.is_none() || cells.is_some()) => workers::fork(processes - 1),
-        _ => Role::Main(Vec::new()),
+    let in_flight = shared.map(|c| &c[0]);
+    let cells = shared.filter(|_| metrics_listener.is_some()).map(|c| &c[1..]);
+    let role = match shared {
+        Some(_) => workers::fork(processes - 1),
+        None => Role::Main(Vec::new()),
+    };
+    // The processes there are (a fork may have been refused).
+    let serving_processes = match &role {
+        Role::Main(w) => w.len() + 1,
+        Role::Worker { .. } => processes,
     };
     let started = Arc::new(AtomicBool::new(false));
     let shutdown = listener.as_ref().map(|_| Shutdown::new());
@@ -489,7 +497,9 @@ fn stage2(
                 Err(_) => continue,
             };
             if !started.load(Ordering::SeqCst) {
-                process::exit_now(128 + sig);
+                // A worker not started yet leaves the status to the init (the drain it passed on
+                // may come before its Start).
+                process::exit_now(if worker { 0 } else { 128 + sig });
             }
             match &drain {
                 // A server drains on the first signal (what Kubernetes sends before its grace
@@ -517,9 +527,16 @@ fn stage2(
         let traces = crate::traces::for_requests(&rc.env, spec, init_traces, &http.allowed_outbound);
         let tracing = traces.as_ref().map(|t| RequestTracing::new(t.tracer.clone()));
         let mut limits = serve_limits(&http);
-        limits.max_concurrency = workers::share(http.max_concurrency, processes, share);
         limits.max_connections = workers::share(http.max_open_connections(), processes, share);
-        let opts = ServeOptions { run: opts.clone(), limits, metrics, access_log: http.access_log, tracing, current_thread: processes > 1 };
+        let opts = ServeOptions {
+            run: opts.clone(),
+            limits,
+            metrics,
+            access_log: http.access_log,
+            tracing,
+            current_thread: serving_processes > 1,
+            in_flight: in_flight.filter(|_| serving_processes > 1),
+        };
         let served = engine.serve_upgradable(prepared, listener, &opts, &shutdown, upgrade);
         // The last requests' spans, within a bound: a dead collector does not hold up the exit.
         if let Some(t) = &traces {
@@ -587,7 +604,7 @@ fn stage2(
 
     if let (Some(listener), Some(shutdown), Some(drain)) = (listener, shutdown, drain) {
         workers::start(&workers, &ToInit::Start { create_micros: create_took.as_micros() as u64, traces: init_traces.clone() });
-        let watching = (!workers.is_empty()).then(|| workers::watch(workers.len(), drain.clone()));
+        let watching = (!workers.is_empty()).then(|| workers::watch(drain.clone()));
         let upgrade = Upgrade::new();
         if let (Some(key), Some(kind)) = (await_optimized, serve) {
             let export = rc.entrypoint.export.clone();

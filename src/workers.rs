@@ -16,9 +16,10 @@
 //! drain stops the whole server with that worker's status, as the one process would have
 //! ended (the memory cgroup's OOM killer picks a process, not a container).
 //!
-//! Requests in flight and open connections are split between the processes, so the pod's
-//! annotations bound the pod, not each process; the listen socket is shared, so a process at
-//! its bound leaves the next connection to another. The metrics are counted in memory the
+//! Requests in flight are counted across the processes (an atomic in memory they share), so
+//! `http-max-concurrency` is the pod's cap wherever a request lands; open connections are split
+//! between them (a process at its part leaves the next connection to another, the listen socket
+//! being shared). The metrics are counted in memory the
 //! processes share (mapped before the fork), and the init serves the one endpoint. What must
 //! stay in one process keeps one: the access log's lines, kept whole against the guest's own
 //! output by a lock of the process.
@@ -40,19 +41,21 @@ use crate::protocol::{self, ToInit};
 pub const MAX_PROCESSES: usize = 8;
 
 /// How many processes serve: one per CPU the container may use (`cpus`, see [`cpus_of`]), at
-/// most the pod's `http-processes`, else the node's `setting`, else [`MAX_PROCESSES`]; never
+/// most the pod's `http-processes` and the node's `setting` (else [`MAX_PROCESSES`]); never
 /// more than requests in flight or connections allowed at once, and one when the access log is
 /// on.
 pub fn count(http: &HttpConfig, setting: Option<usize>, cpus: usize) -> usize {
     if http.access_log {
         return 1;
     }
-    let most = http.processes.map(|n| n as usize).or(setting).unwrap_or(MAX_PROCESSES).max(1);
+    let node = setting.unwrap_or(MAX_PROCESSES);
+    let most = http.processes.map_or(node, |n| (n as usize).min(node)).max(1);
     cpus.min(most).min(http.max_concurrency as usize).min(http.max_open_connections() as usize).max(1)
 }
 
 /// The CPUs a container may use, as its spec sets them: its CPU quota (rounded up) and its
-/// cpuset, within `node` (what this process may run on). Read from the spec rather than from the
+/// cpuset, within `node` (what this process may run on). Not its shares: they weigh CPU time
+/// against other containers, they do not limit it (and `ctr` sets 1024 whatever was asked). Read from the spec rather than from the
 /// container's cgroup, which a cgroup namespace hides from the init.
 pub fn cpus_of(spec: &oci_spec::runtime::Spec, node: usize) -> usize {
     let cpu = spec.linux().as_ref().and_then(|l| l.resources().as_ref()).and_then(|r| r.cpu().as_ref());
@@ -76,7 +79,7 @@ fn cpuset_len(list: &str) -> Option<usize> {
     for part in list.trim().split(',').filter(|p| !p.trim().is_empty()) {
         let (a, b) = part.trim().split_once('-').unwrap_or((part.trim(), part.trim()));
         let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-        n += b.checked_sub(a)? + 1;
+        n = n.checked_add(b.checked_sub(a)?.checked_add(1)?)?;
     }
     (n > 0).then_some(n)
 }
@@ -102,7 +105,7 @@ pub enum Role {
     Worker { index: usize, sock: UnixStream },
 }
 
-/// Forks `n` workers. Only while the calling process has one thread (checked). A fork that
+/// Forks `n` workers. Only while the calling process has one thread. A fork that
 /// fails (a pids limit, a seccomp profile without fork) leaves fewer workers, said in the log:
 /// the server runs on what it has.
 pub fn fork(n: usize) -> Role {
@@ -195,18 +198,23 @@ impl Drain {
 /// Reaps the workers. A worker that ends before the drain has begun stops the server (its
 /// status is the container's). Returns, once every worker is reaped, the first status that was
 /// not 0 (a signal as 128 + its number).
-pub fn watch(n: usize, drain: Drain) -> std::thread::JoinHandle<Option<i32>> {
+pub fn watch(drain: Drain) -> std::thread::JoinHandle<Option<i32>> {
     std::thread::spawn(move || {
         use nix::sys::wait::{waitpid, WaitStatus};
         let mut failed = None;
-        let mut left = n;
+        let mut left = drain.pids.len();
         while left > 0 {
+            // Every child is reaped (as pid 1 of the container, the init inherits orphans, such
+            // as those of a `kubectl debug` process), only workers counted.
             let (pid, code) = match waitpid(None, None) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, code),
                 Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, 128 + sig as i32),
                 Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => break,
             };
+            if !drain.pids.contains(&pid.as_raw()) {
+                continue;
+            }
             left -= 1;
             if code != 0 {
                 failed.get_or_insert(code);
@@ -258,7 +266,15 @@ mod tests {
         assert_eq!(cpus_of(&spec(Some(400_000), Some("2")), 16), 1);
         assert_eq!(cpus_of(&spec(None, Some("junk")), 4), 4, "an unreadable cpuset limits nothing");
         assert_eq!(cpus_of(&spec(None, Some("3-1")), 4), 4);
+        assert_eq!(cpus_of(&spec(None, Some("0-18446744073709551615")), 4), 4, "an overflowing cpuset limits nothing");
         assert_eq!(cpus_of(&oci_spec::runtime::Spec::default(), 0), 1);
+        // Shares (a Kubernetes CPU request; `ctr` writes 1024 whatever was asked) bound nothing.
+        let with_shares = {
+            let cpu = LinuxCpuBuilder::default().shares(2u64).build().unwrap();
+            let resources = LinuxResourcesBuilder::default().cpu(cpu).build().unwrap();
+            SpecBuilder::default().linux(LinuxBuilder::default().resources(resources).build().unwrap()).build().unwrap()
+        };
+        assert_eq!(cpus_of(&with_shares, 8), 8);
     }
 
     #[test]
@@ -271,7 +287,8 @@ mod tests {
         assert_eq!(count(&http(&|_| {}), None, 2), 2);
         assert_eq!(count(&http(&|_| {}), None, 64), MAX_PROCESSES);
         assert_eq!(count(&http(&|_| {}), Some(1), 4), 1, "the node's setting");
-        assert_eq!(count(&http(&|h| h.processes = Some(3)), Some(1), 4), 3, "the pod's annotation before the node's setting");
+        assert_eq!(count(&http(&|h| h.processes = Some(3)), Some(2), 4), 2, "the node's setting bounds the pod's annotation");
+        assert_eq!(count(&http(&|h| h.processes = Some(1)), None, 4), 1);
         assert_eq!(count(&http(&|h| h.processes = Some(16)), None, 4), 4, "no more than CPUs");
         assert_eq!(count(&http(&|_| {}), None, 1), 1, "one CPU");
         assert_eq!(count(&http(&|h| h.max_concurrency = 3), None, 8), 3, "never more than requests at once");

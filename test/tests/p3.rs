@@ -158,6 +158,7 @@ impl Server {
             access_log: false,
             tracing,
             current_thread: false,
+            in_flight: None,
         };
         let s = shutdown.clone();
         let thread = std::thread::spawn(move || engine.serve(prepared, listener, &opts, &s).unwrap());

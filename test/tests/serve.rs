@@ -62,6 +62,7 @@ impl Server {
             access_log: false,
             tracing: None,
             current_thread: false,
+            in_flight: None,
         };
         let s = shutdown.clone();
         let thread = std::thread::spawn(move || engine.serve_upgradable(prepared, listener, &opts, &s, &upgrade).unwrap());

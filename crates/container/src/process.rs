@@ -241,7 +241,8 @@ pub fn fork_single_threaded() -> io::Result<Fork> {
 /// to and one reads.
 pub fn shared_counters(n: usize) -> io::Result<&'static [std::sync::atomic::AtomicU64]> {
     use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
-    let len = std::num::NonZeroUsize::new(n.max(1) * std::mem::size_of::<u64>()).ok_or_else(|| io::Error::other("empty"))?;
+    let bytes = n.max(1).checked_mul(std::mem::size_of::<u64>()).ok_or_else(|| io::Error::other("too many counters"))?;
+    let len = std::num::NonZeroUsize::new(bytes).ok_or_else(|| io::Error::other("empty"))?;
     // SAFETY: a new anonymous mapping at an address the kernel picks: it overlaps nothing of ours.
     let p = unsafe { mmap_anonymous(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED) }?;
     // SAFETY: the mapping is page-aligned (so aligned for AtomicU64), `n` atomics long, zero-filled

@@ -35,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         access_log: flag("--access-log"),
         tracing: None,
         current_thread: flag("--current-thread"),
+        in_flight: None,
     };
     let stats = engine.serve(prepared, listener, &opts, &Shutdown::new())?;
     eprintln!("{stats:?}");

@@ -312,7 +312,12 @@ impl Metrics {
     }
 
     pub(crate) fn left(&self) {
-        self.cells()[IN_FLIGHT].fetch_sub(1, Relaxed);
+        self.down(IN_FLIGHT);
+    }
+
+    /// A gauge down by one, never below zero.
+    fn down(&self, at: usize) {
+        let _ = self.cells()[at].fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
     }
 
     /// A client connection was accepted; `closed` when it ends.
@@ -321,7 +326,7 @@ impl Metrics {
     }
 
     pub(crate) fn closed(&self) {
-        self.cells()[CONNECTIONS].fetch_sub(1, Relaxed);
+        self.down(CONNECTIONS);
     }
 
     /// The server accepts connections from now on.

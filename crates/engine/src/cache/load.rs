@@ -3,8 +3,8 @@
 //! `prepare` does, compiling into the cache once across processes, and `prepare_cached`.
 
 use std::hash::{Hash, Hasher};
-use std::io::{Read, Seek};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,11 @@ impl Hasher for Sha256Hasher {
     }
 }
 
+/// Whether `path` leads to `file` itself (same device and inode), not to another file there.
+fn names_file(path: &std::path::Path, file: &std::fs::File) -> bool {
+    matches!((std::fs::metadata(path), file.metadata()), (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino())
+}
+
 /// Maps (or reads) a verified entry as compiled code for `engine`.
 ///
 /// This is the crate's one `unsafe`: wasmtime cannot check that an artifact
@@ -69,17 +74,19 @@ fn deserialize(
             unsafe { Module::deserialize_open_file(engine, file) }.map(Artifact::Module)
         }
         Format::Component => {
-            // wasmtime maps components by path only: reach our open file
-            // through /proc (which works after pivot_root too); without
-            // /proc, read it.
+            // wasmtime maps components by path only: reach our open file through /proc, but
+            // only where that path is this very file. After pivot_root `/proc` is whatever
+            // the image put there (no procfs is mounted for a guest), and a file planted at
+            // `/proc/self/fd/N` must never be taken for the entry: there the path names
+            // another file (or none), and the entry is read through the descriptor instead.
             let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-            if by_fd.exists() {
+            if names_file(&by_fd, &file) {
                 unsafe { Component::deserialize_file(engine, &by_fd) }.map(Artifact::Component)
             } else {
-                let mut bytes = Vec::with_capacity(payload_len as usize);
-                // From the start: a clone of this descriptor may have been read already.
-                (&file).seek(std::io::SeekFrom::Start(0))?;
-                (&file).take(payload_len).read_to_end(&mut bytes)?;
+                // At offset 0 without moving the descriptor's offset, which processes handed
+                // the same descriptor share.
+                let mut bytes = vec![0u8; usize::try_from(payload_len)?];
+                file.read_exact_at(&mut bytes, 0)?;
                 unsafe { Component::deserialize(engine, &bytes) }.map(Artifact::Component)
             }
         }
@@ -333,6 +340,22 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_planted_where_proc_would_be_is_not_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = dir.path().join("entry.cwasm");
+        std::fs::write(&entry, b"the entry").unwrap();
+        let file = std::fs::File::open(&entry).unwrap();
+        // What an image could ship at /proc/self/fd/N, where no procfs is mounted.
+        let planted = dir.path().join("planted");
+        std::fs::write(&planted, b"crafted code").unwrap();
+        assert!(!names_file(&planted, &file));
+        assert!(!names_file(&dir.path().join("absent"), &file));
+        assert!(names_file(&entry, &file));
+        // Through the real /proc, the descriptor's own path is the entry.
+        assert!(names_file(&PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())), &file));
+    }
 
     const WAT: &str = r#"(module (func (export "_start")))"#;
 

@@ -81,6 +81,10 @@ pub struct ServeOptions {
     /// Serve on the calling thread only (a current-thread runtime) instead of a worker thread
     /// per CPU: for a process that is one of several serving the same listener, one per CPU.
     pub current_thread: bool,
+    /// Requests in flight in every process serving the same workload, counted against
+    /// `limits.max_concurrency` (an atomic in memory the processes share): the cap is the pod's,
+    /// wherever a request lands. `None`: this server's own count.
+    pub in_flight: Option<&'static AtomicU64>,
 }
 
 /// Asks a running `serve` to stop accepting and drain. Cheap to clone; `trigger` may be called
@@ -146,14 +150,26 @@ pub struct ServeStats {
 pub(crate) struct Slot {
     _permit: tokio::sync::OwnedSemaphorePermit,
     metrics: Option<Arc<Metrics>>,
+    /// The count shared with the other processes (`ServeOptions::in_flight`), given back on drop.
+    shared: Option<&'static AtomicU64>,
 }
 
 impl Slot {
-    fn new(permit: tokio::sync::OwnedSemaphorePermit, metrics: Option<Arc<Metrics>>) -> Slot {
+    /// A slot if one is free: in this process, and among the pod's (`shared`, at most `cap`).
+    fn take(limit: &Arc<Semaphore>, shared: Option<&'static AtomicU64>, cap: u32, metrics: Option<Arc<Metrics>>) -> Option<Slot> {
+        if let Some(n) = shared {
+            n.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| (v < u64::from(cap)).then_some(v + 1)).ok()?;
+        }
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            if let Some(n) = shared {
+                n.fetch_sub(1, Ordering::AcqRel);
+            }
+            return None;
+        };
         if let Some(m) = &metrics {
             m.entered();
         }
-        Slot { _permit: permit, metrics }
+        Some(Slot { _permit: permit, metrics, shared })
     }
 }
 
@@ -161,6 +177,9 @@ impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(m) = &self.metrics {
             m.left();
+        }
+        if let Some(n) = self.shared {
+            n.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -173,6 +192,7 @@ struct Server {
     requests: AtomicU64,
     upgrade: Upgrade,
     upgraded_requests: AtomicU64,
+    in_flight: Option<&'static AtomicU64>,
 }
 
 impl Server {
@@ -215,7 +235,7 @@ impl Server {
     ) -> hyper::Response<HyperOutgoingBody> {
         let app = &self.app;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let Ok(permit) = self.limit.clone().try_acquire_owned().map(|p| Slot::new(p, app.metrics.clone())) else {
+        let Some(permit) = Slot::take(&self.limit, self.in_flight, app.limits.max_concurrency, app.metrics.clone()) else {
             if let Some(m) = &app.metrics {
                 m.overloaded();
             }
@@ -317,6 +337,7 @@ impl Engine {
             requests: AtomicU64::new(0),
             upgrade: upgrade.clone(),
             upgraded_requests: AtomicU64::new(0),
+            in_flight: opts.in_flight,
         });
 
         // The epoch clock: request deadlines and a busy guest's yields count its ticks.
