@@ -573,7 +573,6 @@ fn stage2(
                 start_requested: std::time::Instant::now(),
             },
             cells: Some(cells),
-            max_concurrency: None,
         });
         let upgrade = Upgrade::new();
         if let (Some(key), Some(kind)) = (await_optimized, serve) {
@@ -621,7 +620,6 @@ fn stage2(
                 start_requested,
             },
             cells,
-            max_concurrency: Some(http.max_concurrency),
         });
         let mut code = serving(prepared, listener, shutdown, 0, &upgrade, metrics, &init_traces);
         // Drained, or failed to serve at all: the workers stop too (a no-op if they were told).

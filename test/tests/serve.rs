@@ -475,7 +475,7 @@ fn with_metrics(tier: Tier) -> (MetricsOptions, SocketAddr) {
         create: Some(Duration::from_millis(40)),
         start_requested: Instant::now(),
     };
-    (MetricsOptions { listener: Some(Arc::new(listener)), start, cells: None, max_concurrency: None }, addr)
+    (MetricsOptions { listener: Some(Arc::new(listener)), start, cells: None }, addr)
 }
 
 fn scrape(addr: SocketAddr) -> String {

@@ -99,9 +99,6 @@ pub struct MetricsOptions {
     /// the caller shares with the other processes serving the same workload (memory mapped
     /// shared before they were forked), so that one endpoint shows what all of them did.
     pub cells: Option<&'static [AtomicU64]>,
-    /// The concurrency cap to show when it is split between processes (the pod's); `None`: this
-    /// server's.
-    pub max_concurrency: Option<u32>,
 }
 
 /// A histogram of fixed buckets kept in atomics: a bound's count at `at + i`, the `+Inf` bucket

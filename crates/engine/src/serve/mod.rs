@@ -370,7 +370,7 @@ impl Engine {
             (Some(metrics), Some(listener)) => {
                 let listener = listener.try_clone().map_err(|e| internal("metrics listener", e))?;
                 listener.set_nonblocking(true).map_err(|e| internal("metrics listener", e))?;
-                let max_concurrency = u64::from(opts.metrics.as_ref().and_then(|o| o.max_concurrency).unwrap_or(limits.max_concurrency));
+                let max_concurrency = u64::from(limits.max_concurrency);
                 let (upgrade, current) = (upgrade.clone(), prepared.clone());
                 let registry = crate::metrics::registry(metrics.clone(), move || Live {
                     max_concurrency,
