@@ -536,6 +536,10 @@ fn stage2(
             tracing,
             current_thread: serving_processes > 1,
             in_flight: in_flight.filter(|_| serving_processes > 1),
+            // What a burst of requests left in the malloc heap goes back to the pod's memory
+            // once the server is quiet (measured: 9 and 6 MiB of a CPython handler's init and
+            // worker after load).
+            when_idle: Some(process::release_free_memory),
         };
         let served = engine.serve_upgradable(prepared, listener, &opts, &shutdown, upgrade);
         // The last requests' spans, within a bound: a dead collector does not hold up the exit.

@@ -159,6 +159,7 @@ impl Server {
             tracing,
             current_thread: false,
             in_flight: None,
+            when_idle: None,
         };
         let s = shutdown.clone();
         let thread = std::thread::spawn(move || engine.serve(prepared, listener, &opts, &s).unwrap());

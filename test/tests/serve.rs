@@ -47,9 +47,6 @@ impl Server {
     }
 
     fn serve_metrics(engine: Engine, prepared: Prepared, guest: &str, limits: ServeLimits, upgrade: Upgrade, metrics: Option<MetricsOptions>) -> Server {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = Shutdown::new();
         let opts = ServeOptions {
             run: RunOptions {
                 args: vec![guest.to_string()],
@@ -63,7 +60,15 @@ impl Server {
             tracing: None,
             current_thread: false,
             in_flight: None,
+            when_idle: None,
         };
+        Server::serve_with(engine, prepared, upgrade, opts)
+    }
+
+    fn serve_with(engine: Engine, prepared: Prepared, upgrade: Upgrade, opts: ServeOptions) -> Server {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
         let s = shutdown.clone();
         let thread = std::thread::spawn(move || engine.serve_upgradable(prepared, listener, &opts, &s, &upgrade).unwrap());
         Server { addr, shutdown, thread: Some(thread) }
@@ -105,6 +110,52 @@ fn serving_engine(limits: &ServeLimits) -> Engine {
 
 fn proxy(limits: ServeLimits) -> Server {
     Server::start("http", ServeKind::Http, limits)
+}
+
+/// `ServeOptions::when_idle` (where the shim's init gives the malloc heap back): once when a
+/// server has been quiet for a second, not again while it stays quiet, never while a request is
+/// in flight, and once more after the next requests.
+#[test]
+fn when_idle_runs_once_per_quiet_spell() {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    fn idle() {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+    }
+    let calls = || CALLS.load(Ordering::SeqCst);
+    let wait_for = |n: usize| {
+        let since = Instant::now();
+        while calls() < n && since.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(calls(), n, "when_idle calls");
+    };
+    let limits = ServeLimits::default();
+    let engine = serving_engine(&limits);
+    let prepared = engine.serve_as(engine.prepare(guests().get("http"), "http", None).unwrap(), ServeKind::Http).unwrap();
+    let opts = ServeOptions {
+        run: RunOptions { args: vec!["http".into()], cwd: "/".into(), ..Default::default() },
+        limits,
+        when_idle: Some(idle),
+        ..Default::default()
+    };
+    let server = Server::serve_with(engine, prepared, Upgrade::new(), opts);
+    // Quiet from the start: once, and not again while it stays quiet.
+    wait_for(1);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(calls(), 1, "called again while the server stayed quiet");
+    // A request in flight for 2.5 s, none started after it: not quiet until it ends.
+    let url = server.url("/sleep?ms=2500");
+    let slow = std::thread::spawn(move || http::get(&url).unwrap());
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(calls(), 1, "called with a request in flight");
+    assert_eq!(slow.join().unwrap().status, 200);
+    wait_for(2);
+    // A burst, then quiet again: once more.
+    for _ in 0..20 {
+        assert_eq!(server.get("/").status, 200);
+    }
+    wait_for(3);
+    assert_eq!(server.stop().requests, 21);
 }
 
 #[test]

@@ -304,8 +304,9 @@ pub fn single_malloc_arena() {
 }
 
 /// Gives the free memory of the malloc heap back to the kernel (glibc's `malloc_trim`): called
-/// after a burst of short-lived allocations (a task's Create) so a long-lived, mostly idle
-/// process does not keep them resident.
+/// after a burst of short-lived allocations (a task's Create in the shim; a burst of requests
+/// in a serving init or worker, once it is quiet) so a long-lived, mostly idle process does not
+/// keep them resident.
 pub fn release_free_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim takes an integer and only returns free pages of the heap to the kernel.

@@ -36,6 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tracing: None,
         current_thread: flag("--current-thread"),
         in_flight: None,
+        when_idle: None,
     };
     let stats = engine.serve(prepared, listener, &opts, &Shutdown::new())?;
     eprintln!("{stats:?}");

@@ -59,6 +59,9 @@ use request::{plain, App};
 /// busy guest's yields.
 const TICK: Duration = Duration::from_millis(5);
 
+/// How long a server must be quiet (no request started, none in flight) before `when_idle`.
+const IDLE: Duration = Duration::from_secs(1);
+
 /// How long a client may take to send a request's headers, counted from the end of the previous
 /// response on a keep-alive connection: hyper's header timer runs while it waits for a request,
 /// so it is also the idle timeout that frees the connection slot of a client that went quiet.
@@ -85,6 +88,11 @@ pub struct ServeOptions {
     /// `limits.max_concurrency` (an atomic in memory the processes share): the cap is the pod's,
     /// wherever a request lands. `None`: this server's own count.
     pub in_flight: Option<&'static AtomicU64>,
+    /// Called on the epoch thread once each time this server has gone `IDLE` with no request
+    /// started or in flight: where the caller gives memory that load left behind back to the
+    /// kernel (the shim's init trims the malloc heap there). Once per quiet spell, so a
+    /// server that stays idle pays it once, and a busy one never.
+    pub when_idle: Option<fn()>,
 }
 
 /// Asks a running `serve` to stop accepting and drain. Cheap to clone; `trigger` may be called
@@ -261,6 +269,37 @@ impl Server {
     }
 }
 
+/// Follows a server's requests tick by tick to tell when it has gone quiet: `IDLE` without a
+/// request started and with none in flight.
+#[derive(Default)]
+struct Quiet {
+    /// The request count at the last tick, and the ticks since it last changed.
+    seen: u64,
+    still: u32,
+}
+
+impl Quiet {
+    const TICKS: u32 = (IDLE.as_millis() / TICK.as_millis()) as u32;
+
+    /// True at the one tick where the server has been quiet for `IDLE` (`requests` started so
+    /// far, `busy`: some in flight); false before, and after until requests come and go again.
+    fn tick(&mut self, requests: u64, busy: bool) -> bool {
+        if requests != self.seen || busy {
+            self.seen = requests;
+            self.still = 0;
+            return false;
+        }
+        self.still = self.still.saturating_add(1);
+        self.still == Self::TICKS
+    }
+}
+
+impl Server {
+    fn busy(&self) -> bool {
+        self.limit.available_permits() < self.app.limits.max_concurrency as usize
+    }
+}
+
 impl Engine {
     /// Serves `prepared` (a `wasi:http` component or a WAGI module, see `serve_as`) on
     /// `listener` until `shutdown` is triggered and the requests in flight are done. Blocks the
@@ -346,6 +385,7 @@ impl Engine {
             let engine = prepared.engine.clone();
             let upgrade = upgrade.clone();
             let ticking = ticking.clone();
+            let mut quiet = opts.when_idle.map(|f| (Quiet::default(), server.clone(), f));
             std::thread::Builder::new()
                 .name("epoch".into())
                 .spawn(move || {
@@ -355,6 +395,11 @@ impl Engine {
                         // The upgraded code's stores count the ticks of its own engine.
                         if let Some(p) = upgrade.0.get().filter(|p| !wasmtime::Engine::same(&p.engine, &engine)) {
                             p.engine.increment_epoch();
+                        }
+                        if let Some((quiet, server, when_idle)) = &mut quiet {
+                            if quiet.tick(server.requests.load(Ordering::Relaxed), server.busy()) {
+                                when_idle();
+                            }
                         }
                     }
                 })
@@ -480,5 +525,26 @@ impl Engine {
             requests: server.requests.load(Ordering::Relaxed),
             upgraded_requests: server.upgraded_requests.load(Ordering::Relaxed),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Quiet;
+
+    #[test]
+    fn quiet_once_per_idle_spell_and_never_while_busy() {
+        let mut q = Quiet::default();
+        let idle = |q: &mut Quiet, requests, busy, ticks: u32| (0..ticks).filter(|_| q.tick(requests, busy)).count();
+        // Quiet from the start: once, at the TICKS-th tick, and not again however long it lasts.
+        assert_eq!(idle(&mut q, 0, false, Quiet::TICKS - 1), 0);
+        assert_eq!(idle(&mut q, 0, false, 1), 1);
+        assert_eq!(idle(&mut q, 0, false, 10 * Quiet::TICKS), 0);
+        // A long request in flight, none started after it: never quiet while it runs.
+        assert_eq!(idle(&mut q, 1, true, 10 * Quiet::TICKS), 0);
+        // It ends: quiet again after TICKS, once.
+        assert_eq!(idle(&mut q, 1, false, 3 * Quiet::TICKS), 1);
+        // Requests keep starting (the count moves every tick): never quiet.
+        assert_eq!((2..2 + 3 * u64::from(Quiet::TICKS)).filter(|&n| q.tick(n, false)).count(), 0);
     }
 }
