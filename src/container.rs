@@ -24,7 +24,7 @@ use crate::entrypoint::{self, Entrypoint};
 use crate::native::Runc;
 use crate::protocol::{self, FromInit, ToInit};
 use crate::settings::Settings;
-use crate::stdio::Stdio;
+use crate::stdio::{Owner, Stdio};
 use crate::task::{Event as TaskEvent, Exit, Lifecycle, Status};
 
 /// Where the init's host pid is written in the bundle, for the `delete` action after a crash.
@@ -293,7 +293,7 @@ impl Container {
             cg.apply(&res)?;
         }
 
-        let (stdio, fds) = Stdio::open(&req.stdin, &req.stdout, &req.stderr, false)?;
+        let (stdio, fds) = Stdio::open(&req.stdin, &req.stdout, &req.stderr, false, Owner { namespace, id: &req.id })?;
 
         let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj()).unwrap_or(0);
         let (sync, theirs) = process::sync_pair().map_err(ShimError::internal)?;
@@ -413,7 +413,7 @@ impl Container {
         let log = crate::logging::current().unwrap_or_else(|| crate::logging::Context::id(&req.id));
         let mounted = undo.rootfs.is_some();
         let runc = Runc::new(namespace, &req.id, &bundle)?;
-        let (mut stdio, fds) = Stdio::open(&req.stdin, &req.stdout, &req.stderr, req.terminal)?;
+        let (mut stdio, fds) = Stdio::open(&req.stdin, &req.stdout, &req.stderr, req.terminal, Owner { namespace, id: &req.id })?;
         let (pid, master) = runc.create(&bundle, fds, req.terminal)?;
         undo.runc = Some(runc.clone());
         creating.check()?;
@@ -538,6 +538,8 @@ impl Container {
             };
             t.exited(status.code(), signal, oom_sent || oom_after > oom_before);
         }
+        // Its last output reaches a log file (`--log-uri file://`) before its exit is reported.
+        self.stdio.flush().wait();
         self.life.record_exit(status.code(), |exit, start_tx| {
             *start_tx = None;
             events.exit(&self.id, &self.id, self.pid, exit);

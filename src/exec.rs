@@ -11,12 +11,14 @@ use wasm_shim_container::process::{ExitStatus, PidFd};
 use crate::errors::{Result, ShimError};
 use crate::events::Events;
 use crate::native::Runc;
-use crate::stdio::Stdio;
+use crate::stdio::{Owner, Stdio};
 use crate::task::{Event as TaskEvent, Exit, Lifecycle, Status};
 
 pub struct ExecProcess {
     pub id: String,
     pub container_id: String,
+    /// containerd's namespace, for a logging binary (`binary://` stdout).
+    namespace: String,
     pub stdin: String,
     pub stdout: String,
     pub stderr: String,
@@ -35,7 +37,7 @@ struct ExecState {
 
 impl ExecProcess {
     /// Records an exec request; nothing runs until Start.
-    pub fn new(req: &ExecProcessRequest) -> Result<Arc<ExecProcess>> {
+    pub fn new(req: &ExecProcessRequest, namespace: &str) -> Result<Arc<ExecProcess>> {
         let spec = req.spec.as_ref().ok_or_else(|| ShimError::invalid(format!("exec {}: no process spec", req.exec_id)))?;
         // Check it is an OCI process before runc sees it.
         serde_json::from_slice::<oci_spec::runtime::Process>(&spec.value)
@@ -43,6 +45,7 @@ impl ExecProcess {
         Ok(Arc::new(ExecProcess {
             id: req.exec_id.clone(),
             container_id: req.id.clone(),
+            namespace: namespace.to_string(),
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
@@ -57,7 +60,7 @@ impl ExecProcess {
         let mut life = self.life.lock();
         life.status().next(TaskEvent::Start).map_err(|e| ShimError::precondition(format!("exec {}: {e}", self.id)))?;
         // On an error the stdin relay stops as `stdio` drops.
-        let (mut stdio, fds) = Stdio::open(&self.stdin, &self.stdout, &self.stderr, self.terminal)?;
+        let (mut stdio, fds) = Stdio::open(&self.stdin, &self.stdout, &self.stderr, self.terminal, Owner { namespace: &self.namespace, id: &self.id })?;
         let (pid, master) = runc.exec(bundle, &self.id, &self.process_json, fds, self.terminal)?;
         let pidfd = Arc::new(PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?);
         let _ = life.advance(TaskEvent::Start);
@@ -82,6 +85,8 @@ impl ExecProcess {
             warn!("wait for exec {}: {e}", self.id);
             ExitStatus::Signaled(libc::SIGKILL)
         });
+        let flush = self.life.lock().extra.stdio.flush();
+        flush.wait();
         self.life.record_exit(status.code(), |exit, st| {
             events.exit(&self.container_id, &self.id, st.pid, exit);
             st.stdio.close_stdin();

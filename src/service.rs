@@ -327,7 +327,7 @@ impl Task for Service {
         if c.status().0 != TaskStatus::Running {
             return Err(ShimError::precondition(format!("{}: cannot exec in a task that is {:?}", req.id, c.status().0)).into());
         }
-        let e = ExecProcess::new(&req)?;
+        let e = ExecProcess::new(&req, &self.namespace)?;
         {
             let mut execs = native.execs.lock().unwrap();
             if execs.contains_key(&req.exec_id) {

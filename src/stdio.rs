@@ -2,32 +2,62 @@
 //! its descriptors (the stdin FIFO relayed into a pipe, the output FIFOs opened directly), or a
 //! terminal (the pty master runc hands over, copied from the stdin FIFO and to the stdout FIFO,
 //! resized by ResizePty).
+//!
+//! The output may also be one of containerd's log URIs (`ctr run --log-uri`), as its runc shim
+//! takes them: `file:///path` (stdout and stderr appended to the file) or `binary:///path?k=v`
+//! (a logging program the shim starts, containerd's shim logging protocol). The process gets
+//! pipes either way, never the host file itself, as under runc's shim.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use log::warn;
 use wasm_shim_container::pty::{self, ConsoleSocket};
 
 use crate::errors::{Result, ShimError};
 
-/// What the shim holds of a process's stdio while it runs: the stdin relay, or its terminal.
+/// How long the exit of a process whose output goes to a file waits for the last of it to be
+/// written there: all of it, unless something the process started still holds the pipe.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// How long a logging binary (`binary://`) has to say it is ready, and to exit once the
+/// process's output ended, before it is killed.
+const LOGGER_READY: Duration = Duration::from_secs(10);
+const LOGGER_EXIT: Duration = Duration::from_secs(10);
+
+/// Who a process's stdio is for: a logging binary is told (`CONTAINER_ID`, `CONTAINER_NAMESPACE`).
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub namespace: &'a str,
+    pub id: &'a str,
+}
+
+/// What the shim holds of a process's stdio while it runs: the stdin relay, its terminal, or
+/// what carries its output to a log URI.
 #[derive(Default)]
 pub struct Stdio {
     relay: Option<StdinRelay>,
     tty: Option<Terminal>,
+    log: Option<LogSink>,
 }
 
 impl Stdio {
-    /// The process's descriptors for containerd's FIFOs (none where a path is empty), and what
-    /// the shim keeps of them. With `terminal` there are none: runc makes a pty, and its master
-    /// is attached once handed over ([`Stdio::attach_terminal`]).
-    pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<(Stdio, [Option<OwnedFd>; 3])> {
+    /// The process's descriptors for containerd's FIFOs or log URI (none where a path is
+    /// empty), and what the shim keeps of them. With `terminal` there are none: runc makes a
+    /// pty, and its master is attached once handed over ([`Stdio::attach_terminal`]).
+    pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, owner: Owner) -> Result<(Stdio, [Option<OwnedFd>; 3])> {
+        let output = Output::parse(stdout)?;
         if terminal {
+            if !matches!(output, Output::Fifo(_) | Output::None) {
+                return Err(ShimError::invalid(format!(
+                    "stdout {stdout}: a process with a terminal writes to a FIFO; a log URI (file://, binary://) is not supported with a terminal"
+                )));
+            }
             return Ok((Stdio::default(), [None, None, None]));
         }
         let (relay, fd) = match stdin {
@@ -37,9 +67,25 @@ impl Stdio {
                 (Some(relay), Some(fd))
             }
         };
-        let stdio = Stdio { relay, tty: None };
+        let mut stdio = Stdio { relay, tty: None, log: None };
         // On an error here the relay stops as `stdio` drops.
-        let fds = [fd, open_output(stdout)?, open_output(stderr)?];
+        let fds = match output {
+            Output::None => [fd, None, open_output(stderr)?],
+            Output::Fifo(path) => [fd, open_output(&path)?, open_output(stderr)?],
+            Output::File(path) => {
+                // containerd's shim: the stdout URI decides for both streams. One pipe for both
+                // keeps their lines in the order they were written.
+                let (sink, out) = LogSink::file(&path)?;
+                stdio.log = Some(sink);
+                let err = if stderr.is_empty() { None } else { Some(dup(&out)?) };
+                [fd, Some(out), err]
+            }
+            Output::Binary(uri) => {
+                let (sink, out, err) = LogSink::binary(&uri, owner)?;
+                stdio.log = Some(sink);
+                [fd, Some(out), (!stderr.is_empty()).then_some(err)]
+            }
+        };
         Ok((stdio, fds))
     }
 
@@ -62,6 +108,241 @@ impl Stdio {
     pub fn close_stdin(&self) {
         if let Some(r) = &self.relay {
             r.stop();
+        }
+    }
+
+    /// What to wait for, once the process exited and before its exit is reported, so that what
+    /// it wrote is in its log file: see [`Flush`].
+    pub fn flush(&self) -> Flush {
+        match &self.log {
+            Some(LogSink::File { copied }) => Flush(Some(copied.clone())),
+            _ => Flush(None),
+        }
+    }
+}
+
+/// The end of a process's output on its way to a log file. Nothing to wait for with FIFOs
+/// (containerd reads what is left in them) or a logging binary (it reads the pipes itself).
+pub struct Flush(Option<Arc<Latch>>);
+
+impl Flush {
+    /// Waits until the copy ended, bounded: a process it left behind may hold the pipe open.
+    pub fn wait(&self) {
+        if let Some(copied) = &self.0 {
+            if !copied.wait(OUTPUT_DRAIN) {
+                warn!("output still open {OUTPUT_DRAIN:?} after the process exited (a process it started holds it): the log file may get more");
+            }
+        }
+    }
+}
+
+/// The output URI of a process, as containerd's runc shim reads it: a path (or `fifo://`) is a
+/// FIFO containerd reads.
+#[derive(Debug, PartialEq)]
+enum Output {
+    None,
+    Fifo(String),
+    File(PathBuf),
+    Binary(url::Url),
+}
+
+impl Output {
+    fn parse(stdout: &str) -> Result<Output> {
+        if stdout.is_empty() {
+            return Ok(Output::None);
+        }
+        // A plain path: containerd's FIFO (the usual case, and the only one before URIs).
+        if stdout.starts_with('/') || !stdout.contains(':') {
+            return Ok(Output::Fifo(stdout.to_string()));
+        }
+        let bad = |why: &str| ShimError::invalid(format!("stdout {stdout}: {why}"));
+        if !stdout.contains("://") {
+            return Err(bad("not a path or a log URI (scheme:///path)"));
+        }
+        let uri = url::Url::parse(stdout).map_err(|e| bad(&format!("not a path or a log URI: {e}")))?;
+        let path = || -> Result<PathBuf> {
+            uri.to_file_path().map_err(|()| bad("the URI must name an absolute path on this host (scheme:///path)"))
+        };
+        match uri.scheme() {
+            "fifo" => Ok(Output::Fifo(path()?.to_string_lossy().into_owned())),
+            "file" => Ok(Output::File(path()?)),
+            "binary" | "binary-v2" => {
+                path()?;
+                Ok(Output::Binary(uri))
+            }
+            other => Err(bad(&format!("unknown log URI scheme {other:?}: fifo, file and binary are supported"))),
+        }
+    }
+}
+
+fn dup(fd: &OwnedFd) -> Result<OwnedFd> {
+    fd.try_clone().map_err(|e| ShimError::internal(format!("dup: {e}")))
+}
+
+/// Set once, waited for with a bound.
+#[derive(Default)]
+struct Latch {
+    set: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Latch {
+    fn set(&self) {
+        *self.set.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    /// True once set, false if `timeout` passed first.
+    fn wait(&self, timeout: Duration) -> bool {
+        let set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        let (set, _) = self.cv.wait_timeout_while(set, timeout, |set| !*set).unwrap_or_else(|e| e.into_inner());
+        *set
+    }
+}
+
+/// What carries a process's output to a log URI.
+enum LogSink {
+    /// A thread copying the pipe to the file; `copied` once the pipe ended (every writer gone).
+    File { copied: Arc<Latch> },
+    /// The logging binary; it ends once the process's output does. Reaped (killed if it
+    /// lingers) when the process is deleted.
+    Binary { child: Option<std::process::Child>, what: String },
+}
+
+impl LogSink {
+    /// The file (created with its directory, appended to) and the pipe end the process writes.
+    fn file(path: &Path) -> Result<(LogSink, OwnedFd)> {
+        let what = |e: std::io::Error| ShimError::invalid(format!("log file {}: {e}", path.display()));
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(what)?;
+        }
+        let mut file = OpenOptions::new().append(true).create(true).mode(0o644).open(path).map_err(what)?;
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ShimError::internal)?;
+        let copied = Arc::new(Latch::default());
+        let done = copied.clone();
+        let shown = path.display().to_string();
+        crate::logging::spawn(std::thread::Builder::new().name("log-file".into()), move || {
+            if let Err(e) = std::io::copy(&mut File::from(r), &mut file) {
+                warn!("log file {shown}: {e}");
+            }
+            done.set();
+        })
+        .map_err(ShimError::internal)?;
+        Ok((LogSink::File { copied }, w))
+    }
+
+    /// Starts the logging binary as containerd's shims do: the process's stdout and stderr as
+    /// its fds 3 and 4, a pipe it closes (or, for `binary-v2`, writes a byte to) when ready as
+    /// fd 5, the query's pairs as its arguments, `CONTAINER_ID` and `CONTAINER_NAMESPACE` as its
+    /// whole environment. Returns the pipe ends the process writes, stdout's and stderr's.
+    fn binary(uri: &url::Url, owner: Owner) -> Result<(LogSink, OwnedFd, OwnedFd)> {
+        use std::os::unix::process::CommandExt;
+        let program = uri.to_file_path().map_err(|()| ShimError::invalid(format!("{uri}: not a path on this host")))?;
+        let shown = program.display().to_string();
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ShimError::internal);
+        let ((out_r, out_w), (err_r, err_w), (ready_r, ready_w)) = (pipe()?, pipe()?, pipe()?);
+        let mut cmd = std::process::Command::new(&program);
+        for (k, v) in uri.query_pairs() {
+            cmd.arg(k.as_ref());
+            if !v.is_empty() {
+                cmd.arg(v.as_ref());
+            }
+        }
+        cmd.env_clear()
+            .env("CONTAINER_ID", owner.id)
+            .env("CONTAINER_NAMESPACE", owner.namespace)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let theirs = [out_r.as_raw_fd(), err_r.as_raw_fd(), ready_w.as_raw_fd()];
+        // SAFETY: between fork and exec only dup2 (async-signal-safe) runs, on descriptors
+        // this process owns until the exec. dup2 clears close-on-exec on the new descriptors.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Moved out of the way first, so a source that is already 3, 4 or 5 is not
+                // overwritten before it is copied.
+                let mut moved = [0; 3];
+                for (i, fd) in theirs.iter().enumerate() {
+                    moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+                    if moved[i] < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (i, fd) in moved.iter().enumerate() {
+                    if libc::dup2(*fd, 3 + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| ShimError::invalid(format!("logging binary {shown}: cannot start: {e}")))?;
+        drop((out_r, err_r, ready_w));
+        let mut child = child;
+        // Ready: fd 5 closed (or a byte on it), within a bound.
+        let refused = match wait_ready(&ready_r, LOGGER_READY) {
+            Ok(true) => None,
+            Ok(false) if uri.scheme() != "binary-v2" => None,
+            Ok(false) => Some("exited, or closed its ready pipe without writing to it (binary-v2)".to_string()),
+            Err(why) => Some(why),
+        };
+        if let Some(why) = refused {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(ShimError::invalid(format!("logging binary {shown}: {why}")));
+        }
+        Ok((LogSink::Binary { child: Some(child), what: shown }, out_w, err_w))
+    }
+}
+
+/// Waits for a logging binary's readiness on `ready`: Ok(true) for a byte, Ok(false) for the
+/// pipe closed without one, Err past `timeout`.
+fn wait_ready(ready: &OwnedFd, timeout: Duration) -> std::result::Result<bool, String> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!("not ready within {timeout:?}"));
+        }
+        let mut fds = [PollFd::new(ready.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)) {
+            Err(nix::errno::Errno::EINTR) | Ok(0) => continue,
+            Err(e) => return Err(format!("waiting for it: {e}")),
+            Ok(_) => {
+                let mut b = [0u8; 1];
+                return match nix::unistd::read(ready, &mut b) {
+                    Ok(n) => Ok(n == 1),
+                    Err(e) => Err(format!("reading its ready pipe: {e}")),
+                };
+            }
+        }
+    }
+}
+
+impl Drop for LogSink {
+    /// The process's output has ended (it was deleted): the logging binary ends once it read
+    /// the rest. One that does not is killed; reaped either way, on a thread of its own so that
+    /// nothing here waits for it.
+    fn drop(&mut self) {
+        let LogSink::Binary { child, what } = self else { return };
+        let Some(mut child) = child.take() else { return };
+        let what = std::mem::take(what);
+        let reap = move || {
+            let since = std::time::Instant::now();
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => return,
+                    Ok(None) if since.elapsed() < LOGGER_EXIT => std::thread::sleep(Duration::from_millis(50)),
+                    Ok(None) => break,
+                }
+            }
+            warn!("logging binary {what}: still running {LOGGER_EXIT:?} after the process's output ended; killed");
+            let _ = child.kill();
+            let _ = child.wait();
+        };
+        if let Err(e) = crate::logging::spawn(std::thread::Builder::new().name("logger-reap".into()), reap) {
+            warn!("cannot reap a logging binary: {e}");
         }
     }
 }
@@ -199,5 +480,80 @@ impl Terminal {
     pub fn resize(&self, rows: u32, cols: u32) -> Result<()> {
         let clamp = |v: u32| v.min(u16::MAX as u32) as u16;
         pty::set_window_size(self.master.as_fd(), clamp(rows), clamp(cols)).map_err(|e| ShimError::internal(format!("resize terminal: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_paths_and_log_uris_read_as_containerd_reads_them() {
+        let fifo = "/run/containerd/fifo/123/c-stdout";
+        assert_eq!(Output::parse("").unwrap(), Output::None);
+        assert_eq!(Output::parse(fifo).unwrap(), Output::Fifo(fifo.into()));
+        assert_eq!(Output::parse(&format!("fifo://{fifo}")).unwrap(), Output::Fifo(fifo.into()));
+        assert_eq!(Output::parse("file:///var/log/c%20one.log").unwrap(), Output::File("/var/log/c one.log".into()));
+        match Output::parse("binary:///usr/bin/logger?tag=web&json").unwrap() {
+            Output::Binary(u) => {
+                assert_eq!(u.to_file_path().unwrap(), PathBuf::from("/usr/bin/logger"));
+                assert_eq!(u.query_pairs().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(), ["tag=web", "json="]);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in ["syslog://host/x", "file://remote/var/log/x", "file:relative", "binary://host/bin"] {
+            let e = Output::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_log_file_gets_both_streams_in_order_and_its_directory_is_made() {
+        let dir = std::env::temp_dir().join(format!("stdio-test-{}", std::process::id()));
+        let path = dir.join("sub/c.log");
+        let uri = format!("file://{}", path.display());
+        let (stdio, [_, out, err]) = Stdio::open("", &uri, &uri, false, Owner { namespace: "ns", id: "c" }).unwrap();
+        let (mut out, mut err) = (File::from(out.unwrap()), File::from(err.unwrap()));
+        use std::io::Write;
+        out.write_all(b"one\n").unwrap();
+        err.write_all(b"two\n").unwrap();
+        out.write_all(b"three\n").unwrap();
+        let flush = stdio.flush();
+        drop((out, err));
+        flush.wait();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\nthree\n");
+        // Appended to, not replaced.
+        let (stdio, [_, out, _]) = Stdio::open("", &uri, "", false, Owner { namespace: "ns", id: "c" }).unwrap();
+        File::from(out.unwrap()).write_all(b"four\n").unwrap();
+        stdio.flush().wait();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\nthree\nfour\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_logging_binary_gets_the_streams_and_who_they_are_for() {
+        let dir = std::env::temp_dir().join(format!("stdio-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let got = dir.join("got");
+        let logger = dir.join("logger");
+        // Says ready by closing fd 5, then copies fds 3 and 4 with its environment and args.
+        std::fs::write(&logger, format!("#!/bin/sh\nexec 5>&-\n{{ echo \"$CONTAINER_NAMESPACE/$CONTAINER_ID $*\"; cat <&3; cat <&4; }} > {}\n", got.display())).unwrap();
+        std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let uri = format!("binary://{}?tag=web", logger.display());
+        let (stdio, [_, out, err]) = Stdio::open("", &uri, &uri, false, Owner { namespace: "ns", id: "c" }).unwrap();
+        use std::io::Write;
+        File::from(out.unwrap()).write_all(b"out\n").unwrap();
+        File::from(err.unwrap()).write_all(b"err\n").unwrap();
+        drop(stdio);
+        let since = std::time::Instant::now();
+        while std::fs::read_to_string(&got).unwrap_or_default() != "ns/c tag web\nout\nerr\n" && since.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(std::fs::read_to_string(&got).unwrap(), "ns/c tag web\nout\nerr\n");
+        // A binary that never says ready (v2) is refused with its name, not waited on forever.
+        let uri = "binary-v2:///bin/true";
+        let e = Stdio::open("", uri, uri, false, Owner { namespace: "ns", id: "c" }).err().unwrap().to_string();
+        assert!(e.contains("/bin/true"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

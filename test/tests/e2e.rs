@@ -1260,6 +1260,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("logs::access_log_wagi", Wasm, Box::new(logs::access_log_wagi));
     add("logs::access_log_bad_value", Wasm, Box::new(logs::access_log_bad_value));
     add("logs::shim_lines_quiet_and_keyed", Wasm, Box::new(logs::shim_lines_quiet_and_keyed));
+    add("logs::log_uri", Wasm, Box::new(logs::log_uri));
     // Real programs nobody here wrote, from PyPI and npm (e2e/thirdparty.rs), against wasmtime 48.
     add("thirdparty::resvg_p1_png_same_as_wasmtime", Wasm, Box::new(thirdparty::resvg));
     add("thirdparty::itk_compress_stringify_p1_reactor", Wasm, Box::new(thirdparty::itk_compress_stringify));

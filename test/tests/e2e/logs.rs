@@ -9,6 +9,12 @@
 //! - `wasm::logs::access_log_bad_value`: `http-access-log=yes` fails Create naming the annotation.
 //! - `wasm::logs::shim_lines_quiet_and_keyed` (`ctr`): a healthy create/start/exit adds no warning and
 //!   at most two info lines; every line about it carries `id="<id>"`.
+//! - `wasm::logs::log_uri` (`ctr run --log-uri`): `file:///path` gets stdout and stderr of a wasm
+//!   guest and of a native container (the same file content as runc's shim gives), its directory
+//!   made, appended to; the native process holds a pipe, not the host file (as under runc);
+//!   `binary:///path?k=v` starts the logging program with the streams on fds 3 and 4,
+//!   `CONTAINER_ID`/`CONTAINER_NAMESPACE` and the query as arguments; an unknown scheme fails
+//!   Create naming it, and a `binary-v2` program that never says ready fails it too.
 //! - `cri::wasm::shim_lines_name_the_pod` (CRI): lines about a pod's containers carry
 //!   `pod="<namespace>/<name>"` and `container="<name>"`; a healthy one adds no warning, a
 //!   failing one's line names its cause.
@@ -19,7 +25,7 @@ use anyhow::{Context, Result};
 use wasm_shim_e2e::cri::WASM_HANDLER;
 use wasm_shim_e2e::ctr::ensure;
 use wasm_shim_e2e::http;
-use wasm_shim_e2e::images::GUESTS_IMAGE;
+use wasm_shim_e2e::images::{BUSYBOX_IMAGE, GUESTS_IMAGE};
 use wasm_shim_e2e::RunOpts;
 
 use super::http::{refused, served};
@@ -230,4 +236,70 @@ pub fn shim_lines_name_the_pod(cx: &Ctx) -> Result<()> {
         println!("  {}", failed.map(String::as_str).unwrap_or_default());
         Ok(())
     })
+}
+
+/// `ctr run --log-uri`: see the module's doc.
+pub fn log_uri(cx: &Ctx) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("e2e-log-uri-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = log_uri_in(cx, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn log_uri_in(cx: &Ctx, dir: &std::path::Path) -> Result<()> {
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let uri = |p: &std::path::Path| format!("file://{}", p.display());
+    // A wasm guest: both streams, in a directory that did not exist; appended on a second run.
+    let wasm_log = dir.join("made/by/the/shim/wasm.log");
+    for n in 1..=2 {
+        let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, &format!("w-log-uri-{n}")).args(["/stderr.wasm"]).extra(&["--log-uri", &uri(&wasm_log)]))?;
+        expect_code(&out, 0)?;
+        let want = "this goes to stdout\nthis goes to stderr\n".repeat(n);
+        ensure(read(&wasm_log) == want, || format!("{} after run {n}: {:?}; ctr: {out}", wasm_log.display(), read(&wasm_log)))?;
+    }
+    // A native container, next to the same one under runc's shim: the same file, and the
+    // process writes to a pipe, never to the host's file.
+    let script = "echo out; echo err >&2; readlink /proc/self/fd/1; exit 3";
+    let (ours, theirs) = (dir.join("native.log"), dir.join("runc.log"));
+    let out = cx.cd.run(&RunOpts::wasm(BUSYBOX_IMAGE, "n-log-uri").args(["/bin/sh", "-c", script]).extra(&["--log-uri", &uri(&ours)]))?;
+    expect_code(&out, 3)?;
+    let runc = cx.cd.run(&RunOpts::runc(BUSYBOX_IMAGE, "r-log-uri").args(["/bin/sh", "-c", script]).extra(&["--log-uri", &uri(&theirs)]))?;
+    expect_code(&runc, 3)?;
+    let (got, want) = (read(&ours), read(&theirs));
+    println!("  native: {got:?}; runc: {want:?}");
+    // The same lines; runc's shim copies the two streams apart, so their order may differ
+    // there (ours keeps the order they were written in: one pipe).
+    let normal = |s: &str| {
+        let mut lines = s.lines().map(|l| if l.starts_with("pipe:[") { "pipe:[]".to_string() } else { l.to_string() }).collect::<Vec<_>>();
+        lines.sort_unstable();
+        lines
+    };
+    ensure(got.starts_with("out\nerr\npipe:[") && normal(&got) == normal(&want), || format!("native {got:?}, runc {want:?}"))?;
+    // A logging program, as containerd's shims start one.
+    let logger = dir.join("logger.sh");
+    let logged = dir.join("logged");
+    std::fs::write(
+        &logger,
+        format!("#!/bin/sh\nexec 5>&-\n{{ echo \"$CONTAINER_NAMESPACE/$CONTAINER_ID $*\"; cat <&3; cat <&4; }} > {}\n", logged.display()),
+    )?;
+    std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-log-binary").args(["/stderr.wasm"]).extra(&["--log-uri", &format!("binary://{}?tag=web", logger.display())]))?;
+    expect_code(&out, 0)?;
+    let want = format!("{}/w-log-binary tag web\nthis goes to stdout\nthis goes to stderr\n", cx.cd.namespace);
+    let since = std::time::Instant::now();
+    while read(&logged) != want && since.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure(read(&logged) == want, || format!("logging program wrote {:?}, wanted {want:?}", read(&logged)))?;
+    // Bad URIs fail Create with a message naming them, and leave nothing behind.
+    let before = wasm_shim_e2e::leaks::Leaks::measure(&cx.cd);
+    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-log-bad").args(["/stderr.wasm"]).extra(&["--log-uri", "syslog://host/x"]))?;
+    println!("  unknown scheme: {}", out.stderr.trim());
+    ensure(!out.success() && out.stderr.contains("syslog"), || format!("syslog://: {out}"))?;
+    let out = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-log-v2").args(["/stderr.wasm"]).extra(&["--log-uri", "binary-v2:///bin/true"]))?;
+    println!("  binary-v2 never ready: {}", out.stderr.trim());
+    ensure(!out.success() && out.stderr.contains("/bin/true"), || format!("binary-v2:///bin/true: {out}"))?;
+    let leaks = wasm_shim_e2e::leaks::Leaks::wait_clean_since(&cx.cd, &before, Duration::from_secs(5));
+    ensure(leaks.is_clean(), || format!("left behind: {leaks}"))
 }
