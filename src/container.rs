@@ -683,6 +683,9 @@ impl Container {
             None => return Err(ShimError::internal(format!("{}: init did not exit after SIGKILL", self.id))),
         };
         self.stdio.close_stdin();
+        if let Some(logger) = self.stdio.take_logger() {
+            logger.close();
+        }
         match &self.runtime {
             // runc removes the container's cgroup and state.
             Runtime::Native(n) => n.runc.delete()?,

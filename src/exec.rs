@@ -135,7 +135,13 @@ impl ExecProcess {
             return Ok(self.life.record_exit(0, |_, _| {}));
         }
         match (status, exit) {
-            (Status::Stopped, Some(e)) => Ok(e),
+            (Status::Stopped, Some(e)) => {
+                let logger = self.life.lock().extra.stdio.take_logger();
+                if let Some(logger) = logger {
+                    logger.close();
+                }
+                Ok(e)
+            }
             _ => Err(ShimError::precondition(format!("exec {}: cannot delete a running process; kill it first", self.id))),
         }
     }

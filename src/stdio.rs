@@ -72,18 +72,18 @@ impl Stdio {
         let fds = match output {
             Output::None => [fd, None, open_output(stderr)?],
             Output::Fifo(path) => [fd, open_output(&path)?, open_output(stderr)?],
+            // containerd's shim: the stdout URI decides for both streams, whatever stderr says.
             Output::File(path) => {
-                // containerd's shim: the stdout URI decides for both streams. One pipe for both
-                // keeps their lines in the order they were written.
+                // One pipe for both keeps their lines in the order they were written.
                 let (sink, out) = LogSink::file(&path)?;
                 stdio.log = Some(sink);
-                let err = if stderr.is_empty() { None } else { Some(dup(&out)?) };
-                [fd, Some(out), err]
+                let err = dup(&out)?;
+                [fd, Some(out), Some(err)]
             }
             Output::Binary(uri) => {
                 let (sink, out, err) = LogSink::binary(&uri, owner)?;
                 stdio.log = Some(sink);
-                [fd, Some(out), (!stderr.is_empty()).then_some(err)]
+                [fd, Some(out), Some(err)]
             }
         };
         Ok((stdio, fds))
@@ -136,8 +136,8 @@ impl Flush {
     }
 }
 
-/// The output URI of a process, as containerd's runc shim reads it: a path (or `fifo://`) is a
-/// FIFO containerd reads.
+/// The output URI of a process, as containerd's runc shim reads it: a path is a FIFO containerd
+/// reads (its `fifo://` form is refused there too).
 #[derive(Debug, PartialEq)]
 enum Output {
     None,
@@ -164,13 +164,12 @@ impl Output {
             uri.to_file_path().map_err(|()| bad("the URI must name an absolute path on this host (scheme:///path)"))
         };
         match uri.scheme() {
-            "fifo" => Ok(Output::Fifo(path()?.to_string_lossy().into_owned())),
             "file" => Ok(Output::File(path()?)),
             "binary" | "binary-v2" => {
                 path()?;
                 Ok(Output::Binary(uri))
             }
-            other => Err(bad(&format!("unknown log URI scheme {other:?}: fifo, file and binary are supported"))),
+            other => Err(bad(&format!("unknown log URI scheme {other:?}: file and binary are supported (or a FIFO's path)"))),
         }
     }
 }
@@ -204,9 +203,9 @@ impl Latch {
 enum LogSink {
     /// A thread copying the pipe to the file; `copied` once the pipe ended (every writer gone).
     File { copied: Arc<Latch> },
-    /// The logging binary; it ends once the process's output does. Reaped (killed if it
-    /// lingers) when the process is deleted.
-    Binary { child: Option<std::process::Child>, what: String },
+    /// The logging binary; it ends once the process's output does. Closed when the process is
+    /// deleted ([`Stdio::close_logger`]).
+    Binary { child: Mutex<Option<std::process::Child>>, what: String },
 }
 
 impl LogSink {
@@ -222,9 +221,7 @@ impl LogSink {
         let done = copied.clone();
         let shown = path.display().to_string();
         crate::logging::spawn(std::thread::Builder::new().name("log-file".into()), move || {
-            if let Err(e) = std::io::copy(&mut File::from(r), &mut file) {
-                warn!("log file {shown}: {e}");
-            }
+            copy_to_file(File::from(r), &mut file, &shown);
             done.set();
         })
         .map_err(ShimError::internal)?;
@@ -242,10 +239,12 @@ impl LogSink {
         let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ShimError::internal);
         let ((out_r, out_w), (err_r, err_w), (ready_r, ready_w)) = (pipe()?, pipe()?, pipe()?);
         let mut cmd = std::process::Command::new(&program);
+        // As containerd's shim: each key once, followed by its first value, even an empty one
+        // (`?json&tag=web` gives `json "" tag web`).
+        let mut seen = std::collections::HashSet::new();
         for (k, v) in uri.query_pairs() {
-            cmd.arg(k.as_ref());
-            if !v.is_empty() {
-                cmd.arg(v.as_ref());
+            if seen.insert(k.clone()) {
+                cmd.arg(k.as_ref()).arg(v.as_ref());
             }
         }
         cmd.env_clear()
@@ -291,7 +290,33 @@ impl LogSink {
             let _ = child.wait();
             return Err(ShimError::invalid(format!("logging binary {shown}: {why}")));
         }
-        Ok((LogSink::Binary { child: Some(child), what: shown }, out_w, err_w))
+        Ok((LogSink::Binary { child: Mutex::new(Some(child)), what: shown }, out_w, err_w))
+    }
+}
+
+/// Copies the pipe to the log file until every writer is gone. A failed write (a full disk) is
+/// said once and what follows is read and dropped: the process's output never breaks (a closed
+/// pipe would kill a native process with SIGPIPE), as with containerd's shim.
+fn copy_to_file(mut from: File, to: &mut File, shown: &str) {
+    use std::io::{ErrorKind, Read, Write};
+    let mut buf = vec![0u8; 32 << 10];
+    let mut failed = false;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                warn!("log file {shown}: reading the process's output: {e}");
+                return;
+            }
+        };
+        if !failed {
+            if let Err(e) = to.write_all(&buf[..n]) {
+                warn!("log file {shown}: {e}; the process's output is dropped until it ends");
+                failed = true;
+            }
+        }
     }
 }
 
@@ -320,29 +345,61 @@ fn wait_ready(ready: &OwnedFd, timeout: Duration) -> std::result::Result<bool, S
     }
 }
 
-impl Drop for LogSink {
-    /// The process's output has ended (it was deleted): the logging binary ends once it read
-    /// the rest. One that does not is killed; reaped either way, on a thread of its own so that
-    /// nothing here waits for it.
-    fn drop(&mut self) {
-        let LogSink::Binary { child, what } = self else { return };
-        let Some(mut child) = child.take() else { return };
-        let what = std::mem::take(what);
-        let reap = move || {
+/// A logging binary being let go: see [`Logger::close`].
+pub struct Logger {
+    child: std::process::Child,
+    what: String,
+}
+
+impl Logger {
+    /// The process was deleted, its output ended: the binary should exit once it read the
+    /// rest. As containerd's shim closes it: one that does not gets SIGTERM, and SIGKILL if it
+    /// is still there `LOGGER_EXIT` later. Reaped either way.
+    pub fn close(mut self) {
+        let exited_within = |child: &mut std::process::Child, bound: Duration| {
             let since = std::time::Instant::now();
             loop {
                 match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => return,
-                    Ok(None) if since.elapsed() < LOGGER_EXIT => std::thread::sleep(Duration::from_millis(50)),
-                    Ok(None) => break,
+                    Ok(Some(_)) | Err(_) => return true,
+                    Ok(None) if since.elapsed() < bound => std::thread::sleep(Duration::from_millis(10)),
+                    Ok(None) => return false,
                 }
             }
-            warn!("logging binary {what}: still running {LOGGER_EXIT:?} after the process's output ended; killed");
-            let _ = child.kill();
-            let _ = child.wait();
         };
-        if let Err(e) = crate::logging::spawn(std::thread::Builder::new().name("logger-reap".into()), reap) {
-            warn!("cannot reap a logging binary: {e}");
+        if exited_within(&mut self.child, Duration::from_secs(1)) {
+            return;
+        }
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
+        if exited_within(&mut self.child, LOGGER_EXIT) {
+            return;
+        }
+        warn!("logging binary {}: still running {LOGGER_EXIT:?} after SIGTERM; killed", self.what);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Stdio {
+    /// The logging binary, for [`Logger::close`] once the process is deleted (outside any lock:
+    /// it may take `LOGGER_EXIT`).
+    pub fn take_logger(&self) -> Option<Logger> {
+        let LogSink::Binary { child, what } = self.log.as_ref()? else { return None };
+        let child = child.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        Some(Logger { child, what: what.clone() })
+    }
+}
+
+impl Drop for LogSink {
+    /// A logging binary never closed (the process was never deleted): closed on a thread of
+    /// its own, so that nothing here waits for it.
+    fn drop(&mut self) {
+        let LogSink::Binary { child, what } = self else { return };
+        let Some(child) = child.get_mut().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        let logger = Logger { child, what: std::mem::take(what) };
+        if let Err(e) = crate::logging::spawn(std::thread::Builder::new().name("logger-close".into()), move || logger.close()) {
+            warn!("cannot close a logging binary: {e}");
         }
     }
 }
@@ -492,7 +549,6 @@ mod tests {
         let fifo = "/run/containerd/fifo/123/c-stdout";
         assert_eq!(Output::parse("").unwrap(), Output::None);
         assert_eq!(Output::parse(fifo).unwrap(), Output::Fifo(fifo.into()));
-        assert_eq!(Output::parse(&format!("fifo://{fifo}")).unwrap(), Output::Fifo(fifo.into()));
         assert_eq!(Output::parse("file:///var/log/c%20one.log").unwrap(), Output::File("/var/log/c one.log".into()));
         match Output::parse("binary:///usr/bin/logger?tag=web&json").unwrap() {
             Output::Binary(u) => {
@@ -501,7 +557,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        for bad in ["syslog://host/x", "file://remote/var/log/x", "file:relative", "binary://host/bin"] {
+        for bad in ["syslog://host/x", "file://remote/var/log/x", "file:relative", "binary://host/bin", "fifo:///run/x"] {
             let e = Output::parse(bad).unwrap_err().to_string();
             assert!(e.contains(bad), "{bad}: {e}");
         }
@@ -534,25 +590,42 @@ mod tests {
     fn a_logging_binary_gets_the_streams_and_who_they_are_for() {
         let dir = std::env::temp_dir().join(format!("stdio-bin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let got = dir.join("got");
-        let logger = dir.join("logger");
-        // Says ready by closing fd 5, then copies fds 3 and 4 with its environment and args.
-        std::fs::write(&logger, format!("#!/bin/sh\nexec 5>&-\n{{ echo \"$CONTAINER_NAMESPACE/$CONTAINER_ID $*\"; cat <&3; cat <&4; }} > {}\n", got.display())).unwrap();
-        std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let uri = format!("binary://{}?tag=web", logger.display());
-        let (stdio, [_, out, err]) = Stdio::open("", &uri, &uri, false, Owner { namespace: "ns", id: "c" }).unwrap();
+        let owner = Owner { namespace: "ns", id: "c" };
+        let script = |name: &str, body: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            p
+        };
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
         use std::io::Write;
+        // Ready by closing fd 5; then its environment, its arguments (each key once, with its
+        // first value, even empty) and fds 3 and 4.
+        let got = dir.join("got");
+        let logger = script("logger", &format!("exec 5>&-\n{{ echo \"$CONTAINER_NAMESPACE/$CONTAINER_ID $# $*\"; cat <&3; cat <&4; }} > {}", got.display()));
+        let uri = format!("binary://{}?tag=web&json&tag=twice", logger.display());
+        let (stdio, [_, out, err]) = Stdio::open("", &uri, "", false, owner).unwrap();
         File::from(out.unwrap()).write_all(b"out\n").unwrap();
-        File::from(err.unwrap()).write_all(b"err\n").unwrap();
-        drop(stdio);
-        let since = std::time::Instant::now();
-        while std::fs::read_to_string(&got).unwrap_or_default() != "ns/c tag web\nout\nerr\n" && since.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert_eq!(std::fs::read_to_string(&got).unwrap(), "ns/c tag web\nout\nerr\n");
-        // A binary that never says ready (v2) is refused with its name, not waited on forever.
+        File::from(err.expect("stderr goes to the binary even when the request names none")).write_all(b"err\n").unwrap();
+        stdio.take_logger().unwrap().close();
+        assert_eq!(read("got"), "ns/c 4 tag web json \nout\nerr\n");
+        // binary-v2: a byte on fd 5 is ready.
+        let logger = script("logger2", &format!("printf x >&5\nexec 5>&-\ncat <&3 > {}", dir.join("got2").display()));
+        let uri = format!("binary-v2://{}", logger.display());
+        let (stdio, [_, out, _]) = Stdio::open("", &uri, &uri, false, owner).unwrap();
+        File::from(out.unwrap()).write_all(b"v2\n").unwrap();
+        stdio.take_logger().unwrap().close();
+        assert_eq!(read("got2"), "v2\n");
+        // One that stays after the output ended gets SIGTERM when closed.
+        let logger = script("lingers", &format!("exec 5>&-\ntrap 'echo term > {}; exit 0' TERM\nwhile :; do sleep 0.1; done", dir.join("got3").display()));
+        let uri = format!("binary://{}", logger.display());
+        let (stdio, fds) = Stdio::open("", &uri, &uri, false, owner).unwrap();
+        drop(fds);
+        stdio.take_logger().unwrap().close();
+        assert_eq!(read("got3"), "term\n");
+        // A v2 binary that never says ready is refused with its name, not waited on forever.
         let uri = "binary-v2:///bin/true";
-        let e = Stdio::open("", uri, uri, false, Owner { namespace: "ns", id: "c" }).err().unwrap().to_string();
+        let e = Stdio::open("", uri, uri, false, owner).err().unwrap().to_string();
         assert!(e.contains("/bin/true"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
