@@ -32,6 +32,10 @@ pub const INIT_PID_FILE: &str = "init.pid";
 /// The init's start time (see [`process::start_time`]), beside its pid: the `delete` action
 /// signals the recorded pid only if it still names the same process.
 pub const INIT_START_FILE: &str = "init.start";
+/// Written once Create took the container's cgroup (found empty): the `delete` action kills
+/// what is in that cgroup and removes it only then. A Create refused because the cgroup was
+/// another container's leaves none, so that container's processes are never touched.
+pub const CGROUP_TAKEN_FILE: &str = "cgroup.taken";
 
 /// Records the init's pid and start time in the bundle (read after its pidfd is open, so they
 /// are about the process it holds).
@@ -257,6 +261,19 @@ impl Container {
         }
 
         let cg = cgroup_for(&spec, namespace, &req.id)?;
+        // As runc refuses it: a cgroup that holds processes already is another container's (the
+        // same cgroupsPath given twice). Joining it would share its limits, and undoing or
+        // cancelling this Create kills what runs in it: the other container's processes.
+        let present = cg.procs().unwrap_or_default();
+        if !present.is_empty() {
+            return Err(ShimError::precondition(format!(
+                "cgroup {}: not empty ({} processes already in it): it belongs to another container; give this one its own cgroupsPath",
+                cg.path(),
+                present.len()
+            )));
+        }
+        std::fs::write(bundle.join(CGROUP_TAKEN_FILE), cg.path())
+            .map_err(|e| ShimError::internal(format!("{}: {e}", bundle.join(CGROUP_TAKEN_FILE).display())))?;
         creating.attach(&cg)?;
         let entrypoint = entrypoint::inspect(&spec, &rootfs_path(&bundle, &spec));
         if entrypoint == Entrypoint::Native {
@@ -698,7 +715,7 @@ impl Container {
         if self.rootfs_mounted {
             unmount_rootfs(&self.bundle.join("rootfs"));
         }
-        for f in [INIT_PID_FILE, INIT_START_FILE, ARTIFACT_FILE, ARTIFACT_NAME_FILE] {
+        for f in [INIT_PID_FILE, INIT_START_FILE, CGROUP_TAKEN_FILE, ARTIFACT_FILE, ARTIFACT_NAME_FILE] {
             let _ = std::fs::remove_file(self.bundle.join(f));
         }
         Ok(exit)

@@ -16,7 +16,7 @@ use containerd_shim::{spawn, Config, ExitSignal, Flags, StartOpts};
 use log::warn;
 use wasm_shim_container::process;
 
-use crate::container::{cgroup_for, INIT_PID_FILE, INIT_START_FILE};
+use crate::container::{cgroup_for, CGROUP_TAKEN_FILE, INIT_PID_FILE, INIT_START_FILE};
 use crate::task::now;
 use crate::events::Events;
 use crate::service::Service;
@@ -116,7 +116,11 @@ impl containerd_shim::Shim for WasmShim {
     fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         let pid_file = self.bundle.join(INIT_PID_FILE);
         let pid: i32 = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-        if let Ok(spec) = wasm_shim_oci::load_spec(&self.bundle) {
+        // Only a cgroup this container's Create took: one it was refused (another container's)
+        // is left alone with what runs in it. A recorded init means it was taken too (and is
+        // all a bundle of an older shim has).
+        let taken = self.bundle.join(CGROUP_TAKEN_FILE).exists() || pid > 0;
+        if let Some(spec) = wasm_shim_oci::load_spec(&self.bundle).ok().filter(|_| taken) {
             if let Ok(cg) = cgroup_for(&spec, &self.namespace, &self.id) {
                 for p in cg.procs().unwrap_or_default() {
                     let _ = process::kill(p, libc::SIGKILL);
@@ -154,6 +158,7 @@ impl containerd_shim::Shim for WasmShim {
         let _ = wasm_shim_container::rootfs::unmount_all(&rootfs);
         let _ = std::fs::remove_file(&pid_file);
         let _ = std::fs::remove_file(self.bundle.join(INIT_START_FILE));
+        let _ = std::fs::remove_file(self.bundle.join(CGROUP_TAKEN_FILE));
         remove_dead_socket(&self.bundle);
         Ok(DeleteResponse {
             pid: pid.max(0) as u32,

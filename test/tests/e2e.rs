@@ -1290,6 +1290,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("sandbox::kernel_interfaces_nonroot", Wasm, Box::new(|cx| sandbox::kernel_interfaces_nonroot(cx)));
     add("sandbox::dev_symlink", Wasm, Box::new(|cx| sandbox::dev_symlink(cx)));
     add("sandbox::seccomp", Wasm, Box::new(|cx| sandbox::seccomp(cx)));
+    add("sandbox::shared_cgroup", Wasm, Box::new(|cx| sandbox::shared_cgroup(cx)));
 
     // The Kubernetes path (e2e/cri.rs): containerd's CRI plugin, handler `runc` first (the
     // baseline that proves the harness), then handler `wasm`.

@@ -17,6 +17,9 @@
 //! - `kernel_interfaces`: procfs, sysfs, cgroupfs, the host's /proc, /sys and /dev bound in, and
 //!   device nodes shipped in the image: the guest opens none, busybox under runc is compared.
 //! - `dev_symlink`: an image whose `/dev` points at `/etc` leaves the host's `/etc` alone.
+//! - `shared_cgroup`: a second container given the cgroup of a running one (`ctr run --cgroup`,
+//!   the same cgroupsPath) fails Create naming it, as runc refuses it, and the running one goes
+//!   on untouched (before, undoing the failed Create killed every process in that cgroup).
 //! - `seccomp`: `--seccomp` and custom profiles reach the init; NOTIFY and AppArmor on a host
 //!   without it fail Create naming the field.
 
@@ -590,4 +593,24 @@ pub fn seccomp(cx: &Ctx) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&rootfs);
     Ok(())
+}
+
+/// See the module's doc.
+pub fn shared_cgroup(cx: &Ctx) -> Result<()> {
+    let cgroup = format!("/{}/shared-cgroup", cx.cd.namespace);
+    let first = "w-cg-first";
+    let mut run = cx.cd.spawn(&RunOpts::wasm(GUESTS_IMAGE, first).args(["/sleep.wasm", "60"]).extra(&["--cgroup", &cgroup]))?;
+    run.wait_for_stdout("sleeping", Duration::from_secs(20))?;
+    let second = cx.cd.run(&RunOpts::wasm(GUESTS_IMAGE, "w-cg-second").args(["/hello.wasm"]).extra(&["--cgroup", &cgroup]))?;
+    println!("  second container: {}", second.stderr.trim());
+    // containerd cleans up after the refused Create (the shim's `delete` action among it).
+    std::thread::sleep(Duration::from_millis(500));
+    let still = cx.cd.task_status(first)?;
+    ensure(still.as_deref() == Some("RUNNING"), || format!("the first container after the second's Create: {still:?}; its output: {}", run.stdout_now()))?;
+    cx.cd.kill(first, "SIGKILL")?;
+    let out = run.wait(Duration::from_secs(10));
+    ensure(!second.success() && second.stderr.contains(&cgroup) && second.stderr.contains("not empty"), || format!("second container: {second}"))?;
+    // Killed by us, not before: 137 and its first line only.
+    expect_code(&out, 137)?;
+    ensure(!out.stdout.contains("done"), || format!("{out}"))
 }
