@@ -506,7 +506,7 @@ fn stage2(
                 // period; the init passes it on to its workers) and the init stops at once on a
                 // second (its workers die with it: they ignore any but the first).
                 Some(d) => {
-                    if !d.begin(sig) && !worker {
+                    if !d.signal(sig) && !worker {
                         process::exit_now(128 + sig);
                     }
                 }

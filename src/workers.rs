@@ -173,13 +173,27 @@ pub fn hand_over(workers: &[UnixStream], entry: &std::fs::File) {
 #[derive(Clone)]
 pub struct Drain {
     started: Arc<AtomicBool>,
+    /// A signal came from outside (containerd, the kubelet) already.
+    signalled: Arc<AtomicBool>,
     shutdown: Shutdown,
     pids: Arc<Vec<i32>>,
 }
 
 impl Drain {
     pub fn new(shutdown: Shutdown, pids: Vec<i32>) -> Drain {
-        Drain { started: Arc::new(AtomicBool::new(false)), shutdown, pids: Arc::new(pids) }
+        Drain { started: Arc::new(AtomicBool::new(false)), signalled: Arc::new(AtomicBool::new(false)), shutdown, pids: Arc::new(pids) }
+    }
+
+    /// A signal from outside: the drain begins (if nothing began it yet). False on the second
+    /// one, where the caller stops at once. The first counts as the first even when a worker's
+    /// end began the drain already: containerd's SIGTERM then lets the drain finish, and the
+    /// container keeps that worker's status.
+    pub fn signal(&self, signal: i32) -> bool {
+        if self.signalled.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        self.begin(signal);
+        true
     }
 
     /// False if the drain had already begun.
@@ -230,6 +244,23 @@ pub fn watch(drain: Drain) -> std::thread::JoinHandle<Option<i32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drain_begun_inside_still_waits_for_the_second_signal_from_outside() {
+        let shutdown = Shutdown::new();
+        // A worker ended: the server drains (no pids to signal here).
+        let d = Drain::new(shutdown.clone(), Vec::new());
+        assert!(d.begin(libc::SIGTERM));
+        assert!(!d.begin(libc::SIGTERM), "once only");
+        // containerd's SIGTERM: not the second signal, the first.
+        assert!(d.signal(libc::SIGTERM));
+        assert!(!d.signal(libc::SIGTERM), "a second one stops at once");
+        // Begun by a signal: the next signal is the second.
+        let d = Drain::new(shutdown, Vec::new());
+        assert!(d.signal(libc::SIGTERM));
+        assert!(!d.begin(libc::SIGTERM));
+        assert!(!d.signal(libc::SIGKILL));
+    }
 
     #[test]
     fn shares_add_up_and_differ_by_one_at_most() {
