@@ -184,6 +184,24 @@ pub fn cgroup_for(spec: &oci_spec::runtime::Spec, namespace: &str, id: &str) -> 
     Ok(Cgroup::new(Path::new(CGROUP_ROOT), &path)?)
 }
 
+/// Takes the container's cgroup for this Create, right before it is made or joined: refused, as
+/// runc refuses it, when processes are in it or below it already (another container's: the same
+/// cgroupsPath given twice; joining it would share its limits and rewrite them, and undoing or
+/// cancelling this Create would kill what runs in it). Then marked in the bundle (the `delete`
+/// action cleans only a taken cgroup) and handed to a cancelling Delete.
+fn take_cgroup(cg: &Cgroup, bundle: &Path, creating: &Creating) -> Result<()> {
+    let present = cg.occupants().map_err(|e| ShimError::internal(format!("cgroup {}: {e}", cg.path())))?;
+    if present > 0 {
+        return Err(ShimError::precondition(format!(
+            "cgroup {}: not empty ({present} processes already in it or below it): it belongs to another container; give this one its own cgroupsPath",
+            cg.path()
+        )));
+    }
+    let marker = bundle.join(CGROUP_TAKEN_FILE);
+    std::fs::write(&marker, cg.path()).map_err(|e| ShimError::internal(format!("{}: {e}", marker.display())))?;
+    creating.attach(cg)
+}
+
 /// What Create leaves to undo if a later step fails.
 struct Undo {
     rootfs: Option<PathBuf>,
@@ -261,20 +279,6 @@ impl Container {
         }
 
         let cg = cgroup_for(&spec, namespace, &req.id)?;
-        // As runc refuses it: a cgroup that holds processes already is another container's (the
-        // same cgroupsPath given twice). Joining it would share its limits, and undoing or
-        // cancelling this Create kills what runs in it: the other container's processes.
-        let present = cg.procs().unwrap_or_default();
-        if !present.is_empty() {
-            return Err(ShimError::precondition(format!(
-                "cgroup {}: not empty ({} processes already in it): it belongs to another container; give this one its own cgroupsPath",
-                cg.path(),
-                present.len()
-            )));
-        }
-        std::fs::write(bundle.join(CGROUP_TAKEN_FILE), cg.path())
-            .map_err(|e| ShimError::internal(format!("{}: {e}", bundle.join(CGROUP_TAKEN_FILE).display())))?;
-        creating.attach(&cg)?;
         let entrypoint = entrypoint::inspect(&spec, &rootfs_path(&bundle, &spec));
         if entrypoint == Entrypoint::Native {
             return Self::create_native(req, namespace, events, bundle, cg, undo, creating, span);
@@ -296,7 +300,10 @@ impl Container {
         if let Entrypoint::NotInRootfs { path } = &entrypoint {
             fetch_artifact(path, address, namespace, &req.id, &bundle)?;
         }
+        // Opened before the cgroup is taken: a logging binary may take seconds to be ready.
+        let (stdio, fds) = Stdio::open(&req.stdin, &req.stdout, &req.stderr, false, Owner { namespace, id: &req.id })?;
         creating.check()?;
+        take_cgroup(&cg, &bundle, creating)?;
         cg.create()?;
         undo.cgroup = Some(cg.clone());
         if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
@@ -309,8 +316,6 @@ impl Container {
             }
             cg.apply(&res)?;
         }
-
-        let (stdio, fds) = Stdio::open(&req.stdin, &req.stdout, &req.stderr, false, Owner { namespace, id: &req.id })?;
 
         let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj()).unwrap_or(0);
         let (sync, theirs) = process::sync_pair().map_err(ShimError::internal)?;
@@ -431,6 +436,8 @@ impl Container {
         let mounted = undo.rootfs.is_some();
         let runc = Runc::new(namespace, &req.id, &bundle)?;
         let (mut stdio, fds) = Stdio::open(&req.stdin, &req.stdout, &req.stderr, req.terminal, Owner { namespace, id: &req.id })?;
+        creating.check()?;
+        take_cgroup(&cg, &bundle, creating)?;
         let (pid, master) = runc.create(&bundle, fds, req.terminal)?;
         undo.runc = Some(runc.clone());
         creating.check()?;
@@ -703,20 +710,26 @@ impl Container {
         if let Some(logger) = self.stdio.take_logger() {
             logger.close();
         }
+        let mut cgroup_gone = true;
         match &self.runtime {
             // runc removes the container's cgroup and state.
             Runtime::Native(n) => n.runc.delete()?,
             Runtime::Wasm { .. } => {
                 if let Err(e) = self.cgroup.destroy() {
                     warn!("{e}");
+                    cgroup_gone = false;
                 }
             }
         }
         if self.rootfs_mounted {
             unmount_rootfs(&self.bundle.join("rootfs"));
         }
-        for f in [INIT_PID_FILE, INIT_START_FILE, CGROUP_TAKEN_FILE, ARTIFACT_FILE, ARTIFACT_NAME_FILE] {
+        for f in [INIT_PID_FILE, INIT_START_FILE, ARTIFACT_FILE, ARTIFACT_NAME_FILE] {
             let _ = std::fs::remove_file(self.bundle.join(f));
+        }
+        // A cgroup left behind stays this container's: the `delete` action may still clean it.
+        if cgroup_gone {
+            let _ = std::fs::remove_file(self.bundle.join(CGROUP_TAKEN_FILE));
         }
         Ok(exit)
     }

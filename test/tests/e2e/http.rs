@@ -158,13 +158,6 @@ fn all_answered(base: &str, clients: usize, each: usize) -> Result<()> {
     Ok(())
 }
 
-/// The host pids holding established connections to the local `port` (`ss -tnp`).
-fn connection_owners(port: u16) -> Result<Vec<u32>> {
-    let out = std::process::Command::new("ss").args(["-tnpH", "state", "established", &format!("( sport = :{port} )")]).output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.split("pid=").skip(1).filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).collect())
-}
-
 /// A served workload runs in a process per CPU the container may use: on this node (two CPUs
 /// or more) `ctr task ps` lists that many, every one of them in the container's cgroup, and
 /// concurrent requests are all answered. A worker that dies (as the OOM killer would end it)
@@ -186,28 +179,27 @@ pub fn processes(cx: &Ctx) -> Result<()> {
         let log_start = std::fs::metadata(&cx.cd.log)?.len();
         // A request in flight on the init, so the drain the worker's end begins lasts;
         // containerd's SIGTERM during it is the first signal from outside, not a second one:
-        // the container still ends with the worker's status. Which process accepts a connection
-        // is the kernel's choice: slow requests are sent until `ss` shows one held by the init.
-        let mut slow = Vec::new();
-        let mut on_init = false;
-        for _ in 0..24 {
-            let url = format!("{base}/sleep?ms=3000");
-            slow.push(std::thread::spawn(move || http::get(&url)));
-            std::thread::sleep(Duration::from_millis(50));
-            if connection_owners(port)?.contains(&init) {
-                on_init = true;
-                break;
+        // the container still ends with the worker's status. The workers are stopped while the
+        // request is sent, so that the init is the one to accept it.
+        let signal_workers = |sig: i32| {
+            for p in pids.iter().filter(|p| **p != init) {
+                // SAFETY: kill with a pid and a signal number reads no memory.
+                unsafe { libc::kill(*p as i32, sig) };
             }
-        }
-        ensure(on_init, || format!("none of {} connections was accepted by the init {init}", slow.len()))?;
+        };
+        signal_workers(libc::SIGSTOP);
+        let url = format!("{base}/sleep?ms=5000");
+        let slow = std::thread::spawn(move || http::get(&url));
+        std::thread::sleep(Duration::from_millis(500));
+        signal_workers(libc::SIGCONT);
         // SAFETY: kill with a pid and a signal number reads no memory.
         ensure(unsafe { libc::kill(*worker as i32, libc::SIGKILL) } == 0, || format!("kill {worker}: {}", std::io::Error::last_os_error()))?;
         std::thread::sleep(Duration::from_millis(300));
         cx.cd.kill(id, "SIGTERM")?;
         let out = run.wait(Duration::from_secs(15));
-        let answered = slow.into_iter().map(|t| t.join()).filter(|r| matches!(r, Ok(Ok(r)) if r.status == 200)).count();
-        println!("  worker SIGKILLed, then SIGTERM while draining: {answered} slow requests answered (the init's)");
-        ensure(answered >= 1, || "the init's request in flight was not answered".to_string())?;
+        let answered = slow.join().map_err(|_| anyhow::anyhow!("the slow request's thread panicked"))?;
+        println!("  worker SIGKILLed, then SIGTERM while the init drains: its request {:?}", answered.as_ref().map(|r| r.status));
+        ensure(matches!(&answered, Ok(r) if r.status == 200), || format!("the init's request in flight: {answered:?}"))?;
         expect_code(&out, 137)?;
         let log = std::fs::read(&cx.cd.log)?;
         let text = String::from_utf8_lossy(&log[log_start as usize..]);

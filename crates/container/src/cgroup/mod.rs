@@ -315,6 +315,17 @@ impl Cgroup {
         }
     }
 
+    /// How many processes the cgroup and every cgroup below it hold (each one's `cgroup.procs`;
+    /// on v1 in the hierarchy `procs` reads). A cgroup that does not exist holds none; any other
+    /// read error is an error, not an empty cgroup.
+    pub fn occupants(&self) -> Result<usize> {
+        let dir = match &self.inner {
+            Inner::V1(c) => c.procs_dir(),
+            Inner::V2(c) => c.dir().to_path_buf(),
+        };
+        procs_below(&dir, 0)
+    }
+
     /// Freezes every process and waits (up to ~2 s) until the kernel reports the cgroup frozen.
     pub fn freeze(&self) -> Result<()> {
         self.freeze_within(FREEZE_TIMEOUT)
@@ -380,6 +391,29 @@ impl Cgroup {
 /// Relative form of a normalized path, to join under a hierarchy root.
 pub(crate) fn rel(path: &str) -> &str {
     path.trim_start_matches('/')
+}
+
+/// Processes in `dir`'s `cgroup.procs` and in those of the cgroups below it (at most 32 levels
+/// down); 0 for a missing `dir`.
+fn procs_below(dir: &Path, depth: u32) -> Result<usize> {
+    let f = dir.join("cgroup.procs");
+    let Some(body) = fs::read_opt(&f)? else { return Ok(0) };
+    let mut n = parse_procs(&f, &body)?.len();
+    if depth >= 32 {
+        return Ok(n);
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(n),
+        Err(e) => return Err(CgroupError::io("read", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| CgroupError::io("read", dir, e))?;
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            n += procs_below(&entry.path(), depth + 1)?;
+        }
+    }
+    Ok(n)
 }
 
 /// Parses `cgroup.procs`.

@@ -1282,3 +1282,31 @@ done"#;
         cg.destroy().unwrap();
     }
 }
+
+/// `occupants`: a missing cgroup holds none; processes in cgroups below count (a container that
+/// made its own children); on v1 the memory hierarchy is read.
+#[test]
+fn occupants_count_the_cgroups_below() {
+    let t = v2_tree();
+    let r = t.path();
+    let cg = Cgroup::new(r, "/default/t1").unwrap();
+    assert_eq!(cg.occupants().unwrap(), 0, "not created");
+    let d = v2_leaf(r);
+    assert_eq!(cg.occupants().unwrap(), 0);
+    put(&d.join("inner/cgroup.procs"), "41\n42\n");
+    put(&d.join("inner/deeper/cgroup.procs"), "43\n");
+    assert_eq!(cg.occupants().unwrap(), 3, "only in the cgroups below: still not empty");
+    put(&d.join("cgroup.procs"), "40\n");
+    assert_eq!(cg.occupants().unwrap(), 4);
+    put(&d.join("inner/cgroup.procs"), "garbage\n");
+    assert!(cg.occupants().is_err(), "an unreadable cgroup.procs is an error, not an empty cgroup");
+
+    let t = v1_tree();
+    let r = t.path();
+    let cg = Cgroup::new(r, "/default/t1").unwrap();
+    assert_eq!(cg.occupants().unwrap(), 0, "not created");
+    v1_leaf(r);
+    put(&r.join("memory/default/t1/cgroup.procs"), "");
+    put(&r.join("memory/default/t1/sub/cgroup.procs"), "7\n");
+    assert_eq!(cg.occupants().unwrap(), 1);
+}

@@ -239,12 +239,13 @@ impl V1 {
         Ok(())
     }
 
+    /// The hierarchy whose `cgroup.procs` stands for the container's processes.
+    pub(crate) fn procs_dir(&self) -> PathBuf {
+        self.dir("memory").or_else(|| self.dir("pids")).unwrap_or_else(|| self.paths().remove(0))
+    }
+
     pub(crate) fn procs(&self) -> Result<Vec<i32>> {
-        let dir = self
-            .dir("memory")
-            .or_else(|| self.dir("pids"))
-            .unwrap_or_else(|| self.paths().remove(0));
-        let f = dir.join("cgroup.procs");
+        let f = self.procs_dir().join("cgroup.procs");
         parse_procs(&f, &fs::read(&f)?)
     }
 
