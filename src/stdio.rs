@@ -9,7 +9,7 @@
 //! pipes either way, never the host file itself, as under runc's shim.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +17,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use log::warn;
+use wasm_shim_container::process;
 use wasm_shim_container::pty::{self, ConsoleSocket};
 
 use crate::errors::{Result, ShimError};
@@ -80,8 +81,8 @@ impl Stdio {
                 let err = dup(&out)?;
                 [fd, Some(out), Some(err)]
             }
-            Output::Binary(uri) => {
-                let (sink, out, err) = LogSink::binary(&uri, owner)?;
+            Output::Binary(program, uri) => {
+                let (sink, out, err) = LogSink::binary(&program, &uri, owner)?;
                 stdio.log = Some(sink);
                 [fd, Some(out), Some(err)]
             }
@@ -143,7 +144,8 @@ enum Output {
     None,
     Fifo(String),
     File(PathBuf),
-    Binary(url::Url),
+    /// The program, and the URI its arguments come from.
+    Binary(PathBuf, url::Url),
 }
 
 impl Output {
@@ -165,10 +167,7 @@ impl Output {
         };
         match uri.scheme() {
             "file" => Ok(Output::File(path()?)),
-            "binary" | "binary-v2" => {
-                path()?;
-                Ok(Output::Binary(uri))
-            }
+            "binary" | "binary-v2" => Ok(Output::Binary(path()?, uri)),
             other => Err(bad(&format!("unknown log URI scheme {other:?}: file and binary are supported (or a FIFO's path)"))),
         }
     }
@@ -204,7 +203,7 @@ enum LogSink {
     /// A thread copying the pipe to the file; `copied` once the pipe ended (every writer gone).
     File { copied: Arc<Latch> },
     /// The logging binary; it ends once the process's output does. Closed when the process is
-    /// deleted ([`Stdio::close_logger`]).
+    /// deleted ([`Stdio::take_logger`], [`Logger::close`]).
     Binary { child: Mutex<Option<std::process::Child>>, what: String },
 }
 
@@ -232,13 +231,11 @@ impl LogSink {
     /// its fds 3 and 4, a pipe it closes (or, for `binary-v2`, writes a byte to) when ready as
     /// fd 5, the query's pairs as its arguments, `CONTAINER_ID` and `CONTAINER_NAMESPACE` as its
     /// whole environment. Returns the pipe ends the process writes, stdout's and stderr's.
-    fn binary(uri: &url::Url, owner: Owner) -> Result<(LogSink, OwnedFd, OwnedFd)> {
-        use std::os::unix::process::CommandExt;
-        let program = uri.to_file_path().map_err(|()| ShimError::invalid(format!("{uri}: not a path on this host")))?;
+    fn binary(program: &Path, uri: &url::Url, owner: Owner) -> Result<(LogSink, OwnedFd, OwnedFd)> {
         let shown = program.display().to_string();
         let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ShimError::internal);
         let ((out_r, out_w), (err_r, err_w), (ready_r, ready_w)) = (pipe()?, pipe()?, pipe()?);
-        let mut cmd = std::process::Command::new(&program);
+        let mut cmd = std::process::Command::new(program);
         // As containerd's shim: each key once, followed by its first value, even an empty one
         // (`?json&tag=web` gives `json "" tag web`).
         let mut seen = std::collections::HashSet::new();
@@ -253,31 +250,8 @@ impl LogSink {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        let theirs = [out_r.as_raw_fd(), err_r.as_raw_fd(), ready_w.as_raw_fd()];
-        // SAFETY: between fork and exec only dup2 (async-signal-safe) runs, on descriptors
-        // this process owns until the exec. dup2 clears close-on-exec on the new descriptors.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Moved out of the way first, so a source that is already 3, 4 or 5 is not
-                // overwritten before it is copied.
-                let mut moved = [0; 3];
-                for (i, fd) in theirs.iter().enumerate() {
-                    moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
-                    if moved[i] < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                for (i, fd) in moved.iter().enumerate() {
-                    if libc::dup2(*fd, 3 + i as i32) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|e| ShimError::invalid(format!("logging binary {shown}: cannot start: {e}")))?;
-        drop((out_r, err_r, ready_w));
-        let mut child = child;
+        let mut child = process::spawn_with_fds(cmd, vec![out_r, err_r, ready_w])
+            .map_err(|e| ShimError::invalid(format!("logging binary {shown}: cannot start: {e}")))?;
         // Ready: fd 5 closed (or a byte on it), within a bound.
         let refused = match wait_ready(&ready_r, LOGGER_READY) {
             Ok(true) => None,
@@ -370,7 +344,7 @@ impl Logger {
             return;
         }
         if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            let _ = process::kill(pid, libc::SIGTERM);
         }
         if exited_within(&mut self.child, LOGGER_EXIT) {
             return;
@@ -551,8 +525,8 @@ mod tests {
         assert_eq!(Output::parse(fifo).unwrap(), Output::Fifo(fifo.into()));
         assert_eq!(Output::parse("file:///var/log/c%20one.log").unwrap(), Output::File("/var/log/c one.log".into()));
         match Output::parse("binary:///usr/bin/logger?tag=web&json").unwrap() {
-            Output::Binary(u) => {
-                assert_eq!(u.to_file_path().unwrap(), PathBuf::from("/usr/bin/logger"));
+            Output::Binary(program, u) => {
+                assert_eq!(program, PathBuf::from("/usr/bin/logger"));
                 assert_eq!(u.query_pairs().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(), ["tag=web", "json="]);
             }
             other => panic!("{other:?}"),

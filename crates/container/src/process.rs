@@ -34,24 +34,46 @@ pub fn spawn_with_sync(mut cmd: Command, sync: OwnedFd, stdio: [Option<OwnedFd>;
     cmd.stdin(stdin.map(Stdio::from).unwrap_or_else(Stdio::null));
     cmd.stdout(stdout.map(Stdio::from).unwrap_or_else(Stdio::null));
     cmd.stderr(stderr.map(Stdio::from).unwrap_or_else(Stdio::null));
-    let raw = sync.as_raw_fd();
-    // SAFETY: the closure runs in the child between fork and exec; it only calls dup2/fcntl,
-    // which are async-signal-safe, and touches no memory shared with other threads.
+    spawn_with_fds(cmd, vec![sync])
+}
+
+/// Spawns `cmd` with `fds` as its descriptors 3, 4, … (its stdio as `cmd` sets it). They stay
+/// close-on-exec in this process, so concurrent spawns on other threads never inherit them;
+/// they are closed here once the child has them.
+pub fn spawn_with_fds(mut cmd: Command, fds: Vec<OwnedFd>) -> io::Result<Child> {
+    const MOST: usize = 8;
+    if fds.len() > MOST {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors for a child"));
+    }
+    let mut raw = [0 as RawFd; MOST];
+    for (r, fd) in raw.iter_mut().zip(&fds) {
+        *r = fd.as_raw_fd();
+    }
+    let n = fds.len();
+    // SAFETY: the closure runs in the child between fork and exec; it only calls fcntl and dup2,
+    // which are async-signal-safe, on descriptors this process owns until the exec, and touches
+    // no memory shared with other threads.
     unsafe {
         cmd.pre_exec(move || {
-            if raw == SYNC_FD {
-                let flags = libc::fcntl(raw, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+            // Each moved above the targets first, so that a source already at 3, 4, … is not
+            // overwritten before it is copied; dup2 then clears close-on-exec on the target.
+            let mut moved = [0 as RawFd; MOST];
+            for i in 0..n {
+                moved[i] = libc::fcntl(raw[i], libc::F_DUPFD_CLOEXEC, (SYNC_FD + MOST as RawFd) as libc::c_int);
+                if moved[i] < 0 {
                     return Err(io::Error::last_os_error());
                 }
-            } else if libc::dup2(raw, SYNC_FD) < 0 {
-                return Err(io::Error::last_os_error());
+            }
+            for (i, fd) in moved.iter().take(n).enumerate() {
+                if libc::dup2(*fd, SYNC_FD + i as RawFd) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });
     }
     let child = cmd.spawn();
-    drop(sync);
+    drop(fds);
     child
 }
 
