@@ -115,15 +115,19 @@ impl Stdio {
     /// What to wait for, once the process exited and before its exit is reported, so that what
     /// it wrote is in its log file: see [`Flush`].
     pub fn flush(&self) -> Flush {
-        match &self.log {
-            Some(LogSink::File { copied }) => Flush(Some(copied.clone())),
+        match (&self.log, &self.tty) {
+            (Some(LogSink::File { copied }), _) => Flush(Some(copied.clone())),
+            (_, Some(tty)) => Flush(tty.copied.clone()),
             _ => Flush(None),
         }
     }
 }
 
-/// The end of a process's output on its way to a log file. Nothing to wait for with FIFOs
-/// (containerd reads what is left in them) or a logging binary (it reads the pipes itself).
+/// The end of a process's output on its way to a log file, or from its terminal to the stdout
+/// FIFO (what is left in the pty is the shim's to copy: once the exit is reported, `ctr` closes
+/// the FIFO and anything copied later is lost). Nothing to wait for with FIFOs the process
+/// writes itself (containerd reads what is left in them) or a logging binary (it reads the
+/// pipes itself).
 pub struct Flush(Option<Arc<Latch>>);
 
 impl Flush {
@@ -131,7 +135,7 @@ impl Flush {
     pub fn wait(&self) {
         if let Some(copied) = &self.0 {
             if !copied.wait(OUTPUT_DRAIN) {
-                warn!("output still open {OUTPUT_DRAIN:?} after the process exited (a process it started holds it): the log file may get more");
+                warn!("output still open {OUTPUT_DRAIN:?} after the process exited (a process it started holds it): more of it may follow the exit");
             }
         }
     }
@@ -476,6 +480,8 @@ pub fn console_socket() -> Result<ConsoleSocket> {
 
 pub struct Terminal {
     master: Arc<OwnedFd>,
+    /// Set when the copy to the stdout FIFO ended (none without a stdout).
+    copied: Option<Arc<Latch>>,
 }
 
 impl Terminal {
@@ -483,16 +489,21 @@ impl Terminal {
     pub fn attach(master: OwnedFd, stdin: &str, stdout: &str) -> Result<Terminal> {
         let master = Arc::new(master);
         let dup = |m: &OwnedFd| m.try_clone().map_err(|e| ShimError::internal(format!("terminal: {e}")));
+        let mut copied = None;
         if let Some(out) = open_output(stdout)? {
             let mut from = File::from(dup(&master)?);
             let mut to = File::from(out);
+            let done = Arc::new(Latch::default());
+            let set = done.clone();
             std::thread::Builder::new()
                 .name("tty-out".into())
                 .spawn(move || {
                     // Ends with EIO once every process holding the pty's other end is gone.
                     let _ = std::io::copy(&mut from, &mut to);
+                    set.set();
                 })
                 .map_err(ShimError::internal)?;
+            copied = Some(done);
         }
         if !stdin.is_empty() {
             let mut to = File::from(dup(&master)?);
@@ -505,7 +516,7 @@ impl Terminal {
             })
             .map_err(ShimError::internal)?;
         }
-        Ok(Terminal { master })
+        Ok(Terminal { master, copied })
     }
 
     pub fn resize(&self, rows: u32, cols: u32) -> Result<()> {
@@ -557,6 +568,33 @@ mod tests {
         File::from(out.unwrap()).write_all(b"four\n").unwrap();
         stdio.flush().wait();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\nthree\nfour\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_terminal_s_last_output_is_copied_before_the_exit_is_reported() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("stdio-tty-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("stdout");
+        std::fs::write(&out, b"").unwrap();
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let mut stdio = Stdio::default();
+        stdio.attach_terminal(pty.master, "", out.to_str().unwrap()).unwrap();
+        // More than one read of the copy, written by the process just before it exits.
+        let line = "x".repeat(99) + "\n";
+        let mut slave = File::from(pty.slave);
+        for _ in 0..30 {
+            slave.write_all(line.as_bytes()).unwrap();
+        }
+        drop(slave);
+        // The process exited: what it wrote is in the FIFO (here a file) once `flush` returns.
+        let flush = stdio.flush();
+        assert!(flush.0.is_some(), "a terminal's copy is waited for");
+        flush.wait();
+        let copied = std::fs::read_to_string(&out).unwrap();
+        // The pty turns \n into \r\n.
+        assert_eq!(copied.len(), 30 * 101, "{} bytes", copied.len());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
