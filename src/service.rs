@@ -303,7 +303,7 @@ impl Task for Service {
         let creating: Vec<String> = self.creating.lock().unwrap().keys().cloned().collect();
         if !creating.is_empty() {
             // Exiting now would leave their init, cgroup and mounts behind.
-            debug!("shutdown ignored: still creating {creating:?}");
+            info!("shutdown ignored: still creating {creating:?}");
             return Ok(Empty::new());
         }
         // A container whose bundle containerd has already removed is gone for containerd (its
@@ -315,7 +315,7 @@ impl Task for Service {
             }
             self.exit.signal();
         } else {
-            debug!("shutdown ignored: still serving {live:?}");
+            info!("shutdown ignored: still serving {live:?}");
         }
         Ok(Empty::new())
     }

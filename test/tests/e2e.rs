@@ -1384,9 +1384,14 @@ fn main() {
                 result.map_err(|e| {
                     let log = std::fs::read(&cx.cd.log).unwrap_or_default();
                     let new = String::from_utf8_lossy(&log[(log_start as usize).min(log.len())..]).into_owned();
-                    let lines: Vec<&str> = new.lines().filter(|l| l.contains("level=error") || l.contains("level=warn") || l.contains("shim")).collect();
-                    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-                    Failed::from(format!("{e:#}\n--- containerd log (errors, warnings, shim lines; last 15) ---\n{tail}"))
+                    // The shim's own lines are those with an `id="…"` field (containerd's own have
+                    // `id=…` unquoted): what it did is what a leftover shim needs explained.
+                    let lines: Vec<&str> = new
+                        .lines()
+                        .filter(|l| l.contains("level=error") || l.contains("level=warn") || l.contains("shim") || l.contains("shutdown") || l.contains(" id=\""))
+                        .collect();
+                    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                    Failed::from(format!("{e:#}\n--- containerd log (errors, warnings, shim lines; last 40) ---\n{tail}"))
                 })
             })
             .with_ignored_flag(ignored)
