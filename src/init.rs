@@ -309,22 +309,13 @@ fn stage2(
         Some(_) => workers::count(&http, settings.serve_processes, workers::cpus_of(spec, crate::settings::cpus())),
         None => 1,
     };
-    // Freed instances reset by the pages they dirtied (see `ServingPool::reset_by_scan`): only
-    // where nothing of theirs can be in swap (here, where the host's /proc still says), and
-    // only where one process serves: wasmtime opened this process's page table with the
-    // engine, and a forked worker would reopen /proc/self/pagemap by path, which the guest's
-    // view has not.
-    let reset_by_scan = serve.is_some() && processes == 1 && settings.reset_by_scan.unwrap_or_else(|| !crate::settings::node_has_swap());
     if serve.is_some() {
-        engine_config.serving = Some(ServingPool { instances: http.max_concurrency, memory: http.request_memory, reset_by_scan });
+        engine_config.serving = Some(ServingPool { instances: http.max_concurrency, memory: http.request_memory });
     }
     let engine = Engine::with_config(engine_config).map_err(|e| match e {
         EngineError::Features(why) => features_error(&why),
         e => ShimError::internal(e.to_string()),
     })?;
-    if reset_by_scan && wasm_shim_engine::reset_by_scan_available() {
-        log::info!("{shown}: serving in one process; a request's memory is reset by the pages it dirtied (no swap on this node)");
-    }
     let export = rc.entrypoint.export.as_deref();
     let had_cache = cache.is_some();
     let compiling = std::time::Instant::now();

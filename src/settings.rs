@@ -16,7 +16,6 @@
 //! | `WASM_SHIM_COMPILE_TIMEOUT` | `300s` | life of a compile helper Create waits for (`90`, `90s`, `5m`) |
 //! | `WASM_SHIM_BACKGROUND_COMPILE_TIMEOUT` | `900s` | life of a background compile helper |
 //! | `WASM_SHIM_SERVE_PROCESSES` | `auto` | processes serving one HTTP workload: `auto`, one per CPU the container may use (at most 8); `1`: one process, a worker thread per CPU |
-//! | `WASM_SHIM_RESET_BY_SCAN` | `auto` | a served workload's freed instances reset by the pages they dirtied (Linux 6.7+'s `PAGEMAP_SCAN`): `auto`, when the node has no swap at the container's Create; `on`: the node has none and will get none while containers run; `off` |
 //! | `WASM_SHIM_WASM_FEATURES` | empty | wasm features on or off for every workload (`+wide-arithmetic,-threads`); a pod's `wasm.containerd.io/wasm-features` applies after it |
 
 use std::path::PathBuf;
@@ -42,7 +41,6 @@ const COMPILE_TIMEOUT: &str = "WASM_SHIM_COMPILE_TIMEOUT";
 const BACKGROUND_COMPILE_TIMEOUT: &str = "WASM_SHIM_BACKGROUND_COMPILE_TIMEOUT";
 pub const WASM_FEATURES: &str = "WASM_SHIM_WASM_FEATURES";
 const SERVE_PROCESSES: &str = "WASM_SHIM_SERVE_PROCESSES";
-const RESET_BY_SCAN: &str = "WASM_SHIM_RESET_BY_SCAN";
 
 /// The node-level cgroup of background compiles (below the cgroup root; in every v1 hierarchy).
 pub const DEFAULT_COMPILE_CGROUP: &str = "/containerd-shim-wasm/compile";
@@ -90,25 +88,6 @@ pub struct Settings {
     pub wasm_features: String,
     /// The most processes serving one HTTP workload (see `workers`); `None`: automatic.
     pub serve_processes: Option<usize>,
-    /// Reset a served workload's freed instances by the pages they dirtied
-    /// (`ServingPool::reset_by_scan`); `None`: automatic, when the node has no swap
-    /// ([`node_has_swap`]) at the container's Create.
-    pub reset_by_scan: Option<bool>,
-}
-
-/// Whether swap is on on this node (`/proc/swaps` lists a device or file), read where the host's
-/// /proc is; true when it cannot be read. A page of a served instance's memory that is in swap
-/// is one that resetting by scan would miss.
-pub fn node_has_swap() -> bool {
-    match std::fs::read_to_string("/proc/swaps") {
-        Ok(text) => swaps_listed(&text),
-        Err(_) => true,
-    }
-}
-
-/// `/proc/swaps`: a header line, then one line per swap area.
-fn swaps_listed(text: &str) -> bool {
-    text.lines().skip(1).any(|l| !l.trim().is_empty())
 }
 
 /// The number of CPUs this process may run on, at least 1.
@@ -132,7 +111,6 @@ impl Default for Settings {
             background_compile_timeout: DEFAULT_BACKGROUND_COMPILE_TIMEOUT,
             wasm_features: String::new(),
             serve_processes: None,
-            reset_by_scan: None,
         }
     }
 }
@@ -262,15 +240,6 @@ impl Settings {
                 },
             }
         }
-        if let Some(v) = get(RESET_BY_SCAN) {
-            match v.trim() {
-                "" | "auto" => s.reset_by_scan = None,
-                other => match switch(other) {
-                    Some(b) => s.reset_by_scan = Some(b),
-                    None => log::warn!("{RESET_BY_SCAN}={v:?} is neither auto, on nor off; using auto"),
-                },
-            }
-        }
         for (name, field) in [(BASELINE, &mut s.baseline), (POOLING, &mut s.pooling)] {
             if let Some(v) = get(name) {
                 match switch(&v) {
@@ -301,7 +270,6 @@ impl Settings {
         cmd.env(BACKGROUND_COMPILE_TIMEOUT, format!("{}ms", self.background_compile_timeout.as_millis()));
         cmd.env(WASM_FEATURES, &self.wasm_features);
         cmd.env(SERVE_PROCESSES, self.serve_processes.map_or("auto".to_string(), |n| n.to_string()));
-        cmd.env(RESET_BY_SCAN, self.reset_by_scan.map_or("auto", onoff));
     }
 
     /// The engine for these settings: the node's wasm features (checked when read).
@@ -488,7 +456,6 @@ mod tests {
             background_compile_timeout: Duration::from_secs(42),
             wasm_features: "+wide-arithmetic,-threads".into(),
             serve_processes: Some(3),
-            reset_by_scan: Some(false),
         };
         // What a child reads back from the environment `apply_to` gives it.
         let round_trip = |s: &Settings| {
@@ -501,18 +468,7 @@ mod tests {
             Settings::from_vars(|k| env.get(k).cloned())
         };
         assert_eq!(round_trip(&s), s);
-        let s = Settings { compile_cgroup: Some("/x/y".into()), serve_processes: None, reset_by_scan: None, ..s };
+        let s = Settings { compile_cgroup: Some("/x/y".into()), serve_processes: None, ..s };
         assert_eq!(round_trip(&s), s);
-        let s = Settings { reset_by_scan: Some(true), ..s };
-        assert_eq!(round_trip(&s), s);
-    }
-
-    #[test]
-    fn swap_areas_in_proc_swaps() {
-        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
-        assert!(!swaps_listed(header), "the header alone: no swap");
-        assert!(!swaps_listed(""));
-        assert!(swaps_listed(&format!("{header}/swapfile                               file\t\t1048572\t\t0\t\t-2\n")));
-        assert!(swaps_listed(&format!("{header}/dev/zram0                              partition\t4194300\t\t0\t\t100\n")));
     }
 }

@@ -143,7 +143,7 @@ impl Server {
     fn start_traced(limits: ServeLimits, tracing: Option<RequestTracing>) -> Server {
         let engine = Engine::with_config(EngineConfig {
             pooling: true,
-            serving: Some(ServingPool { instances: limits.max_concurrency, memory: limits.request_memory, reset_by_scan: false }),
+            serving: Some(ServingPool { instances: limits.max_concurrency, memory: limits.request_memory }),
             ..Default::default()
         })
         .unwrap();

@@ -97,17 +97,11 @@ impl Drop for Server {
 
 /// An engine sized for serving, as the shim makes it.
 fn serving_engine(limits: &ServeLimits) -> Engine {
-    serving_engine_with(limits, false)
-}
-
-/// The same, resetting a freed instance's memory by the pages it dirtied (`PAGEMAP_SCAN`).
-fn serving_engine_with(limits: &ServeLimits, reset_by_scan: bool) -> Engine {
     Engine::with_config(EngineConfig {
         pooling: true,
         serving: Some(ServingPool {
             instances: limits.max_concurrency,
             memory: limits.request_memory,
-            reset_by_scan,
         }),
         ..Default::default()
     })
@@ -672,17 +666,13 @@ fn without_reuse_every_request_gets_a_fresh_instance() {
     assert_eq!(counts, [1, 1, 1, 1, 1]);
 }
 
-/// Resetting by the dirtied pages (`PAGEMAP_SCAN`, kernel 6.7+) still gives every request a
-/// fresh instance: its globals, the heap a request filled before it (pages dirtied all over the
-/// memory, past what a slot keeps resident, and the memory grown past its initial size), in the
-/// slot the previous request freed (one request at a time).
+/// A freed instance's slot is reset before the next request uses it (its first 64 KiB cleared,
+/// the rest given back): every request meets a fresh instance, also after requests that left
+/// pages dirty all over the memory, past what a slot keeps resident, and grew it past its
+/// initial size, one request at a time so the next lands in the slot just freed.
 #[test]
-fn reset_by_scan_still_gives_every_request_a_fresh_instance() {
-    let limits = ServeLimits::default();
-    let engine = serving_engine_with(&limits, true);
-    println!("PAGEMAP_SCAN available: {}", wasm_shim_engine::reset_by_scan_available());
-    let prepared = engine.serve_as(engine.prepare(guests().get("http"), "http", None).unwrap(), ServeKind::Http).unwrap();
-    let s = Server::serve(engine, prepared, "http", limits, Upgrade::new());
+fn a_slot_is_fresh_after_requests_that_dirtied_it_all_over() {
+    let s = proxy(ServeLimits::default());
     for round in 0..20 {
         // 1..3 MiB left behind, never freed, the counter bumped.
         let path = format!("/leak?mb={}", 1 + round % 3);

@@ -1,6 +1,6 @@
 //! Serves a `wasi:http` component (or, with `--wagi`, a WAGI module) on a port, the way the shim
 //! does inside a container, without containerd: for profiling and load tests of the serving
-//! path. `cargo run --release -p wasm-shim-engine --example serve -- FILE PORT [--wagi] [--baseline] [--preopen] [--access-log] [--current-thread] [--reset-by-scan]`
+//! path. `cargo run --release -p wasm-shim-engine --example serve -- FILE PORT [--wagi] [--baseline] [--preopen] [--access-log]`
 //! (Ctrl-C stops it).
 
 use wasm_shim_engine::{Engine, EngineConfig, RunOptions, ServeKind, ServeLimits, ServeOptions, ServingPool, Shutdown, Tier};
@@ -15,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let limits = ServeLimits::default();
     let engine = Engine::with_config(EngineConfig {
         pooling: true,
-        serving: Some(ServingPool { instances: limits.max_concurrency, memory: limits.request_memory, reset_by_scan: flag("--reset-by-scan") }),
+        serving: Some(ServingPool { instances: limits.max_concurrency, memory: limits.request_memory }),
         ..Default::default()
     })?;
     let bytes = std::fs::read(file)?;

@@ -40,21 +40,6 @@ pub struct EngineConfig {
 pub struct ServingPool {
     pub instances: u32,
     pub memory: u64,
-    /// Reset a freed instance's memory by what it dirtied (Linux's `PAGEMAP_SCAN`, where the
-    /// kernel has it) instead of clearing its first 64 KiB and giving the rest back: a request
-    /// then pays no `madvise` and none of the page faults that follow it (about +30% requests/s
-    /// for a small handler, `docs/benchmarks.md`). Only where the instances' memory can never be
-    /// swapped out: wasmtime 48's scan skips a dirty page that is in swap, which the next
-    /// instance in that slot would then read (wasmtime PR #14357). The caller decides
-    /// (`settings::reset_by_scan`).
-    pub reset_by_scan: bool,
-}
-
-/// Whether this kernel has the `PAGEMAP_SCAN` ioctl (Linux 6.7+) that
-/// [`ServingPool::reset_by_scan`] uses. Opens `/proc/self/pagemap` for the rest of the process's
-/// life, as a pool resetting by scan does (and wasmtime reopens it in a forked child).
-pub fn reset_by_scan_available() -> bool {
-    wasmtime::PoolingAllocationConfig::is_pagemap_scan_available()
 }
 
 /// A cheap, clonable handle to the compilers, the WASI linkers and the
@@ -200,11 +185,6 @@ fn pooling_config(serving: Option<ServingPool>, gc: bool) -> wasmtime::PoolingAl
         pool.max_unused_warm_slots(SERVING_WARM_SLOTS)
             .linear_memory_keep_resident(SERVING_KEEP_RESIDENT)
             .table_keep_resident(SERVING_KEEP_RESIDENT);
-        // The same 64 KiB bound on what stays resident per slot, taken from the dirty pages
-        // wherever they are; `Auto`: off where the kernel has no `PAGEMAP_SCAN` (before 6.7).
-        if s.reset_by_scan {
-            pool.pagemap_scan(wasmtime::Enabled::Auto);
-        }
     }
     pool
 }

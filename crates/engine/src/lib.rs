@@ -80,7 +80,7 @@ mod tier;
 
 pub use cache::{wasm_digest, Cache, CacheKey, EntryInfo, Evicted, Stored, DEFAULT_MAX_SIZE};
 pub use coredump::CoreDumpCapture;
-pub use engine::{reset_by_scan_available, Engine, EngineConfig, ServingPool};
+pub use engine::{Engine, EngineConfig, ServingPool};
 pub use error::EngineError;
 pub use features::{Feature, FeatureError, Features, FEATURES};
 pub use host::{Capture, GuestConfig, RunOptions, Stdio};
