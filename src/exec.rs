@@ -62,14 +62,28 @@ impl ExecProcess {
         // On an error the stdin relay stops as `stdio` drops.
         let (mut stdio, fds) = Stdio::open(&self.stdin, &self.stdout, &self.stderr, self.terminal, Owner { namespace: &self.namespace, id: &self.id })?;
         let (pid, master) = runc.exec(bundle, &self.id, &self.process_json, fds, self.terminal)?;
-        let pidfd = Arc::new(PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?);
+        let pidfd = match PidFd::open(pid) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                // Unwatched, its exit would never be reported: it does not run. Still this
+                // shim's unreaped child, so its pid is its own.
+                let _ = wasm_shim_container::process::kill(pid, libc::SIGKILL);
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+                return Err(ShimError::internal(format!("pidfd of {pid}: {e}")));
+            }
+        };
+        if let Some(m) = master {
+            if let Err(e) = stdio.attach_terminal(m, &self.stdin, &self.stdout) {
+                // Its terminal's output would go nowhere, and Start fails: it does not run.
+                let _ = pidfd.send_signal(libc::SIGKILL);
+                let _ = pidfd.wait();
+                return Err(e);
+            }
+        }
         let _ = life.advance(TaskEvent::Start);
         let st = &mut life.extra;
         st.pid = pid as u32;
         st.pidfd = Some(pidfd.clone());
-        if let Some(m) = master {
-            stdio.attach_terminal(m, &self.stdin, &self.stdout)?;
-        }
         st.stdio = stdio;
         on_started(pid as u32);
         drop(life);
