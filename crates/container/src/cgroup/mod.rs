@@ -150,6 +150,30 @@ pub struct Resources {
     /// replace whatever the cgroup allowed before (v1) or add a filter beside the ones already
     /// attached (v2: every filter must allow an access), so apply them once, at Create.
     pub devices: Option<Vec<DeviceRule>>,
+    /// cgroup v2 files written as given (`linux.resources.unified`, where kubelet puts
+    /// `memory.swap.max`), after the fields above, in key order; empty: none. Refused on v1, as
+    /// runc refuses it.
+    pub unified: Vec<(String, String)>,
+}
+
+/// A key of `linux.resources.unified`: a control file of one controller (`memory.swap.max`),
+/// not a path, and not one of the `cgroup.*` core files (membership, kill, freeze, the tree's
+/// controllers), which only the shim writes.
+fn check_unified_key(key: &str) -> Result<()> {
+    let bad = |why: &str| Err(CgroupError::InvalidResources(format!("unified {key:?}: {why}")));
+    let Some((controller, file)) = key.split_once('.') else {
+        return bad("not a control file (controller.name)");
+    };
+    if controller.is_empty() || file.is_empty() || key.contains('/') || key.contains('\0') || key.contains("..") {
+        return bad("not a control file (controller.name)");
+    }
+    if !controller.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return bad("not a controller's name");
+    }
+    if controller == "cgroup" {
+        return bad("the cgroup.* core files are the runtime's");
+    }
+    Ok(())
 }
 
 impl Resources {
@@ -163,6 +187,14 @@ impl Resources {
         let nonzero_u = |v: Option<u64>| v.filter(|&x| x != 0);
         let nonempty = |v: Option<&String>| v.filter(|s| !s.trim().is_empty()).cloned();
         let mut out = Resources::default();
+        if let Some(u) = r.unified() {
+            let mut pairs: Vec<(String, String)> = u.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            pairs.sort();
+            for (k, _) in &pairs {
+                check_unified_key(k)?;
+            }
+            out.unified = pairs;
+        }
         if let Some(m) = r.memory() {
             out.memory_limit = nonzero_i(m.limit());
             out.memory_reservation = nonzero_i(m.reservation());

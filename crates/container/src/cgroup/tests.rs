@@ -143,6 +143,39 @@ fn shares_to_weight_conversion() {
     assert_eq!(shares_to_weight(10_000_000), 10_000);
 }
 
+/// `linux.resources.unified` (kubelet's `memory.swap.max=0`) is written as given after the
+/// fields, checked whole before anything is written; refused on v1, and for a path or a core
+/// `cgroup.*` file.
+#[test]
+fn v2_unified_written_as_given_and_checked_first() {
+    let t = v2_tree();
+    let d = v2_leaf(t.path());
+    let cg = Cgroup::new(t.path(), "/default/t1").unwrap();
+    let unified = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+    cg.apply(&Resources { memory_swap: Some(-1), unified: unified(&[("memory.swap.max", "0")]), ..Default::default() }).unwrap();
+    assert_eq!(get(&d.join("memory.swap.max")), "0", "the unified value wins over the field");
+    // A file the cgroup has not: nothing written at all.
+    let err = cg
+        .apply(&Resources { pids_limit: Some(7), unified: unified(&[("io.max", "8:0 rbps=1")]), ..Default::default() })
+        .unwrap_err();
+    assert!(err.to_string().contains("io.max"), "{err}");
+    assert_eq!(get(&d.join("pids.max")), "max\n");
+    for bad in ["cgroup.procs", "cgroup.kill", "../memory.max", "memory", "memory./x", ".max", "Memory.max"] {
+        let mut spec = oci_spec::runtime::LinuxResources::default();
+        spec.set_unified(Some([(bad.to_string(), "1".to_string())].into_iter().collect()));
+        let err = Resources::from_spec(&spec).unwrap_err();
+        assert!(err.to_string().contains(bad), "{bad}: {err}");
+    }
+    let mut spec = oci_spec::runtime::LinuxResources::default();
+    spec.set_unified(Some([("memory.swap.max".to_string(), "0".to_string()), ("memory.high".to_string(), "max".to_string())].into_iter().collect()));
+    assert_eq!(Resources::from_spec(&spec).unwrap().unified, unified(&[("memory.high", "max"), ("memory.swap.max", "0")]), "in key order");
+    // v1: refused.
+    let t1 = v1_tree();
+    let cg1 = Cgroup::new(t1.path(), "/default/t1").unwrap();
+    let err = cg1.apply(&Resources { unified: unified(&[("memory.swap.max", "0")]), ..Default::default() }).unwrap_err();
+    assert!(err.to_string().contains("cgroup v2"), "{err}");
+}
+
 #[test]
 fn v2_apply_writes_limits_and_reads_them_back() {
     let t = v2_tree();
@@ -159,6 +192,7 @@ fn v2_apply_writes_limits_and_reads_them_back() {
         cpuset_mems: Some("0".into()),
         pids_limit: Some(10),
         devices: None,
+        unified: Vec::new(),
     };
     cg.apply(&res).unwrap();
     assert_eq!(get(&d.join("memory.max")), (128 * MIB).to_string());
@@ -539,6 +573,7 @@ fn v1_apply_writes_limits_and_reads_them_back() {
         cpuset_mems: Some("0".into()),
         pids_limit: Some(10),
         devices: None,
+        unified: Vec::new(),
     };
     cg.apply(&res).unwrap();
     let m = r.join("memory/default/t1");
@@ -765,6 +800,7 @@ fn resources_from_spec() {
             cpuset_mems: None,
             pids_limit: Some(20),
             devices: None,
+            unified: Vec::new(),
         }
     );
     assert_eq!(

@@ -98,6 +98,11 @@ impl V1 {
     }
 
     pub(crate) fn apply(&self, r: &Resources) -> Result<()> {
+        if let Some((key, _)) = r.unified.first() {
+            return Err(CgroupError::InvalidResources(format!(
+                "unified {key:?}: linux.resources.unified is for cgroup v2, and this node has v1"
+            )));
+        }
         if let Some(rules) = &r.devices {
             let policy = Policy::from_rules(rules)?;
             let dir = self.need("devices")?;

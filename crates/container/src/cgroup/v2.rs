@@ -86,6 +86,14 @@ impl V2 {
                 Some((s - mem).to_string())
             }
         };
+        for (key, _) in &r.unified {
+            super::check_unified_key(key)?;
+            if !d.join(key).exists() {
+                return Err(CgroupError::InvalidResources(format!(
+                    "unified {key:?}: no such control file in the container's cgroup (its controller is not enabled, or the kernel has no such setting)"
+                )));
+            }
+        }
         if let Some(policy) = &device_policy {
             bpf::attach_device_filter(d, &bpf::program(policy))?;
         }
@@ -126,6 +134,10 @@ impl V2 {
                 p.to_string()
             };
             fs::write(&d.join("pids.max"), &v)?;
+        }
+        // As given, after the fields: runc's order, so a unified value wins over a field's.
+        for (key, value) in &r.unified {
+            fs::write(&d.join(key), value)?;
         }
         Ok(())
     }
