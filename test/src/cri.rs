@@ -489,6 +489,8 @@ pub struct ContainerSpec {
     pub runtime_default_seccomp: bool,
     /// `securityContext.runAsUser` (and `runAsGroup`, the same id).
     pub run_as: Option<i64>,
+    /// `linux.resources.unified`, as the kubelet fills it on cgroup v2 (`memory.swap.max`).
+    pub unified: Vec<(String, String)>,
 }
 
 impl ContainerSpec {
@@ -502,7 +504,14 @@ impl ContainerSpec {
             share_pid: false,
             runtime_default_seccomp: false,
             run_as: None,
+            unified: Vec::new(),
         }
+    }
+
+    /// A `linux.resources.unified` entry.
+    pub fn unified(mut self, key: &str, value: &str) -> Self {
+        self.unified.push((key.into(), value.into()));
+        self
     }
 
     /// `seccompProfile: {type: RuntimeDefault}`, as Kubernetes' restricted Pod Security Standard
@@ -559,7 +568,10 @@ impl ContainerSpec {
             log_path: self.log_name(),
             labels: HashMap::from([("container".to_string(), self.name.clone())]),
             linux: Some(api::LinuxContainerConfig {
-                resources: None,
+                resources: (!self.unified.is_empty()).then(|| api::LinuxContainerResources {
+                    unified: self.unified.iter().cloned().collect(),
+                    ..Default::default()
+                }),
                 security_context: Some(api::LinuxContainerSecurityContext {
                     namespace_options: Some(api::NamespaceOption {
                         network: api::NamespaceMode::Pod as i32,

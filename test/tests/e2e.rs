@@ -1318,6 +1318,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("wasm::sidecar_localhost_both_ways", Cri, Box::new(cri::wasm_sidecar_localhost));
     add("wasm::shared_pid_sidecar_cannot_reach_init", Cri, Box::new(cri::wasm_shared_pid_sidecar));
     add("wasm::runtime_default_seccomp", Cri, Box::new(cri::wasm_runtime_default_seccomp));
+    add("wasm::unified_resources_as_runc", Cri, Box::new(cri::wasm_unified_resources_as_runc));
     add("wasm::escape_attempts_as_root_and_uid_1000", Cri, Box::new(cri::wasm_escape_attempts));
     add("wasm::http_function_and_sidecar", Cri, Box::new(cri::wasm_http_function));
     add("wasm::shim_lines_name_the_pod", Cri, Box::new(logs::shim_lines_name_the_pod));

@@ -960,6 +960,34 @@ pub fn wasm_http_function(cx: &Ctx) -> Result<()> {
     })
 }
 
+/// `linux.resources.unified` (`memory.swap.max=0`, what the kubelet sends on cgroup v2 for a
+/// pod that may not swap) gets the same outcome as under runc on the same node: on v2 both run
+/// and the container's cgroup says 0; on v1 both refuse it (the shim's message names the key),
+/// unless containerd drops it, and then both run.
+pub fn wasm_unified_resources_as_runc(cx: &Ctx) -> Result<()> {
+    need_wasm(cx)?;
+    let outcome = |handler: &str, c: ContainerSpec| -> Result<Result<String, String>> {
+        let mut result = None;
+        with_pod(cx, &format!("unified-{handler}"), handler, |cri, pod| {
+            result = Some(match run_to_exit(cri, pod, c.clone(), Duration::from_secs(30)) {
+                Ok((st, log)) if st.exit_code == 0 => Ok(show_log(&log)),
+                Ok((st, log)) => Err(format!("exit {}: {}", st.exit_code, show_log(&log))),
+                Err(e) => Err(format!("{e:#}")),
+            });
+            Ok(())
+        })?;
+        result.context("the pod did not run")
+    };
+    let ours = outcome(WASM_HANDLER, wasm("hello", "/hello.wasm").unified("memory.swap.max", "0"))?;
+    let runc = outcome(RUNC_HANDLER, busybox("echo", "echo ok").unified("memory.swap.max", "0"))?;
+    println!("  unified memory.swap.max=0: this shim {ours:?}; runc {runc:?}");
+    ensure(ours.is_ok() == runc.is_ok(), || format!("this shim {ours:?}, runc {runc:?}"))?;
+    if let Err(e) = &ours {
+        ensure(e.contains("memory.swap.max"), || format!("the error does not name the key: {e}"))?;
+    }
+    Ok(())
+}
+
 /// `seccompProfile: RuntimeDefault` with `runAsUser: 1000`, as Kubernetes' restricted Pod
 /// Security Standard asks. The CRI puts containerd's default profile in the spec; the shim loads
 /// it on the init (`Seccomp: 2` in its status, uid 1000) and the guests still work under it: a
