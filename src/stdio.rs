@@ -220,14 +220,8 @@ impl LogSink {
         }
         let mut file = OpenOptions::new().append(true).create(true).mode(0o644).open(path).map_err(what)?;
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ShimError::internal)?;
-        let copied = Arc::new(Latch::default());
-        let done = copied.clone();
         let shown = path.display().to_string();
-        crate::logging::spawn(std::thread::Builder::new().name("log-file".into()), move || {
-            copy_to_file(File::from(r), &mut file, &shown);
-            done.set();
-        })
-        .map_err(ShimError::internal)?;
+        let copied = spawn_copy("log-file", move || copy_to_file(File::from(r), &mut file, &shown))?;
         Ok((LogSink::File { copied }, w))
     }
 
@@ -275,6 +269,19 @@ impl LogSink {
 /// Copies the pipe to the log file until every writer is gone. A failed write (a full disk) is
 /// said once and what follows is read and dropped: the process's output never breaks (a closed
 /// pipe would kill a native process with SIGPIPE), as with containerd's shim.
+/// Runs a copy of a process's output on a thread of its own (named `name`, in the calling
+/// thread's log context); the latch is set once it ended: what [`Flush`] waits for.
+fn spawn_copy(name: &str, copy: impl FnOnce() + Send + 'static) -> Result<Arc<Latch>> {
+    let copied = Arc::new(Latch::default());
+    let done = copied.clone();
+    crate::logging::spawn(std::thread::Builder::new().name(name.into()), move || {
+        copy();
+        done.set();
+    })
+    .map_err(ShimError::internal)?;
+    Ok(copied)
+}
+
 fn copy_to_file(mut from: File, to: &mut File, shown: &str) {
     use std::io::{ErrorKind, Read, Write};
     let mut buf = vec![0u8; 32 << 10];
@@ -489,22 +496,16 @@ impl Terminal {
     pub fn attach(master: OwnedFd, stdin: &str, stdout: &str) -> Result<Terminal> {
         let master = Arc::new(master);
         let dup = |m: &OwnedFd| m.try_clone().map_err(|e| ShimError::internal(format!("terminal: {e}")));
-        let mut copied = None;
-        if let Some(out) = open_output(stdout)? {
-            let mut from = File::from(dup(&master)?);
-            let mut to = File::from(out);
-            let done = Arc::new(Latch::default());
-            let set = done.clone();
-            std::thread::Builder::new()
-                .name("tty-out".into())
-                .spawn(move || {
-                    // Ends with EIO once every process holding the pty's other end is gone.
+        let copied = match open_output(stdout)? {
+            Some(out) => {
+                let (mut from, mut to) = (File::from(dup(&master)?), File::from(out));
+                // Ends with EIO once every process holding the pty's other end is gone.
+                Some(spawn_copy("tty-out", move || {
                     let _ = std::io::copy(&mut from, &mut to);
-                    set.set();
-                })
-                .map_err(ShimError::internal)?;
-            copied = Some(done);
-        }
+                })?)
+            }
+            None => None,
+        };
         if !stdin.is_empty() {
             let mut to = File::from(dup(&master)?);
             let path = stdin.to_string();
