@@ -234,6 +234,39 @@ fn concurrency_cap_answers_503() {
     assert_eq!(s.get("/").status, 200);
 }
 
+/// An instance is torn down after its response went out (`proxy::handle`, `wagi::handle`), so
+/// its slot is held a moment past the response; a request that comes at once (here pipelined on
+/// the same connection, which hyper reads right after writing the previous response) still gets
+/// it, on a one-thread server and a multi-thread one, for both kinds of serving.
+#[test]
+fn one_slot_serves_pipelined_requests_one_after_another() {
+    for (guest, kind) in [("http", ServeKind::Http), ("wagi", ServeKind::Wagi)] {
+        for current_thread in [true, false] {
+            let limits = ServeLimits { max_concurrency: 1, max_connections: 4, ..Default::default() };
+            let engine = serving_engine(&limits);
+            let prepared = engine.serve_as(engine.prepare(guests().get(guest), guest, None).unwrap(), kind).unwrap();
+            let opts = ServeOptions {
+                run: RunOptions { args: vec![guest.into()], cwd: "/".into(), ..Default::default() },
+                limits,
+                metrics: None,
+                access_log: false,
+                tracing: None,
+                current_thread,
+                in_flight: None,
+                when_idle: None,
+            };
+            let s = Server::serve_with(engine, prepared, Upgrade::new(), opts);
+            let mut pipelined = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n".repeat(30);
+            pipelined.extend_from_slice(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+            let r = http::raw(s.addr, &pipelined, Duration::from_secs(20)).unwrap();
+            assert_eq!(r.matches("HTTP/1.1 ").count(), 31, "{guest}, current thread {current_thread}: {r}");
+            assert_eq!(r.matches("HTTP/1.1 200").count(), 31, "{guest}, current thread {current_thread}: {r}");
+            let stats = s.stop();
+            assert_eq!(stats.requests, 31, "{stats:?}");
+        }
+    }
+}
+
 #[test]
 fn timeout_answers_504_and_the_next_request_is_fine() {
     let s = proxy(ServeLimits { request_timeout: Duration::from_millis(300), ..Default::default() });

@@ -35,14 +35,14 @@ pub use trace::RequestTracing;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::engine::Engine;
@@ -156,15 +156,24 @@ pub struct ServeStats {
 /// A request's concurrency slot (its semaphore permit), counted in the metrics' in-flight gauge
 /// while it is held.
 pub(crate) struct Slot {
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// `None` only in `drop`, which gives it back before telling waiters.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     metrics: Option<Arc<Metrics>>,
     /// The count shared with the other processes (`ServeOptions::in_flight`), given back on drop.
     shared: Option<&'static AtomicU64>,
+    teardowns: Arc<Teardowns>,
+    tearing_down: bool,
 }
 
 impl Slot {
     /// A slot if one is free: in this process, and among the pod's (`shared`, at most `cap`).
-    fn take(limit: &Arc<Semaphore>, shared: Option<&'static AtomicU64>, cap: u32, metrics: Option<Arc<Metrics>>) -> Option<Slot> {
+    fn take(
+        limit: &Arc<Semaphore>,
+        shared: Option<&'static AtomicU64>,
+        cap: u32,
+        metrics: Option<Arc<Metrics>>,
+        teardowns: &Arc<Teardowns>,
+    ) -> Option<Slot> {
         if let Some(n) = shared {
             n.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| (v < u64::from(cap)).then_some(v + 1)).ok()?;
         }
@@ -177,20 +186,48 @@ impl Slot {
         if let Some(m) = &metrics {
             m.entered();
         }
-        Some(Slot { _permit: permit, metrics, shared })
+        Some(Slot { permit: Some(permit), metrics, shared, teardowns: teardowns.clone(), tearing_down: false })
+    }
+
+    /// The request's response has gone out and only its instance's teardown holds the slot
+    /// now: a request that finds every slot taken waits for it (`Server::respond`).
+    pub(crate) fn tearing_down(&mut self) {
+        if !self.tearing_down {
+            self.tearing_down = true;
+            self.teardowns.pending.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        drop(self.permit.take());
         if let Some(m) = &self.metrics {
             m.left();
         }
         if let Some(n) = self.shared {
             n.fetch_sub(1, Ordering::AcqRel);
         }
+        if self.tearing_down {
+            self.teardowns.pending.fetch_sub(1, Ordering::AcqRel);
+            self.teardowns.done.notify_waiters();
+        }
     }
 }
+
+/// Instances torn down after their response went out (`proxy::handle`, `wagi::handle`: the
+/// response is not kept waiting for the instance's memory to be reset), each still holding its
+/// request's slot: with a client that sends its next request as soon as it has the response,
+/// that request can come before the teardown has run.
+#[derive(Default)]
+pub(crate) struct Teardowns {
+    pending: AtomicUsize,
+    done: Notify,
+}
+
+/// How long a request that finds every slot taken waits for teardowns before its 503: a
+/// teardown is microseconds of work, this is only a bound.
+const TEARDOWN_WAIT: Duration = Duration::from_millis(50);
 
 /// One running server: what its requests share (`App`) and what the dispatch keeps for itself.
 struct Server {
@@ -201,6 +238,7 @@ struct Server {
     upgrade: Upgrade,
     upgraded_requests: AtomicU64,
     in_flight: Option<&'static AtomicU64>,
+    teardowns: Arc<Teardowns>,
 }
 
 impl Server {
@@ -232,6 +270,29 @@ impl Server {
         }
     }
 
+    /// A concurrency slot: a free one, or, when all are taken and some only by teardowns of
+    /// instances whose response went out, the first such one freed (`Teardowns`).
+    async fn slot(&self) -> Option<Slot> {
+        let take = || Slot::take(&self.limit, self.in_flight, self.app.limits.max_concurrency, self.app.metrics.clone(), &self.teardowns);
+        let waited = tokio::time::Instant::now() + TEARDOWN_WAIT;
+        loop {
+            let freed = self.teardowns.done.notified();
+            tokio::pin!(freed);
+            // Registered before the check: a teardown that ends after it wakes this one.
+            freed.as_mut().enable();
+            if let Some(slot) = take() {
+                return Some(slot);
+            }
+            if self.teardowns.pending.load(Ordering::Acquire) == 0 {
+                // One may have ended between the two checks.
+                return take();
+            }
+            if tokio::time::timeout_at(waited, freed).await.is_err() {
+                return take();
+            }
+        }
+    }
+
     /// The concurrency cap, the code to use (upgraded or not) and the deadline, then the handler
     /// of the workload's kind. `trace`: what the guest's outbound requests are children of.
     async fn respond(
@@ -243,7 +304,8 @@ impl Server {
     ) -> hyper::Response<HyperOutgoingBody> {
         let app = &self.app;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let Some(permit) = Slot::take(&self.limit, self.in_flight, app.limits.max_concurrency, app.metrics.clone()) else {
+        let permit = self.slot().await;
+        let Some(permit) = permit else {
             if let Some(m) = &app.metrics {
                 m.overloaded();
             }
@@ -377,6 +439,7 @@ impl Engine {
             upgrade: upgrade.clone(),
             upgraded_requests: AtomicU64::new(0),
             in_flight: opts.in_flight,
+            teardowns: Arc::default(),
         });
 
         // The epoch clock: request deadlines and a busy guest's yields count its ticks.

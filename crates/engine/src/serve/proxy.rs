@@ -104,7 +104,7 @@ pub(crate) async fn handle(
     let task = tokio::spawn(async move {
         // Dropped in reverse order: the slot is released, then the response may end.
         let _done = done_tx;
-        let _permit = permit;
+        let mut permit = permit;
         // Counts the instance as retired unless it is given back, also when the task is aborted
         // at the deadline (which drops the instance).
         let mut lease = Lease { reuse, retired: Some(Retired::Timeout) };
@@ -122,8 +122,17 @@ pub(crate) async fn handle(
         match result {
             Ok(Ok(proxy)) => {
                 lease.retired = None;
-                if let Some(r) = &lease.reuse {
-                    r.give_back(Warm { store, proxy, served: served + 1, spoiled });
+                match &lease.reuse {
+                    Some(r) => r.give_back(Warm { store, proxy, served: served + 1, spoiled }),
+                    None => {
+                        // The connection writes the response first, then the instance is torn
+                        // down (its memory reset and given back): on a one-thread worker the
+                        // teardown would otherwise run between the handler's end and the
+                        // response going out, and every request would wait for it.
+                        permit.tearing_down();
+                        tokio::task::yield_now().await;
+                        drop((proxy, store));
+                    }
                 }
                 Ended::Done
             }

@@ -28,7 +28,7 @@ pub(crate) async fn handle(
     entry: &str,
     req: hyper::Request<hyper::body::Incoming>,
     peer: SocketAddr,
-    _permit: super::Slot,
+    mut permit: super::Slot,
     deadline: Instant,
 ) -> hyper::Response<HyperOutgoingBody> {
     let label = format!("{} {}", req.method(), req.uri().path());
@@ -96,7 +96,15 @@ pub(crate) async fn handle(
             }
         },
     }
-    drop(store);
+    // Torn down once the connection has written the response (see `proxy::handle`): the
+    // instance and, after it, its concurrency slot, so that the pool never holds more instances
+    // than there are slots.
+    permit.tearing_down();
+    tokio::spawn(async move {
+        tokio::task::yield_now().await;
+        drop(store);
+        drop(permit);
+    });
     let out = stdout.contents();
     match cgi::parse_response(&out) {
         Ok(r) => {
