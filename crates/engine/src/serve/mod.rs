@@ -10,7 +10,9 @@
 //! connections the next one is not accepted until one closes (it waits in the listen backlog);
 //! hyper answers a malformed request 400 itself (the guest never sees it) and drops a client that
 //! does not send its headers in time, or sends none for that long between keep-alive requests; past
-//! `max_concurrency` requests in flight the answer is 503 with `Retry-After`; each request has a
+//! `max_concurrency` requests in flight the answer is 503 with `Retry-After` (a request holds its
+//! slot until its instance is torn down, after its response went out; one that finds every slot
+//! taken waits for such teardowns first, `Teardowns`); each request has a
 //! deadline (504 when it passes; the guest yields to tokio at every epoch tick, so even a
 //! spinning one is stopped) and a memory cap; a trap is a 500 and the next request gets a new
 //! instance. `Shutdown::trigger` (SIGTERM) stops accepting, lets requests in flight finish,
