@@ -397,6 +397,7 @@ impl Container {
         // Ready: the init has read what it runs.
         creating.check()?;
         drop(artifact);
+        let watcher = Self::watcher(pid, Some(reader), events)?;
         undo.armed = false;
         let container = Arc::new(Container {
             id: req.id.clone(),
@@ -414,7 +415,8 @@ impl Container {
             life: Lifecycle::new(Some(writer)),
             trace: span.take().map(crate::traces::Creating::done),
         });
-        Self::watch(&container, Some(reader), events)?;
+        // Cannot fail: the thread waits for it.
+        let _ = watcher.send(container.clone());
         Ok(container)
     }
 
@@ -447,6 +449,7 @@ impl Container {
         let pidfd = PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?;
         record_init(&bundle, pid);
         debug!("native container created by runc, pid {pid}");
+        let watcher = Self::watcher(pid, None, events)?;
         undo.armed = false;
         let container = Arc::new(Container {
             id: req.id.clone(),
@@ -464,7 +467,7 @@ impl Container {
             life: Lifecycle::new(None),
             trace: span.take().map(crate::traces::Creating::done),
         });
-        Self::watch(&container, None, events)?;
+        let _ = watcher.send(container.clone());
         Ok(container)
     }
 
@@ -487,13 +490,20 @@ impl Container {
         found.ok_or_else(|| ShimError::not_found(format!("{}: exec {exec_id} not found", self.id)))
     }
 
-    fn watch(container: &Arc<Container>, reader: Option<BufReader<UnixStream>>, events: &Events) -> Result<()> {
-        let c = container.clone();
+    /// The thread that will report the container's exit, started before Create commits (its
+    /// undo still armed): a thread that cannot be started fails Create, which is undone, where
+    /// after the commit it would leave a container whose exit nobody reports. It watches the
+    /// container it is sent, or ends if none comes.
+    fn watcher(pid: i32, reader: Option<BufReader<UnixStream>>, events: &Events) -> Result<std::sync::mpsc::SyncSender<Arc<Container>>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Container>>(1);
         let events = events.clone();
-        let _ctx = crate::logging::enter(container.log.clone());
-        crate::logging::spawn(std::thread::Builder::new().name(format!("wait-{}", container.pid)), move || c.monitor(reader, &events))
-            .map_err(ShimError::internal)?;
-        Ok(())
+        crate::logging::spawn(std::thread::Builder::new().name(format!("wait-{pid}")), move || {
+            if let Ok(c) = rx.recv() {
+                c.monitor(reader, &events);
+            }
+        })
+        .map_err(ShimError::internal)?;
+        Ok(tx)
     }
 
     /// Reads what a wasm init reports while it runs (OOM), then reaps the init and records

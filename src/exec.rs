@@ -80,17 +80,23 @@ impl ExecProcess {
                 return Err(e);
             }
         }
+        // Started before the process counts as started: a thread that cannot be started fails
+        // Start like the steps above. It records the exit under this lock, so only once the
+        // state below is set.
+        let me = self.clone();
+        let (watched, watch_events) = (pidfd.clone(), events.clone());
+        if let Err(e) = crate::logging::spawn(std::thread::Builder::new().name(format!("exec-{pid}")), move || me.monitor(&watched, &watch_events)) {
+            let _ = pidfd.send_signal(libc::SIGKILL);
+            let _ = pidfd.wait();
+            return Err(ShimError::internal(e));
+        }
         let _ = life.advance(TaskEvent::Start);
         let st = &mut life.extra;
         st.pid = pid as u32;
-        st.pidfd = Some(pidfd.clone());
+        st.pidfd = Some(pidfd);
         st.stdio = stdio;
         on_started(pid as u32);
         drop(life);
-        let me = self.clone();
-        let events = events.clone();
-        crate::logging::spawn(std::thread::Builder::new().name(format!("exec-{pid}")), move || me.monitor(&pidfd, &events))
-            .map_err(ShimError::internal)?;
         Ok(pid as u32)
     }
 
