@@ -421,7 +421,7 @@ static SHIM: OnceLock<Option<Traces>> = OnceLock::new();
 pub fn shim() -> Option<&'static Traces> {
     SHIM.get_or_init(|| {
         let url = endpoint_of_process()?;
-        let service = std::env::var(SERVICE_NAME).ok().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| SHIM_SERVICE.to_string());
+        let service = shim_service(std::env::var(SERVICE_NAME).ok());
         match Traces::start(&url, resource(&service, Vec::new()), "traces") {
             Ok(t) => {
                 log::info!("traces: task spans go to {url}");
@@ -434,6 +434,17 @@ pub fn shim() -> Option<&'static Traces> {
         }
     })
     .as_ref()
+}
+
+/// The task spans' service name: `OTEL_SERVICE_NAME` from containerd's environment, unless
+/// unset, empty or `containerd`. containerd 2.x sets that last one in its own environment when
+/// its tracing is on and no name was given, and its shims inherit it: taken as is, this shim's
+/// spans would pass for containerd's. (runc's shim names itself regardless.)
+fn shim_service(inherited: Option<String>) -> String {
+    match inherited {
+        Some(s) if !s.trim().is_empty() && s.trim() != "containerd" => s,
+        _ => SHIM_SERVICE.to_string(),
+    }
 }
 
 /// At the shim's end: what is queued is exported, within [`FLUSH_TIMEOUT`].
@@ -662,6 +673,15 @@ mod tests {
             assert!(request_endpoint(&pod, node, &[], true).unwrap().is_some(), "{sidecar}");
             assert!(request_endpoint(&pod, node, &[], false).is_err(), "{sidecar}");
         }
+    }
+
+    #[test]
+    fn shim_service_name_is_not_containerd_s() {
+        assert_eq!(shim_service(None), SHIM_SERVICE);
+        assert_eq!(shim_service(Some("  ".into())), SHIM_SERVICE);
+        // What containerd 2.x puts in its own environment, and so its shims'.
+        assert_eq!(shim_service(Some("containerd".into())), SHIM_SERVICE);
+        assert_eq!(shim_service(Some("wasm-node-a".into())), "wasm-node-a");
     }
 
     #[test]

@@ -46,8 +46,15 @@ fn traced_containerd(endpoint: &str) -> Result<Containerd> {
 /// The spans of container `id`, once its four task spans are there.
 fn task_spans(rx: &Receiver, id: &str) -> Result<Vec<Span>> {
     rx.wait_for(Duration::from_secs(10), &format!("task spans of {id}"), |spans| {
-        let mine: Vec<Span> = spans.iter().filter(|s| s.attr("container.id") == Some(id) && s.kind == KIND_INTERNAL).cloned().collect();
-        ["create", "compile", "start", "exit"].iter().all(|n| mine.iter().any(|s| s.name == *n)).then_some(mine)
+        // By name: containerd 2.x exports internal spans of its own with `container.id` too
+        // (`metadata.containers.Create`, …) when its tracing is on.
+        let names = ["create", "compile", "start", "exit"];
+        let mine: Vec<Span> = spans
+            .iter()
+            .filter(|s| s.attr("container.id") == Some(id) && s.kind == KIND_INTERNAL && names.contains(&s.name.as_str()))
+            .cloned()
+            .collect();
+        names.iter().all(|n| mine.iter().any(|s| s.name == *n)).then_some(mine)
     })
 }
 
