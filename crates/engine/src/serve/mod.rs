@@ -11,8 +11,8 @@
 //! hyper answers a malformed request 400 itself (the guest never sees it) and drops a client that
 //! does not send its headers in time, or sends none for that long between keep-alive requests; past
 //! `max_concurrency` requests in flight the answer is 503 with `Retry-After` (a request holds its
-//! slot until its instance is torn down, after its response went out; one that finds every slot
-//! taken waits for such teardowns first, `Teardowns`); each request has a
+//! permit until its instance is torn down, after its response went out; one that finds every
+//! permit taken waits for such teardowns first, `Server::slot`); each request has a
 //! deadline (504 when it passes; the guest yields to tokio at every epoch tick, so even a
 //! spinning one is stopped) and a memory cap; a trap is a 500 and the next request gets a new
 //! instance. `Shutdown::trigger` (SIGTERM) stops accepting, lets requests in flight finish,
@@ -44,7 +44,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::engine::Engine;
@@ -155,48 +155,62 @@ pub struct ServeStats {
     pub upgraded_requests: u64,
 }
 
-/// A request's concurrency slot (its semaphore permit), counted in the metrics' in-flight gauge
-/// while it is held.
+/// A request's concurrency slot: this process's semaphore permit, which also bounds the
+/// instances its pool holds, and the pod's count (`shared`) and in-flight gauge while the request
+/// is in flight. After its response went out, only the permit is kept, until its instance is
+/// torn down (`tearing_down`).
 pub(crate) struct Slot {
-    /// `None` only in `drop`, which gives it back before telling waiters.
+    /// `None` only in `drop`, which gives it back first.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
     metrics: Option<Arc<Metrics>>,
-    /// The count shared with the other processes (`ServeOptions::in_flight`), given back on drop.
+    /// The count shared with the other processes (`ServeOptions::in_flight`).
     shared: Option<&'static AtomicU64>,
-    teardowns: Arc<Teardowns>,
+    teardowns: Arc<AtomicUsize>,
     tearing_down: bool,
 }
 
 impl Slot {
     /// A slot if one is free: in this process, and among the pod's (`shared`, at most `cap`).
-    fn take(
-        limit: &Arc<Semaphore>,
-        shared: Option<&'static AtomicU64>,
-        cap: u32,
-        metrics: Option<Arc<Metrics>>,
-        teardowns: &Arc<Teardowns>,
-    ) -> Option<Slot> {
-        if let Some(n) = shared {
-            n.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| (v < u64::from(cap)).then_some(v + 1)).ok()?;
-        }
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            if let Some(n) = shared {
-                n.fetch_sub(1, Ordering::AcqRel);
-            }
-            return None;
-        };
-        if let Some(m) = &metrics {
-            m.entered();
-        }
-        Some(Slot { permit: Some(permit), metrics, shared, teardowns: teardowns.clone(), tearing_down: false })
+    fn take(limit: &Arc<Semaphore>, admit: Admit<'_>) -> Option<Slot> {
+        let permit = limit.clone().try_acquire_owned().ok()?;
+        Slot::admit(permit, admit)
     }
 
-    /// The request's response has gone out and only its instance's teardown holds the slot
-    /// now: a request that finds every slot taken waits for it (`Server::respond`).
+    /// With a permit of this process's: a slot if the pod's count has room too.
+    fn admit(permit: tokio::sync::OwnedSemaphorePermit, a: Admit<'_>) -> Option<Slot> {
+        if let Some(n) = a.shared {
+            n.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| (v < u64::from(a.cap)).then_some(v + 1)).ok()?;
+        }
+        if let Some(m) = a.metrics {
+            m.entered();
+        }
+        Some(Slot {
+            permit: Some(permit),
+            metrics: a.metrics.cloned(),
+            shared: a.shared,
+            teardowns: a.teardowns.clone(),
+            tearing_down: false,
+        })
+    }
+
+    /// The request's response has gone out (or is about to, once its connection task runs):
+    /// it is no longer in flight, for the pod's count and the gauge, but this process's permit
+    /// stays until its instance is dropped, so that the pool is never asked for more instances
+    /// than it has. A request that finds every permit taken waits for these (`Server::slot`).
     pub(crate) fn tearing_down(&mut self) {
         if !self.tearing_down {
             self.tearing_down = true;
-            self.teardowns.pending.fetch_add(1, Ordering::AcqRel);
+            self.left();
+            self.teardowns.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn left(&self) {
+        if let Some(m) = &self.metrics {
+            m.left();
+        }
+        if let Some(n) = self.shared {
+            n.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -204,32 +218,42 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         drop(self.permit.take());
-        if let Some(m) = &self.metrics {
-            m.left();
-        }
-        if let Some(n) = self.shared {
-            n.fetch_sub(1, Ordering::AcqRel);
-        }
         if self.tearing_down {
-            self.teardowns.pending.fetch_sub(1, Ordering::AcqRel);
-            self.teardowns.done.notify_waiters();
+            self.teardowns.fetch_sub(1, Ordering::AcqRel);
+        } else {
+            self.left();
         }
     }
 }
 
-/// Instances torn down after their response went out (`proxy::handle`, `wagi::handle`: the
-/// response is not kept waiting for the instance's memory to be reset), each still holding its
-/// request's slot: with a client that sends its next request as soon as it has the response,
-/// that request can come before the teardown has run.
-#[derive(Default)]
-pub(crate) struct Teardowns {
-    pending: AtomicUsize,
-    done: Notify,
+/// What admitting a request into the pod's count takes (`Slot::admit`).
+#[derive(Clone, Copy)]
+struct Admit<'a> {
+    shared: Option<&'static AtomicU64>,
+    cap: u32,
+    metrics: Option<&'a Arc<Metrics>>,
+    teardowns: &'a Arc<AtomicUsize>,
 }
 
-/// How long a request that finds every slot taken waits for teardowns before its 503: a
-/// teardown is microseconds of work, this is only a bound.
+/// How long a request that finds every permit taken while instances are being torn down waits
+/// for one before its 503: a teardown is microseconds of work, this is only a bound.
 const TEARDOWN_WAIT: Duration = Duration::from_millis(50);
+
+/// Returns once every task already queued on this worker has had its turn: a task that wakes
+/// itself goes to the back of the queue. (`tokio::task::yield_now` defers the wake-up to when
+/// the worker next polls its driver, which on a busy worker can be dozens of tasks later.)
+pub(crate) async fn after_queued_tasks() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
 
 /// One running server: what its requests share (`App`) and what the dispatch keeps for itself.
 struct Server {
@@ -240,7 +264,9 @@ struct Server {
     upgrade: Upgrade,
     upgraded_requests: AtomicU64,
     in_flight: Option<&'static AtomicU64>,
-    teardowns: Arc<Teardowns>,
+    /// Instances whose response went out and whose teardown is still to run: each holds its
+    /// permit (`Slot::tearing_down`).
+    teardowns: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -272,27 +298,25 @@ impl Server {
         }
     }
 
-    /// A concurrency slot: a free one, or, when all are taken and some only by teardowns of
-    /// instances whose response went out, the first such one freed (`Teardowns`).
+    /// A concurrency slot: a free one, or, when every permit is taken and some only by
+    /// instances being torn down after their response (a client's next request can come before
+    /// that), the first permit given back within `TEARDOWN_WAIT`, in turn with other waiters.
     async fn slot(&self) -> Option<Slot> {
-        let take = || Slot::take(&self.limit, self.in_flight, self.app.limits.max_concurrency, self.app.metrics.clone(), &self.teardowns);
-        let waited = tokio::time::Instant::now() + TEARDOWN_WAIT;
-        loop {
-            let freed = self.teardowns.done.notified();
-            tokio::pin!(freed);
-            // Registered before the check: a teardown that ends after it wakes this one.
-            freed.as_mut().enable();
-            if let Some(slot) = take() {
-                return Some(slot);
-            }
-            if self.teardowns.pending.load(Ordering::Acquire) == 0 {
-                // One may have ended between the two checks.
-                return take();
-            }
-            if tokio::time::timeout_at(waited, freed).await.is_err() {
-                return take();
-            }
+        let admit = Admit {
+            shared: self.in_flight,
+            cap: self.app.limits.max_concurrency,
+            metrics: self.app.metrics.as_ref(),
+            teardowns: &self.teardowns,
+        };
+        if let Some(slot) = Slot::take(&self.limit, admit) {
+            return Some(slot);
         }
+        if self.teardowns.load(Ordering::Acquire) == 0 {
+            // One may have ended between the two checks (its permit goes back first).
+            return Slot::take(&self.limit, admit);
+        }
+        let permit = tokio::time::timeout(TEARDOWN_WAIT, self.limit.clone().acquire_owned()).await.ok()?.ok()?;
+        Slot::admit(permit, admit)
     }
 
     /// The concurrency cap, the code to use (upgraded or not) and the deadline, then the handler
@@ -441,7 +465,7 @@ impl Engine {
             upgrade: upgrade.clone(),
             upgraded_requests: AtomicU64::new(0),
             in_flight: opts.in_flight,
-            teardowns: Arc::default(),
+            teardowns: Arc::new(AtomicUsize::new(0)),
         });
 
         // The epoch clock: request deadlines and a busy guest's yields count its ticks.

@@ -105,6 +105,9 @@ pub(crate) async fn handle(
         // Dropped in reverse order: the slot is released, then the response may end.
         let _done = done_tx;
         let mut permit = permit;
+        // Declared after the slot, so dropped before it however the task ends (aborted at the
+        // deadline too): the slot's permit stands for the instance in the pool.
+        let mut store = store;
         // Counts the instance as retired unless it is given back, also when the task is aborted
         // at the deadline (which drops the instance).
         let mut lease = Lease { reuse, retired: Some(Retired::Timeout) };
@@ -130,7 +133,7 @@ pub(crate) async fn handle(
                         // teardown would otherwise run between the handler's end and the
                         // response going out, and every request would wait for it.
                         permit.tearing_down();
-                        tokio::task::yield_now().await;
+                        super::after_queued_tasks().await;
                         drop((proxy, store));
                     }
                 }

@@ -67,6 +67,9 @@ pub(crate) async fn handle(
     // The guest runs in its own task: it goes on writing the body after `handle` returned.
     let task = tokio::spawn(async move {
         let _permit = permit;
+        // Declared after the slot, so dropped before it however the task ends: the slot's
+        // permit stands for the instance in the pool.
+        let mut store = store;
         let run = async {
             let service = pre.instantiate_async(&mut store).await?;
             store

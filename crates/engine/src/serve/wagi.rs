@@ -96,15 +96,12 @@ pub(crate) async fn handle(
             }
         },
     }
-    // Torn down once the connection has written the response (see `proxy::handle`): the
-    // instance and, after it, its concurrency slot, so that the pool never holds more instances
-    // than there are slots.
+    // Torn down once the connection has written the response (see `proxy::handle`): a task
+    // spawned now runs after this one's turn, in which hyper writes it. The instance goes
+    // first, then its slot (a tuple drops in order, also if the task never runs).
     permit.tearing_down();
-    tokio::spawn(async move {
-        tokio::task::yield_now().await;
-        drop(store);
-        drop(permit);
-    });
+    let teardown = (store, permit);
+    tokio::spawn(async move { drop(teardown) });
     let out = stdout.contents();
     match cgi::parse_response(&out) {
         Ok(r) => {
