@@ -415,8 +415,7 @@ impl Container {
             life: Lifecycle::new(Some(writer)),
             trace: span.take().map(crate::traces::Creating::done),
         });
-        // Cannot fail: the thread waits for it.
-        let _ = watcher.send(container.clone());
+        Self::watched(&watcher, &container);
         Ok(container)
     }
 
@@ -446,11 +445,14 @@ impl Container {
         if let Some(m) = master {
             stdio.attach_terminal(m, &req.stdin, &req.stdout)?;
         }
-        let pidfd = PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?;
+        // Held by the undo from here: killed and reaped by its pidfd, with no process to start
+        // (the step that fails may be a thread or process that could not be started).
+        undo.pid = Some(PidFd::open(pid).map_err(|e| ShimError::internal(format!("pidfd of {pid}: {e}")))?);
         record_init(&bundle, pid);
         debug!("native container created by runc, pid {pid}");
         let watcher = Self::watcher(pid, None, events)?;
         undo.armed = false;
+        let pidfd = undo.pid.take().expect("pidfd set above");
         let container = Arc::new(Container {
             id: req.id.clone(),
             log,
@@ -467,7 +469,7 @@ impl Container {
             life: Lifecycle::new(None),
             trace: span.take().map(crate::traces::Creating::done),
         });
-        let _ = watcher.send(container.clone());
+        Self::watched(&watcher, &container);
         Ok(container)
     }
 
@@ -504,6 +506,14 @@ impl Container {
         })
         .map_err(ShimError::internal)?;
         Ok(tx)
+    }
+
+    /// Hands the container to its exit watcher, which waits for it: cannot fail unless that
+    /// thread is gone, which would leave the exit unreported, so it is said.
+    fn watched(watcher: &std::sync::mpsc::SyncSender<Arc<Container>>, container: &Arc<Container>) {
+        if watcher.send(container.clone()).is_err() {
+            log::error!("the thread that reports this container's exit is gone: its exit will not be reported");
+        }
     }
 
     /// Reads what a wasm init reports while it runs (OOM), then reaps the init and records

@@ -239,9 +239,11 @@ struct Admit<'a> {
 /// for one before its 503: a teardown is microseconds of work, this is only a bound.
 const TEARDOWN_WAIT: Duration = Duration::from_millis(50);
 
-/// Returns once every task already queued on this worker has had its turn: a task that wakes
-/// itself goes to the back of the queue. (`tokio::task::yield_now` defers the wake-up to when
-/// the worker next polls its driver, which on a busy worker can be dozens of tasks later.)
+/// Returns after the tasks already queued on this worker, the connection task woken by the
+/// guest's response among them: a task that wakes itself goes to the back of the queue. On a
+/// current-thread runtime that is every queued task; on a multi-thread one another worker may
+/// take this task sooner, in parallel. (`tokio::task::yield_now` defers the wake-up to when the
+/// worker next polls its driver, which on a busy worker can be dozens of tasks later.)
 pub(crate) async fn after_queued_tasks() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
