@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -235,13 +235,15 @@ fn concurrency_cap_answers_503() {
 }
 
 /// An instance is torn down after its response went out (`proxy::handle`, `wagi::handle`), so
-/// its slot is held a moment past the response; a request that comes at once (here pipelined on
-/// the same connection, which hyper reads right after writing the previous response) still gets
-/// it, on a one-thread server and a multi-thread one, for both kinds of serving.
+/// its process's permit is held a moment past the response; a request that comes at once (here
+/// pipelined on the same connection, which hyper reads right after writing the previous
+/// response) still gets it, on a one-thread server and a multi-thread one, for both kinds of
+/// serving. The pod's count of requests in flight (shared by the processes) is back to 0 after.
 #[test]
 fn one_slot_serves_pipelined_requests_one_after_another() {
     for (guest, kind) in [("http", ServeKind::Http), ("wagi", ServeKind::Wagi)] {
         for current_thread in [true, false] {
+            let in_flight: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
             let limits = ServeLimits { max_concurrency: 1, max_connections: 4, ..Default::default() };
             let engine = serving_engine(&limits);
             let prepared = engine.serve_as(engine.prepare(guests().get(guest), guest, None).unwrap(), kind).unwrap();
@@ -252,7 +254,7 @@ fn one_slot_serves_pipelined_requests_one_after_another() {
                 access_log: false,
                 tracing: None,
                 current_thread,
-                in_flight: None,
+                in_flight: Some(in_flight),
                 when_idle: None,
             };
             let s = Server::serve_with(engine, prepared, Upgrade::new(), opts);
@@ -263,6 +265,7 @@ fn one_slot_serves_pipelined_requests_one_after_another() {
             assert_eq!(r.matches("HTTP/1.1 200").count(), 31, "{guest}, current thread {current_thread}: {r}");
             let stats = s.stop();
             assert_eq!(stats.requests, 31, "{stats:?}");
+            assert_eq!(in_flight.load(Ordering::SeqCst), 0, "{guest}, current thread {current_thread}: the pod's count");
         }
     }
 }

@@ -332,8 +332,7 @@ impl Server {
     ) -> hyper::Response<HyperOutgoingBody> {
         let app = &self.app;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let permit = self.slot().await;
-        let Some(permit) = permit else {
+        let Some(permit) = self.slot().await else {
             if let Some(m) = &app.metrics {
                 m.overloaded();
             }
