@@ -788,7 +788,24 @@ impl Containerd {
         let _ = fs::remove_dir(Path::new(crate::leaks::RUNC_STATE).join(&self.namespace));
         if self.keep {
             eprintln!("E2E_KEEP: leaving {}", self.dir.display());
-        } else if let Err(e) = fs::remove_dir_all(&self.dir) {
+            return;
+        }
+        // A background compile helper still at work writes into the run's compile cache while
+        // the directory is being removed ("Directory not empty", seen in CI): stopped first.
+        let helpers = crate::leaks::processes_in(&self.dir);
+        if !helpers.is_empty() {
+            eprintln!("stopping {} process(es) still working in {}: {helpers:?}", helpers.len(), self.dir.display());
+            crate::leaks::kill_pids(&helpers);
+        }
+        let mut removed = fs::remove_dir_all(&self.dir);
+        for _ in 0..20 {
+            if removed.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            removed = fs::remove_dir_all(&self.dir);
+        }
+        if let Err(e) = removed {
             eprintln!("warning: cannot remove {}: {e}", self.dir.display());
         }
     }

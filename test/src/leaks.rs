@@ -416,10 +416,28 @@ fn active_snapshots(cd: &Containerd, ns: &str) -> Vec<String> {
 
 /// SIGKILLs shim processes by pid (ones this run's containerd started and lost track of), so one
 /// trial's leftovers do not disturb the next, and none outlive the suite.
+/// Processes whose working directory is at or below `dir` (also when it was deleted since): the
+/// shim's background compile helpers run in a container's bundle, detached from their shim by
+/// design (they finish the node's compile cache), and can outlive a run's containerd.
+pub fn processes_in(dir: &Path) -> Vec<u32> {
+    let dir = dir.to_string_lossy().into_owned();
+    list_dir(Path::new("/proc"))
+        .into_iter()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name()?.to_str()?.parse().ok()?;
+            let cwd = fs::read_link(entry.join("cwd")).ok()?;
+            let cwd = cwd.to_string_lossy();
+            let cwd = cwd.strip_suffix(" (deleted)").unwrap_or(&cwd);
+            (cwd == dir || cwd.starts_with(&format!("{dir}/"))).then_some(pid)
+        })
+        .collect()
+}
+
 pub fn kill_pids(pids: &[u32]) {
     for &pid in pids {
-        // SAFETY: kill(2) has no memory-safety preconditions; the pids come from shim_processes,
-        // i.e. shims started by this run's containerd (or their children).
+        // SAFETY: kill(2) has no memory-safety preconditions; the pids come from shim_processes
+        // (shims started by this run's containerd, or their children) or processes_in (working
+        // in this run's own directory).
         unsafe {
             libc::kill(pid as libc::pid_t, libc::SIGKILL);
         }
@@ -527,5 +545,26 @@ mod tests {
         assert!(is_shim_path("/x/containerd-shim-wasm-v1 (deleted)"));
         assert!(!is_shim_path("/usr/bin/containerd-shim-runc-v2"));
         assert!(!is_shim_path("cargo"));
+    }
+
+    /// A process working in a directory is found, also once the directory is deleted, and one
+    /// working in a sibling whose name starts the same is not.
+    #[test]
+    fn processes_working_in_a_directory_are_found() {
+        let base = std::env::temp_dir().join(format!("leaks-cwd-{}", std::process::id()));
+        let (dir, sibling) = (base.join("run"), base.join("run2"));
+        fs::create_dir_all(dir.join("bundle")).unwrap();
+        fs::create_dir_all(&sibling).unwrap();
+        let spawn = |cwd: &Path| std::process::Command::new("sleep").arg("30").current_dir(cwd).spawn().unwrap();
+        let (mut inside, mut beside) = (spawn(&dir.join("bundle")), spawn(&sibling));
+        let found = processes_in(&dir);
+        assert!(found.contains(&inside.id()) && !found.contains(&beside.id()), "{found:?}");
+        fs::remove_dir(dir.join("bundle")).unwrap();
+        assert!(processes_in(&dir).contains(&inside.id()), "a deleted working directory");
+        for c in [&mut inside, &mut beside] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = fs::remove_dir_all(&base);
     }
 }
