@@ -65,19 +65,22 @@ impl ExecProcess {
         let pidfd = match PidFd::open(pid) {
             Ok(p) => Arc::new(p),
             Err(e) => {
-                // Unwatched, its exit would never be reported: it does not run. Still this
-                // shim's unreaped child, so its pid is its own.
+                // Still this shim's unreaped child, so its pid is its own.
                 let _ = wasm_shim_container::process::kill(pid, libc::SIGKILL);
                 let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
                 return Err(ShimError::internal(format!("pidfd of {pid}: {e}")));
             }
         };
+        // A process that Start fails after runc started it does not run: unwatched, its exit
+        // would never be reported (nor its terminal's output go anywhere).
+        let abandon = |e: ShimError| {
+            let _ = pidfd.send_signal(libc::SIGKILL);
+            let _ = pidfd.wait();
+            Err(e)
+        };
         if let Some(m) = master {
             if let Err(e) = stdio.attach_terminal(m, &self.stdin, &self.stdout) {
-                // Its terminal's output would go nowhere, and Start fails: it does not run.
-                let _ = pidfd.send_signal(libc::SIGKILL);
-                let _ = pidfd.wait();
-                return Err(e);
+                return abandon(e);
             }
         }
         // Started before the process counts as started: a thread that cannot be started fails
@@ -86,9 +89,7 @@ impl ExecProcess {
         let me = self.clone();
         let (watched, watch_events) = (pidfd.clone(), events.clone());
         if let Err(e) = crate::logging::spawn(std::thread::Builder::new().name(format!("exec-{pid}")), move || me.monitor(&watched, &watch_events)) {
-            let _ = pidfd.send_signal(libc::SIGKILL);
-            let _ = pidfd.wait();
-            return Err(ShimError::internal(e));
+            return abandon(ShimError::internal(e));
         }
         let _ = life.advance(TaskEvent::Start);
         let st = &mut life.extra;

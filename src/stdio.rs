@@ -266,9 +266,6 @@ impl LogSink {
     }
 }
 
-/// Copies the pipe to the log file until every writer is gone. A failed write (a full disk) is
-/// said once and what follows is read and dropped: the process's output never breaks (a closed
-/// pipe would kill a native process with SIGPIPE), as with containerd's shim.
 /// Runs a copy of a process's output on a thread of its own (named `name`, in the calling
 /// thread's log context); the latch is set once it ended: what [`Flush`] waits for.
 fn spawn_copy(name: &str, copy: impl FnOnce() + Send + 'static) -> Result<Arc<Latch>> {
@@ -282,6 +279,9 @@ fn spawn_copy(name: &str, copy: impl FnOnce() + Send + 'static) -> Result<Arc<La
     Ok(copied)
 }
 
+/// Copies the pipe to the log file until every writer is gone. A failed write (a full disk) is
+/// said once and what follows is read and dropped: the process's output never breaks (a closed
+/// pipe would kill a native process with SIGPIPE), as with containerd's shim.
 fn copy_to_file(mut from: File, to: &mut File, shown: &str) {
     use std::io::{ErrorKind, Read, Write};
     let mut buf = vec![0u8; 32 << 10];

@@ -414,8 +414,6 @@ fn active_snapshots(cd: &Containerd, ns: &str) -> Vec<String> {
     }
 }
 
-/// SIGKILLs shim processes by pid (ones this run's containerd started and lost track of), so one
-/// trial's leftovers do not disturb the next, and none outlive the suite.
 /// Processes whose working directory is at or below `dir` (also when it was deleted since): the
 /// shim's background compile helpers run in a container's bundle, detached from their shim by
 /// design (they finish the node's compile cache), and can outlive a run's containerd.
@@ -433,6 +431,9 @@ pub fn processes_in(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// SIGKILLs processes by pid (shims this run's containerd started and lost track of, and what
+/// still works in the run's directory), so one
+/// trial's leftovers do not disturb the next, and none outlive the suite.
 pub fn kill_pids(pids: &[u32]) {
     for &pid in pids {
         // SAFETY: kill(2) has no memory-safety preconditions; the pids come from shim_processes
