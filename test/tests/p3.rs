@@ -6,6 +6,7 @@
 //! allow-list, the drain; request spans through `client.send` (the CLIENT span and the
 //! `traceparent` the upstream gets). The same under containerd: `wasi3::*` in the e2e suite.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -141,6 +142,15 @@ impl Server {
     }
 
     fn start_traced(limits: ServeLimits, tracing: Option<RequestTracing>) -> Server {
+        Server::start_with(limits, tracing, false, None)
+    }
+
+    fn start_with(
+        limits: ServeLimits,
+        tracing: Option<RequestTracing>,
+        current_thread: bool,
+        in_flight: Option<&'static AtomicU64>,
+    ) -> Server {
         let engine = Engine::with_config(EngineConfig {
             pooling: true,
             serving: Some(ServingPool { instances: limits.max_concurrency, memory: limits.request_memory }),
@@ -157,8 +167,8 @@ impl Server {
             metrics: None,
             access_log: false,
             tracing,
-            current_thread: false,
-            in_flight: None,
+            current_thread,
+            in_flight,
             when_idle: None,
         };
         let s = shutdown.clone();
@@ -251,6 +261,26 @@ fn p3_service_concurrency_cap_and_drain() {
     assert!(t.elapsed() >= Duration::from_millis(500), "drain took {:?}", t.elapsed());
     assert_eq!(stats.requests, 3);
     assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
+}
+
+/// With one slot, requests pipelined on one connection are all served: hyper reads the next
+/// one as soon as the previous body has been written, while that request's instance (and its
+/// process permit) is still being dropped by its own task; the next one waits for it rather
+/// than getting a 503. The pod's count of requests in flight is back to 0 after.
+#[test]
+fn p3_service_one_slot_serves_pipelined_requests() {
+    for current_thread in [true, false] {
+        let in_flight: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+        let limits = ServeLimits { max_concurrency: 1, max_connections: 4, ..Default::default() };
+        let s = Server::start_with(limits, None, current_thread, Some(in_flight));
+        let mut pipelined = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n".repeat(30);
+        pipelined.extend_from_slice(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let r = http::raw(s.addr, &pipelined, Duration::from_secs(20)).unwrap();
+        assert_eq!(r.matches("HTTP/1.1 ").count(), 31, "current thread {current_thread}: {r}");
+        assert_eq!(r.matches("HTTP/1.1 200").count(), 31, "current thread {current_thread}: {r}");
+        assert_eq!(s.stop().requests, 31);
+        assert_eq!(in_flight.load(Ordering::SeqCst), 0, "current thread {current_thread}: the pod's count");
+    }
 }
 
 #[test]

@@ -37,7 +37,7 @@ pub use trace::RequestTracing;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -158,15 +158,56 @@ pub struct ServeStats {
 /// A request's concurrency slot: this process's semaphore permit, which also bounds the
 /// instances its pool holds, and the pod's count (`shared`) and in-flight gauge while the request
 /// is in flight. After its response went out, only the permit is kept, until its instance is
-/// torn down (`tearing_down`).
+/// torn down (`tearing_down`, or a [`Mark`]'s).
 pub(crate) struct Slot {
     /// `None` only in `drop`, which gives it back first.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    counts: Counts,
+    tearing_down: bool,
+    /// Where a [`Mark`] was taken, the state it and the slot share (`IN_FLIGHT`, ...).
+    marked: Option<Arc<AtomicU8>>,
+}
+
+/// What a slot counts in while its request is in flight, and where its teardown is counted.
+#[derive(Clone)]
+struct Counts {
     metrics: Option<Arc<Metrics>>,
     /// The count shared with the other processes (`ServeOptions::in_flight`).
     shared: Option<&'static AtomicU64>,
     teardowns: Arc<AtomicUsize>,
-    tearing_down: bool,
+}
+
+impl Counts {
+    fn left(&self) {
+        if let Some(m) = &self.metrics {
+            m.left();
+        }
+        if let Some(n) = self.shared {
+            n.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+const IN_FLIGHT: u8 = 0;
+const TEARING_DOWN: u8 = 1;
+const DROPPED: u8 = 2;
+
+/// Marks a slot as tearing down from elsewhere than its owner: from the response body, when
+/// hyper has written its end, while the task that owns the slot (and drops the instance first)
+/// runs later. Whichever of the mark and the slot's drop comes first does the accounting.
+pub(crate) struct Mark {
+    state: Arc<AtomicU8>,
+    counts: Counts,
+}
+
+impl Mark {
+    /// As `Slot::tearing_down`; nothing once the slot is gone.
+    pub(crate) fn tearing_down(&self) {
+        if self.state.compare_exchange(IN_FLIGHT, TEARING_DOWN, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            self.counts.left();
+            self.counts.teardowns.fetch_add(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Slot {
@@ -186,10 +227,9 @@ impl Slot {
         }
         Some(Slot {
             permit: Some(permit),
-            metrics: a.metrics.cloned(),
-            shared: a.shared,
-            teardowns: a.teardowns.clone(),
+            counts: Counts { metrics: a.metrics.cloned(), shared: a.shared, teardowns: a.teardowns.clone() },
             tearing_down: false,
+            marked: None,
         })
     }
 
@@ -198,30 +238,40 @@ impl Slot {
     /// stays until its instance is dropped, so that the pool is never asked for more instances
     /// than it has. A request that finds every permit taken waits for these (`Server::slot`).
     pub(crate) fn tearing_down(&mut self) {
-        if !self.tearing_down {
+        if let Some(state) = &self.marked {
+            Mark { state: state.clone(), counts: self.counts.clone() }.tearing_down();
+        } else if !self.tearing_down {
             self.tearing_down = true;
-            self.left();
-            self.teardowns.fetch_add(1, Ordering::AcqRel);
+            self.counts.left();
+            self.counts.teardowns.fetch_add(1, Ordering::AcqRel);
         }
     }
 
-    fn left(&self) {
-        if let Some(m) = &self.metrics {
-            m.left();
-        }
-        if let Some(n) = self.shared {
-            n.fetch_sub(1, Ordering::AcqRel);
-        }
+    /// A handle that does `tearing_down` from elsewhere (one per slot; only where it is needed,
+    /// for the shared state it allocates).
+    pub(crate) fn mark(&mut self) -> Mark {
+        let state = self
+            .marked
+            .get_or_insert_with(|| Arc::new(AtomicU8::new(if self.tearing_down { TEARING_DOWN } else { IN_FLIGHT })))
+            .clone();
+        Mark { state, counts: self.counts.clone() }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         drop(self.permit.take());
-        if self.tearing_down {
-            self.teardowns.fetch_sub(1, Ordering::AcqRel);
-        } else {
-            self.left();
+        let was = match &self.marked {
+            Some(state) => state.swap(DROPPED, Ordering::AcqRel),
+            None if self.tearing_down => TEARING_DOWN,
+            None => IN_FLIGHT,
+        };
+        match was {
+            TEARING_DOWN => {
+                self.counts.teardowns.fetch_sub(1, Ordering::AcqRel);
+            }
+            IN_FLIGHT => self.counts.left(),
+            _ => {}
         }
     }
 }

@@ -40,7 +40,7 @@ pub(crate) async fn handle(
     app: &App,
     pre: &ServicePre<ProxyState>,
     req: hyper::Request<hyper::body::Incoming>,
-    permit: super::Slot,
+    mut permit: super::Slot,
     deadline: Instant,
     trace: Option<super::trace::ClientTrace>,
 ) -> hyper::Response<HyperOutgoingBody> {
@@ -64,6 +64,9 @@ pub(crate) async fn handle(
     let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(&mut hooks, req);
     let (tx, rx) = oneshot::channel::<Answer>();
     let pre = pre.clone();
+    // The body's end marks the slot as tearing down (what proxy.rs does after its response):
+    // hyper reads a pipelined next request then, before this task has dropped the instance.
+    let mark = permit.mark();
     // The guest runs in its own task: it goes on writing the body after `handle` returned.
     let task = tokio::spawn(async move {
         let _permit = permit;
@@ -83,7 +86,7 @@ pub(crate) async fn handle(
                     };
                     let response = accessor.with(|mut store| response.into_http(&mut store, request_io))?;
                     let (done_tx, done_rx) = oneshot::channel::<()>();
-                    let response = response.map(|body| Watched { inner: body, done: Some(done_tx) }.boxed_unsync());
+                    let response = response.map(|body| Watched { inner: body, done: Some(done_tx), mark }.boxed_unsync());
                     if tx.send(Ok(response)).is_ok() {
                         // The body is read from the guest's stream by this event loop: keep it
                         // running until hyper is done with the body (or drops it).
@@ -121,9 +124,24 @@ pub(crate) async fn handle(
 
 /// A response body that tells the guest task when hyper is done with it: at its end, at an
 /// error, or when it is dropped (the client went away), the sender goes and `done_rx` wakes.
+/// Then the request is no longer in flight: its slot is marked as tearing down first.
 struct Watched {
     inner: HyperOutgoingBody,
     done: Option<oneshot::Sender<()>>,
+    mark: super::Mark,
+}
+
+impl Watched {
+    fn finish(&mut self) {
+        self.mark.tearing_down();
+        self.done = None;
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 impl Body for Watched {
@@ -136,7 +154,7 @@ impl Body for Watched {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-            self.done = None;
+            self.finish();
         }
         polled
     }
