@@ -4,9 +4,7 @@
 use containerd_shim::protos::cgroups::metrics as v1;
 use containerd_shim::protos::cgroups_v2::metrics as v2;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
-#[cfg(test)]
-use containerd_shim::protos::protobuf::Message;
-use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
+use containerd_shim::protos::protobuf::{Message, MessageField};
 use wasm_shim_container::cgroup::{Stats, Version};
 
 pub fn v1_metrics(s: &Stats) -> v1::Metrics {
@@ -70,11 +68,13 @@ pub fn v2_metrics(s: &Stats) -> v2::Metrics {
     m
 }
 
-/// The type name is spelled out, not read from the generated descriptor: the first reflective
-/// lookup builds the descriptors of the whole proto file and its imports, hundreds of KiB of
-/// heap a shim would keep for its pod's life (the kubelet asks for stats every few seconds).
-fn pack(type_url: &str, msg: &dyn MessageDyn) -> Result<Any, String> {
-    let value = msg.write_to_bytes_dyn().map_err(|e| e.to_string())?;
+/// The type name is spelled out, and the message encoded through the generic `Message`, not
+/// `MessageDyn` (whose `write_to_bytes_dyn` names the message by its descriptor): the first
+/// reflective lookup builds the descriptors of the whole proto file and its imports, hundreds
+/// of KiB of heap a shim would keep for its pod's life (the kubelet asks for stats every few
+/// seconds).
+fn pack<M: Message>(type_url: &str, msg: &M) -> Result<Any, String> {
+    let value = msg.write_to_bytes().map_err(|e| e.to_string())?;
     Ok(Any { type_url: type_url.to_string(), value, ..Default::default() })
 }
 
@@ -88,12 +88,13 @@ pub fn to_any(version: Version, s: &Stats) -> Result<Any, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use containerd_shim::protos::protobuf::MessageFull;
 
     #[test]
     fn stats_land_in_the_type_containerd_decodes() {
         let s = Stats { memory_usage: 4096, memory_limit: 1 << 26, cpu_usage_ns: 5000, pids_current: 1, oom_kills: 2, ..Default::default() };
         let any = to_any(Version::V1, &s).unwrap();
-        assert_eq!(any.type_url, v1::Metrics::new().descriptor_dyn().full_name());
+        assert_eq!(any.type_url, v1::Metrics::descriptor().full_name());
         assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
         let back = v1::Metrics::parse_from_bytes(&any.value).unwrap();
         assert_eq!(back.memory.usage.usage, 4096);
@@ -102,7 +103,7 @@ mod tests {
         assert_eq!(back.memory_oom_control.oom_kill, 2);
 
         let any = to_any(Version::V2, &s).unwrap();
-        assert_eq!(any.type_url, v2::Metrics::new().descriptor_dyn().full_name());
+        assert_eq!(any.type_url, v2::Metrics::descriptor().full_name());
         assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
         let back = v2::Metrics::parse_from_bytes(&any.value).unwrap();
         assert_eq!(back.memory.usage, 4096);
