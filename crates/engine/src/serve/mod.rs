@@ -203,9 +203,13 @@ pub(crate) struct Mark {
 impl Mark {
     /// As `Slot::tearing_down`; nothing once the slot is gone.
     pub(crate) fn tearing_down(&self) {
+        // Counted before the state says so, so that a drop on another thread that sees it can
+        // never take the count below zero; taken back when the slot was no longer in flight.
+        self.counts.teardowns.fetch_add(1, Ordering::AcqRel);
         if self.state.compare_exchange(IN_FLIGHT, TEARING_DOWN, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             self.counts.left();
-            self.counts.teardowns.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.counts.teardowns.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -242,8 +246,9 @@ impl Slot {
             Mark { state: state.clone(), counts: self.counts.clone() }.tearing_down();
         } else if !self.tearing_down {
             self.tearing_down = true;
-            self.counts.left();
+            // Counted first: a request that finds every permit taken then waits for this one.
             self.counts.teardowns.fetch_add(1, Ordering::AcqRel);
+            self.counts.left();
         }
     }
 
