@@ -240,9 +240,16 @@ impl Container {
     /// Everything up to a ready, compiled, waiting init; undone on any failure.
     /// `creating` is how a Delete of the same id cancels it: checked between steps, and the
     /// cgroup it kills from.
-    pub fn create(req: &CreateTaskRequest, namespace: &str, address: &str, events: &Events, creating: &Creating) -> Result<Arc<Container>> {
-        // The `create` task span (a new trace for this container), when traces are on.
-        let mut span = crate::traces::Creating::begin(&req.id);
+    pub fn create(
+        req: &CreateTaskRequest,
+        namespace: &str,
+        address: &str,
+        events: &Events,
+        creating: &Creating,
+        caller: &crate::traces::Caller,
+    ) -> Result<Arc<Container>> {
+        // The `create` task span (in containerd's trace, else a new one), when traces are on.
+        let mut span = crate::traces::Creating::begin(&req.id, caller);
         let created = Self::create_spanned(req, namespace, address, events, creating, &mut span);
         if let (Err(e), Some(span)) = (&created, span) {
             span.failed(&e.message);

@@ -68,7 +68,7 @@ impl Service {
             .ok_or_else(|| ShimError::not_found(format!("container {id} not found")))
     }
 
-    fn do_create(&self, req: &CreateTaskRequest) -> Result<CreateTaskResponse> {
+    fn do_create(&self, req: &CreateTaskRequest, caller: &crate::traces::Caller) -> Result<CreateTaskResponse> {
         let pending = {
             let containers = self.containers.lock().unwrap();
             let mut creating = self.creating.lock().unwrap();
@@ -79,7 +79,7 @@ impl Service {
             creating.insert(req.id.clone(), pending.clone());
             pending
         };
-        let created = Container::create(req, &self.namespace, &self.address, &self.events, &pending);
+        let created = Container::create(req, &self.namespace, &self.address, &self.events, &pending, caller);
         {
             // Known as a container before it stops being a Create: a Delete finds one or the other.
             let mut containers = self.containers.lock().unwrap();
@@ -154,9 +154,9 @@ impl Service {
 }
 
 impl Task for Service {
-    fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> TResult<CreateTaskResponse> {
+    fn create(&self, ctx: &TtrpcContext, req: CreateTaskRequest) -> TResult<CreateTaskResponse> {
         let _log = self.log_as(&req.id);
-        self.do_create(&req).map_err(|e| {
+        self.do_create(&req, &crate::traces::Caller::of(&ctx.metadata)).map_err(|e| {
             info!("create failed: {e}");
             e.into()
         })

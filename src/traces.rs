@@ -480,6 +480,45 @@ pub struct TaskTrace {
     attributes: Vec<KeyValue>,
 }
 
+/// The trace context of the request that asked for a task: containerd 2.x, when its own tracing
+/// is on, sends W3C `traceparent` (and `tracestate`) in the ttrpc metadata of its calls to a
+/// shim, as its runc shim reads them. Nothing when the shim exports no traces or there is none.
+#[derive(Default)]
+pub struct Caller(Option<Context>);
+
+impl Caller {
+    pub fn of(metadata: &std::collections::HashMap<String, Vec<String>>) -> Caller {
+        if shim().is_none() {
+            return Caller(None);
+        }
+        Caller::from_metadata(metadata)
+    }
+
+    fn from_metadata(metadata: &std::collections::HashMap<String, Vec<String>>) -> Caller {
+        if !metadata.contains_key(TRACEPARENT) {
+            return Caller(None);
+        }
+        use opentelemetry::propagation::TextMapPropagator as _;
+        let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Metadata(metadata));
+        Caller(cx.span().span_context().is_valid().then_some(cx))
+    }
+}
+
+const TRACEPARENT: &str = "traceparent";
+
+/// ttrpc metadata as what a propagator reads (each key's first value).
+struct Metadata<'a>(&'a std::collections::HashMap<String, Vec<String>>);
+
+impl opentelemetry::propagation::Extractor for Metadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.first()).map(String::as_str)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
 /// A container's `create` span while Create runs.
 pub struct Creating {
     span: Span,
@@ -487,14 +526,20 @@ pub struct Creating {
 }
 
 impl Creating {
-    /// Starts the `create` span of container `id` (a new trace), if the shim exports traces.
-    pub fn begin(id: &str) -> Option<Creating> {
-        Some(Creating::with(&shim()?.tracer, id))
+    /// Starts the `create` span of container `id`, if the shim exports traces: in the trace of
+    /// the `caller` (containerd's) when it sent one, else a new trace.
+    pub fn begin(id: &str, caller: &Caller) -> Option<Creating> {
+        Some(Creating::with(&shim()?.tracer, id, caller))
     }
 
-    fn with(tracer: &SdkTracer, id: &str) -> Creating {
+    fn with(tracer: &SdkTracer, id: &str, caller: &Caller) -> Creating {
         let attributes = container_attributes(id, None);
-        let span = tracer.span_builder("create").with_kind(SpanKind::Internal).with_attributes(attributes.clone()).start(tracer);
+        let parent = caller.0.clone().unwrap_or_default();
+        let span = tracer
+            .span_builder("create")
+            .with_kind(SpanKind::Internal)
+            .with_attributes(attributes.clone())
+            .start_with_context(tracer, &parent);
         let root = Context::new().with_remote_span_context(span.span_context().clone());
         Creating { span, trace: TaskTrace { tracer: tracer.clone(), root, attributes } }
     }
@@ -755,19 +800,20 @@ mod tests {
         drop(stalled);
     }
 
-    #[test]
-    fn a_task_is_one_trace() {
-        #[derive(Debug, Clone, Default)]
-        struct Kept(Arc<Mutex<Vec<SpanData>>>);
-        impl SpanExporter for Kept {
-            async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-                self.0.lock().unwrap().extend(batch);
-                Ok(())
-            }
+    #[derive(Debug, Clone, Default)]
+    struct Kept(Arc<Mutex<Vec<SpanData>>>);
+    impl SpanExporter for Kept {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
         }
+    }
+
+    /// The spans of one task's life (container `c1`), created for `caller`; and its trace's root.
+    fn task_spans(caller: &Caller) -> (Vec<SpanData>, opentelemetry::trace::SpanContext) {
         let kept = Kept::default();
         let provider = SdkTracerProvider::builder().with_span_processor(Batch::start(kept.clone(), "test", "traces-test").unwrap()).build();
-        let mut c = Creating::with(&provider.tracer("t"), "c1");
+        let mut c = Creating::with(&provider.tracer("t"), "c1", caller);
         c.spec("c1", &oci_spec::runtime::Spec::default());
         c.compiled("miss", "optimized", Duration::from_millis(30), "/hello.wasm", Some("ab"));
         let trace = c.done();
@@ -776,6 +822,12 @@ mod tests {
         let root = trace.root();
         provider.force_flush().unwrap();
         let spans = kept.0.lock().unwrap().clone();
+        (spans, root)
+    }
+
+    #[test]
+    fn a_task_is_one_trace() {
+        let (spans, root) = task_spans(&Caller::default());
         let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
         assert_eq!(names, ["compile", "create", "start", "exit"]);
         for s in &spans {
@@ -785,8 +837,40 @@ mod tests {
                 assert_eq!(s.parent_span_id, root.span_id());
             }
         }
+        assert_eq!(spans[1].parent_span_id, opentelemetry::trace::SpanId::INVALID, "create is the root");
         let compile = &spans[0];
         assert!(compile.end_time.duration_since(compile.start_time).unwrap() >= Duration::from_millis(30));
         assert!(matches!(spans[3].status, Status::Error { .. }));
+    }
+
+    fn metadata(traceparent: &str) -> std::collections::HashMap<String, Vec<String>> {
+        [(TRACEPARENT.to_string(), vec![traceparent.to_string()]), ("containerd-namespace".to_string(), vec!["k8s.io".to_string()])].into()
+    }
+
+    #[test]
+    fn a_task_joins_the_trace_containerd_sent() {
+        let caller = Caller::from_metadata(&metadata("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        let (spans, root) = task_spans(&caller);
+        assert_eq!(spans.len(), 4);
+        assert_eq!(format!("{}", root.trace_id()), "4bf92f3577b34da6a3ce929d0e0e4736");
+        for s in &spans {
+            assert_eq!(s.span_context.trace_id(), root.trace_id());
+            let parent = if s.name == "create" { "00f067aa0ba902b7".to_string() } else { format!("{}", root.span_id()) };
+            assert_eq!(format!("{}", s.parent_span_id), parent, "{}", s.name);
+        }
+
+        // A trace containerd does not sample: none of the task's spans either.
+        let (spans, _) = task_spans(&Caller::from_metadata(&metadata("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")));
+        assert!(spans.is_empty(), "{spans:?}");
+
+        // No traceparent, or one that is not valid: a trace of the task's own.
+        for md in [Default::default(), metadata("00-zz-00f067aa0ba902b7-01"), metadata("00-00000000000000000000000000000000-00f067aa0ba902b7-01")] {
+            let caller = Caller::from_metadata(&md);
+            assert!(caller.0.is_none());
+            let (spans, root) = task_spans(&caller);
+            assert_eq!(spans.len(), 4);
+            assert_ne!(format!("{}", root.trace_id()), "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_eq!(spans[1].parent_span_id, opentelemetry::trace::SpanId::INVALID);
+        }
     }
 }
