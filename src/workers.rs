@@ -30,7 +30,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use wasm_shim_container::process;
+use wasm_shim_container::process::{self, PidFd};
 use wasm_shim_engine::Shutdown;
 use wasm_shim_oci::HttpConfig;
 
@@ -176,12 +176,19 @@ pub struct Drain {
     /// A signal came from outside (containerd, the kubelet) already.
     signalled: Arc<AtomicBool>,
     shutdown: Shutdown,
-    pids: Arc<Vec<i32>>,
+    /// The workers, each with a pidfd where one could be opened: the watcher reaps a worker
+    /// that ended and then begins the drain, which must not signal whatever process took its
+    /// pid (another process of the container). By pid only where pidfds are refused (a kernel
+    /// before 5.3, a seccomp profile without `pidfd_open`).
+    workers: Arc<Vec<(i32, Option<PidFd>)>>,
 }
 
 impl Drain {
+    /// `pids`: the workers, none reaped yet (a worker that ended is a zombie until `watch`
+    /// reaps it, and a pidfd opens on a zombie).
     pub fn new(shutdown: Shutdown, pids: Vec<i32>) -> Drain {
-        Drain { started: Arc::new(AtomicBool::new(false)), signalled: Arc::new(AtomicBool::new(false)), shutdown, pids: Arc::new(pids) }
+        let workers = pids.into_iter().map(|pid| (pid, PidFd::open(pid).ok())).collect();
+        Drain { started: Arc::new(AtomicBool::new(false)), signalled: Arc::new(AtomicBool::new(false)), shutdown, workers: Arc::new(workers) }
     }
 
     /// A signal from outside: the drain begins (if nothing began it yet). False on the second
@@ -202,8 +209,11 @@ impl Drain {
             return false;
         }
         self.shutdown.trigger();
-        for pid in self.pids.iter() {
-            let _ = process::kill(*pid, signal);
+        for (pid, fd) in self.workers.iter() {
+            let _ = match fd {
+                Some(fd) => fd.send_signal(signal),
+                None => process::kill(*pid, signal),
+            };
         }
         true
     }
@@ -216,7 +226,7 @@ pub fn watch(drain: Drain) -> std::thread::JoinHandle<Option<i32>> {
     std::thread::spawn(move || {
         use nix::sys::wait::{waitpid, WaitStatus};
         let mut failed = None;
-        let mut left = drain.pids.len();
+        let mut left = drain.workers.len();
         while left > 0 {
             // Every child is reaped (as pid 1 of the container, the init inherits orphans, such
             // as those of a `kubectl debug` process), only workers counted.
@@ -226,7 +236,7 @@ pub fn watch(drain: Drain) -> std::thread::JoinHandle<Option<i32>> {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => break,
             };
-            if !drain.pids.contains(&pid.as_raw()) {
+            if !drain.workers.iter().any(|(p, _)| *p == pid.as_raw()) {
                 continue;
             }
             left -= 1;
@@ -244,6 +254,27 @@ pub fn watch(drain: Drain) -> std::thread::JoinHandle<Option<i32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The drain signals a worker through a pidfd opened while it could not have been reaped
+    /// yet: once the watcher has reaped it, its pid may be another process's.
+    #[test]
+    fn a_drain_signals_its_workers_by_pidfd() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut live = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        // Not reaped yet when the drain is made, as the init's workers are.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let d = Drain::new(Shutdown::new(), vec![live.id() as i32, gone.id() as i32]);
+        assert!(d.workers.iter().all(|(_, fd)| fd.is_some()), "a pidfd for each, the zombie too");
+        assert!(gone.wait().unwrap().success());
+        assert!(d.begin(libc::SIGTERM));
+        assert_eq!(live.wait().unwrap().signal(), Some(libc::SIGTERM));
+        // Both reaped now: their pidfds say so rather than reaching a pid's next owner.
+        for (_, fd) in d.workers.iter() {
+            let e = fd.as_ref().unwrap().send_signal(0).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
+        }
+    }
 
     #[test]
     fn a_drain_begun_inside_still_waits_for_the_second_signal_from_outside() {
