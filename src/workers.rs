@@ -179,7 +179,7 @@ pub struct Drain {
     /// The workers, each with a pidfd where one could be opened: the watcher reaps a worker
     /// that ended and then begins the drain, which must not signal whatever process took its
     /// pid (another process of the container). By pid only where pidfds are refused (a kernel
-    /// before 5.3, a seccomp profile without `pidfd_open`).
+    /// before 5.3, a seccomp profile without `pidfd_open` or `pidfd_send_signal`).
     workers: Arc<Vec<(i32, Option<PidFd>)>>,
 }
 
@@ -210,10 +210,16 @@ impl Drain {
         }
         self.shutdown.trigger();
         for (pid, fd) in self.workers.iter() {
-            let _ = match fd {
-                Some(fd) => fd.send_signal(signal),
-                None => process::kill(*pid, signal),
-            };
+            let by_pidfd = fd.as_ref().map(|fd| fd.send_signal(signal));
+            match by_pidfd {
+                Some(Ok(())) => {}
+                // Reaped already: its pid is not its own any more.
+                Some(Err(e)) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                // No pidfd, or one a seccomp profile will not let us signal through.
+                _ => {
+                    let _ = process::kill(*pid, signal);
+                }
+            }
         }
         true
     }
