@@ -682,13 +682,14 @@ mod tests {
 
     #[test]
     fn request_spans_go_to_the_pods_endpoint_else_the_nodes() {
-        let node = Some("http://node-agent:4318/v1/traces");
+        let node_url = "http://node-agent:4318/v1/traces";
+        let node = Some(node_url);
         let allowed = vec!["http://otel.pod-ns:4318".to_string(), "a".to_string(), "b".to_string()];
         // The pod's wins.
         let pod = pairs(&[(ENDPOINT, "http://otel.pod-ns:4318")]);
         assert_eq!(request_endpoint(&pod, node, &allowed, false).unwrap().unwrap().0, "http://otel.pod-ns:4318/v1/traces");
         // None of its own: the node's (the operator's, not subject to the pod's list).
-        assert_eq!(request_endpoint(&pairs(&[("PORT", "80")]), node, &[], false).unwrap().unwrap().0, node.unwrap());
+        assert_eq!(request_endpoint(&pairs(&[("PORT", "80")]), node, &[], false).unwrap().unwrap().0, node_url);
         assert_eq!(request_endpoint(&[], None, &allowed, false).unwrap(), None);
         // Turned off by the pod, whatever the node says.
         assert_eq!(request_endpoint(&pairs(&[(SDK_DISABLED, "true")]), node, &allowed, false).unwrap(), None);
@@ -812,7 +813,13 @@ mod tests {
     /// The spans of one task's life (container `c1`), created for `caller`; and its trace's root.
     fn task_spans(caller: &Caller) -> (Vec<SpanData>, opentelemetry::trace::SpanContext) {
         let kept = Kept::default();
-        let provider = SdkTracerProvider::builder().with_span_processor(Batch::start(kept.clone(), "test", "traces-test").unwrap()).build();
+        // The SDK's default sampler, set here so that no OTEL_TRACES_SAMPLER in the test's
+        // environment changes it.
+        let sampler = opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(opentelemetry_sdk::trace::Sampler::AlwaysOn));
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(sampler)
+            .with_span_processor(Batch::start(kept.clone(), "test", "traces-test").unwrap())
+            .build();
         let mut c = Creating::with(&provider.tracer("t"), "c1", caller);
         c.spec("c1", &oci_spec::runtime::Spec::default());
         c.compiled("miss", "optimized", Duration::from_millis(30), "/hello.wasm", Some("ab"));

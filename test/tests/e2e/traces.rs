@@ -58,6 +58,15 @@ fn task_spans(rx: &Receiver, id: &str) -> Result<Vec<Span>> {
     })
 }
 
+/// Whether containerd loaded its tracing processor (`ctr plugins ls`: status `ok`), as 2.x does
+/// when the OTLP variables are in its environment and 1.x only from its config file.
+fn tracing_plugin_loaded(cd: &Containerd) -> Result<bool> {
+    let out = cd.ctr(["plugins", "ls"]).output()?;
+    ensure(out.status.success(), || format!("ctr plugins ls: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().any(|l| l.starts_with("io.containerd.tracing.processor") && l.split_whitespace().last() == Some("ok")))
+}
+
 fn one<'a>(spans: &'a [Span], name: &str) -> Result<&'a Span> {
     let found: Vec<&Span> = spans.iter().filter(|s| s.name == name).collect();
     ensure(found.len() == 1, || format!("{} spans named {name}: {spans:#?}", found.len()))?;
@@ -67,6 +76,8 @@ fn one<'a>(spans: &'a [Span], name: &str) -> Result<&'a Span> {
 pub fn task_spans_in_one_trace(_cx: &Ctx) -> Result<()> {
     let rx = Receiver::start()?;
     let cd = traced_containerd(&rx.endpoint())?;
+    let containerd_traces = tracing_plugin_loaded(&cd)?;
+    println!("  containerd's own tracing: {}", if containerd_traces { "on" } else { "off" });
     for (id, cache) in [("t-trace-1", "miss"), ("t-trace-2", "hit")] {
         let mut opts = RunOpts::wasm(GUESTS_IMAGE, id);
         let pod = id == "t-trace-2";
@@ -80,9 +91,10 @@ pub fn task_spans_in_one_trace(_cx: &Ctx) -> Result<()> {
         expect_code(&out, 0)?;
         let spans = task_spans(&rx, id)?;
         let create = one(&spans, "create")?;
-        if wasm_shim_e2e::containerd::containerd_major() >= 2 {
-            // containerd 2.x, its tracing on, sends its trace context with Create: the task's
-            // spans join containerd's trace, under the span of containerd's call to the shim.
+        if containerd_traces {
+            // containerd's tracing is on (2.x reads the OTLP variables of its environment): it
+            // sends its trace context with Create, and the task's spans join containerd's
+            // trace, under the span of containerd's call to the shim.
             ensure(!create.parent_span_id.is_empty(), || format!("create did not join containerd's trace: {create:?}"))?;
             let parent = rx.wait_for(Duration::from_secs(10), "create's parent span", |all| all.iter().find(|s| s.span_id == create.parent_span_id).cloned())?;
             ensure(parent.trace_id == create.trace_id && parent.resource.get("service.name").map(String::as_str) == Some("containerd"), || {
@@ -90,7 +102,8 @@ pub fn task_spans_in_one_trace(_cx: &Ctx) -> Result<()> {
             })?;
             println!("  {id}: create is a child of containerd's {:?}", parent.name);
         } else {
-            // containerd 1.x sends none: a trace of the task's own.
+            // containerd 1.x (tracing only from its config file) sends none: a trace of the
+            // task's own.
             ensure(create.parent_span_id.is_empty(), || format!("create is not the root: {create:?}"))?;
         }
         for s in &spans {
