@@ -1018,25 +1018,25 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     // Native containers through the wasm runtime (pods' pause and sidecars): the runc
     // scenarios again, plus what only native tasks have.
     use Flavor::Native;
-    add("echo", Native, Box::new(|cx| native::echo(cx)));
-    add("exit_code_and_streams", Native, Box::new(|cx| native::exit_and_streams(cx)));
-    add("stdin", Native, Box::new(|cx| native::stdin(cx)));
+    add("echo", Native, Box::new(native::echo));
+    add("exit_code_and_streams", Native, Box::new(native::exit_and_streams));
+    add("stdin", Native, Box::new(native::stdin));
     add("sigkill", Native, Box::new(|cx| sigkill_sleeper(cx, Native, "n-kill")));
     add("cpu_limit", Native, Box::new(|cx| cpu_limit(cx, Native, "n-cpu")));
     add("pids_limit_config", Native, Box::new(|cx| pids_limit(cx, Native, "n-pids")));
     add("pause_resume", Native, Box::new(|cx| pause_resume(cx, Native, "n-pause")));
     add("metrics_ps", Native, Box::new(|cx| metrics_ps(cx, Native, "n-metrics")));
     add("events", Native, Box::new(|cx| lifecycle_events(cx, Native, "n-events")));
-    add("exec", Native, Box::new(|cx| native::exec(cx)));
-    add("exec_in_wasm_task_is_refused", Native, Box::new(|cx| native::exec_in_wasm(cx)));
-    add("terminal", Native, Box::new(|cx| native::terminal(cx)));
-    add("missing_binary", Native, Box::new(|cx| native::missing_binary(cx)));
-    add("pod_shares_one_shim", Native, Box::new(|cx| native::pod_shares_one_shim(cx)));
+    add("exec", Native, Box::new(native::exec));
+    add("exec_in_wasm_task_is_refused", Native, Box::new(native::exec_in_wasm));
+    add("terminal", Native, Box::new(native::terminal));
+    add("missing_binary", Native, Box::new(native::missing_binary));
+    add("pod_shares_one_shim", Native, Box::new(native::pod_shares_one_shim));
     add("loop_leaves_nothing", Native, Box::new(|cx| run_loop(cx, Native, "n-loop", 10)));
 
     add("hello", Wasm, Box::new(wasm_hello));
-    add("artifact_from_content_store", Wasm, Box::new(|cx| artifact::runs_from_content_store(cx)));
-    add("artifact_unknown_media_type", Wasm, Box::new(|cx| artifact::unknown_media_type_is_refused(cx)));
+    add("artifact_from_content_store", Wasm, Box::new(artifact::runs_from_content_store));
+    add("artifact_unknown_media_type", Wasm, Box::new(artifact::unknown_media_type_is_refused));
     add("stderr_separate", Wasm, Box::new(wasm_stderr));
     // Each command guest as a module (`wasm::<case>`) and as a component (`wasm::component::<case>`).
     for (prefix, g) in [("", ""), ("component::", "c-")] {
@@ -1202,7 +1202,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     for (name, id, how, needles) in badspec::cases() {
         add(name, Wasm, Box::new(move |cx| badspec::bad_spec(cx, id, how, needles)));
     }
-    add("bad_huge_module", Wasm, Box::new(|cx| badspec::huge_module(cx)));
+    add("bad_huge_module", Wasm, Box::new(badspec::huge_module));
     let loops = std::env::var("E2E_LOOP")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -1219,8 +1219,8 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("soak::loop_1000", Wasm, Box::new(|cx| run_loop(cx, Wasm, "s-loop", 1000)));
     add("soak::concurrent_200", Wasm, Box::new(|cx| soak::concurrent(cx, 200)));
     add("soak::pod_shim_1000_tasks", Wasm, Box::new(|cx| soak::pod_shim(cx, 1000)));
-    add("cache_compiled_once", Wasm, Box::new(|cx| cache::compiled_once(cx)));
-    add("cache_corrupt_entry_recovers", Wasm, Box::new(|cx| cache::corrupt_entry_recovers(cx)));
+    add("cache_compiled_once", Wasm, Box::new(cache::compiled_once));
+    add("cache_corrupt_entry_recovers", Wasm, Box::new(cache::corrupt_entry_recovers));
     add("precompile::watch_then_first_start_hits", Wasm, Box::new(precompile::watch_then_first_start_hits));
     add("precompile::bad_images_then_good", Wasm, Box::new(precompile::bad_images_then_good));
     add("precompile::one_shot", Wasm, Box::new(precompile::one_shot));
@@ -1272,25 +1272,25 @@ fn cases() -> Vec<(String, Flavor, Case)> {
 
     // Faults around running tasks (e2e/faults.rs): containerd restarted, the shim killed, guests
     // that spin, eat memory, flood stdout or never read stdin next to a well-behaved one.
-    add("faults::containerd_restart", Wasm, Box::new(|cx| faults::containerd_restart(cx)));
-    add("faults::shim_sigkill", Wasm, Box::new(|cx| faults::shim_sigkill(cx)));
-    add("faults::create_cancelled", Wasm, Box::new(|cx| faults::create_cancelled(cx)));
-    add("faults::noisy_spin", Wasm, Box::new(|cx| faults::noisy_spin(cx)));
-    add("faults::noisy_memhog", Wasm, Box::new(|cx| faults::noisy_memhog(cx)));
-    add("faults::noisy_flood", Wasm, Box::new(|cx| faults::noisy_flood(cx)));
-    add("faults::noisy_unread_stdin", Wasm, Box::new(|cx| faults::noisy_unread_stdin(cx)));
+    add("faults::containerd_restart", Wasm, Box::new(faults::containerd_restart));
+    add("faults::shim_sigkill", Wasm, Box::new(faults::shim_sigkill));
+    add("faults::create_cancelled", Wasm, Box::new(faults::create_cancelled));
+    add("faults::noisy_spin", Wasm, Box::new(faults::noisy_spin));
+    add("faults::noisy_memhog", Wasm, Box::new(faults::noisy_memhog));
+    add("faults::noisy_flood", Wasm, Box::new(faults::noisy_flood));
+    add("faults::noisy_unread_stdin", Wasm, Box::new(faults::noisy_unread_stdin));
 
     // A guest trying to get out (e2e/sandbox.rs): paths, network, memory, capabilities.
-    add("sandbox::paths", Wasm, Box::new(|cx| sandbox::paths(cx)));
-    add("sandbox::paths_nonroot", Wasm, Box::new(|cx| sandbox::paths_nonroot(cx)));
-    add("sandbox::network", Wasm, Box::new(|cx| sandbox::network(cx)));
-    add("sandbox::memory_cgroup", Wasm, Box::new(|cx| sandbox::memory_cgroup(cx)));
-    add("sandbox::capabilities", Wasm, Box::new(|cx| sandbox::capabilities(cx)));
-    add("sandbox::kernel_interfaces", Wasm, Box::new(|cx| sandbox::kernel_interfaces(cx)));
-    add("sandbox::kernel_interfaces_nonroot", Wasm, Box::new(|cx| sandbox::kernel_interfaces_nonroot(cx)));
-    add("sandbox::dev_symlink", Wasm, Box::new(|cx| sandbox::dev_symlink(cx)));
-    add("sandbox::seccomp", Wasm, Box::new(|cx| sandbox::seccomp(cx)));
-    add("sandbox::shared_cgroup", Wasm, Box::new(|cx| sandbox::shared_cgroup(cx)));
+    add("sandbox::paths", Wasm, Box::new(sandbox::paths));
+    add("sandbox::paths_nonroot", Wasm, Box::new(sandbox::paths_nonroot));
+    add("sandbox::network", Wasm, Box::new(sandbox::network));
+    add("sandbox::memory_cgroup", Wasm, Box::new(sandbox::memory_cgroup));
+    add("sandbox::capabilities", Wasm, Box::new(sandbox::capabilities));
+    add("sandbox::kernel_interfaces", Wasm, Box::new(sandbox::kernel_interfaces));
+    add("sandbox::kernel_interfaces_nonroot", Wasm, Box::new(sandbox::kernel_interfaces_nonroot));
+    add("sandbox::dev_symlink", Wasm, Box::new(sandbox::dev_symlink));
+    add("sandbox::seccomp", Wasm, Box::new(sandbox::seccomp));
+    add("sandbox::shared_cgroup", Wasm, Box::new(sandbox::shared_cgroup));
 
     // The Kubernetes path (e2e/cri.rs): containerd's CRI plugin, handler `runc` first (the
     // baseline that proves the harness), then handler `wasm`.
