@@ -283,6 +283,35 @@ fn p3_service_one_slot_serves_pipelined_requests() {
     }
 }
 
+/// A client that goes away in the middle of a streamed body (hyper drops the body) frees the
+/// request's slot: with one slot, the next request is served, and the pod's count is back to 0.
+#[test]
+fn p3_service_client_gone_mid_body_frees_its_slot() {
+    use std::io::{Read, Write};
+    let in_flight: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+    let limits = ServeLimits { max_concurrency: 1, max_connections: 4, ..Default::default() };
+    let s = Server::start_with(limits, None, true, Some(in_flight));
+    for _ in 0..3 {
+        let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+        c.write_all(b"GET /stream?n=2000000 HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let mut head = [0u8; 4096];
+        let n = c.read(&mut head).unwrap();
+        assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head[..n]));
+        drop(c);
+        let t = Instant::now();
+        let r = loop {
+            let r = s.get("/");
+            if r.status != 503 || t.elapsed() > Duration::from_secs(5) {
+                break r;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(r.status, 200, "the slot of the abandoned stream: {r}");
+        assert_eq!(in_flight.load(Ordering::SeqCst), 0, "the pod's count");
+    }
+    assert!(s.stop().requests >= 6);
+}
+
 #[test]
 fn p3_service_outbound_allow_list() {
     let up = http::upstream().unwrap();
