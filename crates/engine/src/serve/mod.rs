@@ -281,6 +281,58 @@ impl Drop for Slot {
     }
 }
 
+/// A response body that marks its request's slot as tearing down when hyper is done with it
+/// (at its end, at an error, or when it is dropped: the client went away), before hyper reads
+/// a pipelined next request that may need the slot; then tells the guest task, if it waits
+/// (`done`: a WASI 0.3 guest's event loop runs until the body is read).
+pub(crate) struct Watched {
+    inner: HyperOutgoingBody,
+    mark: Mark,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Watched {
+    pub(crate) fn boxed(inner: HyperOutgoingBody, mark: Mark, done: Option<tokio::sync::oneshot::Sender<()>>) -> HyperOutgoingBody {
+        use http_body_util::BodyExt;
+        Watched { inner, mark, done }.boxed_unsync()
+    }
+
+    fn finish(&mut self) {
+        self.mark.tearing_down();
+        self.done = None;
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl hyper::body::Body for Watched {
+    type Data = bytes::Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None | Some(Err(_)))) {
+            self.finish();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// What admitting a request into the pod's count takes (`Slot::admit`).
 #[derive(Clone, Copy)]
 struct Admit<'a> {

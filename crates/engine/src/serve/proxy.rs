@@ -98,6 +98,11 @@ pub(crate) async fn handle(
     // Ends when the task does (its sender is dropped): a reused instance's response ends only
     // then, so a keep-alive client's next request finds the instance (and its slot) free.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    // A fresh instance's request stops being in flight when hyper is done with its body: on a
+    // multi-thread server, hyper may read a pipelined next request on another thread before
+    // this task reaches its teardown, and that request then waits for the slot.
+    let mut permit = permit;
+    let mark = app.reuse.is_none().then(|| permit.mark());
     // The guest runs in its own task: it may go on writing the body after it set the response.
     // The task owns the instance; it ends (and releases the concurrency slot) once the handler
     // returned and the instance was given back or dropped.
@@ -163,7 +168,10 @@ pub(crate) async fn handle(
             let spoiled = spoiled_by_response.clone();
             response.map(|body| ReusedBody { body, spoiled, done: Some(done_rx) }.boxed_unsync())
         }
-        Ok(Ok(Ok(response))) => response,
+        Ok(Ok(Ok(response))) => match mark {
+            Some(mark) => response.map(|body| super::Watched::boxed(body, mark, None)),
+            None => response,
+        },
         Ok(Ok(Err(code))) => spoil(app.failed(&label, &format!("the guest answered with error {code:?}"))),
         // The guest dropped the response outparam without setting it: see how it ended.
         Ok(Err(_)) => match task.await {

@@ -8,12 +8,6 @@
 //! 0.2 (the wasmtime CLI reuses 0.3 instances across requests; the shim does not, so a request's
 //! memory limit, trap and deadline stay its own).
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use wasmtime::Store;
@@ -86,7 +80,7 @@ pub(crate) async fn handle(
                     };
                     let response = accessor.with(|mut store| response.into_http(&mut store, request_io))?;
                     let (done_tx, done_rx) = oneshot::channel::<()>();
-                    let response = response.map(|body| Watched { inner: body, done: Some(done_tx), mark }.boxed_unsync());
+                    let response = response.map(|body| super::Watched::boxed(body, mark, Some(done_tx)));
                     if tx.send(Ok(response)).is_ok() {
                         // The body is read from the guest's stream by this event loop: keep it
                         // running until hyper is done with the body (or drops it).
@@ -119,51 +113,5 @@ pub(crate) async fn handle(
             abort.abort();
             app.timed_out(&label)
         }
-    }
-}
-
-/// A response body that tells the guest task when hyper is done with it: at its end, at an
-/// error, or when it is dropped (the client went away), the sender goes and `done_rx` wakes.
-/// Then the request is no longer in flight: its slot is marked as tearing down first.
-struct Watched {
-    inner: HyperOutgoingBody,
-    done: Option<oneshot::Sender<()>>,
-    mark: super::Mark,
-}
-
-impl Watched {
-    fn finish(&mut self) {
-        self.mark.tearing_down();
-        self.done = None;
-    }
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
-impl Body for Watched {
-    type Data = Bytes;
-    type Error = wasmtime_wasi_http::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-            self.finish();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
