@@ -270,6 +270,41 @@ fn one_slot_serves_pipelined_requests_one_after_another() {
     }
 }
 
+/// A wasi:http 0.2 handler that goes on after its response is out still counts as in flight
+/// until it returns: for the pod's cap (shared by the processes, here a counter of the test's)
+/// and the next request, which waits for its slot and then gets a 503.
+#[test]
+fn a_handler_running_after_its_response_is_still_in_flight() {
+    for current_thread in [true, false] {
+        let in_flight: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+        let limits = ServeLimits { max_concurrency: 1, max_connections: 4, ..Default::default() };
+        let engine = serving_engine(&limits);
+        let prepared = engine.serve_as(engine.prepare(guests().get("http"), "http", None).unwrap(), ServeKind::Http).unwrap();
+        let opts = ServeOptions {
+            run: RunOptions { args: vec!["http".into()], cwd: "/".into(), ..Default::default() },
+            limits,
+            metrics: None,
+            access_log: false,
+            tracing: None,
+            current_thread,
+            in_flight: Some(in_flight),
+            when_idle: None,
+        };
+        let s = Server::serve_with(engine, prepared, Upgrade::new(), opts);
+        let r = s.get("/after?ms=1500");
+        assert_eq!((r.status, r.body.as_str()), (200, "answered\n"), "{r}");
+        assert_eq!(in_flight.load(Ordering::SeqCst), 1, "current thread {current_thread}: the handler still runs");
+        assert_eq!(s.get("/").status, 503, "current thread {current_thread}");
+        let t = Instant::now();
+        while in_flight.load(Ordering::SeqCst) != 0 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(in_flight.load(Ordering::SeqCst), 0, "current thread {current_thread}: the handler returned");
+        assert_eq!(s.get("/").status, 200);
+        s.stop();
+    }
+}
+
 #[test]
 fn timeout_answers_504_and_the_next_request_is_fine() {
     let s = proxy(ServeLimits { request_timeout: Duration::from_millis(300), ..Default::default() });

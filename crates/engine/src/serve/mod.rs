@@ -160,7 +160,7 @@ pub struct ServeStats {
 /// is in flight. After its response went out, only the permit is kept, until its instance is
 /// torn down (`tearing_down`, or a [`Mark`]'s).
 pub(crate) struct Slot {
-    /// `None` only in `drop`, which gives it back first.
+    /// `None` only in `drop`.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
     counts: Counts,
     tearing_down: bool,
@@ -188,28 +188,54 @@ impl Counts {
     }
 }
 
+/// The states a marked slot goes through, forward only: `IN_FLIGHT`, then `RESPONDED` (a 0.2
+/// guest whose response is out may still run: in flight, but a request that finds every permit
+/// taken waits for it) and/or `TEARING_DOWN` (no longer in flight), then `DROPPED`. Every state
+/// but `IN_FLIGHT` and `DROPPED` is counted in `teardowns`, counted before the state is set (and
+/// taken back by a mark that found the state moved on), so a drop on another thread never takes
+/// the count below zero.
 const IN_FLIGHT: u8 = 0;
 const TEARING_DOWN: u8 = 1;
 const DROPPED: u8 = 2;
+const RESPONDED: u8 = 3;
 
-/// Marks a slot as tearing down from elsewhere than its owner: from the response body, when
-/// hyper has written its end, while the task that owns the slot (and drops the instance first)
-/// runs later. Whichever of the mark and the slot's drop comes first does the accounting.
+/// What a response body's end says about its request ([`Mark`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyDone {
+    /// The request is over, the instance only waits to be dropped (WASI 0.3: the event loop
+    /// ends with the body).
+    TearingDown,
+    /// The response is out, but the guest may run on until its handler returns (wasi:http
+    /// 0.2, whose body can end before `handle` returns, or at once for a HEAD or a 204): it
+    /// still counts as in flight, for the pod's cap and the gauge, until its task says
+    /// otherwise (`Slot::tearing_down`).
+    Responded,
+}
+
+/// Marks a slot from its response body, when hyper is done with it, while the task that owns
+/// the slot (and drops the instance first) runs later: hyper reads a pipelined next request
+/// before that, and the request then waits for this slot's permit instead of a 503.
 pub(crate) struct Mark {
     state: Arc<AtomicU8>,
     counts: Counts,
+    done: BodyDone,
 }
 
 impl Mark {
-    /// As `Slot::tearing_down`; nothing once the slot is gone.
-    pub(crate) fn tearing_down(&self) {
-        // Counted before the state says so, so that a drop on another thread that sees it can
-        // never take the count below zero; taken back when the slot was no longer in flight.
+    /// Once; nothing once the slot has moved on (its task was quicker, or it is gone).
+    pub(crate) fn body_done(&self) {
+        if self.state.load(Ordering::Acquire) != IN_FLIGHT {
+            return;
+        }
+        let to = match self.done {
+            BodyDone::TearingDown => TEARING_DOWN,
+            BodyDone::Responded => RESPONDED,
+        };
         self.counts.teardowns.fetch_add(1, Ordering::AcqRel);
-        if self.state.compare_exchange(IN_FLIGHT, TEARING_DOWN, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            self.counts.left();
-        } else {
+        if self.state.compare_exchange(IN_FLIGHT, to, Ordering::AcqRel, Ordering::Acquire).is_err() {
             self.counts.teardowns.fetch_sub(1, Ordering::AcqRel);
+        } else if to == TEARING_DOWN {
+            self.counts.left();
         }
     }
 }
@@ -237,68 +263,98 @@ impl Slot {
         })
     }
 
-    /// The request's response has gone out (or is about to, once its connection task runs):
-    /// it is no longer in flight, for the pod's count and the gauge, but this process's permit
-    /// stays until its instance is dropped, so that the pool is never asked for more instances
-    /// than it has. A request that finds every permit taken waits for these (`Server::slot`).
+    /// The request's handler is done and its response has gone out (or is about to, once its
+    /// connection task runs): it is no longer in flight, for the pod's count and the gauge, but
+    /// this process's permit stays until its instance is dropped, so that the pool is never
+    /// asked for more instances than it has. A request that finds every permit taken waits for
+    /// these (`Server::slot`).
     pub(crate) fn tearing_down(&mut self) {
-        if let Some(state) = &self.marked {
-            Mark { state: state.clone(), counts: self.counts.clone() }.tearing_down();
-        } else if !self.tearing_down {
-            self.tearing_down = true;
-            // Counted first: a request that finds every permit taken then waits for this one.
-            self.counts.teardowns.fetch_add(1, Ordering::AcqRel);
-            self.counts.left();
+        match &self.marked {
+            Some(state) => {
+                // Counted first, as a mark does; only the owner moves the state on from here.
+                self.counts.teardowns.fetch_add(1, Ordering::AcqRel);
+                match state.swap(TEARING_DOWN, Ordering::AcqRel) {
+                    IN_FLIGHT => self.counts.left(),
+                    RESPONDED => {
+                        self.counts.teardowns.fetch_sub(1, Ordering::AcqRel);
+                        self.counts.left();
+                    }
+                    _ => {
+                        self.counts.teardowns.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+            }
+            None if !self.tearing_down => {
+                self.tearing_down = true;
+                // Counted first: a request that finds every permit taken then waits for this one.
+                self.counts.teardowns.fetch_add(1, Ordering::AcqRel);
+                self.counts.left();
+            }
+            None => {}
         }
     }
 
-    /// A handle that does `tearing_down` from elsewhere (one per slot; only where it is needed,
-    /// for the shared state it allocates).
-    pub(crate) fn mark(&mut self) -> Mark {
+    /// A handle for the response body (one per slot; only where it is needed, for the shared
+    /// state it allocates).
+    pub(crate) fn mark(&mut self, done: BodyDone) -> Mark {
         let state = self
             .marked
             .get_or_insert_with(|| Arc::new(AtomicU8::new(if self.tearing_down { TEARING_DOWN } else { IN_FLIGHT })))
             .clone();
-        Mark { state, counts: self.counts.clone() }
+        Mark { state, counts: self.counts.clone(), done }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        drop(self.permit.take());
         let was = match &self.marked {
             Some(state) => state.swap(DROPPED, Ordering::AcqRel),
             None if self.tearing_down => TEARING_DOWN,
             None => IN_FLIGHT,
         };
+        // The permit goes back before the teardown's count, so that a request that saw neither
+        // a permit nor a teardown finds the permit when it looks again (`Server::slot`); and
+        // after the pod's count, where that is still held, so that the request the permit goes
+        // to finds room in the pod's count too.
         match was {
-            TEARING_DOWN => {
+            IN_FLIGHT => {
+                drop(self.permit.take());
+                self.counts.left();
+            }
+            RESPONDED => {
+                self.counts.left();
+                drop(self.permit.take());
                 self.counts.teardowns.fetch_sub(1, Ordering::AcqRel);
             }
-            IN_FLIGHT => self.counts.left(),
-            _ => {}
+            _ => {
+                drop(self.permit.take());
+                self.counts.teardowns.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 }
 
-/// A response body that marks its request's slot as tearing down when hyper is done with it
-/// (at its end, at an error, or when it is dropped: the client went away), before hyper reads
-/// a pipelined next request that may need the slot; then tells the guest task, if it waits
-/// (`done`: a WASI 0.3 guest's event loop runs until the body is read).
+/// A response body that marks its request's slot ([`Mark::body_done`]) when hyper is done with
+/// it (at its end, at an error, or when it is dropped: the client went away, or a HEAD or a
+/// 204 has no body to write), before hyper reads a pipelined next request that may need the
+/// slot; then tells the guest task, if it waits (`done`: a WASI 0.3 guest's event loop runs
+/// until the body is read).
 pub(crate) struct Watched {
     inner: HyperOutgoingBody,
-    mark: Mark,
+    mark: Option<Mark>,
     done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Watched {
     pub(crate) fn boxed(inner: HyperOutgoingBody, mark: Mark, done: Option<tokio::sync::oneshot::Sender<()>>) -> HyperOutgoingBody {
         use http_body_util::BodyExt;
-        Watched { inner, mark, done }.boxed_unsync()
+        Watched { inner, mark: Some(mark), done }.boxed_unsync()
     }
 
     fn finish(&mut self) {
-        self.mark.tearing_down();
+        if let Some(mark) = self.mark.take() {
+            mark.body_done();
+        }
         self.done = None;
     }
 }
@@ -342,8 +398,9 @@ struct Admit<'a> {
     teardowns: &'a Arc<AtomicUsize>,
 }
 
-/// How long a request that finds every permit taken while instances are being torn down waits
-/// for one before its 503: a teardown is microseconds of work, this is only a bound.
+/// How long a request that finds every permit taken while instances are being torn down (or
+/// finish their handler after their response went out) waits for one before its 503: a
+/// teardown is microseconds of work, this is only a bound.
 const TEARDOWN_WAIT: Duration = Duration::from_millis(50);
 
 /// Returns after the tasks already queued on this worker, the connection task woken by the

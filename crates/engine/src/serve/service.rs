@@ -60,7 +60,7 @@ pub(crate) async fn handle(
     let pre = pre.clone();
     // The body's end marks the slot as tearing down (what proxy.rs does after its response):
     // hyper reads a pipelined next request then, before this task has dropped the instance.
-    let mark = permit.mark();
+    let mark = permit.mark(super::BodyDone::TearingDown);
     // The guest runs in its own task: it goes on writing the body after `handle` returned.
     let task = tokio::spawn(async move {
         let _permit = permit;

@@ -81,6 +81,12 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
                 wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
                 respond(out, 200, &[], format!("slept {ms}\n").as_bytes());
             }
+            "/after" => {
+                // Answers at once, then goes on (work after the response, as a handler may do).
+                let ms: u64 = param("ms").and_then(|v| v.parse().ok()).unwrap_or(100);
+                respond(out, 200, &[], b"answered\n");
+                wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+            }
             "/spin" => {
                 let mut x: u64 = 0;
                 loop {
