@@ -305,6 +305,33 @@ fn a_handler_running_after_its_response_is_still_in_flight() {
     }
 }
 
+/// The same after a 504: the timed-out guest's task is aborted at its next yield, and a request
+/// pipelined behind the 504 waits for its slot rather than getting a 503.
+#[test]
+fn a_request_pipelined_behind_a_504_is_served() {
+    for current_thread in [true, false] {
+        let limits = ServeLimits { max_concurrency: 1, max_connections: 4, request_timeout: Duration::from_millis(300), ..Default::default() };
+        let engine = serving_engine(&limits);
+        let prepared = engine.serve_as(engine.prepare(guests().get("http"), "http", None).unwrap(), ServeKind::Http).unwrap();
+        let opts = ServeOptions {
+            run: RunOptions { args: vec!["http".into()], cwd: "/".into(), ..Default::default() },
+            limits,
+            metrics: None,
+            access_log: false,
+            tracing: None,
+            current_thread,
+            in_flight: None,
+            when_idle: None,
+        };
+        let s = Server::serve_with(engine, prepared, Upgrade::new(), opts);
+        let pipelined = b"GET /spin HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+        let r = http::raw(s.addr, pipelined, Duration::from_secs(10)).unwrap();
+        let statuses: Vec<&str> = r.lines().filter(|l| l.starts_with("HTTP/1.1 ")).collect();
+        assert_eq!(statuses, ["HTTP/1.1 504 Gateway Timeout", "HTTP/1.1 200 OK"], "current thread {current_thread}: {r}");
+        s.stop();
+    }
+}
+
 #[test]
 fn timeout_answers_504_and_the_next_request_is_fine() {
     let s = proxy(ServeLimits { request_timeout: Duration::from_millis(300), ..Default::default() });

@@ -157,8 +157,8 @@ pub struct ServeStats {
 
 /// A request's concurrency slot: this process's semaphore permit, which also bounds the
 /// instances its pool holds, and the pod's count (`shared`) and in-flight gauge while the request
-/// is in flight. After its response went out, only the permit is kept, until its instance is
-/// torn down (`tearing_down`, or a [`Mark`]'s).
+/// is in flight (until its handler returned: `tearing_down`, or a [`Mark`]'s for WASI 0.3).
+/// After that only the permit is kept, until its instance is dropped.
 pub(crate) struct Slot {
     /// `None` only in `drop`.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -307,30 +307,31 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        // Counted as a teardown while it runs: a request that finds the permit still taken
+        // waits for it (`Server::slot`) rather than a 503.
+        self.counts.teardowns.fetch_add(1, Ordering::AcqRel);
         let was = match &self.marked {
             Some(state) => state.swap(DROPPED, Ordering::AcqRel),
             None if self.tearing_down => TEARING_DOWN,
             None => IN_FLIGHT,
         };
-        // The permit goes back before the teardown's count, so that a request that saw neither
-        // a permit nor a teardown finds the permit when it looks again (`Server::slot`); and
-        // after the pod's count, where that is still held, so that the request the permit goes
-        // to finds room in the pod's count too.
-        match was {
-            IN_FLIGHT => {
-                drop(self.permit.take());
-                self.counts.left();
-            }
-            RESPONDED => {
-                self.counts.left();
-                drop(self.permit.take());
-                self.counts.teardowns.fetch_sub(1, Ordering::AcqRel);
-            }
-            _ => {
-                drop(self.permit.take());
-                self.counts.teardowns.fetch_sub(1, Ordering::AcqRel);
-            }
+        // The pod's count before the permit, so that the request the permit goes to finds
+        // room in it too.
+        if matches!(was, IN_FLIGHT | RESPONDED) {
+            self.counts.left();
         }
+        drop(self.permit.take());
+        let counted = if was == IN_FLIGHT { 1 } else { 2 };
+        self.counts.teardowns.fetch_sub(counted, Ordering::AcqRel);
+    }
+}
+
+/// A response of the server's own (a 500 for a guest's error, a 504) for a request whose slot
+/// its guest task still holds: marked, as a guest's response body is ([`Watched`]).
+pub(crate) fn watched(response: hyper::Response<HyperOutgoingBody>, mark: Option<Mark>) -> hyper::Response<HyperOutgoingBody> {
+    match mark {
+        Some(mark) => response.map(|body| Watched::boxed(body, mark, None)),
+        None => response,
     }
 }
 
@@ -398,9 +399,10 @@ struct Admit<'a> {
     teardowns: &'a Arc<AtomicUsize>,
 }
 
-/// How long a request that finds every permit taken while instances are being torn down (or
-/// finish their handler after their response went out) waits for one before its 503: a
-/// teardown is microseconds of work, this is only a bound.
+/// How long a request that finds every permit taken while instances are being torn down waits
+/// for one before its 503: a teardown is microseconds of work, this is only a bound. A 0.2
+/// handler that goes on after its response went out (`RESPONDED`) is waited for too, for this
+/// long at most, so under such load a 503 comes this much later.
 const TEARDOWN_WAIT: Duration = Duration::from_millis(50);
 
 /// Returns after the tasks already queued on this worker, the connection task woken by the
@@ -430,8 +432,9 @@ struct Server {
     upgrade: Upgrade,
     upgraded_requests: AtomicU64,
     in_flight: Option<&'static AtomicU64>,
-    /// Instances whose response went out and whose teardown is still to run: each holds its
-    /// permit (`Slot::tearing_down`).
+    /// Slots whose permit is still held but soon given back: their instance is being torn down
+    /// (or dropped), or, for wasi:http 0.2, their response went out while the handler runs on
+    /// (`RESPONDED`). A request that finds every permit taken waits when there are any.
     teardowns: Arc<AtomicUsize>,
 }
 

@@ -169,11 +169,8 @@ pub(crate) async fn handle(
             let spoiled = spoiled_by_response.clone();
             response.map(|body| ReusedBody { body, spoiled, done: Some(done_rx) }.boxed_unsync())
         }
-        Ok(Ok(Ok(response))) => match mark {
-            Some(mark) => response.map(|body| super::Watched::boxed(body, mark, None)),
-            None => response,
-        },
-        Ok(Ok(Err(code))) => spoil(app.failed(&label, &format!("the guest answered with error {code:?}"))),
+        Ok(Ok(Ok(response))) => super::watched(response, mark),
+        Ok(Ok(Err(code))) => super::watched(spoil(app.failed(&label, &format!("the guest answered with error {code:?}"))), mark),
         // The guest dropped the response outparam without setting it: see how it ended.
         Ok(Err(_)) => match task.await {
             Ok(Ended::Timeout) => app.timed_out(&label),
@@ -182,9 +179,9 @@ pub(crate) async fn handle(
             Err(e) => app.failed(&label, &e.to_string()),
         },
         Err(_) => {
-            // Aborting drops the instance with the task: retired.
+            // Aborting drops the instance with the task (retired), at the guest's next yield.
             abort.abort();
-            app.timed_out(&label)
+            super::watched(app.timed_out(&label), mark)
         }
     }
 }

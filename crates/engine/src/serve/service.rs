@@ -61,6 +61,8 @@ pub(crate) async fn handle(
     // The body's end marks the slot as tearing down (what proxy.rs does after its response):
     // hyper reads a pipelined next request then, before this task has dropped the instance.
     let mark = permit.mark(super::BodyDone::TearingDown);
+    // The same for a response of the server's own (a 500, a 504) while the task holds the slot.
+    let own = permit.mark(super::BodyDone::TearingDown);
     // The guest runs in its own task: it goes on writing the body after `handle` returned.
     let task = tokio::spawn(async move {
         let _permit = permit;
@@ -101,7 +103,7 @@ pub(crate) async fn handle(
     let abort = task.abort_handle();
     match tokio::time::timeout_at(deadline, rx).await {
         Ok(Ok(Ok(response))) => response,
-        Ok(Ok(Err(why))) => app.failed(&label, &why),
+        Ok(Ok(Err(why))) => super::watched(app.failed(&label, &why), Some(own)),
         // The guest task ended without a response: see how.
         Ok(Err(_)) => match task.await {
             Ok(Ended::Timeout) => app.timed_out(&label),
@@ -111,7 +113,7 @@ pub(crate) async fn handle(
         },
         Err(_) => {
             abort.abort();
-            app.timed_out(&label)
+            super::watched(app.timed_out(&label), Some(own))
         }
     }
 }
