@@ -168,7 +168,15 @@ js_all() {
   if ! fresh "$OUT/js/node_modules" "$s"; then
     rm -rf "$OUT/js" && mkdir -p "$OUT/js"
     cp "$SRC/js/package.json" "$SRC/js/package-lock.json" "$OUT/js/"
-    (cd "$OUT/js" && npm ci --no-audit --no-fund --loglevel=error) || return 1
+    # A registry fetch can break off midway (a CI run saw npm's ECONNRESET, "Invalid response
+    # body"), which npm's own fetch retries do not cover: the install is tried three times.
+    local try
+    for try in 1 2 3; do
+      (cd "$OUT/js" && npm ci --no-audit --no-fund --loglevel=error) && break
+      [ "$try" = 3 ] && return 1
+      echo "npm ci failed (attempt $try of 3); trying again in $((try * 5)) s"
+      sleep $((try * 5))
+    done
     echo "$s" > "$OUT/js/node_modules.stamp"
   fi
   # The same WASI WIT renamed to the version StarlingMonkey exports; the one item newer than
