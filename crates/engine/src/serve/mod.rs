@@ -157,8 +157,8 @@ pub struct ServeStats {
 
 /// A request's concurrency slot: this process's semaphore permit, which also bounds the
 /// instances its pool holds, and the pod's count (`shared`) and in-flight gauge while the request
-/// is in flight (until its handler returned: `tearing_down`, or a [`Mark`]'s for WASI 0.3).
-/// After that only the permit is kept, until its instance is dropped.
+/// is in flight (until its handler returned: `tearing_down`, or the slot's drop). After that
+/// only the permit is kept, until its instance is dropped.
 pub(crate) struct Slot {
     /// `None` only in `drop`.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -188,54 +188,36 @@ impl Counts {
     }
 }
 
-/// The states a marked slot goes through, forward only: `IN_FLIGHT`, then `RESPONDED` (a 0.2
-/// guest whose response is out may still run: in flight, but a request that finds every permit
-/// taken waits for it) and/or `TEARING_DOWN` (no longer in flight), then `DROPPED`. Every state
-/// but `IN_FLIGHT` and `DROPPED` is counted in `teardowns`, counted before the state is set (and
-/// taken back by a mark that found the state moved on), so a drop on another thread never takes
-/// the count below zero.
+/// The states a marked slot goes through, forward only: `IN_FLIGHT`, then `RESPONDED` (its
+/// response is out: a request that finds every permit taken waits for it; the guest may still
+/// run, a 0.2 handler until it returns, so it still counts as in flight) and/or `TEARING_DOWN`
+/// (its task is done with the guest: no longer in flight), then `DROPPED`. Only the slot's owner
+/// gives back the pod's count, before the permit. Every state but `IN_FLIGHT` and `DROPPED` is
+/// counted in `teardowns`, counted before the state is set (and taken back by a mark that found
+/// the state moved on), so a drop on another thread never takes the count below zero.
 const IN_FLIGHT: u8 = 0;
 const TEARING_DOWN: u8 = 1;
 const DROPPED: u8 = 2;
 const RESPONDED: u8 = 3;
 
-/// What a response body's end says about its request ([`Mark`]).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BodyDone {
-    /// The request is over, the instance only waits to be dropped (WASI 0.3: the event loop
-    /// ends with the body).
-    TearingDown,
-    /// The response is out, but the guest may run on until its handler returns (wasi:http
-    /// 0.2, whose body can end before `handle` returns, or at once for a HEAD or a 204): it
-    /// still counts as in flight, for the pod's cap and the gauge, until its task says
-    /// otherwise (`Slot::tearing_down`).
-    Responded,
-}
-
-/// Marks a slot from its response body, when hyper is done with it, while the task that owns
+/// Marks a slot from its response, when hyper is done with the body, while the task that owns
 /// the slot (and drops the instance first) runs later: hyper reads a pipelined next request
 /// before that, and the request then waits for this slot's permit instead of a 503.
 pub(crate) struct Mark {
     state: Arc<AtomicU8>,
-    counts: Counts,
-    done: BodyDone,
+    teardowns: Arc<AtomicUsize>,
 }
 
 impl Mark {
-    /// Once; nothing once the slot has moved on (its task was quicker, or it is gone).
-    pub(crate) fn body_done(&self) {
+    /// `RESPONDED`, once; nothing once the slot has moved on (its task was quicker, or it is
+    /// gone).
+    pub(crate) fn responded(&self) {
         if self.state.load(Ordering::Acquire) != IN_FLIGHT {
             return;
         }
-        let to = match self.done {
-            BodyDone::TearingDown => TEARING_DOWN,
-            BodyDone::Responded => RESPONDED,
-        };
-        self.counts.teardowns.fetch_add(1, Ordering::AcqRel);
-        if self.state.compare_exchange(IN_FLIGHT, to, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            self.counts.teardowns.fetch_sub(1, Ordering::AcqRel);
-        } else if to == TEARING_DOWN {
-            self.counts.left();
+        self.teardowns.fetch_add(1, Ordering::AcqRel);
+        if self.state.compare_exchange(IN_FLIGHT, RESPONDED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            self.teardowns.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -294,14 +276,14 @@ impl Slot {
         }
     }
 
-    /// A handle for the response body (one per slot; only where it is needed, for the shared
-    /// state it allocates).
-    pub(crate) fn mark(&mut self, done: BodyDone) -> Mark {
+    /// A handle for the response (only where it is needed, for the shared state it allocates;
+    /// every handle of a slot shares it).
+    pub(crate) fn mark(&mut self) -> Mark {
         let state = self
             .marked
             .get_or_insert_with(|| Arc::new(AtomicU8::new(if self.tearing_down { TEARING_DOWN } else { IN_FLIGHT })))
             .clone();
-        Mark { state, counts: self.counts.clone(), done }
+        Mark { state, teardowns: self.counts.teardowns.clone() }
     }
 }
 
@@ -328,14 +310,11 @@ impl Drop for Slot {
 
 /// A response of the server's own (a 500 for a guest's error, a 504) for a request whose slot
 /// its guest task still holds: marked, as a guest's response body is ([`Watched`]).
-pub(crate) fn watched(response: hyper::Response<HyperOutgoingBody>, mark: Option<Mark>) -> hyper::Response<HyperOutgoingBody> {
-    match mark {
-        Some(mark) => response.map(|body| Watched::boxed(body, mark, None)),
-        None => response,
-    }
+pub(crate) fn watched(response: hyper::Response<HyperOutgoingBody>, mark: Mark) -> hyper::Response<HyperOutgoingBody> {
+    response.map(|body| Watched::boxed(body, mark, None))
 }
 
-/// A response body that marks its request's slot ([`Mark::body_done`]) when hyper is done with
+/// A response body that marks its request's slot ([`Mark::responded`]) when hyper is done with
 /// it (at its end, at an error, or when it is dropped: the client went away, or a HEAD or a
 /// 204 has no body to write), before hyper reads a pipelined next request that may need the
 /// slot; then tells the guest task, if it waits (`done`: a WASI 0.3 guest's event loop runs
@@ -354,7 +333,7 @@ impl Watched {
 
     fn finish(&mut self) {
         if let Some(mark) = self.mark.take() {
-            mark.body_done();
+            mark.responded();
         }
         self.done = None;
     }

@@ -98,12 +98,12 @@ pub(crate) async fn handle(
     // Ends when the task does (its sender is dropped): a reused instance's response ends only
     // then, so a keep-alive client's next request finds the instance (and its slot) free.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    // A fresh instance's slot is marked when hyper is done with its body: on a multi-thread
-    // server, hyper may read a pipelined next request on another thread before this task
-    // reaches its teardown, and that request then waits for the slot rather than a 503. It
-    // stays in flight until the handler returns (below).
+    // The slot is marked when hyper is done with the response body (a fresh instance's, or a
+    // 500 or 504 of the server's own): on a multi-thread server, hyper may read a pipelined
+    // next request on another thread before this task reaches its teardown, and that request
+    // then waits for the slot rather than a 503. It stays in flight until the handler returns.
     let mut permit = permit;
-    let mark = app.reuse.is_none().then(|| permit.mark(super::BodyDone::Responded));
+    let mark = permit.mark();
     // The guest runs in its own task: it may go on writing the body after it set the response.
     // The task owns the instance; it ends (and releases the concurrency slot) once the handler
     // returned and the instance was given back or dropped.

@@ -58,11 +58,11 @@ pub(crate) async fn handle(
     let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(&mut hooks, req);
     let (tx, rx) = oneshot::channel::<Answer>();
     let pre = pre.clone();
-    // The body's end marks the slot as tearing down (what proxy.rs does after its response):
-    // hyper reads a pipelined next request then, before this task has dropped the instance.
-    let mark = permit.mark(super::BodyDone::TearingDown);
+    // The body's end marks the slot (`Mark::responded`): hyper reads a pipelined next request
+    // then, before this task has dropped the instance, and that request waits for the slot.
+    let mark = permit.mark();
     // The same for a response of the server's own (a 500, a 504) while the task holds the slot.
-    let own = permit.mark(super::BodyDone::TearingDown);
+    let own = permit.mark();
     // The guest runs in its own task: it goes on writing the body after `handle` returned.
     let task = tokio::spawn(async move {
         let _permit = permit;
@@ -103,7 +103,7 @@ pub(crate) async fn handle(
     let abort = task.abort_handle();
     match tokio::time::timeout_at(deadline, rx).await {
         Ok(Ok(Ok(response))) => response,
-        Ok(Ok(Err(why))) => super::watched(app.failed(&label, &why), Some(own)),
+        Ok(Ok(Err(why))) => super::watched(app.failed(&label, &why), own),
         // The guest task ended without a response: see how.
         Ok(Err(_)) => match task.await {
             Ok(Ended::Timeout) => app.timed_out(&label),
@@ -113,7 +113,7 @@ pub(crate) async fn handle(
         },
         Err(_) => {
             abort.abort();
-            super::watched(app.timed_out(&label), Some(own))
+            super::watched(app.timed_out(&label), own)
         }
     }
 }
