@@ -112,6 +112,24 @@ fn proxy(limits: ServeLimits) -> Server {
     Server::start("http", ServeKind::Http, limits)
 }
 
+/// A server of `guest` on a one-thread or a multi-thread runtime, counting its requests in
+/// flight in `in_flight` (the pod's count that the processes share), if given.
+fn serve_on(guest: &str, kind: ServeKind, limits: ServeLimits, current_thread: bool, in_flight: Option<&'static AtomicU64>) -> Server {
+    let engine = serving_engine(&limits);
+    let prepared = engine.serve_as(engine.prepare(guests().get(guest), guest, None).unwrap(), kind).unwrap();
+    let opts = ServeOptions {
+        run: RunOptions { args: vec![guest.into()], cwd: "/".into(), ..Default::default() },
+        limits,
+        metrics: None,
+        access_log: false,
+        tracing: None,
+        current_thread,
+        in_flight,
+        when_idle: None,
+    };
+    Server::serve_with(engine, prepared, Upgrade::new(), opts)
+}
+
 /// `ServeOptions::when_idle` (where the shim's init gives the malloc heap back): once when a
 /// server has been quiet for a second, not again while it stays quiet, never while a request is
 /// in flight, and once more after the next requests.
@@ -245,19 +263,7 @@ fn one_slot_serves_pipelined_requests_one_after_another() {
         for current_thread in [true, false] {
             let in_flight: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
             let limits = ServeLimits { max_concurrency: 1, max_connections: 4, ..Default::default() };
-            let engine = serving_engine(&limits);
-            let prepared = engine.serve_as(engine.prepare(guests().get(guest), guest, None).unwrap(), kind).unwrap();
-            let opts = ServeOptions {
-                run: RunOptions { args: vec![guest.into()], cwd: "/".into(), ..Default::default() },
-                limits,
-                metrics: None,
-                access_log: false,
-                tracing: None,
-                current_thread,
-                in_flight: Some(in_flight),
-                when_idle: None,
-            };
-            let s = Server::serve_with(engine, prepared, Upgrade::new(), opts);
+            let s = serve_on(guest, kind, limits, current_thread, Some(in_flight));
             let mut pipelined = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n".repeat(30);
             pipelined.extend_from_slice(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
             let r = http::raw(s.addr, &pipelined, Duration::from_secs(20)).unwrap();
@@ -278,19 +284,7 @@ fn a_handler_running_after_its_response_is_still_in_flight() {
     for current_thread in [true, false] {
         let in_flight: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
         let limits = ServeLimits { max_concurrency: 1, max_connections: 4, ..Default::default() };
-        let engine = serving_engine(&limits);
-        let prepared = engine.serve_as(engine.prepare(guests().get("http"), "http", None).unwrap(), ServeKind::Http).unwrap();
-        let opts = ServeOptions {
-            run: RunOptions { args: vec!["http".into()], cwd: "/".into(), ..Default::default() },
-            limits,
-            metrics: None,
-            access_log: false,
-            tracing: None,
-            current_thread,
-            in_flight: Some(in_flight),
-            when_idle: None,
-        };
-        let s = Server::serve_with(engine, prepared, Upgrade::new(), opts);
+        let s = serve_on("http", ServeKind::Http, limits, current_thread, Some(in_flight));
         let r = s.get("/after?ms=1500");
         assert_eq!((r.status, r.body.as_str()), (200, "answered\n"), "{r}");
         assert_eq!(in_flight.load(Ordering::SeqCst), 1, "current thread {current_thread}: the handler still runs");
@@ -311,19 +305,7 @@ fn a_handler_running_after_its_response_is_still_in_flight() {
 fn a_request_pipelined_behind_a_504_is_served() {
     for current_thread in [true, false] {
         let limits = ServeLimits { max_concurrency: 1, max_connections: 4, request_timeout: Duration::from_millis(300), ..Default::default() };
-        let engine = serving_engine(&limits);
-        let prepared = engine.serve_as(engine.prepare(guests().get("http"), "http", None).unwrap(), ServeKind::Http).unwrap();
-        let opts = ServeOptions {
-            run: RunOptions { args: vec!["http".into()], cwd: "/".into(), ..Default::default() },
-            limits,
-            metrics: None,
-            access_log: false,
-            tracing: None,
-            current_thread,
-            in_flight: None,
-            when_idle: None,
-        };
-        let s = Server::serve_with(engine, prepared, Upgrade::new(), opts);
+        let s = serve_on("http", ServeKind::Http, limits, current_thread, None);
         let pipelined = b"GET /spin HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
         let r = http::raw(s.addr, pipelined, Duration::from_secs(10)).unwrap();
         let statuses: Vec<&str> = r.lines().filter(|l| l.starts_with("HTTP/1.1 ")).collect();
