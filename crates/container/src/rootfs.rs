@@ -604,6 +604,7 @@ pub fn prepare(spec: &Spec, rootfs: &Path) -> Result<PathBuf, RootfsError> {
 
 /// Pivots into `root` (from [`prepare`]), masks and read-only paths, a read-only root.
 pub fn enter(spec: &Spec, root: &Path) -> Result<(), RootfsError> {
+    freeze_name_service();
     pivot(root)?;
     mask_paths(spec);
     if spec.root().as_ref().map(|r| r.readonly().unwrap_or(false)).unwrap_or(false) {
@@ -611,6 +612,35 @@ pub fn enter(spec: &Spec, root: &Path) -> Result<(), RootfsError> {
         mnt(None, Path::new("/"), None, flags, None, "read-only root")?;
     }
     Ok(())
+}
+
+/// Fixes glibc's name service to its built-in sources, before the pivot: after it, the init's
+/// own name lookups (a guest's `ip-name-lookup`, the outbound allow-list's, wasi:http's
+/// connect) must not load code from the container's files. Unfixed, glibc reads
+/// `/etc/nsswitch.conf` at its first lookup, and a `hosts: x` there, written by the guest (a
+/// writable rootfs) or shipped by the image, makes it `dlopen` `libnss_x.so.2` from the
+/// container's library directories: native code of the container's choosing in the init.
+/// `__nss_configure_lookup` sets each database's sources and stops glibc from reading the file
+/// again; `files` and `dns` are part of libc itself since glibc 2.34, so no module is loaded.
+/// `/etc/hosts` and `/etc/resolv.conf` are still read, the container's own, as for any
+/// process in it. Other C libraries (musl) have no loadable name service.
+pub fn freeze_name_service() {
+    #[cfg(target_env = "gnu")]
+    {
+        unsafe extern "C" {
+            fn __nss_configure_lookup(db: *const libc::c_char, service_line: *const libc::c_char) -> libc::c_int;
+        }
+        let files = [
+            c"aliases", c"ethers", c"group", c"gshadow", c"initgroups", c"netgroup", c"networks", c"passwd", c"protocols", c"publickey", c"rpc",
+            c"services", c"shadow",
+        ];
+        for (db, sources) in files.iter().map(|db| (*db, c"files")).chain([(c"hosts", c"files dns")]) {
+            // SAFETY: two NUL-terminated strings that outlive the call; glibc copies what it
+            // keeps. The init has one thread here (checked before `enter`), so no lookup runs
+            // while the table changes. An unknown database is refused with -1, harmlessly.
+            unsafe { __nss_configure_lookup(db.as_ptr(), sources.as_ptr()) };
+        }
+    }
 }
 
 /// Opens `path` (absolute in the container) for reading as if the directory `root` were `/`:

@@ -22,6 +22,8 @@
 //!   on untouched (before, undoing the failed Create killed every process in that cgroup).
 //! - `seccomp`: `--seccomp` and custom profiles reach the init; NOTIFY and AppArmor on a host
 //!   without it fail Create naming the field.
+//! - `nss_module`: a rootfs whose `nsswitch.conf` names a module it ships: the init's name
+//!   lookups (for a guest with an outbound allow-list) never load it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -613,4 +615,70 @@ pub fn shared_cgroup(cx: &Ctx) -> Result<()> {
     // Killed by us, not before: 137 and its first line only.
     expect_code(&out, 137)?;
     ensure(!out.stdout.contains("done"), || format!("{out}"))
+}
+
+/// The C of a name-service module whose loading shows: its constructor writes a marker line to
+/// the process's stderr (the container's log) and a file at the rootfs's top.
+const NSS_MODULE: &str = r#"
+#include <fcntl.h>
+#include <unistd.h>
+__attribute__((constructor)) static void loaded(void) {
+    static const char line[] = "NSS MODULE OF THE CONTAINER LOADED IN THE INIT\n";
+    (void)!write(2, line, sizeof line - 1);
+    int fd = open("/nss-module-ran", O_CREAT | O_WRONLY, 0644);
+    if (fd >= 0) close(fd);
+}
+"#;
+
+/// A rootfs whose `/etc/nsswitch.conf` says `hosts: evil` and whose library directories hold
+/// `libnss_evil.so.2` (what an image can ship, or a guest write on a writable rootfs): a served
+/// guest with an outbound allow-list looks a name up (`/connect`, `wasi:sockets`'
+/// `ip-name-lookup`, which the init answers with libc, as the allow-list's own check does).
+/// glibc must not load the module into the init: no marker line, no marker file; the request is
+/// answered. Before the name service was fixed at the pivot, glibc loaded it.
+pub fn nss_module(cx: &Ctx) -> Result<()> {
+    let id = "s-nss";
+    let dir = cx.cd.dir.join("nss-module");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("evil.c"), NSS_MODULE)?;
+    let so = dir.join("libnss_evil.so.2");
+    let cc = std::process::Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&so).arg(dir.join("evil.c")).output().context("cc (gcc)")?;
+    ensure(cc.status.success(), || format!("cc: {}", String::from_utf8_lossy(&cc.stderr)))?;
+    let module = std::fs::read(&so)?;
+    let triple = format!("{}-linux-gnu", std::env::consts::ARCH);
+    let g = guests::Guests::load()?;
+    let mut files = vec![
+        ImageFile::new("/http.wasm", g.get("http"), 0o755),
+        ImageFile::new("/etc/nsswitch.conf", b"hosts: evil\n".to_vec(), 0o644),
+    ];
+    for d in [format!("/lib/{triple}"), format!("/usr/lib/{triple}"), "/lib".into(), "/usr/lib".into(), "/lib64".into()] {
+        files.push(ImageFile::new(format!("{d}/libnss_evil.so.2"), module.clone(), 0o755));
+    }
+    let rootfs = cx.cd.dir.join(format!("rootfs-{id}"));
+    images::write_rootfs(&files, &rootfs)?;
+    let port = super::free_port()?;
+    let spec = images::config_spec(&cx.cd, id, &rootfs, &["/http.wasm"], serde_json::json!({}))?;
+    edit_spec(&spec, |s| {
+        s["annotations"] = serde_json::json!({
+            wasm_shim_oci::http::PORT: port.to_string(),
+            wasm_shim_oci::http::ALLOWED_OUTBOUND: "http://evil.test:80",
+        });
+        // The host's network, to reach the port.
+        if let Some(ns) = s["linux"]["namespaces"].as_array_mut() {
+            ns.retain(|n| n["type"] != "network");
+        }
+    })?;
+    let mut run = cx.cd.spawn(&RunOpts::wasm("", id).config(&spec).timeout(Duration::from_secs(60)))?;
+    let base = format!("http://127.0.0.1:{port}");
+    wasm_shim_e2e::http::wait_until_serving(&format!("{base}/"), Duration::from_secs(30)).with_context(|| format!("output so far: {}", run.stdout_now()))?;
+    let r = wasm_shim_e2e::http::get(&format!("{base}/connect?addr=evil.test:80"))?;
+    println!("  /connect?addr=evil.test:80 -> {} {}", r.status, r.body.trim());
+    ensure(r.status == 502, || format!("the lookup of evil.test: {r}"))?;
+    cx.cd.kill(id, "SIGTERM")?;
+    let out = run.wait(Duration::from_secs(10));
+    expect_code(&out, 0)?;
+    ensure(!out.combined().contains("NSS MODULE OF THE CONTAINER"), || format!("glibc loaded the container's module into the init: {out}"))?;
+    ensure(!rootfs.join("nss-module-ran").exists(), || "glibc loaded the container's module into the init: its marker file is there".to_string())?;
+    println!("  the container's nsswitch.conf and libnss_evil.so.2 were not used by the init");
+    Ok(())
 }
