@@ -313,16 +313,17 @@ impl Container {
         take_cgroup(&cg, &bundle, creating)?;
         cg.create()?;
         undo.cgroup = Some(cg.clone());
-        if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-            // Limits and device rules (containerd's default spec denies every device, and ctr and
-            // the CRI allow its default ones), set before the init joins the cgroup.
-            let mut res = Resources::from_spec(res)?;
-            // The default nodes the init binds open whatever the spec's rules say, as under runc.
-            if let Some(rules) = res.devices.as_mut() {
-                rules.extend(wasm_shim_container::cgroup::DeviceRule::default_nodes());
-            }
-            cg.apply(&res)?;
-        }
+        // Limits and device rules (containerd's default spec denies every device, and ctr and
+        // the CRI allow its default ones), set before the init joins the cgroup. The rules
+        // start from "deny every device" and end with the default nodes the init binds, as
+        // under runc, even when the spec has no rules or no resources at all: else the cgroup
+        // would keep its parent's "every device".
+        let mut res = match spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            Some(res) => Resources::from_spec(res)?,
+            None => Resources::default(),
+        };
+        res.devices.get_or_insert_with(Vec::new).extend(wasm_shim_container::cgroup::DeviceRule::default_nodes());
+        cg.apply(&res)?;
 
         let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj()).unwrap_or(0);
         let (sync, theirs) = process::sync_pair().map_err(ShimError::internal)?;

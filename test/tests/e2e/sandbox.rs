@@ -24,6 +24,8 @@
 //!   without it fail Create naming the field.
 //! - `nss_module`: a rootfs whose `nsswitch.conf` names a module it ships: the init's name
 //!   lookups (for a guest with an outbound allow-list) never load it.
+//! - `devices_default_deny`: a spec without device rules, or without resources, still gets a
+//!   devices cgroup that denies all but the default nodes.
 
 use std::path::Path;
 use std::time::Duration;
@@ -680,5 +682,41 @@ pub fn nss_module(cx: &Ctx) -> Result<()> {
     ensure(!out.combined().contains("NSS MODULE OF THE CONTAINER"), || format!("glibc loaded the container's module into the init: {out}"))?;
     ensure(!rootfs.join("nss-module-ran").exists(), || "glibc loaded the container's module into the init: its marker file is there".to_string())?;
     println!("  the container's nsswitch.conf and libnss_evil.so.2 were not used by the init");
+    Ok(())
+}
+
+/// A spec without device rules, and one without `linux.resources` at all (hand-written specs,
+/// other tools than containerd's): the container's devices cgroup still denies every device
+/// but the default nodes, as runc makes it, instead of keeping its parent's "every device".
+/// Checked in `devices.list` (cgroup v1; on v2 the rules are an eBPF program, unit-tested).
+pub fn devices_default_deny(cx: &Ctx) -> Result<()> {
+    let g = guests::Guests::load()?;
+    let rootfs = cx.cd.dir.join("rootfs-s-devices");
+    images::write_rootfs(&[ImageFile::new("/sleep.wasm", g.get("sleep"), 0o755)], &rootfs)?;
+    for (id, drop_all) in [("s-devices-none", false), ("s-devices-nores", true)] {
+        let spec = images::config_spec(&cx.cd, id, &rootfs, &["/sleep.wasm", "30"], serde_json::json!({}))?;
+        edit_spec(&spec, |s| {
+            if drop_all {
+                s["linux"].as_object_mut().map(|l| l.remove("resources"));
+            } else {
+                s["linux"]["resources"].as_object_mut().map(|r| r.remove("devices"));
+            }
+        })?;
+        with_task(cx, id, &RunOpts::wasm("", id).config(&spec).detach(), |pid| {
+            let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+            let Some(path) = cgroups.lines().find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+                controllers.split(',').any(|c| c == "devices").then(|| path.to_string())
+            }) else {
+                println!("  {id}: no v1 devices controller (cgroup v2): the eBPF filter is unit-tested");
+                return Ok(());
+            };
+            let list = std::fs::read_to_string(Path::new("/sys/fs/cgroup/devices").join(path.trim_start_matches('/')).join("devices.list"))?;
+            println!("  {id}: devices.list {:?}", list.lines().collect::<Vec<_>>());
+            ensure(!list.contains("a *:* rwm"), || format!("{id}: every device allowed:\n{list}"))?;
+            ensure(list.lines().any(|l| l == "c 1:3 rwm"), || format!("{id}: /dev/null (c 1:3) not allowed:\n{list}"))
+        })?;
+    }
     Ok(())
 }
