@@ -532,7 +532,25 @@ impl Container {
         let mut reader = reader;
         let mut budget = LogBudget::new();
         let mut handover_asked = false;
-        while let Some(Ok(Some(msg))) = reader.as_mut().map(protocol::recv::<FromInit>) {
+        while let Some(r) = reader.as_mut() {
+            let msg = match protocol::recv::<FromInit>(r) {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                // A message too long or not understood (dropped whole): said, within the
+                // budget, and the next one read.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    if let Budget::Log(suppressed) = budget.take(std::time::Instant::now()) {
+                        warn!("a message of the init was dropped: {e} ({suppressed} log lines suppressed before it)");
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    warn!("reading the init's messages: {e}");
+                    // Unread, the socket could fill and block an init writing to it.
+                    let _ = r.get_ref().shutdown(std::net::Shutdown::Both);
+                    break;
+                }
+            };
             match msg {
                 FromInit::Oom { message } => {
                     debug!("{message}");
@@ -569,8 +587,6 @@ impl Container {
                 _ => {}
             }
         }
-        // A bad or endless message ends the reading: close our end, so that an init still
-        // writing gets an error instead of blocking.
         drop(reader);
         let status = match self.pidfd.wait() {
             Ok(s) => s,

@@ -907,11 +907,26 @@ impl log::Log for ForwardLogs {
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
             if let Ok(mut w) = self.0.lock() {
-                let _ = protocol::send(&mut *w, &FromInit::Log { level: r.level().into(), message: r.args().to_string() });
+                let _ = protocol::send(&mut *w, &FromInit::Log { level: r.level().into(), message: bounded(r.args().to_string()) });
             }
         }
     }
     fn flush(&self) {}
+}
+
+/// The longest log line an init forwards: a message carrying what a guest chose (a URL it asked
+/// for, an error it caused) is cut here, so that no line, escaped as JSON, nears
+/// [`protocol::MAX_MESSAGE`].
+const MAX_LOG_LINE: usize = 4 << 10;
+
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_LOG_LINE {
+        let cut = message.floor_char_boundary(MAX_LOG_LINE);
+        let dropped = message.len() - cut;
+        message.truncate(cut);
+        message.push_str(&format!("… ({dropped} more bytes cut)"));
+    }
+    message
 }
 
 fn forward_logs(socket: UnixStream) {
@@ -923,6 +938,16 @@ fn forward_logs(socket: UnixStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_log_lines_are_bounded() {
+        assert_eq!(bounded("short".into()), "short");
+        let long = bounded("é".repeat(MAX_LOG_LINE));
+        assert!(long.len() < MAX_LOG_LINE + 40 && long.ends_with(&format!("… ({} more bytes cut)", MAX_LOG_LINE)), "{}", &long[long.len() - 40..]);
+        // Even all control characters, escaped as JSON, stay within a message.
+        let line = serde_json::to_vec(&FromInit::Log { level: protocol::LogLevel::Warn, message: bounded("\u{1}".repeat(1 << 20)) }).unwrap();
+        assert!((line.len() as u64) < protocol::MAX_MESSAGE, "{}", line.len());
+    }
 
     #[test]
     fn engine_limit_leaves_headroom_for_the_runtime() {

@@ -141,6 +141,9 @@ pub fn recv<T: for<'de> Deserialize<'de>>(r: &mut impl BufRead) -> io::Result<Op
         return Ok(None);
     }
     if !line.ends_with('\n') && n as u64 >= MAX_MESSAGE {
+        // The rest of the line is read and dropped, without holding it: the next message can
+        // be read, and the other side never blocks on a side that stopped reading.
+        r.skip_until(b'\n')?;
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("sync message longer than {MAX_MESSAGE} bytes")));
     }
     serde_json::from_str(&line)
@@ -156,9 +159,13 @@ mod tests {
     fn an_endless_message_is_an_error_not_an_allocation() {
         let mut big = vec![b'x'; (MAX_MESSAGE as usize) * 4];
         big.push(b'\n');
+        send(&mut big, &FromInit::Pid(7)).unwrap();
         let mut r = io::BufReader::new(&big[..]);
         let err = recv::<FromInit>(&mut r).unwrap_err();
         assert!(err.to_string().contains("longer than"), "{err}");
+        // It was dropped whole: the message after it reads.
+        assert_eq!(recv::<FromInit>(&mut r).unwrap(), Some(FromInit::Pid(7)));
+        assert_eq!(recv::<FromInit>(&mut r).unwrap(), None);
         // A message just under the bound still reads.
         let mut buf = Vec::new();
         send(&mut buf, &FromInit::Log { level: LogLevel::Warn, message: "y".repeat(MAX_MESSAGE as usize - 100) }).unwrap();
