@@ -50,6 +50,9 @@ fn record_init(bundle: &Path, pid: i32) {
 pub const ARTIFACT_FILE: &str = "artifact.wasm";
 pub const ARTIFACT_NAME_FILE: &str = "artifact.name";
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// How often the thread reading an init's messages, when none come, looks whether the init
+/// has exited (see `monitor`).
+const EXITED_EVERY: Duration = Duration::from_secs(2);
 
 pub struct Container {
     pub id: String,
@@ -532,10 +535,25 @@ impl Container {
         let mut reader = reader;
         let mut budget = LogBudget::new();
         let mut handover_asked = false;
+        // The end of the socket is how the init's exit shows here; but a process the init
+        // forked (only native code could: a guest that escaped wasm) holds the socket too, and
+        // in a pid namespace the pod shares it outlives the init. So reading also stops once the
+        // init has exited, looked at every `EXITED_EVERY`, and the exit is reported all the same.
+        if let Some(r) = reader.as_ref() {
+            let _ = r.get_ref().set_read_timeout(Some(EXITED_EVERY));
+        }
         while let Some(r) = reader.as_mut() {
             let msg = match protocol::recv::<FromInit>(r) {
                 Ok(Some(msg)) => msg,
                 Ok(None) => break,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    if self.pidfd.exited() {
+                        warn!("the init has exited but its socket is still open (a process it left behind holds it): reading stops");
+                        let _ = r.get_ref().shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                    continue;
+                }
                 // A message too long or not understood (dropped whole): said, within the
                 // budget, and the next one read.
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -658,6 +676,21 @@ impl Container {
         Ok(self.pid)
     }
 
+    /// Signals every process of the container's cgroup but the init (what the init left
+    /// behind in a pid namespace the pod shares), frozen meanwhile (unless it is paused) so
+    /// that none exits and has its pid reused between the listing and the signal, as runc does.
+    fn signal_cgroup(&self, signal: i32, paused: bool) {
+        let frozen = !paused && self.cgroup.freeze().is_ok();
+        for pid in self.cgroup.procs().unwrap_or_default() {
+            if pid != self.pid as i32 {
+                let _ = process::kill(pid, signal);
+            }
+        }
+        if frozen {
+            let _ = self.cgroup.thaw();
+        }
+    }
+
     pub fn kill(&self, signal: u32, all: bool) -> Result<()> {
         let (status, _) = self.status();
         // runc signals every process of a native container (`all`); a wasm container's init is
@@ -666,11 +699,18 @@ impl Container {
             Runtime::Native(n) if all => Some(&n.runc),
             _ => None,
         };
+        // A wasm container's `all`: its init, and what the init left behind in its cgroup. While
+        // it runs, only SIGKILL goes to the others: a serving init forwards other signals to
+        // its workers itself (a second SIGTERM would stop a worker at once, not drain it).
+        let wasm_all = all && matches!(self.runtime, Runtime::Wasm { .. });
         if status == Status::Stopped {
             if all {
                 // Whatever the init left behind in its cgroup (a shared pid namespace).
                 if let Some(runc) = everyone {
                     let _ = runc.kill(signal, true);
+                }
+                if wasm_all {
+                    self.signal_cgroup(signal as i32, false);
                 }
                 return Ok(());
             }
@@ -678,6 +718,9 @@ impl Container {
         }
         if let Some(runc) = everyone {
             return runc.kill(signal, true);
+        }
+        if wasm_all && signal == libc::SIGKILL as u32 {
+            self.signal_cgroup(libc::SIGKILL, status == Status::Paused);
         }
         match self.pidfd.send_signal(signal as i32) {
             Ok(()) => {}
@@ -759,6 +802,13 @@ impl Container {
             // runc removes the container's cgroup and state.
             Runtime::Native(n) => n.runc.delete()?,
             Runtime::Wasm { .. } => {
+                // The init is reaped; anything still in its cgroup is what it left behind in a
+                // pid namespace the pod shares: killed, as runc's delete does.
+                let deadline = std::time::Instant::now() + Duration::from_secs(2);
+                while self.cgroup.procs().is_ok_and(|p| !p.is_empty()) && std::time::Instant::now() < deadline {
+                    self.signal_cgroup(libc::SIGKILL, false);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 if let Err(e) = self.cgroup.destroy() {
                     warn!("{e}");
                     cgroup_gone = false;

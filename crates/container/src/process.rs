@@ -156,6 +156,13 @@ impl PidFd {
         Ok(())
     }
 
+    /// Whether the process has exited (its pidfd is readable), without waiting or reaping.
+    pub fn exited(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+
     /// Blocks until the process exits and reaps it. The caller must be its parent (or the
     /// subreaper it was reparented to).
     pub fn wait(&self) -> io::Result<ExitStatus> {
