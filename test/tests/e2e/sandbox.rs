@@ -26,6 +26,8 @@
 //!   lookups (for a guest with an outbound allow-list) never load it.
 //! - `devices_default_deny`: a spec without device rules, or without resources, still gets a
 //!   devices cgroup that denies all but the default nodes.
+//! - `leftovers_in_the_cgroup`: a process left in the container's cgroup dies with
+//!   `kill --all -s SIGKILL`, or at `task delete`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -717,6 +719,70 @@ pub fn devices_default_deny(cx: &Ctx) -> Result<()> {
             ensure(!list.contains("a *:* rwm"), || format!("{id}: every device allowed:\n{list}"))?;
             ensure(list.lines().any(|l| l == "c 1:3 rwm"), || format!("{id}: /dev/null (c 1:3) not allowed:\n{list}"))
         })?;
+    }
+    Ok(())
+}
+
+/// A process the init left behind in the container's cgroup (only native code could fork one
+/// there, so the trial puts a host `sleep` into the cgroup, as such a child would be in a pid
+/// namespace the pod shares): `ctr task kill --all -s SIGKILL` kills it with the init, as runc's
+/// kill --all does; and with a plain kill of the init, `ctr task delete` kills it before removing
+/// the cgroup. Before, both left it running.
+pub fn leftovers_in_the_cgroup(cx: &Ctx) -> Result<()> {
+    for (id, all) in [("s-left-all", true), ("s-left-delete", false)] {
+        cx.cd.run(&sleeper(id, &[]))?;
+        cx.cd.wait_status(id, "RUNNING", Duration::from_secs(10))?;
+        let pid = cx.cd.task_pid(id)?;
+        let mut stray = std::process::Command::new("sleep").arg("300").spawn()?;
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        let mut joined = 0;
+        for line in cgroups.lines() {
+            let mut f = line.splitn(3, ':');
+            let (Some(_), Some(controllers), Some(path)) = (f.next(), f.next(), f.next()) else { continue };
+            let dir = match controllers {
+                "" => Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/')),
+                c if c.split(',').any(|c| ["memory", "pids", "freezer", "devices"].contains(&c)) => {
+                    Path::new("/sys/fs/cgroup").join(c).join(path.trim_start_matches('/'))
+                }
+                _ => continue,
+            };
+            if std::fs::write(dir.join("cgroup.procs"), stray.id().to_string()).is_ok() {
+                joined += 1;
+            }
+        }
+        ensure(joined > 0, || format!("{id}: the stray process joined no cgroup of the init's: {cgroups}"))?;
+        // Whether the stray has ended within `limit` (it is this process's child: reaped here).
+        let ended = |stray: &mut std::process::Child, limit: Duration| -> Result<Option<std::process::ExitStatus>> {
+            let deadline = std::time::Instant::now() + limit;
+            loop {
+                match stray.try_wait()? {
+                    Some(s) => return Ok(Some(s)),
+                    None if std::time::Instant::now() > deadline => return Ok(None),
+                    None => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        };
+        let status = if all {
+            cx.cd.ctr_ok(["tasks", "kill", "--all", "-s", "SIGKILL", id])?;
+            cx.cd.wait_status(id, "STOPPED", Duration::from_secs(10))?;
+            // Before the task is deleted (and its shim, alone, exits and cleans up).
+            ended(&mut stray, Duration::from_secs(2))?
+        } else {
+            cx.cd.kill(id, "SIGKILL")?;
+            cx.cd.wait_status(id, "STOPPED", Duration::from_secs(10))?;
+            ensure(stray.try_wait()?.is_none(), || format!("{id}: a kill of the init alone killed the stray process"))?;
+            cx.cd.task_delete(id)?;
+            // Right after Delete answered.
+            ended(&mut stray, Duration::from_millis(200))?
+        };
+        if status.is_none() {
+            let _ = stray.kill();
+            let _ = stray.wait();
+        }
+        let _ = cx.cd.task_delete(id);
+        let _ = cx.cd.container_rm(id);
+        println!("  {id}: the stray process ended: {status:?}");
+        ensure(status.is_some(), || format!("{id}: the process left in the container's cgroup still runs"))?;
     }
     Ok(())
 }
