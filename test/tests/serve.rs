@@ -595,6 +595,22 @@ fn connection_cap_holds_the_next_client_until_one_closes() {
     assert_eq!((stats.connections, stats.requests), (3, 4), "{stats:?}");
 }
 
+/// A request head over [`wasm_shim_engine::MAX_HEAD`] is refused with 431 before it is
+/// held whole; one just under it is served, and so is the next request on a new connection.
+#[test]
+fn an_oversized_request_head_is_refused() {
+    let s = proxy(ServeLimits::default());
+    let head = |n: usize| format!("GET /status/204 HTTP/1.1\r\nhost: x\r\nx-big: {}\r\nconnection: close\r\n\r\n", "a".repeat(n));
+    let limit = wasm_shim_engine::MAX_HEAD;
+    let r = http::raw(s.addr, head(limit - 1024).as_bytes(), Duration::from_secs(5)).unwrap();
+    assert!(r.starts_with("HTTP/1.1 204"), "under the bound: {r:?}");
+    let r = http::raw(s.addr, head(limit * 4).as_bytes(), Duration::from_secs(5)).unwrap();
+    assert!(r.starts_with("HTTP/1.1 431"), "over the bound: {r:?}");
+    let r = http::raw(s.addr, head(10).as_bytes(), Duration::from_secs(5)).unwrap();
+    assert!(r.starts_with("HTTP/1.1 204"), "after: {r:?}");
+    s.stop();
+}
+
 /// A metrics endpoint on a listener of its own, and what a scrape shows.
 fn with_metrics(tier: Tier) -> (MetricsOptions, SocketAddr) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -89,5 +89,5 @@ pub use metrics::{CacheResult, MetricsOptions, StartInfo, CELLS as METRICS_CELLS
 pub use outbound::allows_url;
 pub use outcome::{Outcome, EXIT_CANNOT_RUN, EXIT_TRAP};
 pub use prepare::{serves_http_by_default, Origin, Prepared, ServeKind};
-pub use serve::{cgi, RequestTracing, ServeOptions, ServeStats, Shutdown, Upgrade};
+pub use serve::{cgi, RequestTracing, ServeOptions, ServeStats, Shutdown, Upgrade, MAX_HEAD};
 pub use tier::Tier;

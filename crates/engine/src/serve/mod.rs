@@ -68,6 +68,9 @@ const IDLE: Duration = Duration::from_secs(1);
 /// response on a keep-alive connection: hyper's header timer runs while it waits for a request,
 /// so it is also the idle timeout that frees the connection slot of a client that went quiet.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most bytes of a request's head (its request line and headers) a connection reads:
+/// past it, hyper answers 431. nginx allows 32 KiB by default, Node.js 16 KiB.
+pub const MAX_HEAD: usize = 64 << 10;
 
 /// What a served workload gets: the guest's WASI setup (args, env, cwd, preopens; stdio is
 /// inherited, so what requests print reaches the container's log) and the HTTP limits.
@@ -725,6 +728,9 @@ impl Engine {
                     .keep_alive(true)
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
+                    // A request's head (hyper's default lets a connection hold about 400 KiB
+                    // of headers that never end, which a thousand connections make a pod's OOM).
+                    .max_buf_size(MAX_HEAD)
                     .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 if let Some(m) = &metrics {
