@@ -1,5 +1,5 @@
-//! What a guest may use. The store's `ResourceLimiter`: caps each linear memory at the
-//! container's memory limit (a denied growth traps and is recorded, so the outcome can say
+//! What a guest may use. The store's `ResourceLimiter`: caps its linear memories and tables,
+//! together, at the container's memory limit (a denied growth traps and is recorded, so the outcome can say
 //! "out of memory" without guessing from text) and tables at a sane size. `ServeLimits`: the
 //! bounds of a served workload (connections, requests in flight, a request's time, memory and
 //! body, where it may reach, how many requests an instance serves), and what the user calls
@@ -82,7 +82,7 @@ impl std::fmt::Display for MemoryLimitExceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "memory limit of {} bytes exceeded (a linear memory tried to grow to {} bytes)",
+            "memory limit of {} bytes exceeded (linear memories and tables would have {} bytes)",
             self.limit, self.desired
         )
     }
@@ -92,14 +92,20 @@ impl std::error::Error for MemoryLimitExceeded {}
 
 #[derive(Debug, Default)]
 pub(crate) struct Limiter {
-    /// Maximum bytes of each linear memory; `None` = unlimited.
+    /// Maximum bytes of the store's linear memories and tables together; `None` = unlimited.
     memory_limit: Option<u64>,
     /// Set when a memory growth was denied.
     pub(crate) hit: Option<MemoryLimitExceeded>,
     /// Bytes of linear memory the store's instances have (every memory, grown or created;
     /// memories never shrink, so this is also the peak).
     pub(crate) linear_bytes: u64,
+    /// Bytes of the store's tables (every table, grown or created, at [`TABLE_ELEMENT_BYTES`]
+    /// an element).
+    table_bytes: u64,
 }
+
+/// What a table element costs the host (a pointer).
+const TABLE_ELEMENT_BYTES: u64 = 8;
 
 impl Limiter {
     pub(crate) fn new(memory_limit: Option<u64>) -> Self {
@@ -107,7 +113,16 @@ impl Limiter {
             memory_limit,
             hit: None,
             linear_bytes: 0,
+            table_bytes: 0,
         }
+    }
+
+    /// Whether `more` bytes fit in the limit with everything the store already has: a guest
+    /// with several memories, or large tables, gets no more than one with a single memory.
+    fn fits(&self, more: u64) -> bool {
+        self.memory_limit.is_none_or(|limit| {
+            self.linear_bytes.saturating_add(self.table_bytes).saturating_add(more) <= limit
+        })
     }
 }
 
@@ -118,11 +133,12 @@ impl wasmtime::ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        let more = desired.saturating_sub(current) as u64;
         match self.memory_limit {
-            Some(limit) if desired as u64 > limit => {
+            Some(limit) if !self.fits(more) => {
                 let exceeded = MemoryLimitExceeded {
                     limit,
-                    desired: desired as u64,
+                    desired: self.linear_bytes.saturating_add(self.table_bytes).saturating_add(more),
                 };
                 let err = wasmtime::Error::msg(exceeded.to_string());
                 self.hit = Some(exceeded);
@@ -132,9 +148,7 @@ impl wasmtime::ResourceLimiter for Limiter {
                 Err(err)
             }
             _ => {
-                self.linear_bytes = self
-                    .linear_bytes
-                    .saturating_add(desired.saturating_sub(current) as u64);
+                self.linear_bytes = self.linear_bytes.saturating_add(more);
                 Ok(true)
             }
         }
@@ -142,11 +156,18 @@ impl wasmtime::ResourceLimiter for Limiter {
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        let more = (desired.saturating_sub(current) as u64).saturating_mul(TABLE_ELEMENT_BYTES);
+        // A refused table growth is `table.grow`'s -1 (or a failed instantiation), as wasm
+        // specifies; tables are never what a program's allocator depends on.
+        if desired > MAX_TABLE_ELEMENTS || !self.fits(more) {
+            return Ok(false);
+        }
+        self.table_bytes = self.table_bytes.saturating_add(more);
+        Ok(true)
     }
 }
 
@@ -158,6 +179,7 @@ mod tests {
     #[test]
     fn denies_and_records_growth_past_the_limit() {
         let mut l = Limiter::new(Some(2 * 65536));
+        assert!(l.memory_growing(0, 65536, None).unwrap());
         assert!(l.memory_growing(65536, 2 * 65536, None).unwrap());
         assert!(l.hit.is_none());
         let err = l.memory_growing(2 * 65536, 3 * 65536, None).unwrap_err();
@@ -166,7 +188,7 @@ mod tests {
             .contains("memory limit of 131072 bytes exceeded"));
         assert_eq!(l.hit.as_ref().unwrap().desired, 3 * 65536);
         // Only what was granted counts as the store's memory.
-        assert_eq!(l.linear_bytes, 65536);
+        assert_eq!(l.linear_bytes, 2 * 65536);
     }
 
     #[test]
@@ -177,6 +199,22 @@ mod tests {
         // A second memory, created.
         assert!(l.memory_growing(0, 65536, None).unwrap());
         assert_eq!(l.linear_bytes, 6 * 65536);
+    }
+
+    #[test]
+    fn the_limit_is_for_every_memory_and_table_together() {
+        let mut l = Limiter::new(Some(4 * 65536));
+        assert!(l.memory_growing(0, 3 * 65536, None).unwrap());
+        // A second memory gets what the first left, no more.
+        assert!(l.memory_growing(0, 65536, None).unwrap());
+        assert!(l.memory_growing(0, 65536, None).is_err(), "a third memory past the limit");
+        assert_eq!(l.hit.as_ref().unwrap().desired, 5 * 65536);
+        // Tables count too: nothing is left for one.
+        let mut l = Limiter::new(Some(65536));
+        assert!(l.table_growing(0, 1024, None).unwrap(), "8 KiB of table");
+        assert!(!l.table_growing(1024, 10_000, None).unwrap(), "80 KB of table");
+        assert!(l.memory_growing(0, 65536, None).is_err(), "64 KiB of memory after 8 KiB of table");
+        assert!(l.memory_growing(0, 65536 - 8192, None).unwrap());
     }
 
     #[test]
