@@ -31,7 +31,7 @@
 //! A bad image (no wasm, corrupt wasm, not an image at all) is one log line naming it and why;
 //! nothing is compiled for it and the agent goes on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -212,7 +212,26 @@ enum Done {
 struct Program {
     /// For logs and compile.log: `image@layer digest` or `image:/path`.
     name: String,
-    bytes: Vec<u8>,
+    code: Code,
+}
+
+/// A program's bytes, or the wasm layer that holds them: an artifact's layers are read one at
+/// a time, each dropped once compiled, so the agent holds one module at a time.
+enum Code {
+    Bytes(Vec<u8>),
+    Layer(Descriptor),
+}
+
+/// How compiling one program ended.
+enum Compiled {
+    /// Its optimized code is in the cache.
+    Stored,
+    /// Another process is compiling it: in the cache once that ends well, so looked at again.
+    Busy,
+    /// Not valid wasm (logged by the helper).
+    Invalid,
+    /// Not compiled this time (timed out, the helper failed, the agent stopping).
+    Failed,
 }
 
 /// What an image carries.
@@ -299,15 +318,37 @@ impl Agent {
         };
         let mut done = Done::Stored;
         let mut retry = false;
+        let mut content = ContentClient::new(ch.clone());
         for p in programs {
-            match self.compile(ns, &p) {
-                Done::Stored => {}
-                Done::Failed => {
+            let bytes = match p.code {
+                Code::Bytes(b) => b,
+                Code::Layer(layer) => match self.read_blob(&mut content, ns, &layer, self.settings.max_module_size) {
+                    Ok(b) => match artifact::verify_blob(&layer, &b) {
+                        Ok(()) => b,
+                        // Damaged: so for good.
+                        Err(e) => {
+                            warn!("precompile {ns}/{}: {e}; nothing compiled", p.name);
+                            done = Done::Failed;
+                            continue;
+                        }
+                    },
+                    Err(e) => {
+                        warn!("precompile {ns}/{}: {e}; nothing compiled", p.name);
+                        done = Done::Failed;
+                        retry = true;
+                        continue;
+                    }
+                },
+            };
+            match self.compile(ns, &p.name, bytes) {
+                Compiled::Stored => {}
+                Compiled::Busy => retry = true,
+                Compiled::Failed => {
                     done = Done::Failed;
                     retry = true;
                 }
                 // Invalid wasm: so for good.
-                Done::NoWasm => done = Done::Failed,
+                Compiled::Invalid => done = Done::Failed,
             }
         }
         if !retry {
@@ -326,42 +367,41 @@ impl Agent {
         }
     }
 
-    /// Compiles one program unless its optimized code is cached. `Done::NoWasm` is an invalid
-    /// module (logged by the helper).
-    fn compile(&self, ns: &str, p: &Program) -> Done {
-        let digest = wasm_digest(&p.bytes);
+    /// Compiles one program (`name`, its `bytes`) unless its optimized code is cached.
+    fn compile(&self, ns: &str, name: &str, bytes: Vec<u8>) -> Compiled {
+        let digest = wasm_digest(&bytes);
         if let Ok(cache) = Cache::open_existing(&self.cache_dir) {
-            if self.engine.has_cached(&cache, &p.bytes, Tier::Optimized).unwrap_or(false) {
-                info!("precompile {ns}/{}: already in the compile cache (sha256:{digest})", p.name);
-                return Done::Stored;
+            if self.engine.has_cached(&cache, &bytes, Tier::Optimized).unwrap_or(false) {
+                info!("precompile {ns}/{name}: already in the compile cache (sha256:{digest})");
+                return Compiled::Stored;
             }
         }
         if STOPPING.load(Ordering::SeqCst) {
-            return Done::Failed;
+            return Compiled::Failed;
         }
+        let key = self.engine.cache_key(&bytes, Tier::Optimized).map(|k| k.to_string()).unwrap_or_default();
         let started = std::time::Instant::now();
-        match crate::compile::precompile(&self.settings, &p.name, p.bytes.clone()) {
+        match crate::compile::precompile(&self.settings, name, bytes) {
             Status::Stored => {
-                let key = self.engine.cache_key(&p.bytes, Tier::Optimized).map(|k| k.to_string()).unwrap_or_default();
-                info!("precompile {ns}/{}: optimized code in the compile cache in {} ms (entry {key})", p.name, started.elapsed().as_millis());
-                Done::Stored
+                info!("precompile {ns}/{name}: optimized code in the compile cache in {} ms (entry {key})", started.elapsed().as_millis());
+                Compiled::Stored
             }
             Status::Busy => {
-                info!("precompile {ns}/{}: being compiled by another process (sha256:{digest}); not compiled twice", p.name);
-                Done::Stored
+                info!("precompile {ns}/{name}: being compiled by another process (sha256:{digest}); not compiled twice, looked at again later");
+                Compiled::Busy
             }
             Status::Invalid => {
-                warn!("precompile {ns}/{}: not valid wasm (sha256:{digest}); nothing compiled", p.name);
-                Done::NoWasm
+                warn!("precompile {ns}/{name}: not valid wasm (sha256:{digest}); nothing compiled");
+                Compiled::Invalid
             }
             Status::TimedOut => {
-                warn!("precompile {ns}/{}: compile stopped after {:?} (WASM_SHIM_BACKGROUND_COMPILE_TIMEOUT)", p.name, started.elapsed());
-                Done::Failed
+                warn!("precompile {ns}/{name}: compile stopped after {:?} (WASM_SHIM_BACKGROUND_COMPILE_TIMEOUT)", started.elapsed());
+                Compiled::Failed
             }
             // Only the baseline compiler answers this; precompile asks the optimizing one.
             Status::Failed | Status::Unsupported => {
-                warn!("precompile {ns}/{}: compile failed (see above); the first start compiles it", p.name);
-                Done::Failed
+                warn!("precompile {ns}/{name}: compile failed (see above); the first start compiles it");
+                Compiled::Failed
             }
         }
     }
@@ -395,12 +435,13 @@ impl Agent {
         }
         let wasm: Vec<&Descriptor> = layers.iter().filter(|d| WASM_LAYER_TYPES.contains(&kind(d).as_str())).collect();
         if !wasm.is_empty() {
-            let mut programs = Vec::new();
-            for layer in wasm {
-                let bytes = self.read_blob(content, ns, layer, self.settings.max_module_size)?;
-                artifact::verify_blob(layer, &bytes).map_err(|e| e.to_string())?;
-                programs.push(Program { name: format!("{name}@{}", layer.digest()), bytes });
-            }
+            // Each layer once, however often the manifest lists it; read when compiled.
+            let mut listed = HashSet::new();
+            let programs = wasm
+                .into_iter()
+                .filter(|layer| listed.insert(layer.digest().to_string()))
+                .map(|layer| Program { name: format!("{name}@{}", layer.digest()), code: Code::Layer(layer.clone()) })
+                .collect();
             return Ok(Found::Wasm(programs));
         }
         // A classic image: the program its config names, in its layers.
@@ -432,7 +473,7 @@ impl Agent {
             .map_err(|e| e.to_string())?;
         let shown = format!("{name}:{}", found.path);
         match classify(&bytes, &found.path) {
-            Kind::WasmModule | Kind::WasmComponent | Kind::Wat => Ok(Found::Wasm(vec![Program { name: shown, bytes }])),
+            Kind::WasmModule | Kind::WasmComponent | Kind::Wat => Ok(Found::Wasm(vec![Program { name: shown, code: Code::Bytes(bytes) }])),
             Kind::Elf | Kind::Script => Ok(Found::None(format!("its program {} is a native executable", found.path))),
             Kind::Unknown if command.says_wasm() => {
                 let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();

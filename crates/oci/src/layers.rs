@@ -14,6 +14,7 @@
 //! Like [`crate::resolve`] it looks a name without `/` up in the image's `PATH` and a relative
 //! one under its working directory, and only a regular file matches.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
@@ -23,6 +24,19 @@ use crate::OciError;
 
 /// Linux's limit on symbolic links followed while resolving one path.
 const MAX_SYMLINKS: usize = 40;
+/// Linux's `PATH_MAX`: a longer path (asked, or reached through symbolic links) resolves to
+/// nothing, and a longer entry name is not indexed.
+const MAX_PATH: usize = 4096;
+/// Path components one resolution walks, symbolic links' included: a program's path has a
+/// few; an image that names `a/a/a/…` or links to such paths is not looked into further.
+const MAX_STEPS: usize = 1024;
+/// Entries indexed over an image's layers (a large distribution image has about 10⁵), and
+/// the bytes of their names: what the index may hold in memory.
+const MAX_ENTRIES: usize = 1 << 20;
+const MAX_NAME_BYTES: usize = 128 << 20;
+/// Bytes a tar stream may hold between one entry's data and the next entry: its headers,
+/// GNU long names and PAX records, which the tar crate reads into memory whole.
+const MAX_HEADER_BYTES: u64 = 1 << 20;
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
 
@@ -75,12 +89,60 @@ pub fn decompressed<'a, R: Read + 'a>(media_type: &str, blob: R) -> Result<Box<d
         return Err(OciError::BadManifest(format!("layer media type {media_type:?}: zstd layers are not supported")));
     }
     if media_type.ends_with("+gzip") || media_type.ends_with(".gzip") {
-        return Ok(Box::new(flate2::read::GzDecoder::new(blob)));
+        // Every member, as Go's reader (containerd's) decodes a concatenated gzip stream.
+        return Ok(Box::new(flate2::read::MultiGzDecoder::new(blob)));
     }
     if media_type.ends_with(".tar") || media_type.ends_with("diff.tar") {
         return Ok(Box::new(blob));
     }
     Err(OciError::BadManifest(format!("layer media type {media_type:?} is not a filesystem layer")))
+}
+
+/// A tar stream that refuses to be read past a budget the caller sets entry by entry: the
+/// tar crate reads an entry's GNU long name or PAX records into memory whole before it yields
+/// the entry, so without a bound a 2 GiB "long name" (a few MiB compressed) would be held.
+struct Budgeted<R> {
+    inner: R,
+    left: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.left.get();
+        if left == 0 && !buf.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "an entry's headers (long names, PAX records) are larger than the {} KiB allowed",
+                MAX_HEADER_BYTES >> 10
+            )));
+        }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left.set(left - n as u64);
+        Ok(n)
+    }
+}
+
+/// Calls `each` with every entry of a tar stream and its normalized name (`None`: the root,
+/// or a name longer than [`MAX_PATH`]), in order, until it returns `false`; headers between
+/// two entries are bounded by [`MAX_HEADER_BYTES`].
+fn for_each_entry<R: Read>(
+    tar_stream: R,
+    mut each: impl FnMut(&mut tar::Entry<'_, Budgeted<R>>, Option<String>) -> Result<bool, std::io::Error>,
+) -> Result<(), std::io::Error> {
+    let left = std::rc::Rc::new(std::cell::Cell::new(MAX_HEADER_BYTES));
+    let mut archive = tar::Archive::new(Budgeted { inner: tar_stream, left: left.clone() });
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        // Its data and padding, then the next entry's headers.
+        left.set(entry.size().div_ceil(512).saturating_mul(512).saturating_add(MAX_HEADER_BYTES));
+        let raw = entry.path()?;
+        let name = raw.to_str().map(Cow::Borrowed).unwrap_or_else(|| raw.to_string_lossy());
+        let path = (name.len() <= MAX_PATH).then(|| normalize(&name)).flatten();
+        if !each(&mut entry, path)? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +199,9 @@ pub struct Found {
 #[derive(Debug, Default)]
 pub struct LayerIndex {
     layers: Vec<Layer>,
+    /// Entries and bytes of names indexed so far (bounded by [`MAX_ENTRIES`], [`MAX_NAME_BYTES`]).
+    entries: usize,
+    name_bytes: usize,
 }
 
 enum Lookup<'a> {
@@ -151,24 +216,28 @@ impl LayerIndex {
 
     /// Reads the next layer's headers (the layers must come bottom first). The data is skipped.
     pub fn add_layer(&mut self, tar_stream: impl Read) -> Result<(), OciError> {
-        let bad = |e: std::io::Error| OciError::BadManifest(format!("layer {}: not a readable tar stream: {e}", self.layers.len()));
+        let n = self.layers.len();
+        let bad = |e: std::io::Error| OciError::BadManifest(format!("layer {n}: not a readable tar stream: {e}"));
         let mut layer = Layer::default();
-        let mut archive = tar::Archive::new(tar_stream);
-        for entry in archive.entries().map_err(bad)? {
-            let entry = entry.map_err(bad)?;
-            let header = entry.header();
-            let raw = entry.path().map_err(bad)?.to_string_lossy().into_owned();
-            let Some(path) = normalize(&raw) else { continue };
+        let (entries, name_bytes) = (&mut self.entries, &mut self.name_bytes);
+        for_each_entry(tar_stream, |entry, path| {
+            let Some(path) = path else { return Ok(true) };
+            *entries += 1;
+            *name_bytes += path.len();
+            if *entries > MAX_ENTRIES || *name_bytes > MAX_NAME_BYTES {
+                return Err(std::io::Error::other(format!("the image's layers have more than {MAX_ENTRIES} entries or {} MiB of names", MAX_NAME_BYTES >> 20)));
+            }
             let (dir, name) = parent_and_name(&path);
             if name == OPAQUE {
                 layer.opaque.insert(dir.to_string());
-                continue;
+                return Ok(true);
             }
             if let Some(hidden) = name.strip_prefix(WHITEOUT) {
                 layer.whiteouts.insert(join(dir, hidden));
-                continue;
+                return Ok(true);
             }
             let link = || entry.link_name().ok().flatten().map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
+            let header = entry.header();
             let node = match header.entry_type() {
                 EntryType::Regular | EntryType::Continuous => Node::File { mode: header.mode().unwrap_or(0) },
                 EntryType::Directory => Node::Dir,
@@ -177,7 +246,9 @@ impl LayerIndex {
                 _ => Node::Other,
             };
             layer.nodes.insert(path, node);
-        }
+            Ok(true)
+        })
+        .map_err(bad)?;
         self.layers.push(layer);
         Ok(())
     }
@@ -186,22 +257,34 @@ impl LayerIndex {
         self.layers.len()
     }
 
-    /// `path` (normalized, no symlink in its directories) in the merged view: the topmost
-    /// layer that has it, unless a layer above hides it.
-    fn lookup(&self, path: &str) -> Lookup<'_> {
-        let ancestors: Vec<&str> = path.match_indices('/').map(|(i, _)| &path[..i]).collect();
+    /// Which layers hide what lies under `dir` (given by its path and the answer for its
+    /// parent, `None` for `/`): a whiteout or an opaque marker for it, or a node there that is
+    /// neither a directory nor a symbolic link. Kept per directory of a walk, so that looking a
+    /// name up costs one probe per layer, however deep the directory.
+    fn hiding(&self, dir: &str, parent: Option<&[bool]>) -> Vec<bool> {
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| match parent {
+                None => layer.opaque.contains(""),
+                Some(above) => {
+                    above[i]
+                        || layer.whiteouts.contains(dir)
+                        || layer.opaque.contains(dir)
+                        || layer.nodes.get(dir).is_some_and(|n| !matches!(n, Node::Dir | Node::Symlink(_)))
+                }
+            })
+            .collect()
+    }
+
+    /// `path` in the merged view, `hidden` being [`LayerIndex::hiding`] of its directory: the
+    /// topmost layer that has it, unless a layer above hides it.
+    fn lookup(&self, path: &str, hidden: &[bool]) -> Lookup<'_> {
         for (i, layer) in self.layers.iter().enumerate().rev() {
             if let Some(node) = layer.nodes.get(path) {
                 return Lookup::Hit(i, node);
             }
-            let hidden = layer.whiteouts.contains(path)
-                || layer.opaque.contains("")
-                || ancestors.iter().any(|a| {
-                    layer.whiteouts.contains(*a)
-                        || layer.opaque.contains(*a)
-                        || layer.nodes.get(*a).is_some_and(|n| !matches!(n, Node::Dir | Node::Symlink(_)))
-                });
-            if hidden {
+            if hidden[i] || layer.whiteouts.contains(path) {
                 return Lookup::Missing;
             }
         }
@@ -210,11 +293,20 @@ impl LayerIndex {
 
     /// Resolves an absolute path in the merged rootfs to a regular file.
     pub fn resolve(&self, path: &str) -> Option<Found> {
+        if path.len() > MAX_PATH {
+            return None;
+        }
         let mut pending: Vec<String> = path.split('/').filter(|p| !p.is_empty()).map(String::from).collect();
         pending.reverse();
-        let mut dir: Vec<String> = Vec::new();
-        let mut links = 0;
+        // The directory reached, one entry per component: its path and what hides under it.
+        let root = self.hiding("", None);
+        let mut dir: Vec<(String, Vec<bool>)> = Vec::new();
+        let (mut links, mut steps) = (0, 0);
         while let Some(part) = pending.pop() {
+            steps += 1;
+            if steps > MAX_STEPS {
+                return None;
+            }
             match part.as_str() {
                 "." => continue,
                 ".." => {
@@ -223,12 +315,18 @@ impl LayerIndex {
                 }
                 _ => {}
             }
-            let here = join(&dir.join("/"), &part);
+            let (here, hidden) = match dir.last() {
+                Some((d, h)) => (join(d, &part), h),
+                None => (part.clone(), &root),
+            };
+            if here.len() > MAX_PATH {
+                return None;
+            }
             let last = pending.is_empty();
-            match self.lookup(&here) {
+            match self.lookup(&here, hidden) {
                 Lookup::Hit(_, node @ (Node::Symlink(target) | Node::Hardlink(target))) => {
                     links += 1;
-                    if links > MAX_SYMLINKS {
+                    if links > MAX_SYMLINKS || target.len() > MAX_PATH {
                         return None;
                     }
                     // A hard link names a path from the archive's root.
@@ -243,7 +341,10 @@ impl LayerIndex {
                 Lookup::Hit(_, Node::File { .. } | Node::Other) => return None,
                 Lookup::Hit(_, Node::Dir) if last => return None,
                 // A directory, or one only implied by the entries below it.
-                Lookup::Hit(_, Node::Dir) | Lookup::Missing if !last => dir.push(part),
+                Lookup::Hit(_, Node::Dir) | Lookup::Missing if !last => {
+                    let below = self.hiding(&here, Some(hidden));
+                    dir.push((here, below));
+                }
                 Lookup::Missing | Lookup::Hit(_, Node::Dir) => return None,
             }
         }
@@ -269,25 +370,30 @@ impl LayerIndex {
 }
 
 /// The bytes of entry `entry` (as [`Found::entry`]) of one layer's tar stream, at most `limit`
-/// of them.
+/// of them. An entry named twice is its last one, as when the layer is unpacked.
 pub fn read_file(tar_stream: impl Read, entry: &str, limit: u64) -> Result<Vec<u8>, OciError> {
-    let bad = |e: std::io::Error| OciError::BadManifest(format!("layer: not a readable tar stream: {e}"));
-    let mut archive = tar::Archive::new(tar_stream);
-    for e in archive.entries().map_err(bad)? {
-        let mut e = e.map_err(bad)?;
-        let raw = e.path().map_err(bad)?.to_string_lossy().into_owned();
-        if normalize(&raw).as_deref() != Some(entry) || !matches!(e.header().entry_type(), EntryType::Regular | EntryType::Continuous) {
-            continue;
+    let mut found: Option<Result<Vec<u8>, OciError>> = None;
+    for_each_entry(tar_stream, |e, path| {
+        if path.as_deref() != Some(entry) {
+            return Ok(true);
         }
-        let size = e.header().size().map_err(bad)?;
+        if !matches!(e.header().entry_type(), EntryType::Regular | EntryType::Continuous) {
+            found = None;
+            return Ok(true);
+        }
+        let size = e.size();
         if size > limit {
-            return Err(OciError::BadManifest(format!("/{entry}: {size} bytes is more than the {limit} allowed")));
+            found = Some(Err(OciError::BadManifest(format!("/{entry}: {size} bytes is more than the {limit} allowed"))));
+            return Ok(true);
         }
+        found = None;
         let mut out = Vec::with_capacity(size as usize);
-        e.by_ref().take(limit + 1).read_to_end(&mut out).map_err(bad)?;
-        return Ok(out);
-    }
-    Err(OciError::BadManifest(format!("/{entry}: not in its layer any more")))
+        e.by_ref().take(limit + 1).read_to_end(&mut out)?;
+        found = Some(Ok(out));
+        Ok(true)
+    })
+    .map_err(|e| OciError::BadManifest(format!("layer: not a readable tar stream: {e}")))?;
+    found.unwrap_or_else(|| Err(OciError::BadManifest(format!("/{entry}: not in its layer any more"))))
 }
 
 #[cfg(test)]
@@ -399,6 +505,76 @@ mod tests {
         let e = read_file(&layer[..], "a/app.wasm", 4).unwrap_err().to_string();
         assert!(e.contains("8 bytes is more than the 4 allowed"), "{e}");
         assert!(read_file(&layer[..], "a/other.wasm", 100).is_err());
+    }
+
+    #[test]
+    fn a_deep_or_looping_path_ends_quickly() {
+        let ix = index(&[
+            tar_of(&[E::F("app.wasm", b"code"), E::L("deep", &"a/".repeat(1500)), E::L("up", &"../".repeat(1000))]),
+            tar_of(&[E::F("x.wasm", b"x")]),
+        ]);
+        let started = std::time::Instant::now();
+        // 200 000 components (400 KB): refused by its length at once.
+        assert_eq!(ix.resolve(&format!("/{}app.wasm", "a/".repeat(200_000))), None);
+        // Under PATH_MAX, but past the steps one resolution may walk.
+        assert_eq!(ix.resolve(&format!("/{}app.wasm", "a/".repeat(2000))), None);
+        assert_eq!(ix.resolve("/deep/deep/app.wasm"), None);
+        // `..` many times is still `/`.
+        assert_eq!(ix.resolve("/up/app.wasm").map(|f| f.path), Some("/app.wasm".to_string()));
+        assert_eq!(ix.resolve(&format!("/{}app.wasm", "a/".repeat(100))), None, "implied directories hold no file");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn huge_extended_headers_are_refused_not_held() {
+        // A GNU long name of 4 MiB: the tar crate would read it whole into memory.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, format!("{}.wasm", "n".repeat(4 << 20)), &b"x"[..]).unwrap();
+        let layer = b.into_inner().unwrap();
+        let e = LayerIndex::new().add_layer(&layer[..]).unwrap_err().to_string();
+        assert!(e.contains("larger than the 1024 KiB allowed"), "{e}");
+        assert!(read_file(&layer[..], "x.wasm", 10).is_err());
+        // A long name within the bound is read, and a name past PATH_MAX is not indexed.
+        let mut b = tar::Builder::new(Vec::new());
+        for name in [format!("{}/app.wasm", "d".repeat(300)), format!("{}.wasm", "l".repeat(MAX_PATH + 1))] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(EntryType::Regular);
+            h.set_size(4);
+            h.set_mode(0o755);
+            b.append_data(&mut h, name, &b"code"[..]).unwrap();
+        }
+        let layer = b.into_inner().unwrap();
+        let ix = index(&[layer.clone()]);
+        assert_eq!(ix.entries, 1);
+        assert_eq!(ix.resolve(&format!("/{}/app.wasm", "d".repeat(300))).map(|f| f.layer), Some(0));
+    }
+
+    #[test]
+    fn a_name_listed_twice_is_its_last_entry() {
+        let layer = tar_of(&[E::F("app.wasm", b"first"), E::F("app.wasm", b"second")]);
+        assert_eq!(read_file(&layer[..], "app.wasm", 100).unwrap(), b"second");
+        let layer = tar_of(&[E::F("app.wasm", b"first"), E::D("app.wasm/")]);
+        assert!(read_file(&layer[..], "app.wasm", 100).is_err(), "the last entry is a directory");
+    }
+
+    #[test]
+    fn concatenated_gzip_members_are_one_stream() {
+        use std::io::Write;
+        let mut whole = Vec::new();
+        // The tar's first half and its second half, each its own gzip member.
+        let layer = tar_of(&[E::F("a.wasm", b"a"), E::F("b.wasm", b"b")]);
+        for half in [&layer[..1024], &layer[1024..]] {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(half).unwrap();
+            whole.extend(gz.finish().unwrap());
+        }
+        let mut ix = LayerIndex::new();
+        ix.add_layer(decompressed("application/vnd.oci.image.layer.v1.tar+gzip", &whole[..]).unwrap()).unwrap();
+        assert!(ix.resolve("/b.wasm").is_some());
     }
 
     #[test]
