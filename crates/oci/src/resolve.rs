@@ -25,8 +25,9 @@ const MAX_SYMLINKS: usize = 40;
 /// tried in order. Only regular files (after following symlinks) match. Returns the resolved
 /// path (symlinks followed) joined under `root`.
 ///
-/// During a PATH search, directories and unreadable files are skipped like `execvp` does; if
-/// nothing else matches they are reported (permission denied first, then "is a directory").
+/// During a PATH search, directories and files behind a directory that cannot be searched are
+/// skipped like `execvp` does; if nothing else matches they are reported (permission denied
+/// first, then "is a directory").
 pub fn resolve_executable(
     root: &Path,
     arg0_path: &str,
@@ -118,8 +119,8 @@ impl Miss {
     }
 }
 
-/// Resolves `wanted` (an absolute container path) and checks that it is a readable regular
-/// file. Returns the resolved container path.
+/// Resolves `wanted` (an absolute container path) and checks that it is a regular file.
+/// Returns the resolved container path.
 fn lookup(root: &Path, wanted: &Path) -> Result<PathBuf, Miss> {
     let resolved = resolve_in_root(root, wanted)?;
     let host = under_root(root, &resolved);
@@ -133,14 +134,11 @@ fn lookup(root: &Path, wanted: &Path) -> Result<PathBuf, Miss> {
     if !meta.is_file() {
         return Err(Miss::NotRegular);
     }
-    // The engine will read the file; find out now whether it can. Non-blocking, no controlling
-    // tty: a fifo or a device swapped in cannot hang or touch anything.
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(&host)
-        .map_err(Miss::from_io)?;
+    // Not opened here: this runs as root on the host's tree (the init before its pivot), where
+    // a directory of the path, in a volume another container shares, can be swapped for a
+    // symlink meanwhile, and an open by path would follow it out of the root (opening a device
+    // has effects). The init reads the file beneath the root (openat2 `RESOLVE_IN_ROOT`), as the
+    // guest's user, and says so if it cannot.
     Ok(resolved)
 }
 
