@@ -18,7 +18,9 @@ use crate::host::P1State;
 use crate::limits::Limiter;
 use crate::outcome::classify;
 
-/// Most a program may write to stdout for one response.
+/// Most a program may write to stdout for one response, and never more than its request's
+/// memory (`ServeLimits::request_memory`): the output is held by the host, outside the
+/// guest's memory, until the response is made.
 const MAX_OUTPUT: usize = 64 << 20;
 
 /// Serves one request by running the module's `_start`.
@@ -60,7 +62,7 @@ pub(crate) async fn handle(
         protocol: &protocol,
     });
 
-    let stdout = MemoryOutputPipe::new(MAX_OUTPUT);
+    let stdout = MemoryOutputPipe::new(usize::try_from(app.limits.request_memory).unwrap_or(usize::MAX).min(MAX_OUTPUT));
     let wasi = match app.wasi_builder_with_env(&meta) {
         Ok(mut b) => b.stdin(MemoryInputPipe::new(body)).stdout(stdout.clone()).build_p1(),
         Err(m) => return app.failed(&label, &m),
