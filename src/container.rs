@@ -115,8 +115,10 @@ fn fetch_artifact(path: &str, address: &str, namespace: &str, id: &str, bundle: 
         }
         Ok(None) => Ok(()),
         Err(e) if e.kind == crate::errors::ErrorKind::InvalidArgument => Err(e),
+        // The init then reports the file missing; why no layer was found is said here, in
+        // containerd's log, where the missing file alone would not explain it.
         Err(e) => {
-            debug!("no wasm artifact: {e}");
+            warn!("{path} is not a file of the rootfs, and its image's wasm layers could not be read: {e}");
             Ok(())
         }
     }
