@@ -333,6 +333,11 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
         .collect()
 }
 
+/// The mount point of the mount that holds `path`: the longest mount point above it.
+pub fn mount_holding(mounts: &[MountInfo], path: &Path) -> Option<PathBuf> {
+    mounts.iter().map(|m| &m.point).filter(|p| path.starts_with(p)).max_by_key(|p| p.components().count()).cloned()
+}
+
 /// The flags a bind remount must repeat to keep a mount's per-mount options.
 fn kept_flags(options: &[String]) -> MsFlags {
     let mut f = MsFlags::empty();
@@ -591,6 +596,14 @@ pub fn prepare(spec: &Spec, rootfs: &Path) -> Result<PathBuf, RootfsError> {
         .filter(|p| !p.is_empty())
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     mnt(None, Path::new("/"), None, propagation | MsFlags::MS_REC, None, "propagation of /")?;
+    // The mount holding the rootfs made private first, as runc does: the root's bind mount is
+    // then private too, so it and everything mounted beneath it stay in this namespace, and
+    // pivot_root accepts it (it refuses a shared new root or parent, which `rshared`, asked for
+    // a pod with Bidirectional volumes, made every mount).
+    let info = fs::read_to_string("/proc/self/mountinfo").map_err(|err| RootfsError::Root { root: root.clone(), err })?;
+    if let Some(parent) = mount_holding(&parse_mountinfo(&info), &root) {
+        mnt(None, &parent, None, MsFlags::MS_PRIVATE, None, "the mount holding the rootfs")?;
+    }
     mnt(Some(&root), &root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, "rootfs")?;
     // The root's bind mount, held open: every destination is resolved beneath it.
     let root_dir = fs::File::open(&root).map_err(|err| RootfsError::Root { root: root.clone(), err })?;
@@ -820,6 +833,16 @@ mod tests {
 38 30 0:11 / /run/b/rootfs/data rw,nosuid,nodev - tmpfs tmpfs rw
 39 22 0:5 / /proc rw - proc proc rw
 ";
+
+    #[test]
+    fn the_mount_holding_a_path_is_the_longest_above_it() {
+        let m = |p: &str| MountInfo { point: PathBuf::from(p), options: vec![], fstype: "ext4".into() };
+        let mounts = [m("/"), m("/run"), m("/run/containerd/x"), m("/runner")];
+        assert_eq!(mount_holding(&mounts, Path::new("/run/containerd/x/rootfs")), Some(PathBuf::from("/run/containerd/x")));
+        assert_eq!(mount_holding(&mounts, Path::new("/runner2/a")), Some(PathBuf::from("/")), "by components, not bytes");
+        assert_eq!(mount_holding(&mounts, Path::new("/run/containerd/x")), Some(PathBuf::from("/run/containerd/x")));
+        assert_eq!(mount_holding(&[], Path::new("/a")), None);
+    }
 
     #[test]
     fn mountinfo_parses_with_escapes() {

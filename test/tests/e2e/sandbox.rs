@@ -28,6 +28,8 @@
 //!   devices cgroup that denies all but the default nodes.
 //! - `leftovers_in_the_cgroup`: a process left in the container's cgroup dies with
 //!   `kill --all -s SIGKILL`, or at `task delete`.
+//! - `rootfs_propagation`: every `rootfsPropagation` runs, and no mount of the container
+//!   reaches the host's table.
 
 use std::path::Path;
 use std::time::Duration;
@@ -783,6 +785,35 @@ pub fn leftovers_in_the_cgroup(cx: &Ctx) -> Result<()> {
         let _ = cx.cd.container_rm(id);
         println!("  {id}: the stray process ended: {status:?}");
         ensure(status.is_some(), || format!("{id}: the process left in the container's cgroup still runs"))?;
+    }
+    Ok(())
+}
+
+/// `linux.rootfsPropagation` as the CRI sets it (`rshared` for a pod with a Bidirectional
+/// volume, `rslave` for HostToContainer) and the other values: the container runs, and none of
+/// its mounts (the rootfs bind, its tmpfs) shows in the host's mount table afterwards. With
+/// `rshared` pivot_root refused the shared root before.
+pub fn rootfs_propagation(cx: &Ctx) -> Result<()> {
+    let g = guests::Guests::load()?;
+    let rootfs = cx.cd.dir.join("rootfs-s-propagation");
+    images::write_rootfs(&[ImageFile::new("/hello.wasm", g.get("hello"), 0o755)], &rootfs)?;
+    let host_mounts = || -> Result<usize> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+        Ok(info.lines().filter(|l| l.contains(rootfs.to_str().unwrap_or("?"))).count())
+    };
+    let before = host_mounts()?;
+    for (i, p) in ["rshared", "shared", "rslave", "slave", "rprivate", "private"].iter().enumerate() {
+        let id = format!("s-prop-{i}");
+        let spec = images::config_spec(&cx.cd, &id, &rootfs, &["/hello.wasm"], serde_json::json!({}))?;
+        edit_spec(&spec, |s| {
+            s["linux"]["rootfsPropagation"] = serde_json::json!(p);
+            s["mounts"].as_array_mut().expect("ctr's spec has mounts").push(serde_json::json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}));
+        })?;
+        let out = cx.cd.run(&RunOpts::wasm("", &id).config(&spec))?;
+        expect_code(&out, 0).with_context(|| format!("rootfsPropagation {p}"))?;
+        let after = host_mounts()?;
+        println!("  rootfsPropagation {p}: exit 0, host mounts under the rootfs {before} -> {after}");
+        ensure(after == before, || format!("rootfsPropagation {p}: the container's mounts reached the host: {after} under {}", rootfs.display()))?;
     }
     Ok(())
 }
