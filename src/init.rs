@@ -389,6 +389,10 @@ fn stage2(
         Err(e) => return Err(ShimError::internal(format!("cannot count the init's threads: {e}"))),
     }
     rootfs::enter(spec, &root)?;
+    // The mode the guest's new files get is masked as runc masks a process's: the spec's
+    // umask, else 022 (not whatever the shim was started with).
+    let umask = process.user().umask().unwrap_or(0o022);
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask as libc::mode_t & 0o777));
     if entered.new_uts {
         if let Some(h) = spec.hostname() {
             rootfs::set_hostname(h).map_err(|e| ShimError::internal(format!("hostname {h}: {e}")))?;

@@ -1295,6 +1295,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("sandbox::devices_default_deny_without_rules", Wasm, Box::new(sandbox::devices_default_deny));
     add("sandbox::leftovers_in_the_cgroup_killed", Wasm, Box::new(sandbox::leftovers_in_the_cgroup));
     add("sandbox::rootfs_propagation_values", Wasm, Box::new(sandbox::rootfs_propagation));
+    add("sandbox::umask_of_the_spec", Wasm, Box::new(sandbox::umask));
 
     // The Kubernetes path (e2e/cri.rs): containerd's CRI plugin, handler `runc` first (the
     // baseline that proves the harness), then handler `wasm`.

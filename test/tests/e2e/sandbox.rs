@@ -30,6 +30,7 @@
 //!   `kill --all -s SIGKILL`, or at `task delete`.
 //! - `rootfs_propagation`: every `rootfsPropagation` runs, and no mount of the container
 //!   reaches the host's table.
+//! - `umask`: the spec's umask (else 022) masks the guest's new files.
 
 use std::path::Path;
 use std::time::Duration;
@@ -814,6 +815,41 @@ pub fn rootfs_propagation(cx: &Ctx) -> Result<()> {
         let after = host_mounts()?;
         println!("  rootfsPropagation {p}: exit 0, host mounts under the rootfs {before} -> {after}");
         ensure(after == before, || format!("rootfsPropagation {p}: the container's mounts reached the host: {after} under {}", rootfs.display()))?;
+    }
+    Ok(())
+}
+
+/// `process.user.umask` masks the mode of the files the guest creates, as runc applies it, and
+/// without it 022 does (not the shim's own umask): `/tmp/out.txt` of the `files` guest is
+/// 0600 with umask 077, 0644 without.
+pub fn umask(cx: &Ctx) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let g = guests::Guests::load()?;
+    for (id, umask, want) in [("s-umask-077", Some(0o077), 0o600), ("s-umask-default", None, 0o644)] {
+        let rootfs = cx.cd.dir.join(format!("rootfs-{id}"));
+        images::write_rootfs(
+            &[
+                ImageFile::new("/files.wasm", g.get("files"), 0o755),
+                ImageFile::new("/data/in.txt", b"x\n".to_vec(), 0o644),
+                ImageFile::new("/tmp/.keep", Vec::new(), 0o644),
+            ],
+            &rootfs,
+        )?;
+        let spec = images::config_spec(&cx.cd, id, &rootfs, &["/files.wasm"], serde_json::json!({}))?;
+        edit_spec(&spec, |s| {
+            if let Some(u) = umask {
+                s["process"]["user"]["umask"] = serde_json::json!(u);
+            }
+            // The rootfs's /tmp, not ctr's tmpfs, so the file is seen from here.
+            if let Some(m) = s["mounts"].as_array_mut() {
+                m.retain(|m| m["destination"] != "/tmp");
+            }
+        })?;
+        let out = cx.cd.run(&RunOpts::wasm("", id).config(&spec))?;
+        expect_code(&out, 0)?;
+        let mode = std::fs::metadata(rootfs.join("tmp/out.txt"))?.permissions().mode() & 0o777;
+        println!("  umask {umask:?}: /tmp/out.txt is {mode:o}");
+        ensure(mode == want, || format!("umask {umask:?}: /tmp/out.txt is {mode:o}, not {want:o}"))?;
     }
     Ok(())
 }
