@@ -253,6 +253,17 @@ fn stage2(
         ServeMode::Command => None,
         ServeMode::Auto => (rc.entrypoint.export.is_none() && wasm_shim_engine::serves_http_by_default(&bytes)).then_some(ServeKind::Http),
     };
+    // An outbound allow-list names hosts; the init resolves their names with the container's
+    // /etc/hosts and /etc/resolv.conf. Were they writable by the guest, it could point an
+    // allowed name at any address (the node's metadata service), or have names resolved by a
+    // server of its choosing: read-only in its view, as when the pod sets
+    // readOnlyRootFilesystem. A command has the pod's whole network: nothing to protect.
+    if serve.is_some() && !http.allowed_outbound.is_empty() && !http.allowed_outbound.iter().any(|e| e.trim() == "*") {
+        for file in ["/etc/hosts", "/etc/resolv.conf"] {
+            rootfs::read_only_file(&root, Path::new(file))
+                .map_err(|e| ShimError::internal(format!("{file}, made read-only for the outbound allow-list: {e}")))?;
+        }
+    }
     // Reuse keeps a component instance for the next request. A WAGI module's `_start` runs once
     // (a second run finds the first one's state, which wasi-libc does not expect): refused, since
     // a user who asked for state that carries over would otherwise silently not get it.

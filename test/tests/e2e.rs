@@ -1296,6 +1296,7 @@ fn cases() -> Vec<(String, Flavor, Case)> {
     add("sandbox::leftovers_in_the_cgroup_killed", Wasm, Box::new(sandbox::leftovers_in_the_cgroup));
     add("sandbox::rootfs_propagation_values", Wasm, Box::new(sandbox::rootfs_propagation));
     add("sandbox::umask_of_the_spec", Wasm, Box::new(sandbox::umask));
+    add("sandbox::name_files_read_only_with_an_allow_list", Wasm, Box::new(sandbox::name_files_read_only));
 
     // The Kubernetes path (e2e/cri.rs): containerd's CRI plugin, handler `runc` first (the
     // baseline that proves the harness), then handler `wasm`.

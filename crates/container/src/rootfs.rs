@@ -656,6 +656,34 @@ pub fn freeze_name_service() {
     }
 }
 
+/// Makes the file `path` (absolute in the container; made empty where missing) read-only in
+/// the guest's view under `root` (from [`prepare`]): a bind mount of itself, remounted
+/// `ro,nosuid,nodev,noexec`. Resolved beneath the root, symlinks included, so the file
+/// protected is the one the container's programs read. Only in this mount namespace.
+pub fn read_only_file(root: &Path, path: &Path) -> Result<(), RootfsError> {
+    let derr = |err: std::io::Error| RootfsError::Destination { dest: path.to_path_buf(), err };
+    let root_dir = fs::File::open(root).map_err(|err| RootfsError::Root { root: root.to_path_buf(), err })?;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let target = match open_beneath(&root_dir, rel, OFlag::empty()) {
+        Ok(fd) => Target::Fd(fd),
+        Err(nix::Error::ENOENT) => mount_point(&root_dir, root, path, true)?,
+        Err(nix::Error::ENOSYS) => Target::Path(mount_point_by_path(root, rel, true).map_err(derr)?),
+        Err(e) => return Err(derr(e.into())),
+    };
+    let st = match &target {
+        Target::Fd(fd) => nix::sys::stat::fstat(fd).map_err(|e| derr(e.into()))?,
+        Target::Path(p) => nix::sys::stat::lstat(p).map_err(|e| derr(e.into()))?,
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(derr(std::io::Error::other("not a regular file")));
+    }
+    let what = format!("{} read-only", path.display());
+    mnt(Some(&target.path()), &target.path(), None, MsFlags::MS_BIND, None, &what)?;
+    let top = reopen_mount(&root_dir, path, &target, Some((st.st_dev, st.st_ino)))?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mnt(None, &top.path(), None, flags, None, &what)
+}
+
 /// Opens `path` (absolute in the container) for reading as if the directory `root` were `/`:
 /// `..` and symlinks, absolute or relative, cannot leave it, even if the tree changes meanwhile
 /// (`openat2` with `RESOLVE_IN_ROOT`; Linux 5.6+, else a scoped join and `O_NOFOLLOW`). Only

@@ -24,7 +24,7 @@ pub const MAX_CONCURRENCY: &str = "wasm.containerd.io/http-max-concurrency";
 pub const MAX_CONNECTIONS: &str = "wasm.containerd.io/http-max-connections";
 /// Time a request may take, guest and body included; past it the answer is 504.
 pub const REQUEST_TIMEOUT: &str = "wasm.containerd.io/http-request-timeout";
-/// Linear memory each request's instance may use.
+/// Linear memory (and tables) each request's instance may use.
 pub const REQUEST_MEMORY: &str = "wasm.containerd.io/http-request-memory";
 /// Largest request body a WAGI module is handed (413 past it).
 pub const MAX_BODY: &str = "wasm.containerd.io/http-max-body";

@@ -31,6 +31,8 @@
 //! - `rootfs_propagation`: every `rootfsPropagation` runs, and no mount of the container
 //!   reaches the host's table.
 //! - `umask`: the spec's umask (else 022) masks the guest's new files.
+//! - `name_files_read_only`: with an outbound allow-list, a served guest cannot rewrite
+//!   `/etc/hosts` or `/etc/resolv.conf`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -850,6 +852,54 @@ pub fn umask(cx: &Ctx) -> Result<()> {
         let mode = std::fs::metadata(rootfs.join("tmp/out.txt"))?.permissions().mode() & 0o777;
         println!("  umask {umask:?}: /tmp/out.txt is {mode:o}");
         ensure(mode == want, || format!("umask {umask:?}: /tmp/out.txt is {mode:o}, not {want:o}"))?;
+    }
+    Ok(())
+}
+
+/// A served guest with an outbound allow-list cannot rewrite `/etc/hosts` or
+/// `/etc/resolv.conf` (the init resolves allowed names with them: a guest could otherwise point
+/// an allowed name at the node's metadata service, or at a DNS server of its choosing); its
+/// other files stay writable, and without an allow-list nothing changes. The WAGI guest writes
+/// (a wasi:http component built with the proxy adapter has no files; one that imports
+/// wasi:filesystem has the same view).
+pub fn name_files_read_only(cx: &Ctx) -> Result<()> {
+    let g = guests::Guests::load()?;
+    for (id, allowed) in [("s-names-allow", true), ("s-names-open", false)] {
+        let rootfs = cx.cd.dir.join(format!("rootfs-{id}"));
+        images::write_rootfs(
+            &[ImageFile::new("/wagi.wasm", g.get("wagi"), 0o755), ImageFile::new("/etc/hosts", b"127.0.0.1 localhost\n".to_vec(), 0o644)],
+            &rootfs,
+        )?;
+        let port = super::free_port()?;
+        let spec = images::config_spec(&cx.cd, id, &rootfs, &["/wagi.wasm"], serde_json::json!({}))?;
+        edit_spec(&spec, |s| {
+            s["annotations"] = serde_json::json!({ wasm_shim_oci::http::PORT: port.to_string(), wasm_shim_oci::http::SERVE: "wagi" });
+            if allowed {
+                s["annotations"][wasm_shim_oci::http::ALLOWED_OUTBOUND] = serde_json::json!("http://allowed.test:80");
+            }
+            if let Some(ns) = s["linux"]["namespaces"].as_array_mut() {
+                ns.retain(|n| n["type"] != "network");
+            }
+        })?;
+        let mut run = cx.cd.spawn(&RunOpts::wasm("", id).config(&spec).timeout(Duration::from_secs(60)))?;
+        let base = format!("http://127.0.0.1:{port}");
+        wasm_shim_e2e::http::wait_until_serving(&format!("{base}/"), Duration::from_secs(30)).with_context(|| format!("output so far: {}", run.stdout_now()))?;
+        let append = |file: &str, words: &str| wasm_shim_e2e::http::get(&format!("{base}/append?file={file}&words={words}"));
+        let hosts = append("/etc/hosts", "169.254.169.254,allowed.test")?;
+        let resolv = append("/etc/resolv.conf", "nameserver,203.0.113.9")?;
+        let other = append("/data.txt", "x")?;
+        println!("  {id}: /etc/hosts {} {}; /etc/resolv.conf {} {}; /data.txt {}", hosts.status, hosts.body.trim(), resolv.status, resolv.body.trim(), other.status);
+        cx.cd.kill(id, "SIGTERM")?;
+        let out = run.wait(Duration::from_secs(10));
+        expect_code(&out, 0)?;
+        ensure(other.status == 200, || format!("{id}: another file: {other}"))?;
+        let on_disk = std::fs::read_to_string(rootfs.join("etc/hosts"))?;
+        if allowed {
+            ensure(hosts.status == 502 && resolv.status == 502, || format!("{id}: the guest rewrote its name files: {hosts} {resolv}"))?;
+            ensure(!on_disk.contains("169.254.169.254"), || format!("{id}: /etc/hosts now says {on_disk:?}"))?;
+        } else {
+            ensure(hosts.status == 200 && on_disk.contains("169.254.169.254 allowed.test"), || format!("{id}: without an allow-list: {hosts}, {on_disk:?}"))?;
+        }
     }
     Ok(())
 }

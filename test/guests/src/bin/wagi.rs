@@ -5,6 +5,8 @@
 //! - `/missing` — `Status: 404 Not Found`.
 //! - `/garbage` — output with no header section (the shim answers 500).
 //! - `/fail` — exits 3 (500).
+//! - `/append?file=<path>&words=a,b` — appends the line `a b` to the file: 200 `appended`, or
+//!   502 with the error.
 //! - `/env` — 200, `text/plain`: its whole environment, one `NAME=value` per line.
 //! - anything else — 200, `text/plain`: method, path, query, the `X-Test` header, the body.
 use std::io::{Read, Write};
@@ -28,6 +30,18 @@ fn main() {
             for (name, value) in std::env::vars() {
                 let _ = writeln!(out, "{name}={value}");
             }
+        }
+        "/append" => {
+            // `file` and `words` (comma-separated) from the query: the line `words` appended to
+            // `file`, what a guest would do to /etc/hosts or /etc/resolv.conf to move a name.
+            let query = var("QUERY_STRING");
+            let param = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).unwrap_or_default().to_string();
+            let (file, line) = (param("file"), param("words").replace(',', " "));
+            let written = std::fs::OpenOptions::new().append(true).create(true).open(&file).and_then(|mut f| writeln!(f, "{line}"));
+            let _ = match written {
+                Ok(()) => write!(out, "Content-Type: text/plain\n\nappended\n"),
+                Err(e) => write!(out, "Status: 502 Bad Gateway\nContent-Type: text/plain\n\n{file}: {e}\n"),
+            };
         }
         "/fail" => {
             eprintln!("wagi guest: failing on purpose");
