@@ -33,8 +33,10 @@
 //!
 //! Each helper compiles under the entry's lock: ten replicas of a new module starting at once
 //! make one baseline compile (the nine others wait for it, then map it) and one optimized
-//! compile (the others find the lock taken and leave). The lock is taken before a slot, so
-//! helpers waiting for another's compile hold no slot. Helpers run as root in the host's mount
+//! compile (the others find the lock taken and leave). A waited helper takes the lock before a
+//! slot, so helpers waiting for another's compile hold no slot; a background one waits for its
+//! slot first and locks only then, so that a start needing the entry never waits behind a
+//! background compile queued for a slot. Helpers run as root in the host's mount
 //! namespace, so nothing inside a container can write compiled code another container would
 //! run. Modules above `protocol::MAX_COMPILE_BYTES` are compiled in the init.
 
@@ -239,8 +241,9 @@ fn helper(tier: &str, mode: Mode, adj: &str, name: &str) -> Status {
             return Status::Failed;
         }
     };
-    // Under the entry's lock, once the entry is known to be missing: a compile slot, waited
-    // for until shortly before the watchdog fires, so that a helper that got none says so.
+    // Once the entry is known to be missing (see `compile_to_cache_admitted` for the order with
+    // its lock): a compile slot, waited for until shortly before the watchdog fires, so that a
+    // helper that got none says so.
     let slot_deadline = deadline - SLOT_WAIT_MARGIN.min(limit / 10);
     let take_slot = || match slots.take(slots.range(!wait), slot_deadline) {
         Ok(Some(slot)) => {

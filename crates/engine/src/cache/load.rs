@@ -254,11 +254,17 @@ impl Engine {
     }
 
     /// [`Engine::compile_to_cache`], with `admit` asked for leave to compile
-    /// once the entry's lock is held and the entry was found missing: what it
-    /// returns (a node-wide compile slot) is held until the code is stored;
-    /// `None` ends with [`Stored::NotAdmitted`]. Taken in this order, the
-    /// processes that wait for another's compile of the same entry hold no
-    /// admission meanwhile.
+    /// once the entry was found missing: what it returns (a node-wide compile
+    /// slot) is held until the code is stored; `None` ends with
+    /// [`Stored::NotAdmitted`]. A process that waits (`wait`: a start needs the
+    /// code) is admitted under the entry's lock, so that one waiting for
+    /// another's compile of the same entry holds no admission meanwhile. One
+    /// that does not wait (a background or precompile compile) is admitted
+    /// first and takes the lock only then, so that it never holds the lock
+    /// while queued for admission: a start needing the same entry would wait
+    /// behind that queue (and behind the idle-priority compile after it). It
+    /// still leaves at once, admission never asked, when the lock is taken or
+    /// the entry there before it queues.
     pub fn compile_to_cache_admitted<G>(
         &self,
         cache: &Cache,
@@ -271,18 +277,50 @@ impl Engine {
         let (binary, format) = decode(bytes, name)?;
         let concurrency = needs_concurrency(&binary, format);
         let key = self.key_for_digest(&wasm_digest(bytes), tier, concurrency)?;
-        let Some(_lock) = cache
-            .lock(&key, wait)
-            .map_err(|e| cache.err(&format!("lock {}", key.lock()), e))?
-        else {
-            return Ok(Stored::Busy);
+        let lock = |wait: bool| {
+            cache
+                .lock(&key, wait)
+                .map_err(|e| cache.err(&format!("lock {}", key.lock()), e))
         };
-        if self.load_entry(cache, &key, tier, concurrency, format, name)?.is_some() {
-            return Ok(Stored::Present);
+        let present = || -> Result<bool, EngineError> {
+            Ok(self
+                .load_entry(cache, &key, tier, concurrency, format, name)?
+                .is_some())
+        };
+        // Declared in this order, the lock is released before the admission.
+        let (_admitted, _lock);
+        if wait {
+            let Some(held) = lock(true)? else {
+                return Ok(Stored::Busy);
+            };
+            _lock = held;
+            if present()? {
+                return Ok(Stored::Present);
+            }
+            let Some(a) = admit() else {
+                return Ok(Stored::NotAdmitted);
+            };
+            _admitted = a;
+        } else {
+            // Busy or present now: no admission queued for.
+            if lock(false)?.is_none() {
+                return Ok(Stored::Busy);
+            }
+            if present()? {
+                return Ok(Stored::Present);
+            }
+            let Some(a) = admit() else {
+                return Ok(Stored::NotAdmitted);
+            };
+            _admitted = a;
+            let Some(held) = lock(false)? else {
+                return Ok(Stored::Busy);
+            };
+            _lock = held;
+            if present()? {
+                return Ok(Stored::Present);
+            }
         }
-        let Some(_admitted) = admit() else {
-            return Ok(Stored::NotAdmitted);
-        };
         let started = Instant::now();
         let artifact = self.compile(tier, &binary, format, concurrency, name)?;
         let elapsed = started.elapsed();
@@ -408,7 +446,7 @@ mod tests {
                     WAT.as_bytes(),
                     "/a.wasm",
                     Tier::Baseline,
-                    false,
+                    true,
                     admit,
                 )
                 .unwrap()
@@ -435,11 +473,74 @@ mod tests {
         );
         // Busy (another holds the lock): not asked either.
         cache.remove(&key);
-        let held = cache.lock(&key, true).unwrap().unwrap();
+        let held = cache.lock(&key, false).unwrap().unwrap();
+        let compile_now = |admit: &mut dyn FnMut() -> Option<()>| {
+            engine
+                .compile_to_cache_admitted(
+                    &cache,
+                    WAT.as_bytes(),
+                    "/a.wasm",
+                    Tier::Baseline,
+                    false,
+                    admit,
+                )
+                .unwrap()
+        };
         assert_eq!(
-            compile(&mut || panic!("asked while another compiles")),
+            compile_now(&mut || panic!("asked while another compiles")),
             Stored::Busy
         );
+        drop(held);
+    }
+
+    /// A compile that does not wait (background, precompile) queues for its
+    /// admission without the entry's lock: a start needing the same entry can
+    /// take it meanwhile. If the entry is compiled by another meanwhile, it
+    /// leaves without compiling (its admission given back).
+    #[test]
+    fn a_compile_that_does_not_wait_is_admitted_before_it_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let engine = Engine::new().unwrap();
+        let key = engine.cache_key(WAT.as_bytes(), Tier::Baseline).unwrap();
+        let compile = |admit: &mut dyn FnMut() -> Option<()>| {
+            engine
+                .compile_to_cache_admitted(
+                    &cache,
+                    WAT.as_bytes(),
+                    "/a.wasm",
+                    Tier::Baseline,
+                    false,
+                    admit,
+                )
+                .unwrap()
+        };
+        let stored = compile(&mut || {
+            assert!(
+                cache.lock(&key, false).unwrap().is_some(),
+                "queued for admission while holding the entry's lock"
+            );
+            Some(())
+        });
+        assert!(matches!(stored, Stored::Compiled { .. }), "{stored:?}");
+        // Another compiles it while this one waits for admission: Present, nothing compiled.
+        cache.remove(&key);
+        let stored = compile(&mut || {
+            assert!(matches!(
+                engine.compile_to_cache(&cache, WAT.as_bytes(), "/a.wasm", Tier::Baseline, true),
+                Ok(Stored::Compiled { .. })
+            ));
+            Some(())
+        });
+        assert_eq!(stored, Stored::Present);
+        // Another holds the lock when it is admitted: Busy.
+        cache.remove(&key);
+        let mut held = None;
+        let stored = compile(&mut || {
+            held = cache.lock(&key, false).unwrap();
+            Some(())
+        });
+        assert_eq!(stored, Stored::Busy);
         drop(held);
     }
 }
