@@ -540,20 +540,30 @@ impl Container {
         // The end of the socket is how the init's exit shows here; but a process the init
         // forked (only native code could: a guest that escaped wasm) holds the socket too, and
         // in a pid namespace the pod shares it outlives the init. So reading also stops once the
-        // init has exited, looked at every `EXITED_EVERY`, and the exit is reported all the same.
+        // init has exited (see `ExitWatch`), and the exit is reported all the same. That is
+        // looked at before every message and after every `EXITED_EVERY` without one, so a
+        // leftover that keeps writing cannot hold the report back either.
         if let Some(r) = reader.as_ref() {
             let _ = r.get_ref().set_read_timeout(Some(EXITED_EVERY));
         }
+        let mut exit = ExitWatch::default();
         while let Some(r) = reader.as_mut() {
+            let exited_before = exit.exited();
+            if !exit.keep_reading(self.pidfd.exited(), std::time::Instant::now()) {
+                warn!("the init has exited but its socket is still open (a process it left behind holds it): reading stops");
+                let _ = r.get_ref().shutdown(std::net::Shutdown::Both);
+                break;
+            }
+            if exit.exited() && !exited_before {
+                // What it wrote before its exit is there already: no long wait for more.
+                let _ = r.get_ref().set_read_timeout(Some(ExitWatch::QUIET));
+            }
             let msg = match protocol::recv::<FromInit>(r) {
                 Ok(Some(msg)) => msg,
                 Ok(None) => break,
+                // Nothing came for `EXITED_EVERY`: looked at again at the top.
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    if self.pidfd.exited() {
-                        warn!("the init has exited but its socket is still open (a process it left behind holds it): reading stops");
-                        let _ = r.get_ref().shutdown(std::net::Shutdown::Both);
-                        break;
-                    }
+                    exit.quiet();
                     continue;
                 }
                 // A message too long or not understood (dropped whole): said, within the
@@ -866,6 +876,81 @@ impl LogBudget {
         }
         self.lines += 1;
         Budget::Log(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// When the thread reading an init's messages stops once the init has exited: what it wrote
+/// before its exit is still read, for `DRAIN` at most, or until a read after the exit was seen
+/// times out; then reading stops even if something else (a process it left behind) keeps
+/// writing.
+#[derive(Default)]
+struct ExitWatch {
+    since: Option<std::time::Instant>,
+    quiet: bool,
+}
+
+impl ExitWatch {
+    const DRAIN: Duration = Duration::from_secs(1);
+    /// The read timeout once the init has exited.
+    const QUIET: Duration = Duration::from_millis(200);
+
+    fn exited(&self) -> bool {
+        self.since.is_some()
+    }
+
+    /// Whether to read another message, given whether the init has exited by `now`.
+    fn keep_reading(&mut self, exited: bool, now: std::time::Instant) -> bool {
+        match self.since {
+            None if exited => {
+                self.since = Some(now);
+                self.quiet = false;
+                true
+            }
+            None => true,
+            Some(since) => !self.quiet && now.duration_since(since) < Self::DRAIN,
+        }
+    }
+
+    /// No message came for a read timeout.
+    fn quiet(&mut self) {
+        if self.since.is_some() {
+            self.quiet = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod exit_watch_tests {
+    use super::*;
+
+    #[test]
+    fn reading_goes_on_while_the_init_runs() {
+        let mut w = ExitWatch::default();
+        let t0 = std::time::Instant::now();
+        for s in 0..100 {
+            w.quiet();
+            assert!(w.keep_reading(false, t0 + Duration::from_secs(s)));
+        }
+    }
+
+    #[test]
+    fn a_socket_still_written_after_the_exit_is_read_for_a_bounded_time() {
+        let mut w = ExitWatch::default();
+        let t0 = std::time::Instant::now();
+        assert!(w.keep_reading(true, t0));
+        assert!(w.keep_reading(true, t0 + ExitWatch::DRAIN / 2));
+        assert!(!w.keep_reading(true, t0 + ExitWatch::DRAIN));
+    }
+
+    #[test]
+    fn a_socket_quiet_after_the_exit_stops_reading() {
+        let mut w = ExitWatch::default();
+        let t0 = std::time::Instant::now();
+        // Exited while a read was waiting: the timeout comes, then the look.
+        w.quiet();
+        assert!(w.keep_reading(true, t0));
+        w.quiet();
+        assert!(!w.keep_reading(true, t0 + Duration::from_millis(1)));
     }
 }
 
