@@ -236,15 +236,23 @@ impl LayerIndex {
                 layer.whiteouts.insert(join(dir, hidden));
                 return Ok(true);
             }
-            let link = || entry.link_name().ok().flatten().map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
+            // A link's target is held too, so it counts with the names; one longer than a path
+            // can be leads nowhere, and is held as what it is: nothing to follow.
+            let link = || entry.link_name().ok().flatten().map(|l| l.to_string_lossy().into_owned()).filter(|l| l.len() <= MAX_PATH);
             let header = entry.header();
             let node = match header.entry_type() {
                 EntryType::Regular | EntryType::Continuous => Node::File { mode: header.mode().unwrap_or(0) },
                 EntryType::Directory => Node::Dir,
-                EntryType::Symlink => Node::Symlink(link()),
-                EntryType::Link => Node::Hardlink(normalize(&link()).unwrap_or_default()),
+                EntryType::Symlink => link().map_or(Node::Other, Node::Symlink),
+                EntryType::Link => link().map_or(Node::Other, |l| Node::Hardlink(normalize(&l).unwrap_or_default())),
                 _ => Node::Other,
             };
+            if let Node::Symlink(target) | Node::Hardlink(target) = &node {
+                *name_bytes += target.len();
+                if *name_bytes > MAX_NAME_BYTES {
+                    return Err(std::io::Error::other(format!("the image's layers have more than {} MiB of names", MAX_NAME_BYTES >> 20)));
+                }
+            }
             layer.nodes.insert(path, node);
             Ok(true)
         })
@@ -551,6 +559,27 @@ mod tests {
         let ix = index(&[layer.clone()]);
         assert_eq!(ix.entries, 1);
         assert_eq!(ix.resolve(&format!("/{}/app.wasm", "d".repeat(300))).map(|f| f.layer), Some(0));
+    }
+
+    #[test]
+    fn link_targets_count_with_the_names_and_are_bounded() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(4);
+        h.set_mode(0o755);
+        b.append_data(&mut h, "app.wasm", &b"code"[..]).unwrap();
+        for (name, target) in [("long", format!("{}app.wasm", "../".repeat(2000))), ("short", "app.wasm".to_string())] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, name, target).unwrap();
+        }
+        let ix = index(&[b.into_inner().unwrap()]);
+        // A target past PATH_MAX is not followed (nor held); the other one is, and counted.
+        assert_eq!(ix.resolve("/long"), None);
+        assert_eq!(ix.resolve("/short").map(|f| f.path), Some("/app.wasm".to_string()));
+        assert_eq!(ix.name_bytes, "app.wasm".len() + "long".len() + "short".len() + "app.wasm".len());
     }
 
     #[test]
