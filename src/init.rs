@@ -257,12 +257,16 @@ fn stage2(
     // /etc/hosts and /etc/resolv.conf. Were they writable by the guest, it could point an
     // allowed name at any address (the node's metadata service), or have names resolved by a
     // server of its choosing: read-only in its view, as when the pod sets
-    // readOnlyRootFilesystem. A command has the pod's whole network: nothing to protect.
+    // readOnlyRootFilesystem. /etc is too, so that the guest can neither move it away for one of
+    // its own nor add files beside them. A command has the pod's whole network: nothing to
+    // protect.
     if serve.is_some() && !http.allowed_outbound.is_empty() && !http.allowed_outbound.iter().any(|e| e.trim() == "*") {
         for file in ["/etc/hosts", "/etc/resolv.conf"] {
             rootfs::read_only_file(&root, Path::new(file))
                 .map_err(|e| ShimError::internal(format!("{file}, made read-only for the outbound allow-list: {e}")))?;
         }
+        rootfs::read_only_dir(&root, Path::new("/etc"))
+            .map_err(|e| ShimError::new(ErrorKind::InvalidArgument, format!("/etc, made read-only for the outbound allow-list: {e}")))?;
     }
     // Reuse keeps a component instance for the next request. A WAGI module's `_start` runs once
     // (a second run finds the first one's state, which wasi-libc does not expect): refused, since

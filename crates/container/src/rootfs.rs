@@ -684,6 +684,39 @@ pub fn read_only_file(root: &Path, path: &Path) -> Result<(), RootfsError> {
     mnt(None, &top.path(), None, flags, None, &what)
 }
 
+/// Makes the directory `path` (absolute in the container, a real directory of the root, not a
+/// symlink) read-only in the guest's view under `root`, the mounts below it kept as they are: a
+/// recursive bind mount of itself, its top remounted `ro,nosuid,nodev,noexec`. Nothing in it can
+/// be made, removed or renamed, and, a mount point, it cannot be renamed or removed itself.
+pub fn read_only_dir(root: &Path, path: &Path) -> Result<(), RootfsError> {
+    let derr = |err: std::io::Error| RootfsError::Destination { dest: path.to_path_buf(), err };
+    let root_dir = fs::File::open(root).map_err(|err| RootfsError::Root { root: root.to_path_buf(), err })?;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    // Its last component not followed: a symlink there could be replaced by the guest with a
+    // directory of its own, whatever the mount on its target.
+    let target = match open_beneath(&root_dir, rel, OFlag::O_NOFOLLOW) {
+        Ok(fd) => Target::Fd(fd),
+        Err(nix::Error::ENOSYS) => Target::Path(safe_path::scoped_join(root, rel.parent().unwrap_or(Path::new("")))
+            .map_err(derr)?
+            .join(rel.file_name().ok_or_else(|| derr(std::io::Error::other("no name")))?)),
+        Err(e) => return Err(derr(e.into())),
+    };
+    let st = match &target {
+        Target::Fd(fd) => nix::sys::stat::fstat(fd).map_err(|e| derr(e.into()))?,
+        Target::Path(p) => nix::sys::stat::lstat(p).map_err(|e| derr(e.into()))?,
+    };
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => {}
+        libc::S_IFLNK => return Err(derr(std::io::Error::other("a symlink in the image; it must be a directory here"))),
+        _ => return Err(derr(std::io::Error::other("not a directory"))),
+    }
+    let what = format!("{} read-only", path.display());
+    mnt(Some(&target.path()), &target.path(), None, MsFlags::MS_BIND | MsFlags::MS_REC, None, &what)?;
+    let top = reopen_mount(&root_dir, path, &target, Some((st.st_dev, st.st_ino)))?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mnt(None, &top.path(), None, flags, None, &what)
+}
+
 /// Opens `path` (absolute in the container) for reading as if the directory `root` were `/`:
 /// `..` and symlinks, absolute or relative, cannot leave it, even if the tree changes meanwhile
 /// (`openat2` with `RESOLVE_IN_ROOT`; Linux 5.6+, else a scoped join and `O_NOFOLLOW`). Only

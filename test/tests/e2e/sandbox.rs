@@ -888,17 +888,28 @@ pub fn name_files_read_only(cx: &Ctx) -> Result<()> {
         let hosts = append("/etc/hosts", "169.254.169.254,allowed.test")?;
         let resolv = append("/etc/resolv.conf", "nameserver,203.0.113.9")?;
         let other = append("/data.txt", "x")?;
+        // Around the files: a new file beside them, or their directory moved away (for a new
+        // /etc with the guest's own name files).
+        let beside = append("/etc/new.conf", "x")?;
+        let moved = wasm_shim_e2e::http::get(&format!("{base}/rename?from=/etc&to=/etc.old"))?;
         println!("  {id}: /etc/hosts {} {}; /etc/resolv.conf {} {}; /data.txt {}", hosts.status, hosts.body.trim(), resolv.status, resolv.body.trim(), other.status);
+        println!("  {id}: /etc/new.conf {} {}; rename /etc {} {}", beside.status, beside.body.trim(), moved.status, moved.body.trim());
         cx.cd.kill(id, "SIGTERM")?;
         let out = run.wait(Duration::from_secs(10));
         expect_code(&out, 0)?;
         ensure(other.status == 200, || format!("{id}: another file: {other}"))?;
-        let on_disk = std::fs::read_to_string(rootfs.join("etc/hosts"))?;
+        // Where a rename left it, if it did.
+        let on_disk = std::fs::read_to_string(rootfs.join("etc/hosts")).or_else(|_| std::fs::read_to_string(rootfs.join("etc.old/hosts")))?;
         if allowed {
             ensure(hosts.status == 502 && resolv.status == 502, || format!("{id}: the guest rewrote its name files: {hosts} {resolv}"))?;
             ensure(!on_disk.contains("169.254.169.254"), || format!("{id}: /etc/hosts now says {on_disk:?}"))?;
+            ensure(beside.status == 502 && moved.status == 502, || format!("{id}: the guest changed /etc: {beside} {moved}"))?;
+            ensure(rootfs.join("etc/hosts").exists() && !rootfs.join("etc.old").exists(), || format!("{id}: /etc was moved"))?;
         } else {
             ensure(hosts.status == 200 && on_disk.contains("169.254.169.254 allowed.test"), || format!("{id}: without an allow-list: {hosts}, {on_disk:?}"))?;
+            // The same requests work where nothing is protected: they are not refused for
+            // another reason.
+            ensure(beside.status == 200 && moved.status == 200, || format!("{id}: without an allow-list: {beside} {moved}"))?;
         }
     }
     Ok(())

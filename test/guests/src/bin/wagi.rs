@@ -7,6 +7,7 @@
 //! - `/fail` — exits 3 (500).
 //! - `/append?file=<path>&words=a,b` — appends the line `a b` to the file: 200 `appended`, or
 //!   502 with the error.
+//! - `/rename?from=<path>&to=<path>` — renames: 200 `renamed`, or 502 with the error.
 //! - `/env` — 200, `text/plain`: its whole environment, one `NAME=value` per line.
 //! - anything else — 200, `text/plain`: method, path, query, the `X-Test` header, the body.
 use std::io::{Read, Write};
@@ -15,6 +16,8 @@ fn main() {
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     let path = var("PATH_INFO");
     let mut out = std::io::stdout().lock();
+    let query = var("QUERY_STRING");
+    let param = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).unwrap_or_default().to_string();
     match path.as_str() {
         "/redirect" => {
             let _ = write!(out, "Location: /elsewhere\n\n");
@@ -31,11 +34,17 @@ fn main() {
                 let _ = writeln!(out, "{name}={value}");
             }
         }
+        "/rename" => {
+            // What a guest would do to put its own /etc in place of the protected one.
+            let (from, to) = (param("from"), param("to"));
+            let _ = match std::fs::rename(&from, &to) {
+                Ok(()) => write!(out, "Content-Type: text/plain\n\nrenamed\n"),
+                Err(e) => write!(out, "Status: 502 Bad Gateway\nContent-Type: text/plain\n\n{from} -> {to}: {e}\n"),
+            };
+        }
         "/append" => {
             // `file` and `words` (comma-separated) from the query: the line `words` appended to
             // `file`, what a guest would do to /etc/hosts or /etc/resolv.conf to move a name.
-            let query = var("QUERY_STRING");
-            let param = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).unwrap_or_default().to_string();
             let (file, line) = (param("file"), param("words").replace(',', " "));
             let written = std::fs::OpenOptions::new().append(true).create(true).open(&file).and_then(|mut f| writeln!(f, "{line}"));
             let _ = match written {
