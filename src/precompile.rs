@@ -226,7 +226,8 @@ enum Code {
 enum Compiled {
     /// Its optimized code is in the cache.
     Stored,
-    /// Another process is compiling it: in the cache once that ends well, so looked at again.
+    /// Another process is compiling it: in the cache once that ends well; not recorded as
+    /// done, so the next event or sweep of the image tries again.
     Busy,
     /// Not valid wasm (logged by the helper).
     Invalid,
@@ -387,7 +388,7 @@ impl Agent {
                 Compiled::Stored
             }
             Status::Busy => {
-                info!("precompile {ns}/{name}: being compiled by another process (sha256:{digest}); not compiled twice, looked at again later");
+                info!("precompile {ns}/{name}: being compiled by another process (sha256:{digest}); not compiled twice here; tried again on the image's next event or sweep if it is still missing");
                 Compiled::Busy
             }
             Status::Invalid => {
